@@ -1,0 +1,66 @@
+//! Typed UUID identifiers, so that an org id cannot be passed where a key id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// Creates a new random (version 4) identifier.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifier of an organization (tenant).
+    OrgId
+);
+uuid_id!(
+    /// Identifier of a user inside an organization.
+    UserId
+);
+uuid_id!(
+    /// Identifier of a virtual key. Stable across rotations; the secret is not derived from it.
+    KeyId
+);
+uuid_id!(
+    /// Identifier of one inference request and of its request record.
+    RequestId
+);

@@ -1,0 +1,12 @@
+//! Types shared by `synaxisd` and `synaxisctl`: identifiers, regions, roles and the bodies of
+//! the control and inference APIs.
+
+pub mod api;
+pub mod error;
+pub mod ids;
+pub mod region;
+pub mod role;
+
+pub use ids::{KeyId, OrgId, RequestId, UserId};
+pub use region::{Jurisdiction, RegionId};
+pub use role::Role;

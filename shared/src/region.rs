@@ -1,0 +1,103 @@
+//! Regions and the jurisdictions whose law applies in them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A region id such as `eu-west-1`: lowercase ASCII letters, digits and hyphens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegionId(String);
+
+/// Error returned when a string is not a valid region id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid region id `{0}`: use lowercase letters, digits and hyphens, for example `eu-west-1`"
+)]
+pub struct InvalidRegionId(pub String);
+
+impl RegionId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RegionId {
+    type Err = InvalidRegionId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = !s.is_empty()
+            && s.len() <= 63
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidRegionId(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for RegionId {
+    type Error = InvalidRegionId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<RegionId> for String {
+    fn from(id: RegionId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The legal system a region belongs to; it selects the compliance rules for its users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Jurisdiction {
+    /// European Union and EEA, under the GDPR.
+    EU,
+    /// United States.
+    US,
+    /// Brazil, under the LGPD.
+    BR,
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::EU => "EU",
+            Self::US => "US",
+            Self::BR => "BR",
+        };
+        f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_id_accepts_standard_ids() {
+        for id in ["eu-west-1", "us-east-1", "sa-east-1", "local"] {
+            assert!(id.parse::<RegionId>().is_ok(), "{id} should parse");
+        }
+    }
+
+    #[test]
+    fn region_id_rejects_malformed_ids() {
+        for id in ["", "EU-WEST-1", "eu_west_1", "-eu", "eu-", "eu west"] {
+            assert!(id.parse::<RegionId>().is_err(), "{id:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Wiring: builds the services from a validated config and runs the daemon's commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use synaxis_shared::RegionId;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::gateway::record::Recorder;
+use crate::secrets::{SecretSources, Secrets};
+use crate::server::{self, AppState, Metrics};
+use crate::store::{self, Store};
+use crate::tenancy::Tenancy;
+use crate::tenancy::keys::KeyHasher;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// Connects the store, runs migrations and prepares every configured region's storage.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::connect(&config.database).await?;
+    let regions: Vec<RegionId> = config.regions.keys().cloned().collect();
+    store.prepare_regions(&regions).await?;
+    Ok(store)
+}
+
+/// `synaxisd migrate`.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    open_store(config).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `synaxisd serve`: runs until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let generate_into = config
+        .database
+        .is_embedded()
+        .then_some(config.server.data_dir.as_path());
+    let secrets = Secrets::load(&SecretSources {
+        env: &process_env,
+        generate_into,
+    })?;
+    if let Some(generated) = &secrets.generated_operator_token {
+        // Printed on standard output, not logged, and only on the start that generated it.
+        println!(
+            "Generated operator token (shown once; kept in {}):\n{}",
+            generated.path.display(),
+            secrets.operator_token.expose_secret()
+        );
+    }
+
+    let store = open_store(&config).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let region = config.server.region.clone();
+    let tenancy = Tenancy::new(
+        store.clone(),
+        clock.clone(),
+        KeyHasher::new(&secrets.pepper),
+        region.clone(),
+        config.home_region().key_prefix.clone(),
+    );
+
+    let tracker = TaskTracker::new();
+    let recorder = Recorder::new(store, clock, region.clone(), tracker.clone());
+    let gateway = Gateway::new(&config, recorder, &process_env)?;
+    let state = AppState {
+        tenancy,
+        gateway: Arc::new(gateway),
+        operator_token: Arc::new(secrets.operator_token),
+        region: region.clone(),
+        metrics: Arc::new(Metrics::default()),
+    };
+
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, %region, "listening");
+
+    server::serve(
+        listener,
+        server::router(state),
+        tracker,
+        Duration::from_secs(config.server.shutdown_timeout_secs),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

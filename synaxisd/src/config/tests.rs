@@ -1,0 +1,92 @@
+use super::*;
+
+const VALID: &str = r#"
+[server]
+region = "us-east-1"
+listen = "127.0.0.1:0"
+
+[database]
+url = "sqlite://./data/synaxis.db"
+
+[regions.us-east-1]
+key_prefix = "us"
+jurisdiction = "US"
+peer_url = "https://us.example.com"
+
+[regions.eu-west-1]
+key_prefix = "eu"
+jurisdiction = "EU"
+peer_url = "https://eu.example.com"
+
+[upstreams.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[models.gpt-4o-mini]
+upstream = "openai"
+input_per_million = "0.15"
+output_per_million = "0.60"
+"#;
+
+fn error_of(text: &str) -> String {
+    Config::from_toml(text)
+        .expect_err("config must be rejected")
+        .to_string()
+}
+
+#[test]
+fn valid_config_parses_prices_exactly() {
+    let config = Config::from_toml(VALID).expect("valid config");
+    let model = &config.models["gpt-4o-mini"];
+    assert_eq!(model.input_per_million.to_string(), "0.15");
+    assert_eq!(model.output_per_million.to_string(), "0.60");
+    assert_eq!(
+        config.region_by_key_prefix("eu").map(RegionId::as_str),
+        Some("eu-west-1")
+    );
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let text = VALID.replace("listen = ", "listen_address = \"x\"\nlisten = ");
+    let error = error_of(&text);
+    assert!(error.contains("listen_address"), "{error}");
+}
+
+#[test]
+fn float_price_is_rejected_with_its_key() {
+    let text = VALID.replace("input_per_million = \"0.15\"", "input_per_million = 0.15");
+    let error = error_of(&text);
+    assert!(error.contains("input_per_million"), "{error}");
+    assert!(error.contains("as strings"), "{error}");
+}
+
+#[test]
+fn unknown_served_region_is_named() {
+    let text = VALID.replace("region = \"us-east-1\"", "region = \"mars-1\"");
+    let error = error_of(&text);
+    assert!(error.contains("server.region"), "{error}");
+    assert!(error.contains("mars-1"), "{error}");
+}
+
+#[test]
+fn malformed_url_is_named() {
+    let text = VALID.replace("https://eu.example.com", "not a url");
+    let error = error_of(&text);
+    assert!(error.contains("peer_url"), "{error}");
+}
+
+#[test]
+fn duplicate_key_prefix_is_rejected() {
+    let text = VALID.replace("key_prefix = \"eu\"", "key_prefix = \"us\"");
+    let error = error_of(&text);
+    assert!(error.contains("key_prefix"), "{error}");
+}
+
+#[test]
+fn model_with_unknown_upstream_is_rejected() {
+    let text = VALID.replace("upstream = \"openai\"", "upstream = \"nowhere\"");
+    let error = error_of(&text);
+    assert!(error.contains("models.gpt-4o-mini.upstream"), "{error}");
+}

@@ -1,0 +1,318 @@
+//! `POST /v1/chat/completions`, streaming over SSE and not.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value};
+
+use super::provider::{ChatRequest, ChatResponse, ProviderError};
+use super::record::{Outcome, PendingRecord};
+use super::{InferenceKey, ModelRoute, key_allows};
+use crate::billing::{self, Usage};
+use crate::http_error::{ApiError, Locale};
+use crate::server::{AppState, RequestContext};
+
+const ENDPOINT: &str = "/v1/chat/completions";
+
+/// Header with the USD cost of a non-streaming call.
+const COST_HEADER: &str = "x-synaxis-cost-usd";
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    InferenceKey(key): InferenceKey,
+    body: Bytes,
+) -> Response {
+    let mut record = state
+        .gateway
+        .recorder
+        .start(&key, &context.request_id, ENDPOINT);
+
+    let prepared = match prepare(&state, &key, &body, &mut record) {
+        Ok(prepared) => prepared,
+        Err(error) => return fail(record, error).await,
+    };
+
+    let request = ChatRequest {
+        body: prepared.upstream_body,
+        stream: prepared.stream,
+    };
+    let response = match prepared.route.provider.chat_completions(request).await {
+        Ok(response) => response,
+        Err(error) => return fail(record, upstream_error(error)).await,
+    };
+
+    match response {
+        ChatResponse::Complete(body) => complete(record, &prepared.route, body).await,
+        ChatResponse::Stream(chunks) => stream(
+            record,
+            prepared.route,
+            chunks,
+            prepared.client_wants_usage,
+            context.locale,
+        ),
+    }
+}
+
+/// A validated request, ready to go upstream.
+struct Prepared {
+    route: Arc<ModelRoute>,
+    upstream_body: Map<String, Value>,
+    stream: bool,
+    client_wants_usage: bool,
+}
+
+fn prepare(
+    state: &AppState,
+    key: &synaxis_shared::api::Key,
+    body: &[u8],
+    record: &mut PendingRecord,
+) -> Result<Prepared, ApiError> {
+    let mut body = parse_body(body)?;
+
+    let model = match body.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "model",
+                "`model` must be a non-empty string",
+            ));
+        }
+        None => return Err(ApiError::invalid("model", "`model` is required")),
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(stream)) => *stream,
+        Some(_) => return Err(ApiError::invalid("stream", "`stream` must be a boolean")),
+    };
+    record.set_model(&model, stream);
+
+    match body.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => {}
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "messages",
+                "`messages` must not be empty",
+            ));
+        }
+        Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
+        None => return Err(ApiError::invalid("messages", "`messages` is required")),
+    }
+
+    let route = state
+        .gateway
+        .model(&model)
+        .cloned()
+        .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?;
+    if !key_allows(key, &route.name) {
+        return Err(ApiError::ModelNotAllowed(route.name.clone()));
+    }
+
+    let client_wants_usage = body
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let upstream_model = route.config.upstream_model(&route.name).to_owned();
+    body.insert("model".to_owned(), Value::String(upstream_model));
+
+    Ok(Prepared {
+        route,
+        upstream_body: body,
+        stream,
+        client_wants_usage,
+    })
+}
+
+/// Parses the body as a JSON object, naming what is wrong when it is not one.
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if let Err(error) = std::str::from_utf8(body) {
+        return Err(ApiError::InvalidRequest {
+            param: None,
+            message: format!(
+                "the request body is not valid UTF-8 (invalid byte at offset {})",
+                error.valid_up_to()
+            ),
+        });
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidRequest {
+            param: None,
+            message: "the request body must be a JSON object".to_owned(),
+        }),
+        Err(error) => Err(ApiError::InvalidRequest {
+            param: None,
+            message: format!("the request body is not valid JSON: {error}"),
+        }),
+    }
+}
+
+fn upstream_error(error: ProviderError) -> ApiError {
+    match error {
+        ProviderError::Timeout => ApiError::UpstreamTimeout,
+        ProviderError::Status { status, message } if matches!(status, 400 | 404 | 422) => {
+            ApiError::UpstreamRejected {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+            }
+        }
+        other => ApiError::Upstream(other.to_string()),
+    }
+}
+
+async fn fail(record: PendingRecord, error: ApiError) -> Response {
+    record
+        .finish(Outcome::failed(error.status(), error.code()))
+        .await;
+    error.into_response()
+}
+
+async fn complete(record: PendingRecord, route: &ModelRoute, body: Value) -> Response {
+    let usage = usage_of(&body).unwrap_or_default();
+    let cost = billing::cost(&route.config, usage);
+    record
+        .finish(Outcome {
+            status: StatusCode::OK,
+            error_code: None,
+            usage,
+            cost_usd: cost,
+        })
+        .await;
+
+    let mut response = Json(body).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
+        response.headers_mut().insert(COST_HEADER, value);
+    }
+    response
+}
+
+/// Streams the upstream's chunks to the client as SSE. The upstream's usage chunk is read for
+/// the record and forwarded only when the client asked for it; the record is written before the
+/// final `[DONE]`.
+fn stream(
+    record: PendingRecord,
+    route: Arc<ModelRoute>,
+    mut chunks: BoxStream<'static, Result<Value, ProviderError>>,
+    client_wants_usage: bool,
+    locale: Locale,
+) -> Response {
+    let events = async_stream::stream! {
+        let mut usage = None;
+        let mut failure = None;
+
+        while let Some(chunk) = chunks.next().await {
+            let mut chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
+            if let Some(reported) = usage_of(&chunk) {
+                usage = Some(reported);
+            }
+            if !client_wants_usage {
+                if is_usage_only(&chunk) {
+                    continue;
+                }
+                if let Value::Object(fields) = &mut chunk {
+                    fields.remove("usage");
+                }
+            }
+            yield Ok::<Bytes, Infallible>(sse_data(&chunk.to_string()));
+        }
+
+        let usage = usage.unwrap_or_default();
+        let cost = billing::cost(&route.config, usage);
+        match failure {
+            None => {
+                record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost }).await;
+                yield Ok(sse_data("[DONE]"));
+            }
+            Some(error) => {
+                let error = upstream_error(error);
+                tracing::warn!(%error, "upstream stream failed");
+                record.finish(Outcome { status: StatusCode::BAD_GATEWAY, error_code: Some(error.code()), usage, cost_usd: cost }).await;
+                let body = serde_json::to_string(&error.body(locale)).unwrap_or_default();
+                yield Ok(sse_data(&body));
+            }
+        }
+    };
+
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(events))
+        .unwrap_or_else(|_| ApiError::Internal.into_response())
+}
+
+fn sse_data(data: &str) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// Reads the `usage` object of a completion or chunk; `None` when absent or null.
+fn usage_of(body: &Value) -> Option<Usage> {
+    let usage = body.get("usage")?.as_object()?;
+    let count = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: count("prompt_tokens"),
+        completion_tokens: count("completion_tokens"),
+    })
+}
+
+/// Whether a chunk exists only to report usage: a usage object and no choices.
+fn is_usage_only(chunk: &Value) -> bool {
+    let no_choices = chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    no_choices && chunk.get("usage").is_some_and(Value::is_object)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn usage_only_chunk_is_detected() {
+        let usage_chunk =
+            json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}});
+        let content_chunk = json!({"choices": [{"delta": {"content": "hi"}}], "usage": null});
+        assert!(is_usage_only(&usage_chunk));
+        assert!(!is_usage_only(&content_chunk));
+        assert_eq!(usage_of(&content_chunk), None);
+        assert_eq!(
+            usage_of(&usage_chunk),
+            Some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2
+            })
+        );
+    }
+
+    #[test]
+    fn body_errors_name_the_problem() {
+        let invalid_utf8 = parse_body(b"{\"model\": \"\xff\"}").expect_err("invalid UTF-8");
+        assert!(invalid_utf8.to_string().contains("UTF-8"), "{invalid_utf8}");
+        let not_json = parse_body(b"{\"model\": ").expect_err("truncated JSON");
+        assert!(
+            not_json.to_string().contains("not valid JSON"),
+            "{not_json}"
+        );
+        let not_object = parse_body(b"[1]").expect_err("array body");
+        assert!(
+            not_object.to_string().contains("JSON object"),
+            "{not_object}"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Upstream model providers behind one trait. A provider takes an OpenAI-format chat completion
+//! request and returns an OpenAI-format response or stream of chunks, whatever its own wire
+//! format is.
+
+pub mod openai;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde_json::{Map, Value};
+
+/// A chat completion request in the OpenAI format, with the upstream model name set.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub body: Map<String, Value>,
+    pub stream: bool,
+}
+
+pub enum ChatResponse {
+    /// A whole `chat.completion` object.
+    Complete(Value),
+    /// `chat.completion.chunk` objects in order. The provider asks for a usage report, which
+    /// arrives as a chunk with a `usage` object (and no choices, in OpenAI's format).
+    Stream(BoxStream<'static, Result<Value, ProviderError>>),
+}
+
+impl Debug for ChatResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Complete(body) => f.debug_tuple("Complete").field(body).finish(),
+            Self::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    #[error("the upstream timed out")]
+    Timeout,
+    /// A non-success status; `message` is the upstream's error message when it sent one.
+    #[error("the upstream returned status {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the upstream sent an invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync + Debug {
+    async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError>;
+}

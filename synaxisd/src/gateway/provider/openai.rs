@@ -1,0 +1,156 @@
+//! Provider for any API that speaks OpenAI's chat completions format.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{ChatRequest, ChatResponse, Provider, ProviderError};
+use crate::config::UpstreamConfig;
+
+/// Most bytes of an upstream error body that are read to find its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("invalid base URL: {0}")]
+    Url(#[from] url::ParseError),
+}
+
+#[derive(Debug)]
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    chat_url: Url,
+    api_key: Option<SecretString>,
+}
+
+impl OpenAiProvider {
+    pub fn new(
+        name: &str,
+        config: &UpstreamConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SetupError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .build()?;
+
+        let api_key = match &config.api_key_env {
+            Some(variable) => {
+                let key = env(variable);
+                if key.is_none() {
+                    tracing::warn!(
+                        upstream = name,
+                        variable = variable.as_str(),
+                        "upstream API key variable is not set; requests go out without a key"
+                    );
+                }
+                key.map(SecretString::from)
+            }
+            None => None,
+        };
+
+        let base = config.base_url.as_str().trim_end_matches('/');
+        let chat_url = Url::parse(&format!("{base}/chat/completions"))?;
+
+        Ok(Self {
+            client,
+            chat_url,
+            api_key,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let mut body = request.body;
+        if request.stream {
+            // Ask for the final usage chunk whatever the client asked; the gateway removes it
+            // from the client's stream when the client did not ask for it.
+            let options = body.entry("stream_options").or_insert_with(|| json!({}));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".to_owned(), Value::Bool(true));
+            }
+        }
+
+        let mut upstream = self.client.post(self.chat_url.clone()).json(&body);
+        if let Some(key) = &self.api_key {
+            upstream = upstream.bearer_auth(key.expose_secret());
+        }
+        let response = upstream.send().await.map_err(map_reqwest_error)?;
+
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ProviderError::Status {
+                status: status.as_u16(),
+                message: read_error_message(response).await,
+            });
+        }
+
+        if !request.stream {
+            let body: Value = response.json().await.map_err(|error| {
+                if error.is_timeout() {
+                    ProviderError::Timeout
+                } else {
+                    ProviderError::InvalidResponse(error.to_string())
+                }
+            })?;
+            return Ok(ChatResponse::Complete(body));
+        }
+
+        let events = response.bytes_stream().eventsource();
+        let chunks = events
+            .take_while(|event| {
+                let done = matches!(event, Ok(event) if event.data.trim() == "[DONE]");
+                std::future::ready(!done)
+            })
+            .filter_map(|event| async move {
+                match event {
+                    Ok(event) if event.data.trim().is_empty() => None,
+                    Ok(event) => {
+                        Some(serde_json::from_str::<Value>(&event.data).map_err(|error| {
+                            ProviderError::InvalidResponse(format!(
+                                "stream chunk is not JSON: {error}"
+                            ))
+                        }))
+                    }
+                    Err(error) => Some(Err(ProviderError::InvalidResponse(error.to_string()))),
+                }
+            });
+        Ok(ChatResponse::Stream(chunks.boxed()))
+    }
+}
+
+fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else if error.is_connect() {
+        ProviderError::Connect(error.to_string())
+    } else {
+        ProviderError::InvalidResponse(error.to_string())
+    }
+}
+
+/// Returns the upstream's `error.message`, or a short note when the body has none.
+async fn read_error_message(response: reqwest::Response) -> String {
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => return format!("error body unreadable: {error}"),
+    };
+    let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|body| {
+            body.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "no error message".to_owned())
+}

@@ -1,0 +1,166 @@
+//! Request records: every inference request that presented a valid key ends in exactly one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use rust_decimal::Decimal;
+use synaxis_shared::api::Key;
+use synaxis_shared::{RegionId, RequestId};
+use tokio_util::task::TaskTracker;
+
+use crate::billing::Usage;
+use crate::clock::Clock;
+use crate::store::{RequestRecord, Store};
+
+/// Status recorded when the client went away before the response ended (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Starts request records and tracks the writes that finish in the background, so that
+/// shutdown can wait for them.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    region: RegionId,
+    tracker: TaskTracker,
+}
+
+impl Recorder {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        region: RegionId,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            region,
+            tracker,
+        }
+    }
+
+    pub fn start(&self, key: &Key, request_id: &str, endpoint: &str) -> PendingRecord {
+        let record = RequestRecord {
+            id: RequestId::new(),
+            stored_region: self.region.clone(),
+            request_id: request_id.to_owned(),
+            org_id: key.org_id,
+            user_id: key.user_id,
+            key_id: key.id,
+            endpoint: endpoint.to_owned(),
+            model: String::new(),
+            stream: false,
+            status_code: 0,
+            error_code: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost_usd: Decimal::ZERO,
+            started_at: self.clock.now(),
+            duration_ms: 0,
+        };
+        PendingRecord {
+            record: Some(record),
+            started: Instant::now(),
+            store: self.store.clone(),
+            tracker: self.tracker.clone(),
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub status: StatusCode,
+    pub error_code: Option<&'static str>,
+    pub usage: Usage,
+    pub cost_usd: Decimal,
+}
+
+impl Outcome {
+    pub fn failed(status: StatusCode, error_code: &'static str) -> Self {
+        Self {
+            status,
+            error_code: Some(error_code),
+            usage: Usage::default(),
+            cost_usd: Decimal::ZERO,
+        }
+    }
+}
+
+/// A record that is written exactly once: by [`PendingRecord::finish`], or, when it is dropped
+/// unfinished because the client went away, in the background with status 499.
+#[derive(Debug)]
+pub struct PendingRecord {
+    record: Option<RequestRecord>,
+    started: Instant,
+    store: Arc<dyn Store>,
+    tracker: TaskTracker,
+}
+
+impl PendingRecord {
+    pub fn set_model(&mut self, model: &str, stream: bool) {
+        if let Some(record) = &mut self.record {
+            record.model = model.to_owned();
+            record.stream = stream;
+        }
+    }
+
+    pub fn request_id(&self) -> Option<RequestId> {
+        self.record.as_ref().map(|record| record.id)
+    }
+
+    /// Writes the record before the response is complete, so that a client that has its whole
+    /// answer can rely on the record being stored.
+    pub async fn finish(mut self, outcome: Outcome) {
+        if let Some(record) = self.take_with(outcome) {
+            write(&*self.store, &record).await;
+        }
+    }
+
+    fn take_with(&mut self, outcome: Outcome) -> Option<RequestRecord> {
+        let mut record = self.record.take()?;
+        record.status_code = outcome.status.as_u16();
+        record.error_code = outcome.error_code.map(str::to_owned);
+        record.prompt_tokens = outcome.usage.prompt_tokens;
+        record.completion_tokens = outcome.usage.completion_tokens;
+        record.cost_usd = outcome.cost_usd;
+        record.duration_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        Some(record)
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        // NOTE: tokens already streamed to a client that disconnected are not counted yet, so
+        // such a record carries zero usage and zero cost.
+        let outcome = Outcome::failed(
+            StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+            "client_disconnected",
+        );
+        let Some(record) = self.take_with(outcome) else {
+            return;
+        };
+        let store = self.store.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.tracker
+                .spawn(async move { write(&*store, &record).await });
+        } else {
+            tracing::error!(request.id = %record.request_id, "no runtime to write a request record; it is lost");
+        }
+    }
+}
+
+async fn write(store: &dyn Store, record: &RequestRecord) {
+    // TODO: a record that fails to write is lost; a durable local spool should hold it until
+    // the store is back.
+    if let Err(error) = store.insert_request(record).await {
+        tracing::error!(
+            request.id = %record.request_id,
+            key.id = %record.key_id,
+            %error,
+            "failed to store request record"
+        );
+    }
+}

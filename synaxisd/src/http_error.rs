@@ -1,0 +1,278 @@
+//! The single place that maps errors of every layer to an HTTP status, an OpenAI-shaped error
+//! body, and a log level. Messages are in English and Brazilian Portuguese; the
+//! [`localize`](crate::server) middleware picks one from `Accept-Language`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use synaxis_shared::error::{ErrorBody, ErrorDetail};
+
+use crate::store::StoreError;
+use crate::tenancy::TenancyError;
+
+/// A language for user-facing messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Locale {
+    #[default]
+    En,
+    PtBr,
+}
+
+impl Locale {
+    /// Picks the first supported language of an `Accept-Language` header value.
+    pub fn from_accept_language(value: &str) -> Self {
+        for range in value.split(',') {
+            let tag = range
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if tag == "pt" || tag.starts_with("pt-") {
+                return Self::PtBr;
+            }
+            if tag == "en" || tag.starts_with("en-") {
+                return Self::En;
+            }
+        }
+        Self::En
+    }
+}
+
+/// An error returned to an API client.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing API key")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("missing or invalid operator token")]
+    InvalidOperatorToken,
+    #[error("invalid request: {message}")]
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+    },
+    #[error("model `{0}` not found")]
+    ModelNotFound(String),
+    #[error("model `{0}` not allowed for this key")]
+    ModelNotAllowed(String),
+    #[error("{entity} `{id}` not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("route not found")]
+    RouteNotFound,
+    /// The upstream rejected the request as invalid; its status and message reach the client.
+    #[error("upstream rejected the request with status {status}: {message}")]
+    UpstreamRejected { status: StatusCode, message: String },
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            param: Some(param.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::InvalidKey | Self::InvalidOperatorToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound(_) | Self::NotFound { .. } | Self::RouteNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::UpstreamRejected { status, .. } => *status,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of the body's `code` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_api_key",
+            Self::InvalidKey => "invalid_api_key",
+            Self::InvalidOperatorToken => "invalid_operator_token",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::RouteNotFound => "route_not_found",
+            Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::Upstream(_) => "upstream_error",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::MissingKey | Self::InvalidKey | Self::InvalidOperatorToken => {
+                "authentication_error"
+            }
+            Self::ModelNotAllowed(_) => "permission_error",
+            Self::InvalidRequest { .. }
+            | Self::ModelNotFound(_)
+            | Self::NotFound { .. }
+            | Self::Conflict(_)
+            | Self::RouteNotFound
+            | Self::UpstreamRejected { .. } => "invalid_request_error",
+            Self::Upstream(_) | Self::UpstreamTimeout | Self::Internal => "api_error",
+        }
+    }
+
+    fn param(&self) -> Option<String> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.clone(),
+            Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => Some("model".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The message shown to the client in `locale`. Messages that carry a detail from another
+    /// layer (validation, conflicts, upstream) keep that detail in English.
+    pub fn message(&self, locale: Locale) -> String {
+        match locale {
+            Locale::En => self.message_en(),
+            Locale::PtBr => self.message_pt_br(),
+        }
+    }
+
+    fn message_en(&self) -> String {
+        match self {
+            Self::MissingKey => {
+                "Missing API key: send it as `Authorization: Bearer sk-syn-...`.".to_owned()
+            }
+            Self::InvalidKey => {
+                "Invalid API key: the key is unknown, revoked or expired. Create a new key with `synaxisctl key create`.".to_owned()
+            }
+            Self::InvalidOperatorToken => {
+                "Missing or invalid operator token: send it as `Authorization: Bearer TOKEN`.".to_owned()
+            }
+            Self::InvalidRequest { message, .. } => message.clone(),
+            Self::ModelNotFound(model) => {
+                format!("The model `{model}` does not exist. List the available models with GET /v1/models.")
+            }
+            Self::ModelNotAllowed(model) => {
+                format!("This key may not use the model `{model}`. Ask an organization admin to allow it on the key.")
+            }
+            Self::NotFound { entity, id } => format!("The {entity} `{id}` was not found."),
+            Self::Conflict(message) => message.clone(),
+            Self::RouteNotFound => "No such route.".to_owned(),
+            Self::UpstreamRejected { message, .. } => message.clone(),
+            Self::Upstream(detail) => format!("The upstream provider failed: {detail}. Try again later."),
+            Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
+            Self::Internal => "Internal error. Try again later.".to_owned(),
+        }
+    }
+
+    fn message_pt_br(&self) -> String {
+        match self {
+            Self::MissingKey => {
+                "Chave de API ausente: envie-a como `Authorization: Bearer sk-syn-...`.".to_owned()
+            }
+            Self::InvalidKey => {
+                "Chave de API inválida: a chave é desconhecida, revogada ou expirada. Crie uma nova chave com `synaxisctl key create`.".to_owned()
+            }
+            Self::InvalidOperatorToken => {
+                "Token de operador ausente ou inválido: envie-o como `Authorization: Bearer TOKEN`.".to_owned()
+            }
+            Self::InvalidRequest { message, .. } => format!("Requisição inválida: {message}"),
+            Self::ModelNotFound(model) => {
+                format!("O modelo `{model}` não existe. Liste os modelos disponíveis com GET /v1/models.")
+            }
+            Self::ModelNotAllowed(model) => {
+                format!("Esta chave não pode usar o modelo `{model}`. Peça a um administrador da organização que o permita na chave.")
+            }
+            Self::NotFound { entity, id } => format!("Não encontrado: {entity} `{id}`."),
+            Self::Conflict(message) => format!("Conflito: {message}"),
+            Self::RouteNotFound => "Rota inexistente.".to_owned(),
+            Self::UpstreamRejected { message, .. } => message.clone(),
+            Self::Upstream(detail) => format!("O provedor upstream falhou: {detail}. Tente novamente mais tarde."),
+            Self::UpstreamTimeout => {
+                "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
+            }
+            Self::Internal => "Erro interno. Tente novamente mais tarde.".to_owned(),
+        }
+    }
+
+    pub fn body(&self, locale: Locale) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.message(locale),
+                kind: self.kind().to_owned(),
+                code: Some(self.code().to_owned()),
+                param: self.param(),
+            },
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            Self::Internal | Self::Upstream(_) | Self::UpstreamTimeout => {
+                tracing::warn!(error = %self, code = self.code(), "request failed");
+            }
+            _ => tracing::debug!(error = %self, code = self.code(), "request rejected"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// Renders the English body and keeps the error in the response's extensions, so that the
+    /// localizing middleware can render it again in the client's language.
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = (self.status(), Json(self.body(Locale::En))).into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { entity, id } => Self::NotFound { entity, id },
+            StoreError::Conflict(message) => Self::Conflict(message),
+            other => {
+                tracing::error!(error = %other, "store failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<TenancyError> for ApiError {
+    fn from(error: TenancyError) -> Self {
+        match error {
+            TenancyError::Invalid { field, message } => Self::invalid(field, message),
+            TenancyError::Store(error) => error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_first_supported() {
+        assert_eq!(Locale::from_accept_language("pt-BR,pt;q=0.9"), Locale::PtBr);
+        assert_eq!(Locale::from_accept_language("de-DE, en;q=0.5"), Locale::En);
+        assert_eq!(Locale::from_accept_language("fr"), Locale::En);
+        assert_eq!(Locale::from_accept_language("en-US, pt-BR"), Locale::En);
+    }
+}

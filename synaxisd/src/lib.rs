@@ -1,0 +1,15 @@
+//! `synaxisd`, the Synaxis daemon: an OpenAI-compatible inference gateway with a control API.
+//! `docs/architecture.md` describes the modules and the path of a request through them.
+
+pub mod app;
+pub mod billing;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod gateway;
+pub mod http_error;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tenancy;

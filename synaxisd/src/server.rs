@@ -1,0 +1,201 @@
+//! The HTTP server: shared state, the router, per-request context, health endpoints, and
+//! serving with a graceful drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::SecretString;
+use synaxis_shared::RegionId;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::control;
+use crate::gateway::{self, Gateway};
+use crate::http_error::{ApiError, Locale};
+use crate::tenancy::Tenancy;
+
+/// Largest accepted request body.
+const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
+
+/// State shared by every handler.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub tenancy: Tenancy,
+    pub gateway: Arc<Gateway>,
+    pub operator_token: Arc<SecretString>,
+    pub region: RegionId,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Counters kept in process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    rejected_keys: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_rejected_key(&self) {
+        self.rejected_keys.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inference requests rejected for a missing or invalid key since start.
+    pub fn rejected_keys(&self) -> u64 {
+        self.rejected_keys.load(Ordering::Relaxed)
+    }
+}
+
+/// Facts about the current request, set by the outermost middleware.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub locale: Locale,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(gateway::routes())
+        .merge(control::routes(state.clone()))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
+        .with_state(state)
+}
+
+/// Gives the request an id and a span, tags the response with the id and the region, and
+/// renders error bodies in the client's language.
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let locale = request
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .map(Locale::from_accept_language)
+        .unwrap_or_default();
+    request.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        locale,
+    });
+
+    let span = tracing::info_span!(
+        "request",
+        request.id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = next.run(request).instrument(span).await;
+
+    if locale != Locale::En
+        && let Some(error) = response.extensions().get::<ApiError>().cloned()
+    {
+        let status = response.status();
+        let headers = std::mem::take(response.headers_mut());
+        response = (status, axum::Json(error.body(locale))).into_response();
+        for (name, value) in headers.iter() {
+            if name != header::CONTENT_LENGTH {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+    }
+
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(state.region.as_str()) {
+        headers.insert(REGION.clone(), value);
+    }
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the store answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.tenancy.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Body::from("store unavailable"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests up to
+/// `drain_timeout` to finish, and waits for pending record writes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tracker: TaskTracker,
+    drain_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            timeout_secs = drain_timeout.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
+        let _ = draining_tx.send(());
+    };
+
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
+    }
+
+    tracker.close();
+    if tokio::time::timeout(drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            pending = tracker.len(),
+            "request records still unwritten at shutdown"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
