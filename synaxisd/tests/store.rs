@@ -1,0 +1,438 @@
+//! Contract tests of the store traits: every case runs against SQLite and PostgreSQL, each on
+//! its own database.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+use synaxis_shared::api::{CreateKeyRequest, CreateOrgRequest, CreateUserRequest, Key, Org, User};
+use synaxis_shared::{OrgId, RegionId, RequestId, Role};
+use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
+use synaxisd::clock::ManualClock;
+use synaxisd::store::postgres::PgStore;
+use synaxisd::store::sqlite::SqliteStore;
+use synaxisd::store::{KeyFilter, RequestFilter, RequestRecord, Store, StoreError};
+use synaxisd::tenancy::keys::KeyHasher;
+use synaxisd::tenancy::{Tenancy, TenancyError};
+
+fn region() -> RegionId {
+    "us-east-1".parse().expect("region id")
+}
+
+fn start_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn tenancy(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Tenancy {
+    let hasher = KeyHasher::new(&SecretString::from("p".repeat(32)));
+    Tenancy::new(store, clock, hasher, region(), "us".to_owned())
+}
+
+async fn org_user(tenancy: &Tenancy, slug: &str, email: &str) -> (Org, User) {
+    let org = tenancy
+        .create_org(CreateOrgRequest {
+            name: format!("Org {slug}"),
+            slug: Some(slug.to_owned()),
+        })
+        .await
+        .expect("create org");
+    let user = tenancy
+        .create_user(CreateUserRequest {
+            org_id: org.id,
+            email: email.to_owned(),
+            role: Role::Developer,
+        })
+        .await
+        .expect("create user");
+    (org, user)
+}
+
+fn key_request(user: &User) -> CreateKeyRequest {
+    CreateKeyRequest {
+        user_id: user.id,
+        name: Some("ci".to_owned()),
+        expires_at: None,
+        allowed_models: vec!["GPT-4o-mini".to_owned()],
+    }
+}
+
+fn record(key: &Key, started_at: DateTime<Utc>, cost: &str) -> RequestRecord {
+    RequestRecord {
+        id: RequestId::new(),
+        stored_region: region(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        org_id: key.org_id,
+        user_id: key.user_id,
+        key_id: key.id,
+        endpoint: "/v1/chat/completions".to_owned(),
+        model: "gpt-4o-mini".to_owned(),
+        stream: true,
+        status_code: 200,
+        error_code: None,
+        prompt_tokens: 1_000,
+        completion_tokens: 500,
+        cost_usd: Decimal::from_str(cost).expect("decimal"),
+        started_at,
+        duration_ms: 42,
+    }
+}
+
+async fn org_is_found_by_id_and_slug(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock);
+    let (org, _) = org_user(&tenancy, "acme", "ana@acme.test").await;
+
+    assert_eq!(store.get_org(org.id).await.expect("by id"), org);
+    assert_eq!(store.get_org_by_slug("acme").await.expect("by slug"), org);
+    assert_eq!(tenancy.find_org("acme").await.expect("find").id, org.id);
+    assert_eq!(store.list_orgs().await.expect("list"), vec![org.clone()]);
+    assert_eq!(org.created_at, start_time());
+    assert_eq!(org.primary_region, region());
+}
+
+async fn duplicate_slug_is_conflict(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    org_user(&tenancy, "acme", "ana@acme.test").await;
+
+    let error = tenancy
+        .create_org(CreateOrgRequest {
+            name: "Other".to_owned(),
+            slug: Some("acme".to_owned()),
+        })
+        .await
+        .expect_err("duplicate slug");
+    assert!(
+        matches!(error, TenancyError::Store(StoreError::Conflict(_))),
+        "{error:?}"
+    );
+    assert_eq!(store.list_orgs().await.expect("list").len(), 1);
+}
+
+async fn email_is_unique_ignoring_case(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, _) = org_user(&tenancy, "acme", "Ana@Acme.test").await;
+
+    let error = tenancy
+        .create_user(CreateUserRequest {
+            org_id: org.id,
+            email: "ana@ACME.test".to_owned(),
+            role: Role::Viewer,
+        })
+        .await
+        .expect_err("same email in another case");
+    assert!(
+        matches!(error, TenancyError::Store(StoreError::Conflict(_))),
+        "{error:?}"
+    );
+    assert_eq!(store.list_users(org.id).await.expect("list").len(), 1);
+}
+
+async fn missing_rows_are_not_found(store: Arc<dyn Store>) {
+    let error = store.get_org(OrgId::new()).await.expect_err("no org");
+    assert!(
+        matches!(
+            error,
+            StoreError::NotFound {
+                entity: "organization",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = store.get_org_by_slug("nobody").await.expect_err("no org");
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
+    let error = store
+        .revoke_key(synaxis_shared::KeyId::new(), start_time())
+        .await
+        .expect_err("no key");
+    assert!(
+        matches!(error, StoreError::NotFound { entity: "key", .. }),
+        "{error:?}"
+    );
+}
+
+async fn key_authenticates_by_secret(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(key_request(&user))
+        .await
+        .expect("create key");
+
+    assert!(created.secret.starts_with("sk-syn-us-"));
+    assert_eq!(created.key.allowed_models, vec!["gpt-4o-mini".to_owned()]);
+    let found = tenancy.authenticate(&created.secret).await.expect("lookup");
+    assert_eq!(found, Some(created.key.clone()));
+
+    let wrong = format!("{}x", &created.secret[..created.secret.len() - 1]);
+    assert_eq!(tenancy.authenticate(&wrong).await.expect("lookup"), None);
+
+    let by_org = store
+        .list_keys(&KeyFilter {
+            org_id: Some(org.id),
+            user_id: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_org, vec![created.key.clone()]);
+    let by_other_org = store
+        .list_keys(&KeyFilter {
+            org_id: Some(OrgId::new()),
+            user_id: None,
+        })
+        .await
+        .expect("list");
+    assert!(by_other_org.is_empty());
+}
+
+async fn revoked_key_stops_authenticating(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(key_request(&user))
+        .await
+        .expect("create key");
+
+    let revoked = tenancy.revoke_key(created.key.id).await.expect("revoke");
+    assert!(!revoked.active);
+    assert_eq!(revoked.revoked_at, Some(start_time()));
+    assert_eq!(
+        tenancy.authenticate(&created.secret).await.expect("lookup"),
+        None
+    );
+
+    clock.advance(Duration::hours(1));
+    let again = tenancy
+        .revoke_key(created.key.id)
+        .await
+        .expect("revoke again");
+    assert_eq!(
+        again.revoked_at,
+        Some(start_time()),
+        "a second revoke keeps the first time"
+    );
+}
+
+async fn key_expires_by_clock(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let expires_at = start_time() + Duration::hours(1);
+    let created = tenancy
+        .create_key(CreateKeyRequest {
+            expires_at: Some(expires_at),
+            ..key_request(&user)
+        })
+        .await
+        .expect("create key");
+
+    clock.set(expires_at - Duration::milliseconds(1));
+    assert!(
+        tenancy
+            .authenticate(&created.secret)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+
+    clock.set(expires_at);
+    assert_eq!(
+        tenancy.authenticate(&created.secret).await.expect("lookup"),
+        None
+    );
+
+    let past = tenancy
+        .create_key(CreateKeyRequest {
+            expires_at: Some(start_time()),
+            ..key_request(&user)
+        })
+        .await
+        .expect_err("expiry in the past");
+    assert!(
+        matches!(
+            past,
+            TenancyError::Invalid {
+                field: "expires_at",
+                ..
+            }
+        ),
+        "{past:?}"
+    );
+}
+
+async fn inactive_user_or_org_disables_keys(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(key_request(&user))
+        .await
+        .expect("create key");
+
+    store
+        .set_user_active(user.id, false)
+        .await
+        .expect("deactivate user");
+    assert_eq!(
+        tenancy.authenticate(&created.secret).await.expect("lookup"),
+        None
+    );
+    store
+        .set_user_active(user.id, true)
+        .await
+        .expect("reactivate user");
+    assert!(
+        tenancy
+            .authenticate(&created.secret)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+
+    let org = store
+        .set_org_active(org.id, false)
+        .await
+        .expect("deactivate org");
+    assert!(!org.active);
+    assert_eq!(
+        tenancy.authenticate(&created.secret).await.expect("lookup"),
+        None
+    );
+}
+
+async fn request_records_round_trip(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let key = tenancy
+        .create_key(key_request(&user))
+        .await
+        .expect("create key")
+        .key;
+
+    let older = record(&key, start_time(), "0.000450");
+    let newer = RequestRecord {
+        status_code: 502,
+        error_code: Some("upstream_error".to_owned()),
+        ..record(&key, start_time() + Duration::seconds(1), "0.123456")
+    };
+    store.insert_request(&older).await.expect("insert older");
+    store.insert_request(&newer).await.expect("insert newer");
+
+    let by_key = store
+        .list_requests(&RequestFilter {
+            key_id: Some(key.id),
+            ..RequestFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_key, vec![newer.clone(), older.clone()]);
+    assert_eq!(by_key[1].cost_usd.to_string(), "0.000450");
+
+    let by_org = store
+        .list_requests(&RequestFilter {
+            org_id: Some(org.id),
+            limit: 1,
+            ..RequestFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(by_org, vec![newer]);
+}
+
+macro_rules! contract_tests {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let url = format!("sqlite://{}/store.db", dir.path().display());
+                    let store = SqliteStore::connect(&url, 4).await.expect("open sqlite");
+                    store.migrate().await.expect("migrate sqlite");
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+            use super::*;
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(admin_url) = service_url(DATABASE_URL_ENV) else { return };
+                    let database = TestDatabase::create(&admin_url).await.expect("create database");
+                    let store = PgStore::connect(&database.url, 4).await.expect("connect postgres");
+                    store.migrate().await.expect("migrate postgres");
+                    store.prepare_regions(&[region()]).await.expect("partitions");
+                    super::$case(std::sync::Arc::new(store.clone())).await;
+                    store.pool().close().await;
+                    database.drop_database().await.expect("drop database");
+                }
+            )*
+            use super::*;
+        }
+    };
+}
+
+contract_tests!(
+    org_is_found_by_id_and_slug,
+    duplicate_slug_is_conflict,
+    email_is_unique_ignoring_case,
+    missing_rows_are_not_found,
+    key_authenticates_by_secret,
+    revoked_key_stops_authenticating,
+    key_expires_by_clock,
+    inactive_user_or_org_disables_keys,
+    request_records_round_trip,
+);
+
+/// PostgreSQL has no default partition, so a record of a region without one is rejected.
+#[tokio::test]
+async fn postgres_rejects_record_of_unknown_region() {
+    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url)
+        .await
+        .expect("create database");
+    let store = PgStore::connect(&database.url, 2)
+        .await
+        .expect("connect postgres");
+    store.migrate().await.expect("migrate");
+    store
+        .prepare_regions(&[region()])
+        .await
+        .expect("partitions");
+    store
+        .prepare_regions(&[region()])
+        .await
+        .expect("partitions are idempotent");
+    let store: Arc<dyn Store> = Arc::new(store.clone());
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let key = tenancy
+        .create_key(key_request(&user))
+        .await
+        .expect("create key")
+        .key;
+
+    let foreign = RequestRecord {
+        stored_region: "ap-south-1".parse().expect("region id"),
+        ..record(&key, start_time(), "0")
+    };
+    let error = store
+        .insert_request(&foreign)
+        .await
+        .expect_err("no partition");
+    assert!(error.to_string().contains("partition"), "{error}");
+    store
+        .insert_request(&record(&key, start_time(), "0"))
+        .await
+        .expect("known region");
+
+    database.drop_database().await.expect("drop database");
+}
