@@ -1,6 +1,9 @@
 //! Contract tests of the store traits: every case runs against SQLite and PostgreSQL, each on
 //! its own database.
 
+// Helpers of a test fail it by panicking, as assertions do.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::str::FromStr;
 use std::sync::Arc;
 

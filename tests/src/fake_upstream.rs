@@ -128,13 +128,13 @@ async fn received_requests(State(state): State<FakeState>) -> Json<Vec<Value>> {
 
 async fn models(State(state): State<FakeState>, headers: HeaderMap) -> Response {
     if let Err(response) = check_key(&state.config, &headers) {
-        return response;
+        return *response;
     }
     Json(json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]}))
         .into_response()
 }
 
-fn check_key(config: &FakeConfig, headers: &HeaderMap) -> Result<(), Response> {
+fn check_key(config: &FakeConfig, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = &config.api_key else {
         return Ok(());
     };
@@ -146,7 +146,9 @@ fn check_key(config: &FakeConfig, headers: &HeaderMap) -> Result<(), Response> {
         return Ok(());
     }
     let body = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
-    Err((StatusCode::UNAUTHORIZED, Json(body)).into_response())
+    Err(Box::new(
+        (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
+    ))
 }
 
 async fn chat_completions(
@@ -155,7 +157,7 @@ async fn chat_completions(
     body: Bytes,
 ) -> Response {
     if let Err(response) = check_key(&state.config, &headers) {
-        return response;
+        return *response;
     }
     let request: Value = match serde_json::from_slice(&body) {
         Ok(request) => request,

@@ -24,8 +24,9 @@ pub const ENV_PREFIX: &str = "SYNAXIS_";
 pub enum ConfigError {
     #[error("config file {path} not found: pass --config PATH or create it")]
     Missing { path: PathBuf },
-    #[error("invalid config: {0}")]
-    Parse(Box<figment::Error>),
+    /// One line per problem, each naming its key and where the value came from.
+    #[error("invalid config: {}", .0.join("; "))]
+    Parse(Vec<String>),
     #[error("invalid config: `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
@@ -192,6 +193,38 @@ impl ModelConfig {
     }
 }
 
+/// Renders figment's errors as `` `key`: problem (in SOURCE) ``.
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines = errors
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".").to_lowercase();
+            let source = match error
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.source.as_ref())
+            {
+                Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                _ if error
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|metadata| metadata.name.contains("environment")) =>
+                {
+                    let variable = error.path.join("__").to_uppercase();
+                    format!(" (from environment variable {ENV_PREFIX}{variable})")
+                }
+                _ => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{source}", error.kind)
+            } else {
+                format!("`{key}`: {}{source}", error.kind)
+            }
+        })
+        .collect();
+    ConfigError::Parse(lines)
+}
+
 impl Config {
     /// Loads the file at `path`, applies `SYNAXIS_*` overrides from the process environment,
     /// and validates the result.
@@ -213,7 +246,7 @@ impl Config {
             .merge(Toml::file_exact(path))
             .merge(overrides)
             .extract()
-            .map_err(|error| ConfigError::Parse(Box::new(error)))?;
+            .map_err(describe)?;
 
         config.validate()?;
         Ok(config)
@@ -224,7 +257,7 @@ impl Config {
         let config: Config = Figment::new()
             .merge(Toml::string(text))
             .extract()
-            .map_err(|error| ConfigError::Parse(Box::new(error)))?;
+            .map_err(describe)?;
         config.validate()?;
         Ok(config)
     }

@@ -36,7 +36,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         if let Some(dir) = options.get_filename().parent() {
-            std::fs::create_dir_all(dir).map_err(|error| sqlx::Error::Io(error))?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
 
         let pool = SqlitePoolOptions::new()

@@ -1,0 +1,57 @@
+//! `synaxisctl key ...`
+
+use std::io::Write;
+
+use synaxis_shared::api::{CreateKeyRequest, CreatedKey, Key};
+
+use super::CommandError;
+use crate::cli::KeyAction;
+use crate::client::Client;
+use crate::output::Printer;
+
+pub async fn run(
+    action: KeyAction,
+    client: &Client,
+    printer: &mut Printer<impl Write>,
+) -> Result<(), CommandError> {
+    match action {
+        KeyAction::Create {
+            user_id,
+            name,
+            expires_at,
+            allowed_models,
+        } => {
+            let request = CreateKeyRequest {
+                user_id,
+                name,
+                expires_at,
+                allowed_models,
+            };
+            let reply = client.post::<CreatedKey, _>(&["keys"], &request).await?;
+            printer.created_key(&reply)?;
+        }
+        KeyAction::List { org_id, user_id } => {
+            let mut query = Vec::new();
+            if let Some(org_id) = org_id {
+                query.push(("org_id", org_id.to_string()));
+            }
+            if let Some(user_id) = user_id {
+                query.push(("user_id", user_id.to_string()));
+            }
+            let reply = client.get(&["keys"], &query).await?;
+            printer.list::<Key>(&reply)?;
+        }
+        KeyAction::Show { key_id } => {
+            let reply = client
+                .get::<Key>(&["keys", &key_id.to_string()], &[])
+                .await?;
+            printer.one(&reply)?;
+        }
+        KeyAction::Revoke { key_id } => {
+            let path = ["keys", &key_id.to_string(), "revoke"];
+            let reply = client.post_empty::<Key>(&path).await?;
+            printer.one(&reply)?;
+        }
+    }
+    Ok(())
+}

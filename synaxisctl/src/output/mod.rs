@@ -1,0 +1,227 @@
+//! Rendering of replies: the server's JSON, or comfy-table tables.
+
+mod record;
+
+use std::io::{self, Write};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{ContentArrangement, Table};
+use serde_json::Value;
+use synaxis_shared::api::{CreatedKey, List};
+
+pub use record::Record;
+
+use crate::cli::OutputFormat;
+use crate::client::Reply;
+use crate::language::Language;
+
+/// Writes replies to `out` in one format and language.
+#[derive(Debug)]
+pub struct Printer<W> {
+    out: W,
+    format: OutputFormat,
+    language: Language,
+}
+
+impl<W: Write> Printer<W> {
+    pub fn new(out: W, format: OutputFormat, language: Language) -> Self {
+        Self {
+            out,
+            format,
+            language,
+        }
+    }
+
+    /// Prints one item as a field/value table, or as JSON.
+    pub fn one<T: Record>(&mut self, reply: &Reply<T>) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.write_json(&reply.raw),
+            OutputFormat::Table => {
+                let table = self.detail_table(&reply.body);
+                self.write_table(&table)
+            }
+        }
+    }
+
+    /// Prints a list as a table with a row per item, or as JSON.
+    pub fn list<T: Record>(&mut self, reply: &Reply<List<T>>) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.write_json(&reply.raw),
+            OutputFormat::Table => {
+                let table = self.list_table(&reply.body.data);
+                self.write_table(&table)
+            }
+        }
+    }
+
+    /// Prints a new key and its secret. The JSON form is the server's, secret included.
+    pub fn created_key(&mut self, reply: &Reply<CreatedKey>) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.write_json(&reply.raw),
+            OutputFormat::Table => {
+                let table = self.detail_table(&reply.body.key);
+                self.write_table(&table)?;
+                writeln!(self.out)?;
+                writeln!(self.out, "{}", self.language.secret_notice())?;
+                writeln!(self.out, "{}", reply.body.secret)?;
+                self.out.flush()
+            }
+        }
+    }
+
+    fn detail_table<T: Record>(&self, item: &T) -> Table {
+        let mut table = new_table();
+        table.set_header(self.language.field_value_headers());
+        for (name, value) in item.fields(self.language) {
+            table.add_row([name.to_owned(), value]);
+        }
+        table
+    }
+
+    fn list_table<T: Record>(&self, items: &[T]) -> Table {
+        let mut table = new_table();
+        table.set_header(T::COLUMNS);
+        for item in items {
+            table.add_row(item.row(self.language));
+        }
+        table
+    }
+
+    fn write_table(&mut self, table: &Table) -> io::Result<()> {
+        writeln!(self.out, "{table}")?;
+        self.out.flush()
+    }
+
+    fn write_json(&mut self, value: &Value) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut self.out, value)?;
+        writeln!(self.out)?;
+        self.out.flush()
+    }
+
+    #[cfg(test)]
+    fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+fn new_table() -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn created_key_json() -> Value {
+        json!({
+            "key": {
+                "id": "0b7e6c1a-3c1e-4a55-8f5e-0a1f2b3c4d5e",
+                "org_id": "5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11",
+                "user_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+                "name": "ci",
+                "region": "eu-west-1",
+                "allowed_models": [],
+                "active": true,
+                "expires_at": null,
+                "created_at": "2025-01-02T03:04:05.678Z",
+                "revoked_at": null
+            },
+            "secret": "sk-syn-eu-west-1-example-secret"
+        })
+    }
+
+    fn reply<T: serde::de::DeserializeOwned>(raw: Value) -> Result<Reply<T>, serde_json::Error> {
+        let body = T::deserialize(&raw)?;
+        Ok(Reply { raw, body })
+    }
+
+    fn render_created_key(
+        format: OutputFormat,
+        language: Language,
+    ) -> Result<String, Box<dyn Error>> {
+        let mut printer = Printer::new(Vec::new(), format, language);
+        printer.created_key(&reply(created_key_json())?)?;
+        Ok(String::from_utf8(printer.into_inner())?)
+    }
+
+    #[test]
+    fn created_key_json_includes_secret() -> Result<(), Box<dyn Error>> {
+        let output = render_created_key(OutputFormat::Json, Language::En)?;
+        let parsed: Value = serde_json::from_str(&output)?;
+        assert_eq!(parsed, created_key_json());
+        Ok(())
+    }
+
+    #[test]
+    fn created_key_table_ends_with_secret() -> Result<(), Box<dyn Error>> {
+        let output = render_created_key(OutputFormat::Table, Language::En)?;
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.last(), Some(&"sk-syn-eu-west-1-example-secret"));
+        assert_eq!(
+            lines.iter().rev().nth(1),
+            Some(&Language::En.secret_notice())
+        );
+        assert!(output.contains("0b7e6c1a-3c1e-4a55-8f5e-0a1f2b3c4d5e"));
+        assert!(output.contains("(all models)"));
+        assert!(output.contains("2025-01-02T03:04:05Z"));
+        Ok(())
+    }
+
+    #[test]
+    fn created_key_table_speaks_portuguese() -> Result<(), Box<dyn Error>> {
+        let output = render_created_key(OutputFormat::Table, Language::PtBr)?;
+        assert!(output.contains(Language::PtBr.secret_notice()));
+        assert!(output.contains("campo"));
+        assert!(output.contains("(todos os modelos)"));
+        Ok(())
+    }
+
+    #[test]
+    fn list_table_has_row_per_item() -> Result<(), Box<dyn Error>> {
+        let raw = json!({"data": [
+            {
+                "id": "5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11",
+                "slug": "acme",
+                "name": "Acme",
+                "primary_region": "eu-west-1",
+                "active": true,
+                "created_at": "2025-01-02T03:04:05Z"
+            },
+            {
+                "id": "6a2d2a6f-9b64-4d66-8e3d-3a2a9a1a2b22",
+                "slug": "globex",
+                "name": "Globex",
+                "primary_region": "sa-east-1",
+                "active": false,
+                "created_at": "2025-02-03T04:05:06Z"
+            }
+        ]});
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Table, Language::En);
+        printer.list::<synaxis_shared::api::Org>(&reply(raw)?)?;
+        let output = String::from_utf8(printer.into_inner())?;
+
+        assert!(output.contains("primary_region"));
+        assert!(output.contains("acme"));
+        assert!(output.contains("globex"));
+        assert!(output.contains("sa-east-1"));
+        Ok(())
+    }
+
+    #[test]
+    fn list_json_is_server_json() -> Result<(), Box<dyn Error>> {
+        let raw = json!({"data": [], "extra": "kept"});
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Json, Language::En);
+        printer.list::<synaxis_shared::api::Org>(&reply(raw.clone())?)?;
+        let parsed: Value = serde_json::from_slice(&printer.into_inner())?;
+        assert_eq!(parsed, raw);
+        Ok(())
+    }
+}
