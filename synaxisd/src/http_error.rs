@@ -100,7 +100,7 @@ impl ApiError {
         }
     }
 
-    /// The stable machine-readable code of the body's `code` field.
+    /// Returns the stable machine-readable code for the body's `code` field.
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingKey => "missing_api_key",
@@ -143,7 +143,7 @@ impl ApiError {
         }
     }
 
-    /// The message shown to the client in `locale`. Messages that carry a detail from another
+    /// Returns the message shown to the client in `locale`. Messages that carry a detail from another
     /// layer (validation, conflicts, upstream) keep that detail in English.
     pub fn message(&self, locale: Locale) -> String {
         match locale {

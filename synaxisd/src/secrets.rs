@@ -51,7 +51,7 @@ pub enum SecretsError {
     },
 }
 
-/// Where to look for secrets: the environment, and on the embedded default the data directory.
+/// Sources of secrets: the environment, and on the embedded default the data directory.
 #[allow(missing_debug_implementations)]
 pub struct SecretSources<'a> {
     pub env: &'a dyn Fn(&str) -> Option<String>,

@@ -134,7 +134,7 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the store answers.
+/// Returns 200 when the store responds, 503 otherwise.
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.tenancy.store().ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),

@@ -1,6 +1,6 @@
-//! A fake OpenAI-compatible upstream. It answers every chat completion with a fixed reply and
-//! fixed token counts, streaming or not, and keeps the request bodies it received so that tests
-//! can check what the gateway sent.
+//! A fake OpenAI-compatible upstream. It returns a fixed reply with fixed token counts for every
+//! chat completion, streaming or not. It keeps the request bodies it received, so that tests can
+//! check what the gateway sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-/// What the fake upstream answers.
+/// Reply, usage and timing of the fake upstream.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
     /// The assistant's reply; streams send it word by word.
@@ -86,7 +86,7 @@ impl FakeUpstream {
         format!("http://{}/v1", self.address)
     }
 
-    /// The chat completion request bodies received so far, oldest first.
+    /// Returns the chat completion request bodies received so far, oldest first.
     pub fn received(&self) -> Vec<Value> {
         lock(&self.received).clone()
     }

@@ -123,7 +123,7 @@ fn default_max_connections() -> u32 {
 }
 
 impl DatabaseConfig {
-    /// Whether this is the embedded single-node database.
+    /// Returns whether this is the embedded single-node database.
     pub fn is_embedded(&self) -> bool {
         self.url.starts_with("sqlite:")
     }
@@ -146,7 +146,8 @@ pub struct UpstreamConfig {
     /// Base URL of the provider's API, up to and including its version, such as
     /// `https://api.openai.com/v1`.
     pub base_url: Url,
-    /// Environment variable that holds the provider's API key; none sends no key.
+    /// Name of the environment variable with the provider's API key. Without one, requests
+    /// carry no key.
     #[serde(default)]
     pub api_key_env: Option<String>,
     #[serde(default = "default_connect_timeout_secs")]
@@ -337,13 +338,13 @@ impl Config {
         Ok(())
     }
 
-    /// The config of the region this daemon serves.
+    /// Returns the config of the region this daemon serves.
     pub fn home_region(&self) -> &RegionConfig {
         // validate() checked that server.region is a key of the table.
         &self.regions[&self.server.region]
     }
 
-    /// The region whose keys carry `prefix`.
+    /// Finds the region whose keys carry `prefix`.
     pub fn region_by_key_prefix(&self, prefix: &str) -> Option<&RegionId> {
         self.regions
             .iter()

@@ -195,7 +195,7 @@ async fn complete(record: PendingRecord, route: &ModelRoute, body: Value) -> Res
 }
 
 /// Streams the upstream's chunks to the client as SSE. The upstream's usage chunk is read for
-/// the record and forwarded only when the client asked for it; the record is written before the
+/// the record and forwarded only when the client requested it. The record is written before the
 /// final `[DONE]`.
 fn stream(
     record: PendingRecord,
@@ -268,7 +268,7 @@ fn usage_of(body: &Value) -> Option<Usage> {
     })
 }
 
-/// Whether a chunk exists only to report usage: a usage object and no choices.
+/// Returns whether a chunk exists only to report usage: a usage object and no choices.
 fn is_usage_only(chunk: &Value) -> bool {
     let no_choices = chunk
         .get("choices")

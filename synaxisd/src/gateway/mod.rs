@@ -75,7 +75,7 @@ impl Gateway {
         self.models.get(&name.to_lowercase())
     }
 
-    /// The models a key may use, sorted by name.
+    /// Lists the models a key may use, sorted by name.
     pub fn models_for(&self, key: &Key) -> Vec<&Arc<ModelRoute>> {
         let mut routes: Vec<_> = self
             .models
@@ -87,7 +87,7 @@ impl Gateway {
     }
 }
 
-/// Whether the key's model allow-list admits `model`; an empty list admits every model.
+/// Returns whether the key's model allow-list admits `model`. An empty list admits every model.
 pub fn key_allows(key: &Key, model: &str) -> bool {
     key.allowed_models.is_empty()
         || key

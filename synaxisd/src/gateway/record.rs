@@ -69,7 +69,7 @@ impl Recorder {
     }
 }
 
-/// How a request ended.
+/// End state of a request: status, error code, usage and cost.
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome {
     pub status: StatusCode,
@@ -89,8 +89,8 @@ impl Outcome {
     }
 }
 
-/// A record that is written exactly once: by [`PendingRecord::finish`], or, when it is dropped
-/// unfinished because the client went away, in the background with status 499.
+/// A record written once: by [`PendingRecord::finish`], or by `Drop` in the background with
+/// status 499 when the client went away first. A failed write is logged and the record lost.
 #[derive(Debug)]
 pub struct PendingRecord {
     record: Option<RequestRecord>,
@@ -111,8 +111,8 @@ impl PendingRecord {
         self.record.as_ref().map(|record| record.id)
     }
 
-    /// Writes the record before the response is complete, so that a client that has its whole
-    /// answer can rely on the record being stored.
+    /// Writes the record. Callers do so before the response is complete, so that a client with
+    /// the whole response can rely on the record being stored.
     pub async fn finish(mut self, outcome: Outcome) {
         if let Some(record) = self.take_with(outcome) {
             write(&*self.store, &record).await;

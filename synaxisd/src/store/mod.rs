@@ -84,7 +84,7 @@ pub trait RequestStore: Send + Sync {
 
 #[async_trait]
 pub trait Store: TenancyStore + RequestStore + Debug {
-    /// Checks that the database answers.
+    /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Prepares storage for request records of these regions (PostgreSQL partitions).
     async fn prepare_regions(&self, regions: &[RegionId]) -> Result<(), StoreError>;
@@ -113,7 +113,7 @@ impl Default for RequestFilter {
     }
 }
 
-/// What one inference request cost and how it ended.
+/// Cost and outcome of one inference request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     pub id: RequestId,

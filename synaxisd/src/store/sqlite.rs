@@ -431,7 +431,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    /// The embedded database keeps every region's records in one table.
+    /// Does nothing, because the embedded database keeps every region's records in one table.
     async fn prepare_regions(&self, _regions: &[RegionId]) -> Result<(), StoreError> {
         Ok(())
     }

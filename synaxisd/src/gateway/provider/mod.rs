@@ -20,7 +20,7 @@ pub struct ChatRequest {
 pub enum ChatResponse {
     /// A whole `chat.completion` object.
     Complete(Value),
-    /// `chat.completion.chunk` objects in order. The provider asks for a usage report, which
+    /// `chat.completion.chunk` objects in order. The provider requests a usage report, which
     /// arrives as a chunk with a `usage` object (and no choices, in OpenAI's format).
     Stream(BoxStream<'static, Result<Value, ProviderError>>),
 }

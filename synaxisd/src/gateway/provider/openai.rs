@@ -72,8 +72,8 @@ impl Provider for OpenAiProvider {
     async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let mut body = request.body;
         if request.stream {
-            // Ask for the final usage chunk whatever the client asked; the gateway removes it
-            // from the client's stream when the client did not ask for it.
+            // Request the final usage chunk in every case. The gateway removes it from the
+            // client's stream when the client did not request it.
             let options = body.entry("stream_options").or_insert_with(|| json!({}));
             if let Value::Object(options) = options {
                 options.insert("include_usage".to_owned(), Value::Bool(true));
