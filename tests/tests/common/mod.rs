@@ -207,6 +207,17 @@ output_per_million = "0.60"
 upstream = "fake"
 input_per_million = "2.50"
 output_per_million = "10.00"
+
+# Nothing listens on the discard port of the loopback address.
+[upstreams.down]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+connect_timeout_secs = 2
+
+[models.unreachable]
+upstream = "down"
+input_per_million = "1"
+output_per_million = "1"
 "#,
         data_dir = options.data_dir.display(),
         log_level = options.log_level,
