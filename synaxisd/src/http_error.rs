@@ -53,6 +53,8 @@ pub enum ApiError {
         param: Option<String>,
         message: String,
     },
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error("model `{0}` not found")]
     ModelNotFound(String),
     #[error("model `{0}` not allowed for this key")]
@@ -88,6 +90,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED
             }
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ModelNotFound(_) | Self::NotFound { .. } | Self::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -107,6 +110,7 @@ impl ApiError {
             Self::InvalidKey => "invalid_api_key",
             Self::InvalidOperatorToken => "invalid_operator_token",
             Self::InvalidRequest { .. } => "invalid_request",
+            Self::BodyTooLarge { .. } => "request_too_large",
             Self::ModelNotFound(_) => "model_not_found",
             Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::NotFound { .. } => "not_found",
@@ -126,6 +130,7 @@ impl ApiError {
             }
             Self::ModelNotAllowed(_) => "permission_error",
             Self::InvalidRequest { .. }
+            | Self::BodyTooLarge { .. }
             | Self::ModelNotFound(_)
             | Self::NotFound { .. }
             | Self::Conflict(_)
@@ -164,6 +169,9 @@ impl ApiError {
                 "Missing or invalid operator token: send it as `Authorization: Bearer TOKEN`.".to_owned()
             }
             Self::InvalidRequest { message, .. } => message.clone(),
+            Self::BodyTooLarge { limit } => {
+                format!("The request body is larger than the limit of {limit} bytes. Send a smaller request.")
+            }
             Self::ModelNotFound(model) => {
                 format!("The model `{model}` does not exist. List the available models with GET /v1/models.")
             }
@@ -192,6 +200,9 @@ impl ApiError {
                 "Token de operador ausente ou inválido: envie-o como `Authorization: Bearer TOKEN`.".to_owned()
             }
             Self::InvalidRequest { message, .. } => format!("Requisição inválida: {message}"),
+            Self::BodyTooLarge { limit } => {
+                format!("O corpo da requisição passa do limite de {limit} bytes. Envie uma requisição menor.")
+            }
             Self::ModelNotFound(model) => {
                 format!("O modelo `{model}` não existe. Liste os modelos disponíveis com GET /v1/models.")
             }

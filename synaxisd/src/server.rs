@@ -26,7 +26,7 @@ use crate::http_error::{ApiError, Locale};
 use crate::tenancy::Tenancy;
 
 /// Largest accepted request body.
-const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
@@ -105,7 +105,19 @@ async fn request_context(
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let mut response = next.run(request).instrument(span).await;
+    let is_health_check = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_millis();
+    span.in_scope(|| {
+        if is_health_check {
+            tracing::debug!(status, duration_ms, "request finished");
+        } else {
+            tracing::info!(status, duration_ms, "request finished");
+        }
+    });
 
     if locale != Locale::En
         && let Some(error) = response.extensions().get::<ApiError>().cloned()

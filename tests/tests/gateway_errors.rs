@@ -9,6 +9,7 @@ mod common;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use synaxis_tests::fake_upstream::{FakeConfig, FakeUpstream};
+use synaxisd::server::MAX_BODY_BYTES;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{RequestFilter, RequestStore};
 
@@ -124,6 +125,12 @@ async fn errors_have_openai_shape_and_records() {
             "upstream_error",
             Value::Null,
         ),
+        case(
+            vec![b' '; MAX_BODY_BYTES + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            Value::Null,
+        ),
     ];
     for case in &cases {
         let (status, body) = post_chat(&daemon, &tenant.secret, case.body.clone(), "en").await;
@@ -184,7 +191,10 @@ async fn errors_have_openai_shape_and_records() {
     );
     let mut statuses: Vec<u16> = records.iter().map(|record| record.status_code).collect();
     statuses.sort_unstable();
-    assert_eq!(statuses, vec![200, 400, 400, 400, 400, 400, 403, 404, 502]);
+    assert_eq!(
+        statuses,
+        vec![200, 400, 400, 400, 400, 400, 403, 404, 413, 502]
+    );
     let failed = records.iter().filter(|record| record.status_code != 200);
     for record in failed {
         assert!(record.error_code.is_some(), "{record:?}");

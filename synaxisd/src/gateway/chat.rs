@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,7 +18,7 @@ use super::record::{Outcome, PendingRecord};
 use super::{InferenceKey, ModelRoute, key_allows};
 use crate::billing::{self, Usage};
 use crate::http_error::{ApiError, Locale};
-use crate::server::{AppState, RequestContext};
+use crate::server::{AppState, MAX_BODY_BYTES, RequestContext};
 
 const ENDPOINT: &str = "/v1/chat/completions";
 
@@ -28,12 +29,17 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
     InferenceKey(key): InferenceKey,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut record = state
         .gateway
         .recorder
         .start(&key, &context.request_id, ENDPOINT);
+
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return fail(record, body_rejection(&rejection)).await,
+    };
 
     let prepared = match prepare(&state, &key, &body, &mut record) {
         Ok(prepared) => prepared,
@@ -58,6 +64,22 @@ pub async fn chat_completions(
             prepared.client_wants_usage,
             context.locale,
         ),
+    }
+}
+
+fn body_rejection(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        }
+    } else {
+        ApiError::InvalidRequest {
+            param: None,
+            message: format!(
+                "the request body could not be read: {}",
+                rejection.body_text()
+            ),
+        }
     }
 }
 
