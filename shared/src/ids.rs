@@ -53,6 +53,10 @@ uuid_id!(
     OrgId
 );
 uuid_id!(
+    /// Identifier of a team inside an organization.
+    TeamId
+);
+uuid_id!(
     /// Identifier of a user inside an organization.
     UserId
 );

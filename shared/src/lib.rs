@@ -4,9 +4,11 @@
 pub mod api;
 pub mod error;
 pub mod ids;
+pub mod locale;
 pub mod region;
 pub mod role;
 
-pub use ids::{KeyId, OrgId, RequestId, UserId};
+pub use ids::{KeyId, OrgId, RequestId, TeamId, UserId};
+pub use locale::Locale;
 pub use region::{Jurisdiction, RegionId};
 pub use role::Role;

@@ -8,6 +8,7 @@ use synaxis_shared::RegionId;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -68,9 +69,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let tracker = TaskTracker::new();
-    let recorder = Recorder::new(store, clock, region.clone(), tracker.clone());
+    let recorder = Recorder::new(store.clone(), clock, region.clone(), tracker.clone());
     let gateway = Gateway::new(&config, recorder, &process_env)?;
     let state = AppState {
+        audit: AuditLog::new(store.clone()),
         tenancy,
         gateway: Arc::new(gateway),
         operator_token: Arc::new(secrets.operator_token),

@@ -1,43 +1,18 @@
 //! The single place that maps errors of every layer to an HTTP status, an OpenAI-shaped error
-//! body, and a log level. Messages are in English and Brazilian Portuguese; the
-//! [`localize`](crate::server) middleware picks one from `Accept-Language`.
+//! body, and a log level. Messages are in English and Brazilian Portuguese. The request-context
+//! middleware in [`server`](crate::server) picks one from `Accept-Language`, or else from the
+//! locale of the key's user.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use synaxis_shared::api::KeyScope;
 use synaxis_shared::error::{ErrorBody, ErrorDetail};
 
 use crate::store::StoreError;
 use crate::tenancy::TenancyError;
 
-/// A language for user-facing messages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Locale {
-    #[default]
-    En,
-    PtBr,
-}
-
-impl Locale {
-    /// Picks the first supported language of an `Accept-Language` header value.
-    pub fn from_accept_language(value: &str) -> Self {
-        for range in value.split(',') {
-            let tag = range
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if tag == "pt" || tag.starts_with("pt-") {
-                return Self::PtBr;
-            }
-            if tag == "en" || tag.starts_with("en-") {
-                return Self::En;
-            }
-        }
-        Self::En
-    }
-}
+pub use synaxis_shared::Locale;
 
 /// An error returned to an API client.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -48,6 +23,10 @@ pub enum ApiError {
     InvalidKey,
     #[error("missing or invalid operator token")]
     InvalidOperatorToken,
+    #[error("a key of scope {scope} cannot be used here")]
+    WrongKeyScope { scope: KeyScope },
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     #[error("invalid request: {message}")]
     InvalidRequest {
         param: Option<String>,
@@ -94,7 +73,9 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound { .. } | Self::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::ModelNotAllowed(_) | Self::WrongKeyScope { .. } | Self::PermissionDenied(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -109,6 +90,8 @@ impl ApiError {
             Self::MissingKey => "missing_api_key",
             Self::InvalidKey => "invalid_api_key",
             Self::InvalidOperatorToken => "invalid_operator_token",
+            Self::WrongKeyScope { .. } => "wrong_key_scope",
+            Self::PermissionDenied(_) => "permission_denied",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::ModelNotFound(_) => "model_not_found",
@@ -128,7 +111,9 @@ impl ApiError {
             Self::MissingKey | Self::InvalidKey | Self::InvalidOperatorToken => {
                 "authentication_error"
             }
-            Self::ModelNotAllowed(_) => "permission_error",
+            Self::ModelNotAllowed(_) | Self::WrongKeyScope { .. } | Self::PermissionDenied(_) => {
+                "permission_error"
+            }
             Self::InvalidRequest { .. }
             | Self::BodyTooLarge { .. }
             | Self::ModelNotFound(_)
@@ -166,8 +151,12 @@ impl ApiError {
                 "Invalid API key: the key is unknown, revoked or expired. Create a new key with `synaxisctl key create`.".to_owned()
             }
             Self::InvalidOperatorToken => {
-                "Missing or invalid operator token: send it as `Authorization: Bearer TOKEN`.".to_owned()
+                "Missing or invalid credentials: send the operator token or a management key as `Authorization: Bearer TOKEN`.".to_owned()
             }
+            Self::WrongKeyScope { scope } => format!(
+                "This key has the scope `{scope}` and cannot be used here. Use an inference key for /v1 and a management key for /control/v1."
+            ),
+            Self::PermissionDenied(reason) => format!("Permission denied: {reason}."),
             Self::InvalidRequest { message, .. } => message.clone(),
             Self::BodyTooLarge { limit } => {
                 format!("The request body is larger than the limit of {limit} bytes. Send a smaller request.")
@@ -197,8 +186,12 @@ impl ApiError {
                 "Chave de API inválida: a chave é desconhecida, revogada ou expirada. Crie uma nova chave com `synaxisctl key create`.".to_owned()
             }
             Self::InvalidOperatorToken => {
-                "Token de operador ausente ou inválido: envie-o como `Authorization: Bearer TOKEN`.".to_owned()
+                "Credenciais ausentes ou inválidas: envie o token de operador ou uma chave de gestão como `Authorization: Bearer TOKEN`.".to_owned()
             }
+            Self::WrongKeyScope { scope } => format!(
+                "Esta chave tem o escopo `{scope}` e não pode ser usada aqui. Use uma chave de inferência em /v1 e uma chave de gestão em /control/v1."
+            ),
+            Self::PermissionDenied(reason) => format!("Permissão negada: {reason}."),
             Self::InvalidRequest { message, .. } => format!("Requisição inválida: {message}"),
             Self::BodyTooLarge { limit } => {
                 format!("O corpo da requisição passa do limite de {limit} bytes. Envie uma requisição menor.")
@@ -270,20 +263,8 @@ impl From<TenancyError> for ApiError {
     fn from(error: TenancyError) -> Self {
         match error {
             TenancyError::Invalid { field, message } => Self::invalid(field, message),
+            TenancyError::Denied(reason) => Self::PermissionDenied(reason),
             TenancyError::Store(error) => error.into(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_language_picks_first_supported() {
-        assert_eq!(Locale::from_accept_language("pt-BR,pt;q=0.9"), Locale::PtBr);
-        assert_eq!(Locale::from_accept_language("de-DE, en;q=0.5"), Locale::En);
-        assert_eq!(Locale::from_accept_language("fr"), Locale::En);
-        assert_eq!(Locale::from_accept_language("en-US, pt-BR"), Locale::En);
     }
 }

@@ -2,6 +2,7 @@
 //! `docs/architecture.md` describes the modules and the path of a request through them.
 
 pub mod app;
+pub mod audit;
 pub mod billing;
 pub mod clock;
 pub mod config;

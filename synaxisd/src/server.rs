@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::audit::AuditLog;
 use crate::control;
 use crate::gateway::{self, Gateway};
 use crate::http_error::{ApiError, Locale};
@@ -35,6 +36,7 @@ static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub tenancy: Tenancy,
+    pub audit: AuditLog,
     pub gateway: Arc<Gateway>,
     pub operator_token: Arc<SecretString>,
     pub region: RegionId,
@@ -58,10 +60,16 @@ impl Metrics {
     }
 }
 
+/// The locale of the authenticated key's user, set on a response so that its error message
+/// uses that language when the request sent no `Accept-Language`.
+#[derive(Clone, Copy, Debug)]
+pub struct UserLocale(pub Locale);
+
 /// Facts about the current request, set by the outermost middleware.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     pub request_id: String,
+    /// The language from `Accept-Language`, English when it names no supported one.
     pub locale: Locale,
 }
 
@@ -70,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(gateway::routes())
-        .merge(control::routes(state.clone()))
+        .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
@@ -88,12 +96,12 @@ async fn request_context(
     next: Next,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let locale = request
+    let requested_locale = request
         .headers()
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|value| value.to_str().ok())
-        .map(Locale::from_accept_language)
-        .unwrap_or_default();
+        .and_then(Locale::from_accept_language);
+    let locale = requested_locale.unwrap_or_default();
     request.extensions_mut().insert(RequestContext {
         request_id: request_id.clone(),
         locale,
@@ -119,6 +127,9 @@ async fn request_context(
         }
     });
 
+    let locale = requested_locale
+        .or_else(|| response.extensions().get::<UserLocale>().map(|user| user.0))
+        .unwrap_or_default();
     if locale != Locale::En
         && let Some(error) = response.extensions().get::<ApiError>().cloned()
     {

@@ -10,15 +10,22 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
-use synaxis_shared::api::{CreateKeyRequest, CreateOrgRequest, CreateUserRequest, Key, Org, User};
-use synaxis_shared::{OrgId, RegionId, RequestId, Role};
+use synaxis_shared::api::{
+    AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
+    KeyScope, Org, RotateKeyRequest, User,
+};
+use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
+use synaxisd::audit::{AuditDraft, AuditLog};
 use synaxisd::clock::ManualClock;
 use synaxisd::store::postgres::PgStore;
 use synaxisd::store::sqlite::SqliteStore;
-use synaxisd::store::{KeyFilter, RequestFilter, RequestRecord, Store, StoreError};
+use synaxisd::store::{
+    AuditFilter, AuditStore, KeyFilter, RequestFilter, RequestRecord, Store, StoreError, UserFilter,
+};
 use synaxisd::tenancy::keys::KeyHasher;
-use synaxisd::tenancy::{Tenancy, TenancyError};
+use synaxisd::tenancy::rbac::{Actor, Member};
+use synaxisd::tenancy::{Caller, Tenancy, TenancyError};
 
 fn region() -> RegionId {
     "us-east-1".parse().expect("region id")
@@ -35,20 +42,33 @@ fn tenancy(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Tenancy {
     Tenancy::new(store, clock, hasher, region(), "us".to_owned())
 }
 
+fn operator() -> Caller {
+    Caller::operator()
+}
+
+fn user_request(org: &Org, email: &str, role: Role) -> CreateUserRequest {
+    CreateUserRequest {
+        org_id: org.id,
+        email: email.to_owned(),
+        role,
+        team_id: None,
+        locale: Locale::En,
+    }
+}
+
 async fn org_user(tenancy: &Tenancy, slug: &str, email: &str) -> (Org, User) {
     let org = tenancy
-        .create_org(CreateOrgRequest {
-            name: format!("Org {slug}"),
-            slug: Some(slug.to_owned()),
-        })
+        .create_org(
+            &operator(),
+            CreateOrgRequest {
+                name: format!("Org {slug}"),
+                slug: Some(slug.to_owned()),
+            },
+        )
         .await
         .expect("create org");
     let user = tenancy
-        .create_user(CreateUserRequest {
-            org_id: org.id,
-            email: email.to_owned(),
-            role: Role::Developer,
-        })
+        .create_user(&operator(), user_request(&org, email, Role::Developer))
         .await
         .expect("create user");
     (org, user)
@@ -58,6 +78,7 @@ fn key_request(user: &User) -> CreateKeyRequest {
     CreateKeyRequest {
         user_id: user.id,
         name: Some("ci".to_owned()),
+        scope: KeyScope::Inference,
         expires_at: None,
         allowed_models: vec!["GPT-4o-mini".to_owned()],
     }
@@ -91,7 +112,14 @@ async fn org_is_found_by_id_and_slug(store: Arc<dyn Store>) {
 
     assert_eq!(store.get_org(org.id).await.expect("by id"), org);
     assert_eq!(store.get_org_by_slug("acme").await.expect("by slug"), org);
-    assert_eq!(tenancy.find_org("acme").await.expect("find").id, org.id);
+    assert_eq!(
+        tenancy
+            .find_org(&operator(), "acme")
+            .await
+            .expect("find")
+            .id,
+        org.id
+    );
     assert_eq!(store.list_orgs().await.expect("list"), vec![org.clone()]);
     assert_eq!(org.created_at, start_time());
     assert_eq!(org.primary_region, region());
@@ -102,10 +130,13 @@ async fn duplicate_slug_is_conflict(store: Arc<dyn Store>) {
     org_user(&tenancy, "acme", "ana@acme.test").await;
 
     let error = tenancy
-        .create_org(CreateOrgRequest {
-            name: "Other".to_owned(),
-            slug: Some("acme".to_owned()),
-        })
+        .create_org(
+            &operator(),
+            CreateOrgRequest {
+                name: "Other".to_owned(),
+                slug: Some("acme".to_owned()),
+            },
+        )
         .await
         .expect_err("duplicate slug");
     assert!(
@@ -120,18 +151,21 @@ async fn email_is_unique_ignoring_case(store: Arc<dyn Store>) {
     let (org, _) = org_user(&tenancy, "acme", "Ana@Acme.test").await;
 
     let error = tenancy
-        .create_user(CreateUserRequest {
-            org_id: org.id,
-            email: "ana@ACME.test".to_owned(),
-            role: Role::Viewer,
-        })
+        .create_user(
+            &operator(),
+            user_request(&org, "ana@ACME.test", Role::Viewer),
+        )
         .await
         .expect_err("same email in another case");
     assert!(
         matches!(error, TenancyError::Store(StoreError::Conflict(_))),
         "{error:?}"
     );
-    assert_eq!(store.list_users(org.id).await.expect("list").len(), 1);
+    let filter = UserFilter {
+        org_id: Some(org.id),
+        team_id: None,
+    };
+    assert_eq!(store.list_users(&filter).await.expect("list").len(), 1);
 }
 
 async fn missing_rows_are_not_found(store: Arc<dyn Store>) {
@@ -148,8 +182,9 @@ async fn missing_rows_are_not_found(store: Arc<dyn Store>) {
     );
     let error = store.get_org_by_slug("nobody").await.expect_err("no org");
     assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
+    let draft = AuditDraft::new(start_time(), region());
     let error = store
-        .revoke_key(synaxis_shared::KeyId::new(), start_time())
+        .revoke_key(synaxis_shared::KeyId::new(), start_time(), &draft)
         .await
         .expect_err("no key");
     assert!(
@@ -162,14 +197,14 @@ async fn key_authenticates_by_secret(store: Arc<dyn Store>) {
     let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
     let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let created = tenancy
-        .create_key(key_request(&user))
+        .create_key(&operator(), key_request(&user))
         .await
         .expect("create key");
 
     assert!(created.secret.starts_with("sk-syn-us-"));
     assert_eq!(created.key.allowed_models, vec!["gpt-4o-mini".to_owned()]);
     let found = tenancy.authenticate(&created.secret).await.expect("lookup");
-    assert_eq!(found, Some(created.key.clone()));
+    assert_eq!(found.map(|found| found.key), Some(created.key.clone()));
 
     let wrong = format!("{}x", &created.secret[..created.secret.len() - 1]);
     assert_eq!(tenancy.authenticate(&wrong).await.expect("lookup"), None);
@@ -197,11 +232,14 @@ async fn revoked_key_stops_authenticating(store: Arc<dyn Store>) {
     let tenancy = tenancy(store.clone(), clock.clone());
     let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let created = tenancy
-        .create_key(key_request(&user))
+        .create_key(&operator(), key_request(&user))
         .await
         .expect("create key");
 
-    let revoked = tenancy.revoke_key(created.key.id).await.expect("revoke");
+    let revoked = tenancy
+        .revoke_key(&operator(), created.key.id)
+        .await
+        .expect("revoke");
     assert!(!revoked.active);
     assert_eq!(revoked.revoked_at, Some(start_time()));
     assert_eq!(
@@ -211,7 +249,7 @@ async fn revoked_key_stops_authenticating(store: Arc<dyn Store>) {
 
     clock.advance(Duration::hours(1));
     let again = tenancy
-        .revoke_key(created.key.id)
+        .revoke_key(&operator(), created.key.id)
         .await
         .expect("revoke again");
     assert_eq!(
@@ -227,10 +265,13 @@ async fn key_expires_by_clock(store: Arc<dyn Store>) {
     let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let expires_at = start_time() + Duration::hours(1);
     let created = tenancy
-        .create_key(CreateKeyRequest {
-            expires_at: Some(expires_at),
-            ..key_request(&user)
-        })
+        .create_key(
+            &operator(),
+            CreateKeyRequest {
+                expires_at: Some(expires_at),
+                ..key_request(&user)
+            },
+        )
         .await
         .expect("create key");
 
@@ -250,10 +291,13 @@ async fn key_expires_by_clock(store: Arc<dyn Store>) {
     );
 
     let past = tenancy
-        .create_key(CreateKeyRequest {
-            expires_at: Some(start_time()),
-            ..key_request(&user)
-        })
+        .create_key(
+            &operator(),
+            CreateKeyRequest {
+                expires_at: Some(start_time()),
+                ..key_request(&user)
+            },
+        )
         .await
         .expect_err("expiry in the past");
     assert!(
@@ -272,20 +316,25 @@ async fn inactive_user_or_org_disables_keys(store: Arc<dyn Store>) {
     let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
     let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let created = tenancy
-        .create_key(key_request(&user))
+        .create_key(&operator(), key_request(&user))
         .await
         .expect("create key");
 
-    store
-        .set_user_active(user.id, false)
+    tenancy
+        .revoke_user(&operator(), user.id)
         .await
         .expect("deactivate user");
     assert_eq!(
         tenancy.authenticate(&created.secret).await.expect("lookup"),
         None
     );
+    let draft = AuditDraft::new(start_time(), region());
+    let reactivated = User {
+        active: true,
+        ..user.clone()
+    };
     store
-        .set_user_active(user.id, true)
+        .update_user(&reactivated, &draft)
         .await
         .expect("reactivate user");
     assert!(
@@ -296,8 +345,8 @@ async fn inactive_user_or_org_disables_keys(store: Arc<dyn Store>) {
             .is_some()
     );
 
-    let org = store
-        .set_org_active(org.id, false)
+    let org = tenancy
+        .revoke_org(&operator(), &org.slug)
         .await
         .expect("deactivate org");
     assert!(!org.active);
@@ -311,7 +360,7 @@ async fn request_records_round_trip(store: Arc<dyn Store>) {
     let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
     let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let key = tenancy
-        .create_key(key_request(&user))
+        .create_key(&operator(), key_request(&user))
         .await
         .expect("create key")
         .key;
@@ -381,7 +430,289 @@ macro_rules! contract_tests {
     };
 }
 
+async fn team_policy_reaches_authentication(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, _) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let team = tenancy
+        .create_team(
+            &operator(),
+            CreateTeamRequest {
+                org_id: org.id,
+                name: "Research".to_owned(),
+                allowed_models: vec!["GPT-4o*".to_owned()],
+            },
+        )
+        .await
+        .expect("create team");
+    assert_eq!(team.allowed_models, vec!["gpt-4o*".to_owned()]);
+    let duplicate = tenancy
+        .create_team(
+            &operator(),
+            CreateTeamRequest {
+                org_id: org.id,
+                name: "Research".to_owned(),
+                allowed_models: Vec::new(),
+            },
+        )
+        .await
+        .expect_err("duplicate team name");
+    assert!(
+        matches!(duplicate, TenancyError::Store(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+
+    let member = tenancy
+        .create_user(
+            &operator(),
+            CreateUserRequest {
+                team_id: Some(team.id),
+                locale: Locale::PtBr,
+                ..user_request(&org, "bia@acme.test", Role::Developer)
+            },
+        )
+        .await
+        .expect("create user in team");
+    let in_team = store
+        .list_users(&UserFilter {
+            org_id: Some(org.id),
+            team_id: Some(team.id),
+        })
+        .await
+        .expect("list team");
+    assert_eq!(in_team, vec![member.clone()]);
+
+    let created = tenancy
+        .create_key(
+            &operator(),
+            CreateKeyRequest {
+                allowed_models: Vec::new(),
+                ..key_request(&member)
+            },
+        )
+        .await
+        .expect("create key");
+    let found = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(found.team_id, Some(team.id));
+    assert_eq!(found.team_allowed_models, vec!["gpt-4o*".to_owned()]);
+    assert_eq!(found.locale, Locale::PtBr);
+    assert_eq!(found.role, Role::Developer);
+}
+
+async fn rotation_grace_follows_clock(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let original = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+
+    let rotated = tenancy
+        .rotate_key(
+            &operator(),
+            original.key.id,
+            RotateKeyRequest { grace_seconds: 60 },
+        )
+        .await
+        .expect("rotate with grace");
+    assert_eq!(rotated.key.id, original.key.id, "rotation keeps the id");
+    assert_eq!(rotated.key.allowed_models, original.key.allowed_models);
+    assert_ne!(rotated.secret, original.secret);
+    assert_eq!(rotated.key.rotated_at, Some(start_time()));
+    assert_eq!(
+        rotated.key.previous_secret_expires_at,
+        Some(start_time() + Duration::seconds(60))
+    );
+
+    clock.set(start_time() + Duration::seconds(59));
+    assert!(
+        tenancy
+            .authenticate(&original.secret)
+            .await
+            .expect("lookup")
+            .is_some(),
+        "old secret inside the grace"
+    );
+    assert!(
+        tenancy
+            .authenticate(&rotated.secret)
+            .await
+            .expect("lookup")
+            .is_some(),
+        "new secret inside the grace"
+    );
+
+    clock.set(start_time() + Duration::seconds(60));
+    assert_eq!(
+        tenancy
+            .authenticate(&original.secret)
+            .await
+            .expect("lookup"),
+        None,
+        "old secret after the grace"
+    );
+    assert!(
+        tenancy
+            .authenticate(&rotated.secret)
+            .await
+            .expect("lookup")
+            .is_some(),
+        "new secret after the grace"
+    );
+
+    let again = tenancy
+        .rotate_key(
+            &operator(),
+            original.key.id,
+            RotateKeyRequest { grace_seconds: 0 },
+        )
+        .await
+        .expect("rotate without grace");
+    assert_eq!(
+        tenancy.authenticate(&rotated.secret).await.expect("lookup"),
+        None,
+        "no grace: old secret fails at once"
+    );
+    assert!(
+        tenancy
+            .authenticate(&again.secret)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+
+    tenancy
+        .revoke_key(&operator(), original.key.id)
+        .await
+        .expect("revoke");
+    let error = tenancy
+        .rotate_key(
+            &operator(),
+            original.key.id,
+            RotateKeyRequest { grace_seconds: 0 },
+        )
+        .await
+        .expect_err("rotate a revoked key");
+    assert!(
+        matches!(error, TenancyError::Store(StoreError::Conflict(_))),
+        "{error:?}"
+    );
+}
+
+async fn audit_chain_records_calls(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    tenancy
+        .revoke_key(&operator(), created.key.id)
+        .await
+        .expect("revoke");
+
+    let developer = Caller {
+        actor: Actor::Member(Member {
+            user_id: user.id,
+            org_id: org.id,
+            role: Role::Developer,
+        }),
+        source_ip: Some("203.0.113.7".to_owned()),
+        justification: Some("testing denial".to_owned()),
+    };
+    let denied = tenancy
+        .create_team(
+            &developer,
+            CreateTeamRequest {
+                org_id: org.id,
+                name: "Nope".to_owned(),
+                allowed_models: Vec::new(),
+            },
+        )
+        .await
+        .expect_err("a developer may not create teams");
+    assert!(matches!(denied, TenancyError::Denied(_)), "{denied:?}");
+
+    let entries = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list audit");
+    let actions: Vec<(&str, AuditResult)> = entries
+        .iter()
+        .map(|entry| (entry.action.as_str(), entry.result))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("org.create", AuditResult::Success),
+            ("user.create", AuditResult::Success),
+            ("key.create", AuditResult::Success),
+            ("key.revoke", AuditResult::Success),
+            ("team.create", AuditResult::Denied),
+        ]
+    );
+    let seqs: Vec<i64> = entries.iter().map(|entry| entry.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(entries[2].target_id, Some(created.key.id.to_string()));
+    assert_eq!(entries[4].actor_id, user.id.to_string());
+    assert_eq!(entries[4].source_ip.as_deref(), Some("203.0.113.7"));
+    assert_eq!(entries[4].justification.as_deref(), Some("testing denial"));
+    let serialized = serde_json::to_string(&entries).expect("serialize");
+    assert!(
+        !serialized.contains("ana@acme.test"),
+        "an audit entry holds an email"
+    );
+    assert!(
+        !serialized.contains(&created.secret),
+        "an audit entry holds a secret"
+    );
+
+    let verification = AuditLog::new(store.clone())
+        .verify(&operator())
+        .await
+        .expect("verify");
+    assert!(verification.valid, "{verification:?}");
+    assert_eq!(verification.entries_checked, 5);
+    assert_eq!(verification.head_seq, 5);
+    let refused = AuditLog::new(store)
+        .verify(&developer)
+        .await
+        .expect_err("members may not verify");
+    assert!(matches!(refused, TenancyError::Denied(_)), "{refused:?}");
+}
+
+async fn concurrent_audit_appends_stay_chained(store: Arc<dyn Store>) {
+    let mut appends = Vec::new();
+    for index in 0..20 {
+        let store = store.clone();
+        appends.push(tokio::spawn(async move {
+            let mut draft = AuditDraft::new(start_time() + Duration::seconds(index), region());
+            draft.action = "test.append".to_owned();
+            draft.target_kind = "test".to_owned();
+            store.append_audit(&draft).await
+        }));
+    }
+    for append in appends {
+        append.await.expect("task").expect("append");
+    }
+
+    let verification = AuditLog::new(store.clone())
+        .verify(&operator())
+        .await
+        .expect("verify");
+    assert!(verification.valid, "{verification:?}");
+    assert_eq!(verification.entries_checked, 20);
+}
+
 contract_tests!(
+    team_policy_reaches_authentication,
+    rotation_grace_follows_clock,
+    audit_chain_records_calls,
+    concurrent_audit_appends_stay_chained,
     org_is_found_by_id_and_slug,
     duplicate_slug_is_conflict,
     email_is_unique_ignoring_case,
@@ -418,7 +749,7 @@ async fn postgres_rejects_record_of_unknown_region() {
     let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
     let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
     let key = tenancy
-        .create_key(key_request(&user))
+        .create_key(&operator(), key_request(&user))
         .await
         .expect("create key")
         .key;
@@ -437,5 +768,48 @@ async fn postgres_rejects_record_of_unknown_region() {
         .await
         .expect("known region");
 
+    database.drop_database().await.expect("drop database");
+}
+
+/// PostgreSQL rejects UPDATE, DELETE and TRUNCATE on the audit log, and moving its head back.
+#[tokio::test]
+async fn postgres_audit_log_is_append_only() {
+    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url)
+        .await
+        .expect("create database");
+    let store = PgStore::connect(&database.url, 2)
+        .await
+        .expect("connect postgres");
+    store.migrate().await.expect("migrate");
+    let mut draft = AuditDraft::new(start_time(), region());
+    draft.action = "test.append".to_owned();
+    draft.target_kind = "test".to_owned();
+    store.append_audit(&draft).await.expect("append");
+    store.append_audit(&draft).await.expect("append");
+
+    for statement in [
+        "UPDATE audit_log SET action = 'forged' WHERE seq = 1",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "TRUNCATE audit_log",
+        "UPDATE audit_head SET seq = 1",
+        "DELETE FROM audit_head",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(store.pool())
+            .await
+            .expect_err(statement);
+        assert!(error.to_string().contains("audit"), "{statement}: {error}");
+    }
+    let entries = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].action, "test.append");
+
+    store.pool().close().await;
     database.drop_database().await.expect("drop database");
 }

@@ -4,14 +4,15 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use synaxis_shared::api::Key;
+use synaxis_shared::api::KeyScope;
 
 use crate::http_error::ApiError;
 use crate::server::AppState;
+use crate::store::AuthenticatedKey;
 
-/// The usable key that authenticated the request.
+/// The usable inference key that authenticated the request.
 #[derive(Clone, Debug)]
-pub struct InferenceKey(pub Key);
+pub struct InferenceKey(pub AuthenticatedKey);
 
 impl FromRequestParts<AppState> for InferenceKey {
     type Rejection = ApiError;
@@ -27,7 +28,13 @@ impl FromRequestParts<AppState> for InferenceKey {
         };
 
         match state.tenancy.authenticate(presented).await? {
-            Some(key) => Ok(Self(key)),
+            Some(key) if key.key.scope == KeyScope::Inference => Ok(Self(key)),
+            Some(key) => {
+                tracing::info!(key.id = %key.key.id, "inference request with a management key rejected");
+                Err(ApiError::WrongKeyScope {
+                    scope: key.key.scope,
+                })
+            }
             None => {
                 state.metrics.count_rejected_key();
                 tracing::info!(

@@ -18,7 +18,8 @@ use super::record::{Outcome, PendingRecord};
 use super::{InferenceKey, ModelRoute, key_allows};
 use crate::billing::{self, Usage};
 use crate::http_error::{ApiError, Locale};
-use crate::server::{AppState, MAX_BODY_BYTES, RequestContext};
+use crate::server::{AppState, MAX_BODY_BYTES, RequestContext, UserLocale};
+use crate::store::AuthenticatedKey;
 
 const ENDPOINT: &str = "/v1/chat/completions";
 
@@ -34,16 +35,17 @@ pub async fn chat_completions(
     let mut record = state
         .gateway
         .recorder
-        .start(&key, &context.request_id, ENDPOINT);
+        .start(&key.key, &context.request_id, ENDPOINT);
+    let user_locale = UserLocale(key.locale);
 
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return fail(record, body_rejection(&rejection)).await,
+        Err(rejection) => return fail(record, body_rejection(&rejection), user_locale).await,
     };
 
     let prepared = match prepare(&state, &key, &body, &mut record) {
         Ok(prepared) => prepared,
-        Err(error) => return fail(record, error).await,
+        Err(error) => return fail(record, error, user_locale).await,
     };
 
     let request = ChatRequest {
@@ -52,7 +54,7 @@ pub async fn chat_completions(
     };
     let response = match prepared.route.provider.chat_completions(request).await {
         Ok(response) => response,
-        Err(error) => return fail(record, upstream_error(error)).await,
+        Err(error) => return fail(record, upstream_error(error), user_locale).await,
     };
 
     match response {
@@ -93,7 +95,7 @@ struct Prepared {
 
 fn prepare(
     state: &AppState,
-    key: &synaxis_shared::api::Key,
+    key: &AuthenticatedKey,
     body: &[u8],
     record: &mut PendingRecord,
 ) -> Result<Prepared, ApiError> {
@@ -190,11 +192,13 @@ fn upstream_error(error: ProviderError) -> ApiError {
     }
 }
 
-async fn fail(record: PendingRecord, error: ApiError) -> Response {
+async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -> Response {
     record
         .finish(Outcome::failed(error.status(), error.code()))
         .await;
-    error.into_response()
+    let mut response = error.into_response();
+    response.extensions_mut().insert(user_locale);
+    response
 }
 
 async fn complete(record: PendingRecord, route: &ModelRoute, body: Value) -> Response {

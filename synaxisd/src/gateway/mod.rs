@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use synaxis_shared::api::Key;
 
 use crate::config::{Config, ModelConfig, UpstreamKind};
 use crate::server::AppState;
+use crate::store::AuthenticatedKey;
+use crate::tenancy::models as model_policy;
 use provider::Provider;
 use provider::openai::{OpenAiProvider, SetupError};
 use record::Recorder;
@@ -76,7 +77,7 @@ impl Gateway {
     }
 
     /// Lists the models a key may use, sorted by name.
-    pub fn models_for(&self, key: &Key) -> Vec<&Arc<ModelRoute>> {
+    pub fn models_for(&self, key: &AuthenticatedKey) -> Vec<&Arc<ModelRoute>> {
         let mut routes: Vec<_> = self
             .models
             .values()
@@ -87,13 +88,12 @@ impl Gateway {
     }
 }
 
-/// Returns whether the key's model allow-list admits `model`. An empty list admits every model.
-pub fn key_allows(key: &Key, model: &str) -> bool {
-    key.allowed_models.is_empty()
-        || key
-            .allowed_models
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(model))
+/// Returns whether the policies of the key, its user's team and its org all admit `model`, the
+/// canonical model name.
+pub fn key_allows(key: &AuthenticatedKey, model: &str) -> bool {
+    model_policy::admits(&key.key.allowed_models, model)
+        && model_policy::admits(&key.team_allowed_models, model)
+        && model_policy::admits(&key.org_allowed_models, model)
 }
 
 pub fn routes() -> Router<AppState> {

@@ -19,7 +19,7 @@ pub async fn list_models(
     let record = state
         .gateway
         .recorder
-        .start(&key, &context.request_id, "/v1/models");
+        .start(&key.key, &context.request_id, "/v1/models");
 
     let data: Vec<Value> = state
         .gateway

@@ -1,8 +1,13 @@
 //! Persistence behind traits, with one module per database: [`postgres`] for production and
-//! [`sqlite`] for the embedded single node. The contract tests in `synaxisd/tests/store.rs` run
-//! the same cases against both.
+//! [`sqlite`] for the embedded single node. Both run the same SQL, written once in [`queries`];
+//! the contract tests in `synaxisd/tests/store.rs` run the same cases against both.
+//!
+//! Every state-changing method of [`TenancyStore`] takes an [`AuditDraft`] and appends it to
+//! the audit chain in the same transaction as the change.
 
+mod queries;
 mod rows;
+mod types;
 
 pub mod postgres;
 pub mod sqlite;
@@ -13,9 +18,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use synaxis_shared::api::{Key, Org, User};
-use synaxis_shared::{KeyId, OrgId, RegionId, RequestId, UserId};
+use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
+use crate::audit::{AuditDraft, AuditHead};
 use crate::config::DatabaseConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,36 +47,74 @@ impl StoreError {
     }
 }
 
-/// Organizations, users and virtual keys.
+/// Organizations, teams, users and virtual keys.
 #[async_trait]
 pub trait TenancyStore: Send + Sync {
     /// Inserts an organization; a taken slug is a [`StoreError::Conflict`].
-    async fn create_org(&self, org: &Org) -> Result<(), StoreError>;
+    async fn create_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError>;
     async fn get_org(&self, id: OrgId) -> Result<Org, StoreError>;
     async fn get_org_by_slug(&self, slug: &str) -> Result<Org, StoreError>;
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
-    /// Activates or deactivates an organization; the keys of an inactive one do not authenticate.
-    async fn set_org_active(&self, id: OrgId, active: bool) -> Result<Org, StoreError>;
+    /// Stores the name, model policy and active flag of an existing organization.
+    async fn update_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError>;
+
+    /// Inserts a team; a name taken in the org is a conflict.
+    async fn create_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError>;
+    async fn get_team(&self, id: TeamId) -> Result<Team, StoreError>;
+    async fn list_teams(&self, org_id: OrgId) -> Result<Vec<Team>, StoreError>;
+    /// Stores the name and model policy of an existing team.
+    async fn update_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError>;
 
     /// Inserts a user; an email already taken in this region, in any case, is a conflict.
-    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn create_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError>;
     async fn get_user(&self, id: UserId) -> Result<User, StoreError>;
-    async fn list_users(&self, org_id: OrgId) -> Result<Vec<User>, StoreError>;
-    async fn set_user_active(&self, id: UserId, active: bool) -> Result<User, StoreError>;
+    async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>, StoreError>;
+    /// Stores the role, team, locale and active flag of an existing user.
+    async fn update_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError>;
 
     /// Inserts a key with the hash of its secret.
-    async fn create_key(&self, key: &Key, key_hash: &str) -> Result<(), StoreError>;
+    async fn create_key(
+        &self,
+        key: &Key,
+        key_hash: &str,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
     async fn get_key(&self, id: KeyId) -> Result<Key, StoreError>;
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Key>, StoreError>;
+    /// Stores the name, model allow-list and expiry of an existing key.
+    async fn update_key(&self, key: &Key, audit: &AuditDraft) -> Result<(), StoreError>;
+    /// Replaces an active key's secret. The old secret keeps working until `grace_until`, or
+    /// stops at once when it is `None`.
+    async fn rotate_key(
+        &self,
+        rotation: &KeyRotation,
+        audit: &AuditDraft,
+    ) -> Result<Key, StoreError>;
     /// Deactivates a key. Revoking a revoked key changes nothing and returns it.
-    async fn revoke_key(&self, id: KeyId, at: DateTime<Utc>) -> Result<Key, StoreError>;
-    /// Returns the key with this hash when it, its user and its org are active and it has not
-    /// expired at `now`.
+    async fn revoke_key(
+        &self,
+        id: KeyId,
+        at: DateTime<Utc>,
+        audit: &AuditDraft,
+    ) -> Result<Key, StoreError>;
+    /// Returns the key whose current secret, or previous secret within its grace period, has
+    /// this hash, when the key, its user and its org are active and it has not expired at
+    /// `now`.
     async fn find_usable_key(
         &self,
         key_hash: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Key>, StoreError>;
+    ) -> Result<Option<AuthenticatedKey>, StoreError>;
+}
+
+/// The hash-chained audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends an entry that records no change, such as a denied or failed call.
+    async fn append_audit(&self, draft: &AuditDraft) -> Result<AuditEntry, StoreError>;
+    /// Returns entries in sequence order.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
 }
 
 /// Request records: one per inference request that presented a valid key.
@@ -83,17 +127,62 @@ pub trait RequestStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait Store: TenancyStore + RequestStore + Debug {
+pub trait Store: TenancyStore + AuditStore + RequestStore + Debug {
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Prepares storage for request records of these regions (PostgreSQL partitions).
     async fn prepare_regions(&self, regions: &[RegionId]) -> Result<(), StoreError>;
 }
 
+/// A key as authentication finds it, with what model access and the control API need from its
+/// user, team and org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatedKey {
+    pub key: Key,
+    pub role: Role,
+    pub team_id: Option<TeamId>,
+    pub locale: Locale,
+    /// The team's model policy; empty when the user has no team or the team allows all.
+    pub team_allowed_models: Vec<String>,
+    pub org_allowed_models: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyRotation {
+    pub id: KeyId,
+    pub new_hash: String,
+    pub at: DateTime<Utc>,
+    pub grace_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UserFilter {
+    pub org_id: Option<OrgId>,
+    pub team_id: Option<TeamId>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct KeyFilter {
     pub org_id: Option<OrgId>,
     pub user_id: Option<UserId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditFilter {
+    pub org_id: Option<OrgId>,
+    /// Only entries with a larger sequence number.
+    pub after_seq: i64,
+    pub limit: i64,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self {
+            org_id: None,
+            after_seq: 0,
+            limit: 100,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -164,12 +253,6 @@ pub(crate) fn conflict_on_unique(
 }
 
 pub(crate) fn parse_region(value: String) -> Result<RegionId, StoreError> {
-    value
-        .parse()
-        .map_err(|error| StoreError::Corrupt(format!("{error}")))
-}
-
-pub(crate) fn parse_role(value: &str) -> Result<synaxis_shared::Role, StoreError> {
     value
         .parse()
         .map_err(|error| StoreError::Corrupt(format!("{error}")))

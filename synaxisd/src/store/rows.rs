@@ -1,10 +1,15 @@
-//! Row types whose columns decode the same way on PostgreSQL and SQLite.
+//! Row types shared by both databases, and their conversion into API types.
 
 use chrono::{DateTime, Utc};
-use synaxis_shared::api::{Org, User};
+use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
 use uuid::Uuid;
 
-use super::{StoreError, parse_region, parse_role};
+use super::types::{ModelList, Money};
+use super::{AuthenticatedKey, RequestRecord, StoreError, parse_region};
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("invalid {what} `{value}`"))
+}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OrgRow {
@@ -12,6 +17,7 @@ pub(crate) struct OrgRow {
     slug: String,
     name: String,
     primary_region: String,
+    allowed_models: ModelList,
     active: bool,
     created_at: DateTime<Utc>,
 }
@@ -25,7 +31,31 @@ impl TryFrom<OrgRow> for Org {
             slug: row.slug,
             name: row.name,
             primary_region: parse_region(row.primary_region)?,
+            allowed_models: row.allowed_models.0,
             active: row.active,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TeamRow {
+    id: Uuid,
+    org_id: Uuid,
+    name: String,
+    allowed_models: ModelList,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<TeamRow> for Team {
+    type Error = StoreError;
+
+    fn try_from(row: TeamRow) -> Result<Self, StoreError> {
+        Ok(Team {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            name: row.name,
+            allowed_models: row.allowed_models.0,
             created_at: row.created_at,
         })
     }
@@ -35,8 +65,10 @@ impl TryFrom<OrgRow> for Org {
 pub(crate) struct UserRow {
     id: Uuid,
     org_id: Uuid,
+    team_id: Option<Uuid>,
     email: String,
     role: String,
+    locale: String,
     data_residency_region: String,
     active: bool,
     created_at: DateTime<Utc>,
@@ -49,11 +81,194 @@ impl TryFrom<UserRow> for User {
         Ok(User {
             id: row.id.into(),
             org_id: row.org_id.into(),
+            team_id: row.team_id.map(Into::into),
             email: row.email,
-            role: parse_role(&row.role)?,
+            role: row.role.parse().map_err(|_| corrupt("role", &row.role))?,
+            locale: row
+                .locale
+                .parse()
+                .map_err(|_| corrupt("locale", &row.locale))?,
             data_residency_region: parse_region(row.data_residency_region)?,
             active: row.active,
             created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: Uuid,
+    org_id: Uuid,
+    user_id: Uuid,
+    name: String,
+    scope: String,
+    region: String,
+    allowed_models: ModelList,
+    active: bool,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    rotated_at: Option<DateTime<Utc>>,
+    previous_key_expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<KeyRow> for Key {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        Ok(Key {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            user_id: row.user_id.into(),
+            name: row.name,
+            scope: row
+                .scope
+                .parse::<KeyScope>()
+                .map_err(|_| corrupt("key scope", &row.scope))?,
+            region: parse_region(row.region)?,
+            allowed_models: row.allowed_models.0,
+            active: row.active,
+            expires_at: row.expires_at,
+            created_at: row.created_at,
+            rotated_at: row.rotated_at,
+            previous_secret_expires_at: row.previous_key_expires_at,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+/// A key joined with what authentication and model access need from its user, team and org.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuthRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    user_role: String,
+    user_team_id: Option<Uuid>,
+    user_locale: String,
+    team_allowed_models: Option<ModelList>,
+    org_allowed_models: ModelList,
+}
+
+impl TryFrom<AuthRow> for AuthenticatedKey {
+    type Error = StoreError;
+
+    fn try_from(row: AuthRow) -> Result<Self, StoreError> {
+        Ok(AuthenticatedKey {
+            key: row.key.try_into()?,
+            role: row
+                .user_role
+                .parse()
+                .map_err(|_| corrupt("role", &row.user_role))?,
+            team_id: row.user_team_id.map(Into::into),
+            locale: row
+                .user_locale
+                .parse()
+                .map_err(|_| corrupt("locale", &row.user_locale))?,
+            team_allowed_models: row
+                .team_allowed_models
+                .map(|models| models.0)
+                .unwrap_or_default(),
+            org_allowed_models: row.org_allowed_models.0,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RequestRow {
+    id: Uuid,
+    stored_region: String,
+    request_id: String,
+    org_id: Uuid,
+    user_id: Uuid,
+    key_id: Uuid,
+    endpoint: String,
+    model: String,
+    stream: bool,
+    status_code: i32,
+    error_code: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cost_usd: Money,
+    started_at: DateTime<Utc>,
+    duration_ms: i64,
+}
+
+impl TryFrom<RequestRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(row: RequestRow) -> Result<Self, StoreError> {
+        Ok(RequestRecord {
+            id: row.id.into(),
+            stored_region: parse_region(row.stored_region)?,
+            request_id: row.request_id,
+            org_id: row.org_id.into(),
+            user_id: row.user_id.into(),
+            key_id: row.key_id.into(),
+            endpoint: row.endpoint,
+            model: row.model,
+            stream: row.stream,
+            status_code: u16::try_from(row.status_code)
+                .map_err(|_| corrupt("status code", &row.status_code.to_string()))?,
+            error_code: row.error_code,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            cost_usd: row.cost_usd.0,
+            started_at: row.started_at,
+            duration_ms: row.duration_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    id: Uuid,
+    at: DateTime<Utc>,
+    actor_kind: String,
+    actor_id: String,
+    action: String,
+    target_kind: String,
+    target_id: Option<String>,
+    org_id: Option<Uuid>,
+    source_ip: Option<String>,
+    region: String,
+    result: String,
+    justification: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> Result<Self, StoreError> {
+        let actor_kind = match row.actor_kind.as_str() {
+            "operator" => ActorKind::Operator,
+            "user" => ActorKind::User,
+            other => return Err(corrupt("actor kind", other)),
+        };
+        let result = match row.result.as_str() {
+            "success" => AuditResult::Success,
+            "denied" => AuditResult::Denied,
+            "failure" => AuditResult::Failure,
+            other => return Err(corrupt("audit result", other)),
+        };
+        Ok(AuditEntry {
+            seq: row.seq,
+            id: row.id,
+            at: row.at,
+            actor_kind,
+            actor_id: row.actor_id,
+            action: row.action,
+            target_kind: row.target_kind,
+            target_id: row.target_id,
+            org_id: row.org_id.map(Into::into),
+            source_ip: row.source_ip,
+            region: parse_region(row.region)?,
+            result,
+            justification: row.justification,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
         })
     }
 }

@@ -1,18 +1,30 @@
-//! Organizations, users and virtual keys: the rules for creating them, and key authentication.
+//! Organizations, teams, users and virtual keys: the rules for changing them, who may change
+//! them, and key authentication. Every state-changing call is audited: a success in the same
+//! transaction as the change, a denial or failure as an entry of its own.
 
 pub mod keys;
+pub mod models;
+pub mod rbac;
 
 use std::sync::Arc;
 
+use chrono::Duration;
 use secrecy::ExposeSecret;
 use synaxis_shared::api::{
-    CreateKeyRequest, CreateOrgRequest, CreateUserRequest, CreatedKey, Key, Org, User,
+    ActorKind, AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest,
+    CreateUserRequest, CreatedKey, Key, KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest,
+    UpdateOrgRequest, UpdateTeamRequest, UpdateUserRequest, User,
 };
-use synaxis_shared::{KeyId, OrgId, RegionId, UserId};
+use synaxis_shared::{KeyId, OrgId, RegionId, TeamId, UserId};
 
+use crate::audit::AuditDraft;
 use crate::clock::Clock;
-use crate::store::{KeyFilter, Store, StoreError};
+use crate::store::{AuthenticatedKey, KeyFilter, KeyRotation, Store, StoreError, UserFilter};
 use keys::KeyHasher;
+use rbac::{Action, Actor, Denial, Target, authorize};
+
+/// Longest accepted grace period of a rotated key's old secret.
+const MAX_ROTATION_GRACE_SECS: u64 = 30 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
@@ -21,6 +33,8 @@ pub enum TenancyError {
         field: &'static str,
         message: String,
     },
+    #[error("permission denied: {0}")]
+    Denied(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -30,6 +44,32 @@ impl TenancyError {
         Self::Invalid {
             field,
             message: message.into(),
+        }
+    }
+
+    fn audit_result(&self) -> AuditResult {
+        match self {
+            Self::Denied(_) => AuditResult::Denied,
+            _ => AuditResult::Failure,
+        }
+    }
+}
+
+/// Who makes a control call and from where, with the reason they gave.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub actor: Actor,
+    pub source_ip: Option<String>,
+    pub justification: Option<String>,
+}
+
+impl Caller {
+    /// The operator, with no source address; for tests and internal jobs.
+    pub fn operator() -> Self {
+        Self {
+            actor: Actor::Operator,
+            source_ip: None,
+            justification: None,
         }
     }
 }
@@ -65,7 +105,74 @@ impl Tenancy {
         &self.region
     }
 
-    pub async fn create_org(&self, request: CreateOrgRequest) -> Result<Org, TenancyError> {
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Starts the audit entry of a state-changing call.
+    fn draft(&self, caller: &Caller, action: Action, target_kind: &str) -> AuditDraft {
+        let mut draft = AuditDraft::new(self.clock.now(), self.region.clone());
+        match &caller.actor {
+            Actor::Operator => {
+                draft.actor_kind = ActorKind::Operator;
+                draft.actor_id = "operator".to_owned();
+            }
+            Actor::Member(member) => {
+                draft.actor_kind = ActorKind::User;
+                draft.actor_id = member.user_id.to_string();
+            }
+        }
+        draft.action = action.name().to_owned();
+        draft.target_kind = target_kind.to_owned();
+        draft.source_ip = caller.source_ip.clone();
+        draft.justification = caller.justification.clone();
+        draft
+    }
+
+    /// Records a denied or failed call in the audit log and returns its error. The success
+    /// entry of a call is written by the store with the change itself.
+    async fn audited<T>(
+        &self,
+        mut draft: AuditDraft,
+        result: Result<T, TenancyError>,
+    ) -> Result<T, TenancyError> {
+        let Err(error) = result else {
+            return result;
+        };
+        draft.result = error.audit_result();
+        if let Err(audit_error) = self.store.append_audit(&draft).await {
+            tracing::error!(
+                action = draft.action.as_str(),
+                error = %audit_error,
+                "failed to record a rejected control call in the audit log"
+            );
+        }
+        Err(error)
+    }
+
+    // Organizations.
+
+    pub async fn create_org(
+        &self,
+        caller: &Caller,
+        request: CreateOrgRequest,
+    ) -> Result<Org, TenancyError> {
+        let mut draft = self.draft(caller, Action::OrgCreate, "organization");
+        let result = self.create_org_inner(caller, request, &mut draft).await;
+        self.audited(draft, result).await
+    }
+
+    async fn create_org_inner(
+        &self,
+        caller: &Caller,
+        request: CreateOrgRequest,
+        draft: &mut AuditDraft,
+    ) -> Result<Org, TenancyError> {
+        check(&caller.actor, Action::OrgCreate, &Target::default())?;
         let name = request.name.trim();
         if name.is_empty() {
             return Err(TenancyError::invalid(
@@ -73,10 +180,7 @@ impl Tenancy {
                 "the organization name is empty",
             ));
         }
-        let slug = match request.slug {
-            Some(slug) => slug,
-            None => slugify(name),
-        };
+        let slug = request.slug.unwrap_or_else(|| slugify(name));
         validate_slug(&slug)?;
 
         let org = Org {
@@ -84,15 +188,24 @@ impl Tenancy {
             slug,
             name: name.to_owned(),
             primary_region: self.region.clone(),
+            allowed_models: Vec::new(),
             active: true,
             created_at: self.clock.now(),
         };
-        self.store.create_org(&org).await?;
+        draft.target_id = Some(org.id.to_string());
+        draft.org_id = Some(org.id);
+        self.store.create_org(&org, draft).await?;
         Ok(org)
     }
 
     /// Finds an organization by id or, when `id_or_slug` is not a UUID, by slug.
-    pub async fn find_org(&self, id_or_slug: &str) -> Result<Org, TenancyError> {
+    pub async fn find_org(&self, caller: &Caller, id_or_slug: &str) -> Result<Org, TenancyError> {
+        let org = self.load_org(id_or_slug).await?;
+        check(&caller.actor, Action::OrgRead, &org_target(org.id))?;
+        Ok(org)
+    }
+
+    async fn load_org(&self, id_or_slug: &str) -> Result<Org, TenancyError> {
         let org = match id_or_slug.parse::<OrgId>() {
             Ok(id) => self.store.get_org(id).await?,
             Err(_) => self.store.get_org_by_slug(id_or_slug).await?,
@@ -100,80 +213,504 @@ impl Tenancy {
         Ok(org)
     }
 
-    pub async fn create_user(&self, request: CreateUserRequest) -> Result<User, TenancyError> {
-        let email = request.email.trim();
-        validate_email(email)?;
-        let org = self.store.get_org(request.org_id).await?;
+    /// Lists every organization for the operator, and a member's own.
+    pub async fn list_orgs(&self, caller: &Caller) -> Result<Vec<Org>, TenancyError> {
+        match &caller.actor {
+            Actor::Operator => Ok(self.store.list_orgs().await?),
+            Actor::Member(member) => Ok(vec![self.store.get_org(member.org_id).await?]),
+        }
+    }
 
-        let user = User {
-            id: UserId::new(),
-            org_id: org.id,
-            email: email.to_owned(),
-            role: request.role,
-            data_residency_region: org.primary_region,
-            active: true,
-            created_at: self.clock.now(),
+    pub async fn update_org(
+        &self,
+        caller: &Caller,
+        id_or_slug: &str,
+        request: UpdateOrgRequest,
+    ) -> Result<Org, TenancyError> {
+        let mut draft = self.draft(caller, Action::OrgUpdate, "organization");
+        let result = async {
+            let mut org = self.load_org(id_or_slug).await?;
+            draft.target_id = Some(org.id.to_string());
+            draft.org_id = Some(org.id);
+            check(&caller.actor, Action::OrgUpdate, &org_target(org.id))?;
+
+            if let Some(name) = request.name {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(TenancyError::invalid(
+                        "name",
+                        "the organization name is empty",
+                    ));
+                }
+                org.name = name.to_owned();
+            }
+            if let Some(models) = request.allowed_models {
+                org.allowed_models = models::normalize(models)
+                    .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+            }
+            self.store.update_org(&org, &draft).await?;
+            Ok(org)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    /// Deactivates an organization: none of its keys authenticate afterwards.
+    pub async fn revoke_org(&self, caller: &Caller, id_or_slug: &str) -> Result<Org, TenancyError> {
+        let mut draft = self.draft(caller, Action::OrgRevoke, "organization");
+        let result = async {
+            let mut org = self.load_org(id_or_slug).await?;
+            draft.target_id = Some(org.id.to_string());
+            draft.org_id = Some(org.id);
+            check(&caller.actor, Action::OrgRevoke, &org_target(org.id))?;
+
+            org.active = false;
+            self.store.update_org(&org, &draft).await?;
+            Ok(org)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    // Teams.
+
+    pub async fn create_team(
+        &self,
+        caller: &Caller,
+        request: CreateTeamRequest,
+    ) -> Result<Team, TenancyError> {
+        let mut draft = self.draft(caller, Action::TeamCreate, "team");
+        draft.org_id = Some(request.org_id);
+        let result = async {
+            check(
+                &caller.actor,
+                Action::TeamCreate,
+                &org_target(request.org_id),
+            )?;
+            let org = self.store.get_org(request.org_id).await?;
+            let name = validate_team_name(&request.name)?;
+            let allowed_models = models::normalize(request.allowed_models)
+                .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+
+            let team = Team {
+                id: TeamId::new(),
+                org_id: org.id,
+                name,
+                allowed_models,
+                created_at: self.clock.now(),
+            };
+            draft.target_id = Some(team.id.to_string());
+            self.store.create_team(&team, &draft).await?;
+            Ok(team)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    pub async fn get_team(&self, caller: &Caller, id: TeamId) -> Result<Team, TenancyError> {
+        let team = self.store.get_team(id).await?;
+        check(&caller.actor, Action::TeamRead, &org_target(team.org_id))?;
+        Ok(team)
+    }
+
+    pub async fn list_teams(
+        &self,
+        caller: &Caller,
+        org_id: OrgId,
+    ) -> Result<Vec<Team>, TenancyError> {
+        check(&caller.actor, Action::TeamRead, &org_target(org_id))?;
+        Ok(self.store.list_teams(org_id).await?)
+    }
+
+    pub async fn update_team(
+        &self,
+        caller: &Caller,
+        id: TeamId,
+        request: UpdateTeamRequest,
+    ) -> Result<Team, TenancyError> {
+        let mut draft = self.draft(caller, Action::TeamUpdate, "team");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let mut team = self.store.get_team(id).await?;
+            draft.org_id = Some(team.org_id);
+            check(&caller.actor, Action::TeamUpdate, &org_target(team.org_id))?;
+
+            if let Some(name) = request.name {
+                team.name = validate_team_name(&name)?;
+            }
+            if let Some(models) = request.allowed_models {
+                team.allowed_models = models::normalize(models)
+                    .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+            }
+            self.store.update_team(&team, &draft).await?;
+            Ok(team)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    // Users.
+
+    pub async fn create_user(
+        &self,
+        caller: &Caller,
+        request: CreateUserRequest,
+    ) -> Result<User, TenancyError> {
+        let mut draft = self.draft(caller, Action::UserCreate, "user");
+        draft.org_id = Some(request.org_id);
+        let result = async {
+            let target = Target {
+                org_id: Some(request.org_id),
+                grants_role: Some(request.role),
+                ..Target::default()
+            };
+            check(&caller.actor, Action::UserCreate, &target)?;
+            let email = request.email.trim();
+            validate_email(email)?;
+            let org = self.store.get_org(request.org_id).await?;
+            if let Some(team_id) = request.team_id {
+                self.check_team_in_org(team_id, org.id).await?;
+            }
+
+            let user = User {
+                id: UserId::new(),
+                org_id: org.id,
+                team_id: request.team_id,
+                email: email.to_owned(),
+                role: request.role,
+                locale: request.locale,
+                data_residency_region: org.primary_region,
+                active: true,
+                created_at: self.clock.now(),
+            };
+            draft.target_id = Some(user.id.to_string());
+            self.store.create_user(&user, &draft).await?;
+            Ok(user)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    async fn check_team_in_org(&self, team_id: TeamId, org_id: OrgId) -> Result<(), TenancyError> {
+        let team = match self.store.get_team(team_id).await {
+            Ok(team) => team,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(TenancyError::invalid(
+                    "team_id",
+                    format!("team `{team_id}` does not exist"),
+                ));
+            }
+            Err(error) => return Err(error.into()),
         };
-        self.store.create_user(&user).await?;
+        if team.org_id != org_id {
+            return Err(TenancyError::invalid(
+                "team_id",
+                format!("team `{team_id}` belongs to another organization"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn get_user(&self, caller: &Caller, id: UserId) -> Result<User, TenancyError> {
+        let user = self.store.get_user(id).await?;
+        check(&caller.actor, Action::UserRead, &org_target(user.org_id))?;
         Ok(user)
     }
 
-    /// Creates a key for a user and returns it with its secret, which is not stored.
-    pub async fn create_key(&self, request: CreateKeyRequest) -> Result<CreatedKey, TenancyError> {
-        let user = self.store.get_user(request.user_id).await?;
-        let now = self.clock.now();
-        if let Some(expires_at) = request.expires_at
-            && expires_at <= now
-        {
-            return Err(TenancyError::invalid(
-                "expires_at",
-                format!("{expires_at} is not in the future"),
-            ));
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        filter: &UserFilter,
+    ) -> Result<Vec<User>, TenancyError> {
+        let org_id = filter
+            .org_id
+            .ok_or_else(|| TenancyError::invalid("org_id", "the organization id is required"))?;
+        check(&caller.actor, Action::UserRead, &org_target(org_id))?;
+        Ok(self.store.list_users(filter).await?)
+    }
+
+    pub async fn update_user(
+        &self,
+        caller: &Caller,
+        id: UserId,
+        request: UpdateUserRequest,
+    ) -> Result<User, TenancyError> {
+        let mut draft = self.draft(caller, Action::UserUpdate, "user");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let mut user = self.store.get_user(id).await?;
+            draft.org_id = Some(user.org_id);
+            let role_changes = request.role.is_some_and(|role| role != user.role);
+            let team_changes = request
+                .team_id
+                .is_some_and(|team| Some(team) != user.team_id);
+            let target = Target {
+                org_id: Some(user.org_id),
+                subject: Some((user.id, user.role)),
+                grants_role: request.role.filter(|_| role_changes),
+                changes_privileges: role_changes || team_changes,
+                management_key: false,
+            };
+            check(&caller.actor, Action::UserUpdate, &target)?;
+
+            if let Some(team_id) = request.team_id {
+                self.check_team_in_org(team_id, user.org_id).await?;
+                user.team_id = Some(team_id);
+            }
+            if let Some(role) = request.role {
+                user.role = role;
+            }
+            if let Some(locale) = request.locale {
+                user.locale = locale;
+            }
+            self.store.update_user(&user, &draft).await?;
+            Ok(user)
         }
-        let allowed_models = normalize_models(request.allowed_models)?;
-
-        let secret = keys::generate(&self.key_prefix);
-        let key = Key {
-            id: KeyId::new(),
-            org_id: user.org_id,
-            user_id: user.id,
-            name: request.name.unwrap_or_else(|| "default".to_owned()),
-            region: self.region.clone(),
-            allowed_models,
-            active: true,
-            expires_at: request.expires_at,
-            created_at: now,
-            revoked_at: None,
-        };
-        let hash = self.hasher.hash(secret.expose_secret());
-        self.store.create_key(&key, &hash).await?;
-
-        Ok(CreatedKey {
-            key,
-            secret: secret.expose_secret().to_owned(),
-        })
+        .await;
+        self.audited(draft, result).await
     }
 
-    pub async fn revoke_key(&self, id: KeyId) -> Result<Key, TenancyError> {
-        Ok(self.store.revoke_key(id, self.clock.now()).await?)
+    /// Deactivates a user: none of their keys authenticate afterwards.
+    pub async fn revoke_user(&self, caller: &Caller, id: UserId) -> Result<User, TenancyError> {
+        let mut draft = self.draft(caller, Action::UserRevoke, "user");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let mut user = self.store.get_user(id).await?;
+            draft.org_id = Some(user.org_id);
+            check(&caller.actor, Action::UserRevoke, &subject_target(&user))?;
+
+            user.active = false;
+            self.store.update_user(&user, &draft).await?;
+            Ok(user)
+        }
+        .await;
+        self.audited(draft, result).await
     }
 
-    pub async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Key>, TenancyError> {
-        Ok(self.store.list_keys(filter).await?)
+    // Keys.
+
+    /// Creates a key for a user and returns it with its secret, which is not stored.
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        request: CreateKeyRequest,
+    ) -> Result<CreatedKey, TenancyError> {
+        let mut draft = self.draft(caller, Action::KeyCreate, "key");
+        let result = async {
+            let user = self.store.get_user(request.user_id).await?;
+            draft.org_id = Some(user.org_id);
+            let target = Target {
+                management_key: request.scope == KeyScope::Management,
+                ..subject_target(&user)
+            };
+            check(&caller.actor, Action::KeyCreate, &target)?;
+
+            let now = self.clock.now();
+            if let Some(expires_at) = request.expires_at
+                && expires_at <= now
+            {
+                return Err(TenancyError::invalid(
+                    "expires_at",
+                    format!("{expires_at} is not in the future"),
+                ));
+            }
+            let allowed_models = models::normalize(request.allowed_models)
+                .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+
+            let secret = keys::generate(&self.key_prefix);
+            let key = Key {
+                id: KeyId::new(),
+                org_id: user.org_id,
+                user_id: user.id,
+                name: request.name.unwrap_or_else(|| "default".to_owned()),
+                scope: request.scope,
+                region: self.region.clone(),
+                allowed_models,
+                active: true,
+                expires_at: request.expires_at,
+                created_at: now,
+                rotated_at: None,
+                previous_secret_expires_at: None,
+                revoked_at: None,
+            };
+            draft.target_id = Some(key.id.to_string());
+            let hash = self.hasher.hash(secret.expose_secret());
+            self.store.create_key(&key, &hash, &draft).await?;
+
+            Ok(CreatedKey {
+                key,
+                secret: secret.expose_secret().to_owned(),
+            })
+        }
+        .await;
+        self.audited(draft, result).await
     }
 
-    /// Returns the usable key that `presented` is the secret of, or `None` for a malformed,
+    /// Loads a key and its user, and checks that `caller` may perform `action` on it.
+    async fn load_key_for(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        action: Action,
+    ) -> Result<Key, TenancyError> {
+        let key = self.store.get_key(id).await?;
+        let user = self.store.get_user(key.user_id).await?;
+        check(&caller.actor, action, &subject_target(&user))?;
+        Ok(key)
+    }
+
+    pub async fn get_key(&self, caller: &Caller, id: KeyId) -> Result<Key, TenancyError> {
+        let key = self.store.get_key(id).await?;
+        check(&caller.actor, Action::KeyRead, &org_target(key.org_id))?;
+        Ok(key)
+    }
+
+    /// Lists keys; a member sees only their organization's.
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        filter: KeyFilter,
+    ) -> Result<Vec<Key>, TenancyError> {
+        let mut filter = filter;
+        if let Actor::Member(member) = &caller.actor {
+            let org_id = *filter.org_id.get_or_insert(member.org_id);
+            check(&caller.actor, Action::KeyRead, &org_target(org_id))?;
+        }
+        Ok(self.store.list_keys(&filter).await?)
+    }
+
+    pub async fn update_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        request: UpdateKeyRequest,
+    ) -> Result<Key, TenancyError> {
+        let mut draft = self.draft(caller, Action::KeyUpdate, "key");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let mut key = self.load_key_for(caller, id, Action::KeyUpdate).await?;
+            draft.org_id = Some(key.org_id);
+
+            if let Some(name) = request.name {
+                key.name = name;
+            }
+            if let Some(models) = request.allowed_models {
+                key.allowed_models = models::normalize(models)
+                    .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+            }
+            if let Some(expires_at) = request.expires_at {
+                if expires_at <= self.clock.now() {
+                    return Err(TenancyError::invalid(
+                        "expires_at",
+                        format!("{expires_at} is not in the future"),
+                    ));
+                }
+                key.expires_at = Some(expires_at);
+            }
+            self.store.update_key(&key, &draft).await?;
+            Ok(key)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    /// Gives a key a new secret with the same id and settings. The old secret keeps working for
+    /// `grace_seconds`, or stops at once when it is 0.
+    pub async fn rotate_key(
+        &self,
+        caller: &Caller,
+        id: KeyId,
+        request: RotateKeyRequest,
+    ) -> Result<CreatedKey, TenancyError> {
+        let mut draft = self.draft(caller, Action::KeyRotate, "key");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let key = self.load_key_for(caller, id, Action::KeyRotate).await?;
+            draft.org_id = Some(key.org_id);
+            if request.grace_seconds > MAX_ROTATION_GRACE_SECS {
+                return Err(TenancyError::invalid(
+                    "grace_seconds",
+                    format!(
+                        "{} is longer than the maximum of {MAX_ROTATION_GRACE_SECS} seconds (30 days)",
+                        request.grace_seconds
+                    ),
+                ));
+            }
+
+            let now = self.clock.now();
+            let grace_until = (request.grace_seconds > 0).then(|| {
+                // Bounded above by MAX_ROTATION_GRACE_SECS, so the conversion cannot fail.
+                now + Duration::seconds(i64::try_from(request.grace_seconds).unwrap_or(0))
+            });
+            let secret = keys::generate(&self.key_prefix);
+            let rotation = KeyRotation {
+                id,
+                new_hash: self.hasher.hash(secret.expose_secret()),
+                at: now,
+                grace_until,
+            };
+            let key = self.store.rotate_key(&rotation, &draft).await?;
+
+            Ok(CreatedKey {
+                key,
+                secret: secret.expose_secret().to_owned(),
+            })
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    pub async fn revoke_key(&self, caller: &Caller, id: KeyId) -> Result<Key, TenancyError> {
+        let mut draft = self.draft(caller, Action::KeyRevoke, "key");
+        draft.target_id = Some(id.to_string());
+        let result = async {
+            let key = self.load_key_for(caller, id, Action::KeyRevoke).await?;
+            draft.org_id = Some(key.org_id);
+            Ok(self.store.revoke_key(id, self.clock.now(), &draft).await?)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    /// Returns the usable key that `presented` is a secret of, or `None` for a malformed,
     /// unknown, revoked or expired key, or one of another region.
-    pub async fn authenticate(&self, presented: &str) -> Result<Option<Key>, StoreError> {
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<Option<AuthenticatedKey>, StoreError> {
         if keys::region_prefix(presented) != Some(self.key_prefix.as_str()) {
             return Ok(None);
         }
         let hash = self.hasher.hash(presented);
         self.store.find_usable_key(&hash, self.clock.now()).await
     }
+}
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+/// Applies [`authorize`], turning a denial into the error callers return: "not found" for a
+/// resource of another organization, so that its existence is not revealed.
+pub(crate) fn check(actor: &Actor, action: Action, target: &Target) -> Result<(), TenancyError> {
+    match authorize(actor, action, target) {
+        Ok(()) => Ok(()),
+        Err(Denial::OtherOrg) => Err(TenancyError::Store(StoreError::not_found(
+            "resource",
+            "of another organization",
+        ))),
+        Err(Denial::Forbidden(reason)) => Err(TenancyError::Denied(reason)),
+    }
+}
+
+fn org_target(org_id: OrgId) -> Target {
+    Target {
+        org_id: Some(org_id),
+        ..Target::default()
+    }
+}
+
+fn subject_target(user: &User) -> Target {
+    Target {
+        org_id: Some(user.org_id),
+        subject: Some((user.id, user.role)),
+        ..Target::default()
     }
 }
 
@@ -209,6 +746,17 @@ fn validate_slug(slug: &str) -> Result<(), TenancyError> {
     }
 }
 
+fn validate_team_name(name: &str) -> Result<String, TenancyError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(TenancyError::invalid(
+            "name",
+            "a team name must have 1 to 100 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 fn validate_email(email: &str) -> Result<(), TenancyError> {
     let valid = email.len() <= 254
         && email
@@ -223,23 +771,6 @@ fn validate_email(email: &str) -> Result<(), TenancyError> {
             format!("`{email}` is not an email address such as `ana@example.com`"),
         ))
     }
-}
-
-fn normalize_models(models: Vec<String>) -> Result<Vec<String>, TenancyError> {
-    let mut normalized = Vec::with_capacity(models.len());
-    for model in models {
-        let model = model.trim().to_lowercase();
-        if model.is_empty() {
-            return Err(TenancyError::invalid(
-                "allowed_models",
-                "a model name is empty",
-            ));
-        }
-        if !normalized.contains(&model) {
-            normalized.push(model);
-        }
-    }
-    Ok(normalized)
 }
 
 #[cfg(test)]

@@ -1,0 +1,545 @@
+//! The SQL of both stores, written once. PostgreSQL and SQLite accept the same statements here:
+//! parameters are `$N` (sqlx binds them by number on SQLite too), and the columns whose types
+//! differ go through [`ModelList`](super::types::ModelList) and [`Money`](super::types::Money).
+//! [`impl_store_queries!`] implements the store traits for one pool type.
+
+pub(crate) const ORG_COLUMNS: &str =
+    "id, slug, name, primary_region, allowed_models, active, created_at";
+pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
+pub(crate) const KEY_COLUMNS: &str = "id, org_id, user_id, name, scope, region, allowed_models, \
+     active, expires_at, created_at, rotated_at, previous_key_expires_at, revoked_at";
+pub(crate) const REQUEST_COLUMNS: &str = "id, stored_region, request_id, org_id, user_id, key_id, \
+     endpoint, model, stream, status_code, error_code, prompt_tokens, completion_tokens, \
+     cost_usd, started_at, duration_ms";
+pub(crate) const AUDIT_COLUMNS: &str = "seq, id, at, actor_kind, actor_id, action, target_kind, \
+     target_id, org_id, source_ip, region, result, justification, prev_hash, hash";
+
+/// Implements `TenancyStore`, `AuditStore` and `RequestStore` for `$store`, a struct with a
+/// `pool: sqlx::Pool<$db>` field.
+macro_rules! impl_store_queries {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use chrono::{DateTime, Utc};
+        use sqlx::{QueryBuilder, Transaction};
+        use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+        use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
+
+        use crate::audit::{AuditDraft, AuditHead};
+        use crate::store::queries::{
+            AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
+        };
+        use crate::store::rows::{
+            AuditRow, AuthRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+        };
+        use crate::store::types::{ModelList, Money};
+        use crate::store::{
+            AuditFilter, AuditStore, AuthenticatedKey, KeyFilter, KeyRotation, RequestFilter,
+            RequestRecord, RequestStore, StoreError, TenancyStore, UserFilter, conflict_on_unique,
+        };
+
+        impl $store {
+            /// Appends `draft` to the chain inside `tx`. Moving the head first takes the
+            /// database's write lock on it, so that concurrent appends queue in order.
+            async fn append_audit_in(
+                tx: &mut Transaction<'_, $db>,
+                draft: &AuditDraft,
+            ) -> Result<AuditEntry, StoreError> {
+                let (seq, prev_hash): (i64, String) = sqlx::query_as(
+                    "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                let entry = draft.seal(seq, &prev_hash);
+
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, id, at, actor_kind, actor_id, action, target_kind,
+                                            target_id, org_id, source_ip, region, result,
+                                            justification, prev_hash, hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                )
+                .bind(entry.seq)
+                .bind(entry.id)
+                .bind(entry.at)
+                .bind(entry.actor_kind.as_str())
+                .bind(&entry.actor_id)
+                .bind(&entry.action)
+                .bind(&entry.target_kind)
+                .bind(&entry.target_id)
+                .bind(entry.org_id.map(|id| id.0))
+                .bind(&entry.source_ip)
+                .bind(entry.region.as_str())
+                .bind(entry.result.as_str())
+                .bind(&entry.justification)
+                .bind(&entry.prev_hash)
+                .bind(&entry.hash)
+                .execute(&mut **tx)
+                .await?;
+
+                sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+                    .bind(&entry.hash)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(entry)
+            }
+        }
+
+        #[async_trait]
+        impl TenancyStore for $store {
+            async fn create_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO organizations (id, slug, name, primary_region, allowed_models,
+                                                active, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(org.id.0)
+                .bind(&org.slug)
+                .bind(&org.name)
+                .bind(org.primary_region.as_str())
+                .bind(ModelList(org.allowed_models.clone()))
+                .bind(org.active)
+                .bind(org.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || {
+                        format!("an organization with slug `{}` already exists", org.slug)
+                    })
+                })?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_org(&self, id: OrgId) -> Result<Org, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(ORG_COLUMNS).push(" FROM organizations WHERE id = ").push_bind(id.0);
+                query
+                    .build_query_as::<OrgRow>()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("organization", id))?
+                    .try_into()
+            }
+
+            async fn get_org_by_slug(&self, slug: &str) -> Result<Org, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(ORG_COLUMNS).push(" FROM organizations WHERE slug = ").push_bind(slug);
+                query
+                    .build_query_as::<OrgRow>()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("organization", slug))?
+                    .try_into()
+            }
+
+            async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(ORG_COLUMNS).push(" FROM organizations ORDER BY created_at, id");
+                let rows = query.build_query_as::<OrgRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn update_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE organizations SET name = $2, allowed_models = $3, active = $4
+                     WHERE id = $1",
+                )
+                .bind(org.id.0)
+                .bind(&org.name)
+                .bind(ModelList(org.allowed_models.clone()))
+                .bind(org.active)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found("organization", org.id));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO teams (id, org_id, name, allowed_models, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(team.id.0)
+                .bind(team.org_id.0)
+                .bind(&team.name)
+                .bind(ModelList(team.allowed_models.clone()))
+                .bind(team.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || {
+                        format!("a team named `{}` already exists in this organization", team.name)
+                    })
+                })?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_team(&self, id: TeamId) -> Result<Team, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(TEAM_COLUMNS).push(" FROM teams WHERE id = ").push_bind(id.0);
+                query
+                    .build_query_as::<TeamRow>()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("team", id))?
+                    .try_into()
+            }
+
+            async fn list_teams(&self, org_id: OrgId) -> Result<Vec<Team>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(TEAM_COLUMNS).push(" FROM teams WHERE org_id = ").push_bind(org_id.0);
+                query.push(" ORDER BY created_at, id");
+                let rows = query.build_query_as::<TeamRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn update_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE teams SET name = $2, allowed_models = $3 WHERE id = $1",
+                )
+                .bind(team.id.0)
+                .bind(&team.name)
+                .bind(ModelList(team.allowed_models.clone()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || {
+                        format!("a team named `{}` already exists in this organization", team.name)
+                    })
+                })?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found("team", team.id));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO users (id, org_id, team_id, email, role, locale,
+                                        data_residency_region, active, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(user.id.0)
+                .bind(user.org_id.0)
+                .bind(user.team_id.map(|id| id.0))
+                .bind(&user.email)
+                .bind(user.role.as_str())
+                .bind(user.locale.as_str())
+                .bind(user.data_residency_region.as_str())
+                .bind(user.active)
+                .bind(user.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || {
+                        format!("a user with email `{}` already exists in this region", user.email)
+                    })
+                })?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_user(&self, id: UserId) -> Result<User, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(USER_COLUMNS).push(" FROM users WHERE id = ").push_bind(id.0);
+                query
+                    .build_query_as::<UserRow>()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("user", id))?
+                    .try_into()
+            }
+
+            async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(USER_COLUMNS).push(" FROM users WHERE TRUE");
+                if let Some(org_id) = filter.org_id {
+                    query.push(" AND org_id = ").push_bind(org_id.0);
+                }
+                if let Some(team_id) = filter.team_id {
+                    query.push(" AND team_id = ").push_bind(team_id.0);
+                }
+                query.push(" ORDER BY created_at, id");
+                let rows = query.build_query_as::<UserRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn update_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE users SET team_id = $2, role = $3, locale = $4, active = $5
+                     WHERE id = $1",
+                )
+                .bind(user.id.0)
+                .bind(user.team_id.map(|id| id.0))
+                .bind(user.role.as_str())
+                .bind(user.locale.as_str())
+                .bind(user.active)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found("user", user.id));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_key(
+                &self,
+                key: &Key,
+                key_hash: &str,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, org_id, user_id, name, key_hash, scope, region,
+                                           allowed_models, active, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(key.id.0)
+                .bind(key.org_id.0)
+                .bind(key.user_id.0)
+                .bind(&key.name)
+                .bind(key_hash)
+                .bind(key.scope.as_str())
+                .bind(key.region.as_str())
+                .bind(ModelList(key.allowed_models.clone()))
+                .bind(key.active)
+                .bind(key.expires_at)
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| conflict_on_unique(error, || format!("key `{}` already exists", key.id)))?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_key(&self, id: KeyId) -> Result<Key, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(KEY_COLUMNS).push(" FROM api_keys WHERE id = ").push_bind(id.0);
+                query
+                    .build_query_as::<KeyRow>()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("key", id))?
+                    .try_into()
+            }
+
+            async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Key>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(KEY_COLUMNS).push(" FROM api_keys WHERE TRUE");
+                if let Some(org_id) = filter.org_id {
+                    query.push(" AND org_id = ").push_bind(org_id.0);
+                }
+                if let Some(user_id) = filter.user_id {
+                    query.push(" AND user_id = ").push_bind(user_id.0);
+                }
+                query.push(" ORDER BY created_at, id");
+                let rows = query.build_query_as::<KeyRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn update_key(&self, key: &Key, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE api_keys SET name = $2, allowed_models = $3, expires_at = $4
+                     WHERE id = $1",
+                )
+                .bind(key.id.0)
+                .bind(&key.name)
+                .bind(ModelList(key.allowed_models.clone()))
+                .bind(key.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found("key", key.id));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_key(
+                &self,
+                rotation: &KeyRotation,
+                audit: &AuditDraft,
+            ) -> Result<Key, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut query = QueryBuilder::<$db>::new(
+                    "UPDATE api_keys SET previous_key_hash = CASE WHEN ",
+                );
+                query.push_bind(rotation.grace_until.is_some());
+                query.push(" THEN key_hash ELSE NULL END, previous_key_expires_at = ");
+                query.push_bind(rotation.grace_until);
+                query.push(", key_hash = ").push_bind(&rotation.new_hash);
+                query.push(", rotated_at = ").push_bind(rotation.at);
+                query.push(" WHERE active AND id = ").push_bind(rotation.id.0);
+                query.push(" RETURNING ").push(KEY_COLUMNS);
+                let row = query
+                    .build_query_as::<KeyRow>()
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::Conflict(format!(
+                        "key `{}` is revoked or does not exist, so it cannot be rotated",
+                        rotation.id
+                    )));
+                };
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn revoke_key(
+                &self,
+                id: KeyId,
+                at: DateTime<Utc>,
+                audit: &AuditDraft,
+            ) -> Result<Key, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut query = QueryBuilder::<$db>::new(
+                    "UPDATE api_keys SET active = FALSE, previous_key_hash = NULL, revoked_at = COALESCE(revoked_at, ",
+                );
+                query.push_bind(at).push(") WHERE id = ").push_bind(id.0);
+                query.push(" RETURNING ").push(KEY_COLUMNS);
+                let row = query
+                    .build_query_as::<KeyRow>()
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("key", id))?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn find_usable_key(
+                &self,
+                key_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Option<AuthenticatedKey>, StoreError> {
+                let row = sqlx::query_as::<_, AuthRow>(
+                    "SELECT k.id, k.org_id, k.user_id, k.name, k.scope, k.region, k.allowed_models,
+                            k.active, k.expires_at, k.created_at, k.rotated_at,
+                            k.previous_key_expires_at, k.revoked_at,
+                            u.role AS user_role, u.team_id AS user_team_id,
+                            u.locale AS user_locale, t.allowed_models AS team_allowed_models,
+                            o.allowed_models AS org_allowed_models
+                     FROM api_keys k
+                     JOIN users u ON u.id = k.user_id
+                     JOIN organizations o ON o.id = k.org_id
+                     LEFT JOIN teams t ON t.id = u.team_id
+                     WHERE (k.key_hash = $1
+                            OR (k.previous_key_hash = $1 AND k.previous_key_expires_at > $2))
+                       AND k.active AND u.active AND o.active
+                       AND (k.expires_at IS NULL OR k.expires_at > $2)",
+                )
+                .bind(key_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(AuthenticatedKey::try_from).transpose()
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn append_audit(&self, draft: &AuditDraft) -> Result<AuditEntry, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let entry = Self::append_audit_in(&mut tx, draft).await?;
+                tx.commit().await?;
+                Ok(entry)
+            }
+
+            async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(AUDIT_COLUMNS).push(" FROM audit_log WHERE seq > ");
+                query.push_bind(filter.after_seq);
+                if let Some(org_id) = filter.org_id {
+                    query.push(" AND org_id = ").push_bind(org_id.0);
+                }
+                query.push(" ORDER BY seq LIMIT ").push_bind(filter.limit);
+                let rows = query.build_query_as::<AuditRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+                let (seq, hash): (i64, String) =
+                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(AuditHead { seq, hash })
+            }
+        }
+
+        #[async_trait]
+        impl RequestStore for $store {
+            async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO requests (id, stored_region, request_id, org_id, user_id, key_id,
+                                           endpoint, model, stream, status_code, error_code,
+                                           prompt_tokens, completion_tokens, cost_usd, started_at,
+                                           duration_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(record.id.0)
+                .bind(record.stored_region.as_str())
+                .bind(&record.request_id)
+                .bind(record.org_id.0)
+                .bind(record.user_id.0)
+                .bind(record.key_id.0)
+                .bind(&record.endpoint)
+                .bind(&record.model)
+                .bind(record.stream)
+                .bind(i32::from(record.status_code))
+                .bind(&record.error_code)
+                .bind(record.prompt_tokens)
+                .bind(record.completion_tokens)
+                .bind(Money(record.cost_usd))
+                .bind(record.started_at)
+                .bind(record.duration_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_requests(
+                &self,
+                filter: &RequestFilter,
+            ) -> Result<Vec<RequestRecord>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query.push(REQUEST_COLUMNS).push(" FROM requests WHERE TRUE");
+                if let Some(org_id) = filter.org_id {
+                    query.push(" AND org_id = ").push_bind(org_id.0);
+                }
+                if let Some(key_id) = filter.key_id {
+                    query.push(" AND key_id = ").push_bind(key_id.0);
+                }
+                query
+                    .push(" ORDER BY started_at DESC, id DESC LIMIT ")
+                    .push_bind(filter.limit);
+                let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store_queries;

@@ -1,0 +1,264 @@
+//! Role-based access control of the control API. `docs/permissions.md` lists the same rules as
+//! a table, and the role matrix test checks every route against it.
+
+use std::fmt;
+
+use synaxis_shared::{OrgId, Role, UserId};
+
+/// Who makes a control call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The holder of the operator token.
+    Operator,
+    /// A user acting through a management key, with the permissions of their role.
+    Member(Member),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: UserId,
+    pub org_id: OrgId,
+    pub role: Role,
+}
+
+/// A control action, named as in the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    OrgCreate,
+    OrgRead,
+    OrgUpdate,
+    OrgRevoke,
+    TeamCreate,
+    TeamRead,
+    TeamUpdate,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+    UserRevoke,
+    KeyCreate,
+    KeyRead,
+    KeyUpdate,
+    KeyRotate,
+    KeyRevoke,
+    AuditRead,
+    AuditVerify,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OrgCreate => "org.create",
+            Self::OrgRead => "org.read",
+            Self::OrgUpdate => "org.update",
+            Self::OrgRevoke => "org.revoke",
+            Self::TeamCreate => "team.create",
+            Self::TeamRead => "team.read",
+            Self::TeamUpdate => "team.update",
+            Self::UserCreate => "user.create",
+            Self::UserRead => "user.read",
+            Self::UserUpdate => "user.update",
+            Self::UserRevoke => "user.revoke",
+            Self::KeyCreate => "key.create",
+            Self::KeyRead => "key.read",
+            Self::KeyUpdate => "key.update",
+            Self::KeyRotate => "key.rotate",
+            Self::KeyRevoke => "key.revoke",
+            Self::AuditRead => "audit.read",
+            Self::AuditVerify => "audit.verify",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an action touches, as far as permissions depend on it.
+#[derive(Clone, Debug, Default)]
+pub struct Target {
+    /// The organization the resource belongs to; `None` only for org creation and the global
+    /// audit check.
+    pub org_id: Option<OrgId>,
+    /// The user the resource is or belongs to (the user of a key), with their role.
+    pub subject: Option<(UserId, Role)>,
+    /// A role the action gives a user.
+    pub grants_role: Option<Role>,
+    /// Whether the action changes a user's role or team.
+    pub changes_privileges: bool,
+    /// Whether the action creates a management key.
+    pub management_key: bool,
+}
+
+/// Why an action was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// The resource belongs to another organization; callers answer "not found" so that its
+    /// existence is not revealed.
+    OtherOrg,
+    Forbidden(String),
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Owner => 3,
+        Role::Admin => 2,
+        Role::Developer | Role::Billing | Role::Viewer => 1,
+    }
+}
+
+fn is_manager(role: Role) -> bool {
+    matches!(role, Role::Owner | Role::Admin)
+}
+
+/// Decides whether `actor` may perform `action` on `target`.
+pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), Denial> {
+    let Actor::Member(member) = actor else {
+        return Ok(());
+    };
+    if let Some(org_id) = target.org_id
+        && org_id != member.org_id
+    {
+        return Err(Denial::OtherOrg);
+    }
+
+    let role = member.role;
+    let is_self = target
+        .subject
+        .is_some_and(|(user_id, _)| user_id == member.user_id);
+    let outranks_subject = target
+        .subject
+        .is_none_or(|(_, subject_role)| rank(role) >= rank(subject_role));
+    let may_grant = target
+        .grants_role
+        .is_none_or(|granted| rank(role) >= rank(granted));
+    let forbid = |requirement: &str| {
+        Err(Denial::Forbidden(format!(
+            "role `{role}` may not perform `{action}`: {requirement}"
+        )))
+    };
+
+    match action {
+        Action::OrgCreate | Action::OrgRevoke | Action::AuditVerify => {
+            forbid("only the operator may")
+        }
+        Action::OrgRead | Action::TeamRead | Action::UserRead | Action::KeyRead => Ok(()),
+        Action::OrgUpdate if role == Role::Owner => Ok(()),
+        Action::OrgUpdate => forbid("it requires the owner role"),
+        Action::TeamCreate | Action::TeamUpdate | Action::AuditRead if is_manager(role) => Ok(()),
+        Action::TeamCreate | Action::TeamUpdate | Action::AuditRead => {
+            forbid("it requires the owner or admin role")
+        }
+        Action::UserCreate if is_manager(role) && may_grant => Ok(()),
+        Action::UserCreate if is_manager(role) => forbid("only an owner may create an owner"),
+        Action::UserCreate => forbid("it requires the owner or admin role"),
+        Action::UserUpdate if is_self && target.changes_privileges => {
+            forbid("nobody may change their own role or team")
+        }
+        Action::UserUpdate if is_self => Ok(()),
+        Action::UserUpdate if is_manager(role) && outranks_subject && may_grant => Ok(()),
+        Action::UserUpdate if is_manager(role) => {
+            forbid("only an owner may change or grant the owner role")
+        }
+        Action::UserUpdate => forbid("it requires the owner or admin role"),
+        Action::UserRevoke if is_self => forbid("nobody may revoke their own user"),
+        Action::UserRevoke if is_manager(role) && outranks_subject => Ok(()),
+        Action::UserRevoke if is_manager(role) => forbid("only an owner may revoke an owner"),
+        Action::UserRevoke => forbid("it requires the owner or admin role"),
+        Action::KeyCreate if target.management_key && is_manager(role) && outranks_subject => {
+            Ok(())
+        }
+        Action::KeyCreate if target.management_key => forbid(
+            "management keys require the owner or admin role, and an admin may not make one for an owner",
+        ),
+        Action::KeyRotate | Action::KeyRevoke | Action::KeyCreate
+            if is_self && (is_manager(role) || role == Role::Developer) =>
+        {
+            Ok(())
+        }
+        Action::KeyCreate | Action::KeyUpdate | Action::KeyRotate | Action::KeyRevoke
+            if is_manager(role) && outranks_subject =>
+        {
+            Ok(())
+        }
+        Action::KeyCreate | Action::KeyRotate | Action::KeyRevoke
+            if !is_self && is_manager(role) =>
+        {
+            forbid("only an owner may act on an owner's keys")
+        }
+        Action::KeyCreate | Action::KeyRotate | Action::KeyRevoke => {
+            forbid("it requires the owner or admin role, or the developer role on one's own keys")
+        }
+        Action::KeyUpdate => forbid("it requires the owner or admin role"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(role: Role) -> (Actor, UserId, OrgId) {
+        let user_id = UserId::new();
+        let org_id = OrgId::new();
+        let actor = Actor::Member(Member {
+            user_id,
+            org_id,
+            role,
+        });
+        (actor, user_id, org_id)
+    }
+
+    #[test]
+    fn other_org_is_hidden() {
+        let (actor, _, _) = member(Role::Owner);
+        let target = Target {
+            org_id: Some(OrgId::new()),
+            ..Target::default()
+        };
+        assert_eq!(
+            authorize(&actor, Action::OrgRead, &target),
+            Err(Denial::OtherOrg)
+        );
+    }
+
+    #[test]
+    fn operator_may_do_everything() {
+        assert!(authorize(&Actor::Operator, Action::OrgCreate, &Target::default()).is_ok());
+        assert!(authorize(&Actor::Operator, Action::AuditVerify, &Target::default()).is_ok());
+    }
+
+    #[test]
+    fn developer_may_rotate_only_own_keys() {
+        let (actor, user_id, org_id) = member(Role::Developer);
+        let own = Target {
+            org_id: Some(org_id),
+            subject: Some((user_id, Role::Developer)),
+            ..Target::default()
+        };
+        let other = Target {
+            subject: Some((UserId::new(), Role::Developer)),
+            ..own.clone()
+        };
+        assert!(authorize(&actor, Action::KeyRotate, &own).is_ok());
+        assert!(authorize(&actor, Action::KeyRotate, &other).is_err());
+        assert!(authorize(&actor, Action::KeyUpdate, &own).is_err());
+    }
+
+    #[test]
+    fn admin_cannot_act_on_owner_keys_or_grant_owner() {
+        let (actor, _, org_id) = member(Role::Admin);
+        let owner_key = Target {
+            org_id: Some(org_id),
+            subject: Some((UserId::new(), Role::Owner)),
+            ..Target::default()
+        };
+        assert!(authorize(&actor, Action::KeyRotate, &owner_key).is_err());
+        let grant_owner = Target {
+            org_id: Some(org_id),
+            grants_role: Some(Role::Owner),
+            ..Target::default()
+        };
+        assert!(authorize(&actor, Action::UserCreate, &grant_owner).is_err());
+    }
+}
