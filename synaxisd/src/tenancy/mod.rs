@@ -440,15 +440,12 @@ impl Tenancy {
         let result = async {
             let mut user = self.store.get_user(id).await?;
             draft.org_id = Some(user.org_id);
-            let role_changes = request.role.is_some_and(|role| role != user.role);
-            let team_changes = request
-                .team_id
-                .is_some_and(|team| Some(team) != user.team_id);
+            // Naming a role or team counts as changing it, even to the current value.
             let target = Target {
                 org_id: Some(user.org_id),
                 subject: Some((user.id, user.role)),
-                grants_role: request.role.filter(|_| role_changes),
-                changes_privileges: role_changes || team_changes,
+                grants_role: request.role,
+                changes_privileges: request.role.is_some() || request.team_id.is_some(),
                 management_key: false,
             };
             check(&caller.actor, Action::UserUpdate, &target)?;

@@ -39,6 +39,7 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct DaemonOptions {
     pub database_url: String,
     pub upstream_base_url: String,
+    /// A `tracing` filter; it must keep info events, which carry the listening address.
     pub log_level: String,
     pub data_dir: PathBuf,
 }
