@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use synaxis_shared::RegionId;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
@@ -78,7 +79,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         operator_token: Arc::new(secrets.operator_token),
         region: region.clone(),
         metrics: Arc::new(Metrics::default()),
+        shutdown: CancellationToken::new(),
     };
+    let cancel = state.shutdown.clone();
 
     let listener = TcpListener::bind(config.server.listen).await?;
     let address = listener.local_addr()?;
@@ -90,6 +93,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracker,
         Duration::from_secs(config.server.shutdown_timeout_secs),
         shutdown_signal(),
+        cancel,
     )
     .await?;
     Ok(())

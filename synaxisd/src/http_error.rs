@@ -51,6 +51,8 @@ pub enum ApiError {
     Upstream(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("internal error")]
     Internal,
 }
@@ -80,6 +82,7 @@ impl ApiError {
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,6 +105,7 @@ impl ApiError {
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal_error",
         }
     }
@@ -121,7 +125,9 @@ impl ApiError {
             | Self::Conflict(_)
             | Self::RouteNotFound
             | Self::UpstreamRejected { .. } => "invalid_request_error",
-            Self::Upstream(_) | Self::UpstreamTimeout | Self::Internal => "api_error",
+            Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
+                "api_error"
+            }
         }
     }
 
@@ -173,6 +179,9 @@ impl ApiError {
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::Upstream(detail) => format!("The upstream provider failed: {detail}. Try again later."),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
+            Self::ShuttingDown => {
+                "The server is shutting down and ended this request. Retry it.".to_owned()
+            }
             Self::Internal => "Internal error. Try again later.".to_owned(),
         }
     }
@@ -210,6 +219,9 @@ impl ApiError {
             Self::UpstreamTimeout => {
                 "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
             }
+            Self::ShuttingDown => {
+                "O servidor está sendo desligado e encerrou esta requisição. Repita-a.".to_owned()
+            }
             Self::Internal => "Erro interno. Tente novamente mais tarde.".to_owned(),
         }
     }
@@ -227,7 +239,7 @@ impl ApiError {
 
     fn log(&self) {
         match self {
-            Self::Internal | Self::Upstream(_) | Self::UpstreamTimeout => {
+            Self::Internal | Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown => {
                 tracing::warn!(error = %self, code = self.code(), "request failed");
             }
             _ => tracing::debug!(error = %self, code = self.code(), "request rejected"),

@@ -1,7 +1,7 @@
 //! The HTTP server: shared state, the router, per-request context, health endpoints, and
 //! serving with a graceful drain.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use axum::routing::get;
 use secrecy::SecretString;
 use synaxis_shared::RegionId;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -41,6 +42,9 @@ pub struct AppState {
     pub operator_token: Arc<SecretString>,
     pub region: RegionId,
     pub metrics: Arc<Metrics>,
+    /// Cancelled when the drain deadline passes, so that requests still running end with a
+    /// request record instead of being dropped.
+    pub shutdown: CancellationToken,
 }
 
 /// Counters kept in process.
@@ -172,14 +176,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests up to
-/// `drain_timeout` to finish, and waits for pending record writes.
+/// Time that requests get to write their records after the drain deadline cancels them.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
+/// `drain_timeout` to finish. Requests still running then are cancelled through `cancel` and
+/// end with a record. Last, it waits for pending record writes.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tracker: TaskTracker,
     drain_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -204,9 +213,18 @@ pub async fn serve(
         }
     };
 
+    let server = server.into_future();
+    tokio::pin!(server);
     tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!("drain deadline passed; closing the remaining connections"),
+        result = &mut server => result?,
+        () = deadline => {
+            tracing::warn!("drain deadline passed; cancelling the remaining requests");
+            cancel.cancel();
+            match tokio::time::timeout(CANCEL_GRACE, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => tracing::error!("connections still open after cancellation; closing them"),
+            }
+        }
     }
 
     tracker.close();

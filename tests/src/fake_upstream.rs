@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// Reply, usage and timing of the fake upstream.
 #[derive(Clone, Debug)]
@@ -52,6 +53,8 @@ impl Default for FakeConfig {
 struct FakeState {
     config: Arc<FakeConfig>,
     received: Arc<Mutex<Vec<Value>>>,
+    /// Number of chat completion requests received so far.
+    arrivals: Arc<watch::Sender<usize>>,
 }
 
 /// A fake upstream running on a task of the current runtime until dropped.
@@ -59,6 +62,7 @@ struct FakeState {
 pub struct FakeUpstream {
     pub address: SocketAddr,
     received: Arc<Mutex<Vec<Value>>>,
+    arrivals: Arc<watch::Sender<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -68,7 +72,8 @@ impl FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let received = Arc::new(Mutex::new(Vec::new()));
-        let app = router(config, received.clone());
+        let arrivals = Arc::new(watch::Sender::new(0));
+        let app = router(config, received.clone(), arrivals.clone());
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "fake upstream stopped");
@@ -77,6 +82,7 @@ impl FakeUpstream {
         Ok(Self {
             address,
             received,
+            arrivals,
             task,
         })
     }
@@ -84,6 +90,17 @@ impl FakeUpstream {
     /// Base URL for a gateway's upstream config, such as `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.address)
+    }
+
+    /// Waits until at least `count` chat completion requests have arrived; panics after
+    /// `timeout`, so that a test fails instead of hanging.
+    pub async fn wait_for_requests(&self, count: usize, timeout: Duration) {
+        let mut arrivals = self.arrivals.subscribe();
+        let reached = tokio::time::timeout(timeout, arrivals.wait_for(|arrived| *arrived >= count));
+        assert!(
+            matches!(reached.await, Ok(Ok(_))),
+            "the fake upstream received fewer than {count} requests in {timeout:?}"
+        );
     }
 
     /// Returns the chat completion request bodies received so far, oldest first.
@@ -100,14 +117,23 @@ impl Drop for FakeUpstream {
 
 /// Serves the fake upstream on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, config: FakeConfig) -> std::io::Result<()> {
-    let app = router(config, Arc::new(Mutex::new(Vec::new())));
+    let app = router(
+        config,
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(watch::Sender::new(0)),
+    );
     axum::serve(listener, app).await
 }
 
-fn router(config: FakeConfig, received: Arc<Mutex<Vec<Value>>>) -> Router {
+fn router(
+    config: FakeConfig,
+    received: Arc<Mutex<Vec<Value>>>,
+    arrivals: Arc<watch::Sender<usize>>,
+) -> Router {
     let state = FakeState {
         config: Arc::new(config),
         received,
+        arrivals,
     };
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -167,6 +193,7 @@ async fn chat_completions(
         }
     };
     lock(&state.received).push(request.clone());
+    state.arrivals.send_modify(|arrived| *arrived += 1);
 
     tokio::time::sleep(state.config.latency).await;
 

@@ -64,6 +64,7 @@ async fn errors_have_openai_shape_and_records() {
         upstream_base_url: upstream.base_url(),
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 10,
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     let limited = tokio::task::block_in_place(|| {
@@ -228,6 +229,7 @@ async fn sigterm_drains_inflight_stream() {
         upstream_base_url: upstream.base_url(),
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 10,
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
 
@@ -272,4 +274,56 @@ async fn sigterm_drains_inflight_stream() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status_code, 200);
     assert_eq!(records[0].completion_tokens, 7);
+}
+
+/// A request still waiting on the upstream when the drain deadline passes ends with 503
+/// `shutting_down` and a request record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_cancels_with_record() {
+    let upstream = FakeUpstream::start(FakeConfig {
+        latency: std::time::Duration::from_secs(120),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = format!("sqlite://{}/synaxis.db", dir.path().display());
+    let daemon = Daemon::start(&DaemonOptions {
+        database_url: database_url.clone(),
+        upstream_base_url: upstream.base_url(),
+        log_level: "info".to_owned(),
+        data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 1,
+    });
+    let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
+
+    let request = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", daemon.url()))
+        .bearer_auth(&tenant.secret)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    let pending = tokio::spawn(request);
+    upstream
+        .wait_for_requests(1, std::time::Duration::from_secs(30))
+        .await;
+
+    tokio::task::block_in_place(|| daemon.stop());
+    let response = pending
+        .await
+        .expect("task")
+        .expect("response before the connection closed");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("error body");
+    assert_eq!(body["error"]["code"], "shutting_down");
+
+    let store = SqliteStore::connect(&database_url, 1)
+        .await
+        .expect("open store");
+    let records = store
+        .list_requests(&RequestFilter::default())
+        .await
+        .expect("records");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status_code, 503);
+    assert_eq!(records[0].error_code.as_deref(), Some("shutting_down"));
 }

@@ -75,6 +75,7 @@ async fn run_daemon(database_url: &str, data_dir: &Path) -> (Tenant, String) {
         upstream_base_url: upstream.base_url(),
         log_level: "trace".to_owned(),
         data_dir: data_dir.to_owned(),
+        shutdown_timeout_secs: 10,
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     exercise_key(&daemon, &tenant).await;

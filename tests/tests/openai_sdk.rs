@@ -59,6 +59,7 @@ async fn openai_sdk_chat_stream_models_and_revocation() {
         upstream_base_url: upstream.base_url(),
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 10,
     });
 
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
@@ -75,7 +76,10 @@ async fn openai_sdk_chat_stream_models_and_revocation() {
         used["stream_reported_usage"],
         serde_json::json!([1000, 500])
     );
-    assert_eq!(used["models"], serde_json::json!(["gpt-4o", "gpt-4o-mini"]));
+    assert_eq!(
+        used["models"],
+        serde_json::json!(["gpt-4o", "gpt-4o-mini", "unreachable"])
+    );
     assert_eq!(used["wrong_key_error"], "AuthenticationError");
 
     let received = upstream.received();

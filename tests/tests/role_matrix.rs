@@ -327,6 +327,7 @@ async fn check_matrix(database_url: &str) {
         upstream_base_url: upstream.base_url(),
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 10,
     });
     let api = Api {
         base: daemon.url(),
@@ -400,6 +401,7 @@ async fn other_org_is_not_found() {
         upstream_base_url: upstream.base_url(),
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
+        shutdown_timeout_secs: 10,
     });
     let api = Api {
         base: daemon.url(),

@@ -194,6 +194,17 @@ impl ModelConfig {
     }
 }
 
+fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("`{url}` is not an http or https URL with a host"),
+        ))
+    }
+}
+
 /// Renders figment's errors as `` `key`: problem (in SOURCE) ``.
 fn describe(errors: figment::Error) -> ConfigError {
     let lines = errors
@@ -307,6 +318,50 @@ impl Config {
                 "database.url",
                 "use `sqlite://PATH` for the embedded database or `postgres://...` for PostgreSQL",
             ));
+        }
+
+        if self.server.shutdown_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.shutdown_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("server.data_dir", "the path is empty"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+
+        for (id, region) in &self.regions {
+            check_http_url(&format!("regions.{id}.peer_url"), &region.peer_url)?;
+        }
+
+        for (name, upstream) in &self.upstreams {
+            check_http_url(&format!("upstreams.{name}.base_url"), &upstream.base_url)?;
+            if upstream.connect_timeout_secs == 0 || upstream.request_timeout_secs == 0 {
+                return Err(ConfigError::invalid(
+                    format!("upstreams.{name}"),
+                    "connect_timeout_secs and request_timeout_secs must be at least 1",
+                ));
+            }
+            if let Some(variable) = &upstream.api_key_env {
+                let valid = !variable.is_empty()
+                    && variable
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    return Err(ConfigError::invalid(
+                        format!("upstreams.{name}.api_key_env"),
+                        format!(
+                            "`{variable}` is not an environment variable name such as `OPENAI_API_KEY`"
+                        ),
+                    ));
+                }
+            }
         }
 
         for (name, model) in &self.models {

@@ -90,3 +90,52 @@ fn model_with_unknown_upstream_is_rejected() {
     let error = error_of(&text);
     assert!(error.contains("models.gpt-4o-mini.upstream"), "{error}");
 }
+
+#[test]
+fn every_section_is_validated() {
+    let cases = [
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nshutdown_timeout_secs = 0",
+            "server.shutdown_timeout_secs",
+        ),
+        (
+            "url = \"sqlite://./data/synaxis.db\"",
+            "url = \"sqlite://./data/synaxis.db\"\nmax_connections = 0",
+            "database.max_connections",
+        ),
+        (
+            "https://us.example.com",
+            "ftp://us.example.com",
+            "regions.us-east-1.peer_url",
+        ),
+        (
+            "api_key_env = \"OPENAI_API_KEY\"",
+            "api_key_env = \"openai key\"",
+            "upstreams.openai.api_key_env",
+        ),
+        (
+            "kind = \"openai\"",
+            "kind = \"openai\"\nrequest_timeout_secs = 0",
+            "upstreams.openai",
+        ),
+        ("[server]", "[server]\nshutdown_timeout_secs = 30", ""),
+    ];
+    for (from, to, key) in cases {
+        let text = VALID.replace(from, to);
+        assert_ne!(text, VALID, "the case for `{key}` changed nothing");
+        if key.is_empty() {
+            assert!(Config::from_toml(&text).is_ok(), "{text}");
+            continue;
+        }
+        let error = error_of(&text);
+        assert!(error.contains(key), "expected `{key}` in: {error}");
+    }
+}
+
+#[test]
+fn log_level_is_validated() {
+    let text = format!("{VALID}\n[log]\nlevel = \"info,[\"\n");
+    let error = error_of(&text);
+    assert!(error.contains("log.level"), "{error}");
+}

@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use super::provider::{ChatRequest, ChatResponse, ProviderError};
 use super::record::{Outcome, PendingRecord};
@@ -52,7 +53,14 @@ pub async fn chat_completions(
         body: prepared.upstream_body,
         stream: prepared.stream,
     };
-    let response = match prepared.route.provider.chat_completions(request).await {
+    let upstream_call = prepared.route.provider.chat_completions(request);
+    let response = tokio::select! {
+        response = upstream_call => response,
+        () = state.shutdown.cancelled() => {
+            return fail(record, ApiError::ShuttingDown, user_locale).await;
+        }
+    };
+    let response = match response {
         Ok(response) => response,
         Err(error) => return fail(record, upstream_error(error), user_locale).await,
     };
@@ -65,6 +73,7 @@ pub async fn chat_completions(
             chunks,
             prepared.client_wants_usage,
             context.locale,
+            state.shutdown.clone(),
         ),
     }
 }
@@ -229,16 +238,25 @@ fn stream(
     mut chunks: BoxStream<'static, Result<Value, ProviderError>>,
     client_wants_usage: bool,
     locale: Locale,
+    shutdown: CancellationToken,
 ) -> Response {
     let events = async_stream::stream! {
         let mut usage = None;
         let mut failure = None;
 
-        while let Some(chunk) = chunks.next().await {
+        loop {
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = shutdown.cancelled() => {
+                    failure = Some(ApiError::ShuttingDown);
+                    break;
+                }
+            };
+            let Some(chunk) = next else { break };
             let mut chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => {
-                    failure = Some(error);
+                    failure = Some(upstream_error(error));
                     break;
                 }
             };
@@ -264,9 +282,8 @@ fn stream(
                 yield Ok(sse_data("[DONE]"));
             }
             Some(error) => {
-                let error = upstream_error(error);
-                tracing::warn!(%error, "upstream stream failed");
-                record.finish(Outcome { status: StatusCode::BAD_GATEWAY, error_code: Some(error.code()), usage, cost_usd: cost }).await;
+                tracing::warn!(%error, "stream ended early");
+                record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost }).await;
                 let body = serde_json::to_string(&error.body(locale)).unwrap_or_default();
                 yield Ok(sse_data(&body));
             }

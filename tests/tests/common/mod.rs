@@ -42,6 +42,7 @@ pub struct DaemonOptions {
     /// A `tracing` filter; it must keep info events, which carry the listening address.
     pub log_level: String,
     pub data_dir: PathBuf,
+    pub shutdown_timeout_secs: u64,
 }
 
 /// A `synaxisd serve` process with JSON logs on standard error, collected as they arrive.
@@ -168,7 +169,7 @@ fn config_text(options: &DaemonOptions) -> String {
 region = "us-east-1"
 listen = "127.0.0.1:0"
 data_dir = "{data_dir}"
-shutdown_timeout_secs = 10
+shutdown_timeout_secs = {shutdown_timeout_secs}
 
 [log]
 level = "{log_level}"
@@ -224,6 +225,7 @@ output_per_million = "1"
         log_level = options.log_level,
         database_url = options.database_url,
         upstream = options.upstream_base_url,
+        shutdown_timeout_secs = options.shutdown_timeout_secs,
     )
 }
 
