@@ -14,11 +14,40 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::record::Recorder;
-use crate::secrets::{SecretSources, Secrets};
+use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, Metrics};
 use crate::store::{self, Store};
 use crate::tenancy::Tenancy;
 use crate::tenancy::keys::KeyHasher;
+
+/// Name of the setting that holds the pepper's fingerprint.
+const PEPPER_FINGERPRINT: &str = "key_pepper_fingerprint";
+
+/// Errors that stop the daemon before it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(
+        "the key pepper does not match the one that hashed the stored keys, so every existing key would be rejected: restore the original pepper ({location}) and start again"
+    )]
+    PepperMismatch { location: String },
+    #[error(
+        "cannot listen on {address}: {error}; set server.listen or SYNAXIS_SERVER__LISTEN to a free address"
+    )]
+    Listen {
+        address: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+impl StartupError {
+    /// Whether the error comes from configuration or secrets, which `main` reports with the
+    /// config exit status.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Secrets(_) | Self::PepperMismatch { .. })
+    }
+}
 
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
@@ -48,7 +77,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let secrets = Secrets::load(&SecretSources {
         env: &process_env,
         generate_into,
-    })?;
+    })
+    .map_err(StartupError::from)?;
     if let Some(generated) = &secrets.generated_operator_token {
         // Printed on standard output, not logged, and only on the start that generated it.
         println!(
@@ -59,12 +89,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let store = open_store(&config).await?;
+    let hasher = KeyHasher::new(&secrets.pepper);
+    check_pepper(&*store, &hasher, &config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let region = config.server.region.clone();
     let tenancy = Tenancy::new(
         store.clone(),
         clock.clone(),
-        KeyHasher::new(&secrets.pepper),
+        hasher,
         region.clone(),
         config.home_region().key_prefix.clone(),
     );
@@ -83,7 +115,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let cancel = state.shutdown.clone();
 
-    let listener = TcpListener::bind(config.server.listen).await?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|error| StartupError::Listen {
+            address: config.server.listen,
+            error,
+        })?;
     let address = listener.local_addr()?;
     tracing::info!(%address, %region, "listening");
 
@@ -97,6 +134,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Records the pepper's fingerprint on first start, and refuses a pepper that differs from the
+/// recorded one: it would silently invalidate every stored key.
+async fn check_pepper(
+    store: &dyn Store,
+    hasher: &KeyHasher,
+    config: &Config,
+) -> Result<(), StartupError> {
+    let fingerprint = hasher.pepper_fingerprint();
+    let stored = store
+        .put_setting_if_absent(PEPPER_FINGERPRINT, &fingerprint)
+        .await
+        .map_err(|error| StartupError::PepperMismatch {
+            location: format!("the stored fingerprint could not be read: {error}"),
+        })?;
+    if stored == fingerprint {
+        return Ok(());
+    }
+    let location = if process_env(crate::secrets::PEPPER_ENV).is_some() {
+        format!("the value of {}", crate::secrets::PEPPER_ENV)
+    } else {
+        config
+            .server
+            .data_dir
+            .join("key-pepper")
+            .display()
+            .to_string()
+    };
+    Err(StartupError::PepperMismatch { location })
 }
 
 async fn shutdown_signal() {

@@ -44,6 +44,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("route not found")]
     RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The upstream rejected the request as invalid; its status and message reach the client.
     #[error("upstream rejected the request with status {status}: {message}")]
     UpstreamRejected { status: StatusCode, message: String },
@@ -79,6 +81,7 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -102,6 +105,7 @@ impl ApiError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict(_) => "conflict",
             Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -124,6 +128,7 @@ impl ApiError {
             | Self::NotFound { .. }
             | Self::Conflict(_)
             | Self::RouteNotFound
+            | Self::MethodNotAllowed
             | Self::UpstreamRejected { .. } => "invalid_request_error",
             Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
                 "api_error"
@@ -176,6 +181,9 @@ impl ApiError {
             Self::NotFound { entity, id } => format!("The {entity} `{id}` was not found."),
             Self::Conflict(message) => message.clone(),
             Self::RouteNotFound => "No such route.".to_owned(),
+            Self::MethodNotAllowed => {
+                "This route does not accept this HTTP method; see docs/api.md for its methods.".to_owned()
+            }
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::Upstream(detail) => format!("The upstream provider failed: {detail}. Try again later."),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
@@ -214,6 +222,9 @@ impl ApiError {
             Self::NotFound { entity, id } => format!("Não encontrado: {entity} `{id}`."),
             Self::Conflict(message) => format!("Conflito: {message}"),
             Self::RouteNotFound => "Rota inexistente.".to_owned(),
+            Self::MethodNotAllowed => {
+                "Esta rota não aceita este método HTTP; veja os métodos dela em docs/api.md.".to_owned()
+            }
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::Upstream(detail) => format!("O provedor upstream falhou: {detail}. Tente novamente mais tarde."),
             Self::UpstreamTimeout => {

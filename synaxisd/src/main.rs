@@ -1,27 +1,27 @@
 //! `synaxisd`: parses flags, loads the config, and runs a command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use synaxisd::config::Config;
 use synaxisd::{app, telemetry};
 
-/// Exit status for an invalid config (`EX_CONFIG` of sysexits.h).
+/// Exit status for an invalid config or missing secrets (`EX_CONFIG` of sysexits.h).
 const EXIT_CONFIG: u8 = 78;
+
+const DEFAULT_CONFIG_PATH: &str = "config/synaxisd.toml";
+
+/// The embedded default config, used when no config file is given or found.
+const BUILTIN_CONFIG: &str = include_str!("../../config/synaxisd.toml");
 
 #[derive(Debug, Parser)]
 #[command(name = "synaxisd", version, about = "Synaxis inference gateway daemon")]
 struct Cli {
-    /// Path of the TOML config file.
-    #[arg(
-        long,
-        short,
-        env = "SYNAXIS_CONFIG",
-        default_value = "config/synaxisd.toml",
-        global = true
-    )]
-    config: PathBuf,
+    /// Path of the TOML config file. Without it, `config/synaxisd.toml` when that file exists,
+    /// else the built-in embedded default.
+    #[arg(long, short, env = "SYNAXIS_CONFIG", global = true)]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -44,7 +44,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
 
-    let mut config = match Config::load(&cli.config) {
+    let loaded = match &cli.config {
+        Some(path) => Config::load(path),
+        None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
+        None => Config::load_builtin(BUILTIN_CONFIG),
+    };
+    let mut config = match loaded {
         Ok(config) => config,
         Err(error) => {
             eprintln!("synaxisd: {error}");
@@ -81,8 +88,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "synaxisd failed");
-            eprintln!("synaxisd: {error:#}");
-            ExitCode::FAILURE
+            let is_config = error
+                .downcast_ref::<app::StartupError>()
+                .is_some_and(app::StartupError::is_config);
+            if is_config {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

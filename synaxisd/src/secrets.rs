@@ -7,7 +7,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::Rng;
@@ -127,7 +127,11 @@ fn write_owner_only(dir: &Path, path: &Path, value: &str) -> Result<(), SecretsE
         path: path.to_owned(),
         source,
     };
-    fs::create_dir_all(dir).map_err(io_error)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -84,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -123,9 +124,15 @@ async fn request_context(
 
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_millis();
+    let is_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
     span.in_scope(|| {
         if is_health_check {
             tracing::debug!(status, duration_ms, "request finished");
+        } else if is_stream {
+            tracing::info!(status, duration_ms, "stream started");
         } else {
             tracing::info!(status, duration_ms, "request finished");
         }

@@ -93,3 +93,30 @@ fn missing_file_is_rejected() {
     assert_eq!(output.status.code(), Some(78));
     assert!(stderr.contains("/nonexistent/synaxisd.toml"), "{stderr}");
 }
+
+#[test]
+fn postgres_without_secrets_is_rejected() {
+    let text = VALID.replace(
+        "sqlite://./data/synaxis.db",
+        "postgres://synaxis@127.0.0.1:1/synaxis",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("synaxisd.toml");
+    std::fs::write(&path, text).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_synaxisd"))
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .env_remove("SYNAXIS_KEY_PEPPER")
+        .env_remove("SYNAXIS_OPERATOR_TOKEN")
+        .output()
+        .expect("run synaxisd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("SYNAXIS_KEY_PEPPER"), "{stderr}");
+    assert_eq!(
+        stderr.matches("is not set").count(),
+        1,
+        "the error is printed once: {stderr}"
+    );
+}

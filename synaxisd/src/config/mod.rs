@@ -241,25 +241,26 @@ impl Config {
     /// Loads the file at `path`, applies `SYNAXIS_*` overrides from the process environment,
     /// and validates the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with_env(path, Env::prefixed(ENV_PREFIX))
-    }
-
-    fn load_with_env(path: &Path, env: Env) -> Result<Self, ConfigError> {
         if !path.is_file() {
             return Err(ConfigError::Missing {
                 path: path.to_owned(),
             });
         }
+        Self::with_overrides(Figment::new().merge(Toml::file_exact(path)))
+    }
 
+    /// Loads the built-in default `text`, then applies `SYNAXIS_*` overrides and validates.
+    pub fn load_builtin(text: &str) -> Result<Self, ConfigError> {
+        Self::with_overrides(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn with_overrides(base: Figment) -> Result<Self, ConfigError> {
         // Only variables with a level separator are overrides; others such as
         // SYNAXIS_KEY_PEPPER are read by their own modules.
-        let overrides = env.filter(|key| key.as_str().contains("__")).split("__");
-        let config: Config = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(overrides)
-            .extract()
-            .map_err(describe)?;
-
+        let overrides = Env::prefixed(ENV_PREFIX)
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
+        let config: Config = base.merge(overrides).extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }

@@ -126,8 +126,15 @@ pub trait RequestStore: Send + Sync {
     -> Result<Vec<RequestRecord>, StoreError>;
 }
 
+/// Facts about the deployment, by name.
 #[async_trait]
-pub trait Store: TenancyStore + AuditStore + RequestStore + Debug {
+pub trait SettingsStore: Send + Sync {
+    /// Stores `value` under `name` unless a value is already there, and returns the stored one.
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<String, StoreError>;
+}
+
+#[async_trait]
+pub trait Store: TenancyStore + AuditStore + RequestStore + SettingsStore + Debug {
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Prepares storage for request records of these regions (PostgreSQL partitions).

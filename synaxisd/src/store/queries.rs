@@ -36,7 +36,8 @@ macro_rules! impl_store_queries {
         use crate::store::types::{ModelList, Money};
         use crate::store::{
             AuditFilter, AuditStore, AuthenticatedKey, KeyFilter, KeyRotation, RequestFilter,
-            RequestRecord, RequestStore, StoreError, TenancyStore, UserFilter, conflict_on_unique,
+            RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore, UserFilter,
+            conflict_on_unique,
         };
 
         impl $store {
@@ -105,7 +106,10 @@ macro_rules! impl_store_queries {
                 .await
                 .map_err(|error| {
                     conflict_on_unique(error, || {
-                        format!("an organization with slug `{}` already exists", org.slug)
+                        format!(
+                            "an organization with slug `{}` already exists: choose another slug",
+                            org.slug
+                        )
                     })
                 })?;
                 Self::append_audit_in(&mut tx, audit).await?;
@@ -486,6 +490,30 @@ macro_rules! impl_store_queries {
                         .fetch_one(&self.pool)
                         .await?;
                 Ok(AuditHead { seq, hash })
+            }
+        }
+
+        #[async_trait]
+        impl SettingsStore for $store {
+            async fn put_setting_if_absent(
+                &self,
+                name: &str,
+                value: &str,
+            ) -> Result<String, StoreError> {
+                sqlx::query(
+                    "INSERT INTO server_settings (name, value) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                let (stored,): (String,) =
+                    sqlx::query_as("SELECT value FROM server_settings WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(stored)
             }
         }
 

@@ -1,6 +1,9 @@
 //! SQLite store, the embedded single-node backend. Timestamps are RFC 3339 text in UTC written
 //! by sqlx with the same offset, so text comparison orders them in time.
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,8 +30,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent() {
-            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        let path = options.get_filename();
+        if path != Path::new(":memory:") {
+            create_private_file(path).map_err(sqlx::Error::Io)?;
         }
 
         let pool = SqlitePoolOptions::new()
@@ -45,6 +49,30 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+/// Creates the database file, and its directory, readable only by the owner when they do not
+/// exist yet. SQLite gives its WAL and shared-memory files the database file's permissions.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

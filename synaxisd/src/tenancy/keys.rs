@@ -31,6 +31,12 @@ impl KeyHasher {
         Self { mac }
     }
 
+    /// Returns a fingerprint of the pepper: the HMAC of a fixed text. It tells whether two
+    /// peppers are the same without revealing either.
+    pub fn pepper_fingerprint(&self) -> String {
+        self.hash("synaxis key pepper fingerprint")
+    }
+
     /// Returns the lowercase hex HMAC of the full key text.
     pub fn hash(&self, key: &str) -> String {
         let mut mac = self.mac.clone();
