@@ -185,7 +185,9 @@ impl ApiError {
                 "This route does not accept this HTTP method; see docs/api.md for its methods.".to_owned()
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
-            Self::Upstream(detail) => format!("The upstream provider failed: {detail}. Try again later."),
+            Self::Upstream(detail) => format!(
+                "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
+            ),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
             Self::ShuttingDown => {
                 "The server is shutting down and ended this request. Retry it.".to_owned()
@@ -219,14 +221,18 @@ impl ApiError {
             Self::ModelNotAllowed(model) => {
                 format!("Esta chave não pode usar o modelo `{model}`. Peça a um administrador da organização que o permita na chave.")
             }
-            Self::NotFound { entity, id } => format!("Não encontrado: {entity} `{id}`."),
+            Self::NotFound { entity, id } => {
+                format!("Não encontrado: {} `{id}`.", entity_pt_br(entity))
+            }
             Self::Conflict(message) => format!("Conflito: {message}"),
             Self::RouteNotFound => "Rota inexistente.".to_owned(),
             Self::MethodNotAllowed => {
                 "Esta rota não aceita este método HTTP; veja os métodos dela em docs/api.md.".to_owned()
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
-            Self::Upstream(detail) => format!("O provedor upstream falhou: {detail}. Tente novamente mais tarde."),
+            Self::Upstream(detail) => format!(
+                "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
+            ),
             Self::UpstreamTimeout => {
                 "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
             }
@@ -255,6 +261,18 @@ impl ApiError {
             }
             _ => tracing::debug!(error = %self, code = self.code(), "request rejected"),
         }
+    }
+}
+
+/// Names a stored entity in Brazilian Portuguese.
+fn entity_pt_br(entity: &str) -> &str {
+    match entity {
+        "organization" => "organização",
+        "team" => "equipe",
+        "user" => "usuário",
+        "key" => "chave",
+        "resource" => "recurso",
+        other => other,
     }
 }
 

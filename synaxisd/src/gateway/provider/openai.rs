@@ -132,10 +132,20 @@ fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
     if error.is_timeout() {
         ProviderError::Timeout
     } else if error.is_connect() {
-        ProviderError::Connect(error.to_string())
+        ProviderError::Connect(root_cause(&error))
     } else {
-        ProviderError::InvalidResponse(error.to_string())
+        ProviderError::InvalidResponse(root_cause(&error))
     }
+}
+
+/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
+/// which unlike reqwest's own message does not contain the upstream URL.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Returns the upstream's `error.message`, or a short note when the body has none.
