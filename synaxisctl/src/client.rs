@@ -9,9 +9,10 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use synaxis_shared::api::JUSTIFICATION_HEADER;
 use synaxis_shared::error::ErrorBody;
 
-use crate::cli::OperatorToken;
+use crate::cli::{BearerToken, Justification};
 use crate::exit::Exit;
 use crate::language::Language;
 
@@ -23,7 +24,7 @@ const BODY_EXCERPT_CHARS: usize = 200;
 pub enum ClientError {
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
-    #[error("the operator token is not a valid HTTP header value")]
+    #[error("the token is not a valid HTTP header value")]
     InvalidToken,
     #[error("the endpoint {endpoint} is not a base URL")]
     InvalidEndpoint { endpoint: String },
@@ -92,7 +93,8 @@ pub struct Reply<T> {
     pub body: T,
 }
 
-/// A control API client that sends the operator token and the language on every request.
+/// A control API client that sends the token, the language and the justification, if any,
+/// on every request.
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -103,9 +105,10 @@ pub struct Client {
 impl Client {
     pub fn new(
         endpoint: Url,
-        token: &OperatorToken,
+        token: &BearerToken,
         language: Language,
         timeout: Duration,
+        justification: Option<&Justification>,
     ) -> Result<Self, ClientError> {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ClientError::InvalidToken)?;
@@ -115,6 +118,9 @@ impl Client {
         headers.insert(AUTHORIZATION, authorization);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(ACCEPT_LANGUAGE, HeaderValue::from_static(language.tag()));
+        if let Some(justification) = justification {
+            headers.insert(JUSTIFICATION_HEADER, justification.header_value().clone());
+        }
 
         // Redirects are not followed, because reqwest 0.12 resends a POST as a GET after a
         // 301, 302 or 303, and keeps the operator token on a redirect from https to http.
@@ -151,6 +157,16 @@ impl Client {
     ) -> Result<Reply<T>, ClientError> {
         let url = self.url(segments)?;
         self.send(self.http.post(url).json(body)).await
+    }
+
+    /// Sends `PATCH /control/v1/{segments}` with a JSON body.
+    pub async fn patch<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<Reply<T>, ClientError> {
+        let url = self.url(segments)?;
+        self.send(self.http.patch(url).json(body)).await
     }
 
     /// Sends `POST /control/v1/{segments}` without a body.
@@ -253,12 +269,13 @@ mod tests {
     use super::*;
 
     fn client(endpoint: &str) -> Result<Client, Box<dyn std::error::Error>> {
-        let token: OperatorToken = "op-token".parse()?;
+        let token: BearerToken = "op-token".parse()?;
         Ok(Client::new(
             Url::parse(endpoint)?,
             &token,
             Language::En,
             Duration::from_secs(1),
+            None,
         )?)
     }
 
@@ -346,6 +363,77 @@ mod tests {
             };
             assert_eq!(error.exit(), expected, "{status}");
         }
+    }
+
+    #[test]
+    fn permission_denied_exits_denied() -> Result<(), Box<dyn std::error::Error>> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "error": {
+                "message": "The role `viewer` may not create keys.",
+                "type": "invalid_request_error",
+                "code": "permission_denied",
+                "param": null
+            }
+        }))?;
+
+        let error = error_response(StatusCode::FORBIDDEN, &body);
+
+        assert_eq!(error.exit(), Exit::Denied);
+        Ok(())
+    }
+
+    /// Accepts one HTTP request on a loopback port, answers `{}` with status 200, and returns
+    /// the request's head (request line and headers) in lowercase.
+    async fn capture_request_head(
+        listener: tokio::net::TcpListener,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (mut stream, _) = listener.accept().await?;
+        let mut head = Vec::new();
+        let mut buffer = [0_u8; 1024];
+        while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..read]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+            .await?;
+        Ok(String::from_utf8_lossy(&head).to_lowercase())
+    }
+
+    #[tokio::test]
+    async fn justification_is_sent_as_header() -> Result<(), Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(capture_request_head(listener));
+        let token: BearerToken = "op-token".parse()?;
+        let justification = crate::cli::parse_justification("ticket OPS-12")?;
+        let client = Client::new(
+            Url::parse(&endpoint)?,
+            &token,
+            Language::PtBr,
+            Duration::from_secs(5),
+            Some(&justification),
+        )?;
+
+        client.get::<Value>(&["orgs"], &[]).await?;
+        let head = server.await?.map_err(|error| error.to_string())?;
+
+        assert!(head.starts_with("get /control/v1/orgs "), "{head}");
+        assert!(
+            head.contains("\r\nauthorization: bearer op-token\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\naccept-language: pt-br\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nx-synaxis-justification: ticket ops-12\r\n"),
+            "{head}"
+        );
+        Ok(())
     }
 
     #[test]

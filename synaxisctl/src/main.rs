@@ -1,13 +1,17 @@
 //! `synaxisctl`: a command-line client of the Synaxis control API. It parses the command
-//! line, sends one request and prints the reply.
+//! line, sends one request and prints the reply. `synaxisctl context` manages the config
+//! file instead and sends no request.
 
 mod cli;
 mod client;
 mod commands;
+mod config;
 mod exit;
 mod language;
 mod messages;
 mod output;
+mod prompt;
+mod settings;
 
 use std::io;
 use std::process::ExitCode;
@@ -15,23 +19,34 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, GlobalArgs, OperatorToken, Resource};
+use crate::cli::{Cli, GlobalArgs, Resource};
 use crate::client::Client;
 use crate::commands::CommandError;
+use crate::config::ConfigStore;
 use crate::exit::Exit;
 use crate::language::Language;
 use crate::output::Printer;
+use crate::prompt::Prompter;
+use crate::settings::{Connection, Layer};
 
 fn main() -> ExitCode {
     let Cli { global, resource } = Cli::parse();
     let language = Language::from_env();
+    let prompter = Prompter::for_terminal(language);
 
-    let Some(token) = global.token.clone() else {
-        eprintln!("synaxisctl: {}", language.missing_token());
-        return Exit::Usage.into();
+    let result = match resource {
+        Resource::Context { action } => {
+            let flags = commands::ContextFlags {
+                endpoint: global.endpoint,
+                token: global.token,
+            };
+            let mut printer = Printer::new(io::stdout(), global.output, language);
+            commands::context(action, flags, &prompter, &mut printer)
+        }
+        resource => run(global, resource, &prompter, language),
     };
 
-    match run(global, &token, resource, language) {
+    match result {
         Ok(()) => Exit::Success.into(),
         Err(error) => {
             if !error.is_broken_pipe() {
@@ -42,31 +57,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a command of the control API.
 fn run(
     global: GlobalArgs,
-    token: &OperatorToken,
     resource: Resource,
+    prompter: &Prompter,
     language: Language,
 ) -> Result<(), CommandError> {
+    let connection = connect(&global, language)?;
+    let token = connection.token.ok_or(CommandError::MissingToken)?;
+
     let timeout = Duration::from_secs(global.timeout);
-    let client = Client::new(global.endpoint, token, language, timeout)?;
+    let justification = global.justification.as_ref();
+    let client = Client::new(
+        connection.endpoint,
+        &token,
+        language,
+        timeout,
+        justification,
+    )?;
     let mut printer = Printer::new(io::stdout(), global.output, language);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CommandError::Runtime)?;
-    runtime.block_on(dispatch(resource, &client, &mut printer))
+    runtime.block_on(dispatch(resource, &client, prompter, &mut printer))
+}
+
+/// Resolves the endpoint and the token, and warns when the token comes from a config file
+/// that other users may read.
+fn connect(global: &GlobalArgs, language: Language) -> Result<Connection, CommandError> {
+    let flags = Layer {
+        endpoint: global.endpoint.clone(),
+        token: global.token.clone(),
+    };
+    let environment = Layer::from_env()?;
+    let connection = settings::resolve(flags, environment, Layer::from_current_context)?;
+
+    if connection.token_from_context
+        && let Ok(store) = ConfigStore::from_env()
+        && let Some(mode) = store.exposed_mode()
+    {
+        eprintln!(
+            "synaxisctl: {}",
+            language.exposed_config_warning(store.path(), mode)
+        );
+    }
+    Ok(connection)
 }
 
 async fn dispatch(
     resource: Resource,
     client: &Client,
+    prompter: &Prompter,
     printer: &mut Printer<io::Stdout>,
 ) -> Result<(), CommandError> {
     match resource {
-        Resource::Org { action } => commands::org(action, client, printer).await,
-        Resource::User { action } => commands::user(action, client, printer).await,
-        Resource::Key { action } => commands::key(action, client, printer).await,
+        Resource::Org { action } => commands::org(action, client, prompter, printer).await,
+        Resource::Team { action } => commands::team(action, client, prompter, printer).await,
+        Resource::User { action } => commands::user(action, client, prompter, printer).await,
+        Resource::Key { action } => commands::key(action, client, prompter, printer).await,
+        Resource::Audit { action } => commands::audit(action, client, printer).await,
+        // `main` runs `context` without a client.
+        Resource::Context { .. } => Ok(()),
     }
 }

@@ -2,28 +2,33 @@
 
 use std::io::Write;
 
-use synaxis_shared::api::{CreateKeyRequest, CreatedKey, Key};
+use synaxis_shared::api::{CreateKeyRequest, CreatedKey, Key, RotateKeyRequest, UpdateKeyRequest};
 
 use super::CommandError;
 use crate::cli::KeyAction;
 use crate::client::Client;
 use crate::output::Printer;
+use crate::prompt::{Field, Prompter};
 
 pub async fn run(
     action: KeyAction,
     client: &Client,
+    prompter: &Prompter,
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
     match action {
         KeyAction::Create {
             user_id,
             name,
+            scope,
             expires_at,
             allowed_models,
         } => {
+            let user_id = prompter.require(user_id, Field::UserId)?;
             let request = CreateKeyRequest {
                 user_id,
                 name,
+                scope,
                 expires_at,
                 allowed_models,
             };
@@ -46,6 +51,30 @@ pub async fn run(
                 .get::<Key>(&["keys", &key_id.to_string()], &[])
                 .await?;
             printer.one(&reply)?;
+        }
+        KeyAction::Update {
+            key_id,
+            name,
+            models,
+            expires_at,
+        } => {
+            let request = UpdateKeyRequest {
+                name,
+                allowed_models: models.into_request(),
+                expires_at,
+            };
+            let path = ["keys", &key_id.to_string()];
+            let reply = client.patch::<Key, _>(&path, &request).await?;
+            printer.one(&reply)?;
+        }
+        KeyAction::Rotate {
+            key_id,
+            grace_seconds,
+        } => {
+            let request = RotateKeyRequest { grace_seconds };
+            let path = ["keys", &key_id.to_string(), "rotate"];
+            let reply = client.post::<CreatedKey, _>(&path, &request).await?;
+            printer.rotated_key(&reply)?;
         }
         KeyAction::Revoke { key_id } => {
             let path = ["keys", &key_id.to_string(), "revoke"];

@@ -1,24 +1,47 @@
 //! One handler per resource: each builds the request of an action, sends it, and prints the
-//! reply.
+//! reply. `context` edits the config file and sends no request.
 
+mod audit;
+mod context;
 mod key;
 mod org;
+mod team;
 mod user;
 
 use std::io;
 
+pub use audit::run as audit;
+pub use context::{ContextFlags, run as context};
 pub use key::run as key;
 pub use org::run as org;
+pub use team::run as team;
 pub use user::run as user;
 
+use synaxis_shared::api::BrokenEntry;
+
 use crate::client::ClientError;
+use crate::config::ConfigError;
 use crate::exit::Exit;
+use crate::prompt::PromptError;
+use crate::settings::SettingsError;
 
 /// An error of one command.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    #[error("missing token")]
+    MissingToken,
+    /// `audit verify` found the chain broken. The server names the first broken entry,
+    /// when it found one.
+    #[error("the audit chain is broken")]
+    AuditChainBroken { first_broken: Option<BrokenEntry> },
     #[error("failed to start the async runtime")]
     Runtime(#[source] io::Error),
     #[error("failed to write the output")]
@@ -29,7 +52,14 @@ impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Client(error) => error.exit(),
-            Self::Runtime(_) | Self::Output(_) => Exit::Failure,
+            Self::Settings(SettingsError::Config(error)) | Self::Config(error) => error.exit(),
+            Self::Settings(SettingsError::InvalidVariable { .. })
+            | Self::Prompt(PromptError::Missing(_))
+            | Self::MissingToken => Exit::Usage,
+            Self::Prompt(PromptError::Terminal { .. })
+            | Self::AuditChainBroken { .. }
+            | Self::Runtime(_)
+            | Self::Output(_) => Exit::Failure,
         }
     }
 
@@ -45,6 +75,8 @@ mod tests {
     use reqwest::StatusCode;
 
     use super::*;
+    use crate::config::ContextError;
+    use crate::prompt::Field;
 
     #[test]
     fn exit_of_client_error_follows_status() {
@@ -60,5 +92,44 @@ mod tests {
         let error = CommandError::Output(io::Error::from(io::ErrorKind::BrokenPipe));
         assert_eq!(error.exit(), Exit::Failure);
         assert!(error.is_broken_pipe());
+    }
+
+    #[test]
+    fn exit_of_each_new_error() {
+        let context_error = |source| {
+            CommandError::Config(ConfigError::Context {
+                path: "config.toml".into(),
+                source,
+            })
+        };
+        let cases = [
+            (
+                CommandError::Prompt(PromptError::Missing(Field::Email)),
+                Exit::Usage,
+            ),
+            (CommandError::MissingToken, Exit::Usage),
+            (
+                CommandError::AuditChainBroken { first_broken: None },
+                Exit::Failure,
+            ),
+            (
+                context_error(ContextError::NotFound("a".to_owned())),
+                Exit::NotFound,
+            ),
+            (
+                context_error(ContextError::Exists("a".to_owned())),
+                Exit::Conflict,
+            ),
+            (
+                CommandError::Settings(SettingsError::InvalidVariable {
+                    variable: "SYNAXIS_TOKEN",
+                    message: String::new(),
+                }),
+                Exit::Usage,
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.exit(), expected, "{error:?}");
+        }
     }
 }

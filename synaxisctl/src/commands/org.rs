@@ -2,20 +2,23 @@
 
 use std::io::Write;
 
-use synaxis_shared::api::{CreateOrgRequest, Org};
+use synaxis_shared::api::{CreateOrgRequest, Org, UpdateOrgRequest};
 
 use super::CommandError;
 use crate::cli::OrgAction;
 use crate::client::Client;
 use crate::output::Printer;
+use crate::prompt::{Field, Prompter};
 
 pub async fn run(
     action: OrgAction,
     client: &Client,
+    prompter: &Prompter,
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
     match action {
         OrgAction::Create { name, slug } => {
+            let name = prompter.require(name, Field::OrgName)?;
             let request = CreateOrgRequest { name, slug };
             let reply = client.post::<Org, _>(&["orgs"], &request).await?;
             printer.one(&reply)?;
@@ -26,6 +29,14 @@ pub async fn run(
         }
         OrgAction::Show { org } => {
             let reply = client.get::<Org>(&["orgs", &org], &[]).await?;
+            printer.one(&reply)?;
+        }
+        OrgAction::Update { org, name, models } => {
+            let request = UpdateOrgRequest {
+                name,
+                allowed_models: models.into_request(),
+            };
+            let reply = client.patch::<Org, _>(&["orgs", &org], &request).await?;
             printer.one(&reply)?;
         }
         OrgAction::Revoke { org } => {

@@ -2,16 +2,18 @@
 
 use std::io::Write;
 
-use synaxis_shared::api::{CreateUserRequest, User};
+use synaxis_shared::api::{CreateUserRequest, UpdateUserRequest, User};
 
 use super::CommandError;
 use crate::cli::UserAction;
 use crate::client::Client;
 use crate::output::Printer;
+use crate::prompt::{Field, Prompter};
 
 pub async fn run(
     action: UserAction,
     client: &Client,
+    prompter: &Prompter,
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
     match action {
@@ -19,17 +21,27 @@ pub async fn run(
             org_id,
             email,
             role,
+            team_id,
+            locale,
         } => {
+            let org_id = prompter.require(org_id, Field::OrgId)?;
+            let email = prompter.require(email, Field::Email)?;
             let request = CreateUserRequest {
                 org_id,
                 email,
                 role,
+                team_id,
+                locale,
             };
             let reply = client.post::<User, _>(&["users"], &request).await?;
             printer.one(&reply)?;
         }
-        UserAction::List { org_id } => {
-            let query = [("org_id", org_id.to_string())];
+        UserAction::List { org_id, team_id } => {
+            let org_id = prompter.require(org_id, Field::OrgId)?;
+            let mut query = vec![("org_id", org_id.to_string())];
+            if let Some(team_id) = team_id {
+                query.push(("team_id", team_id.to_string()));
+            }
             let reply = client.get(&["users"], &query).await?;
             printer.list::<User>(&reply)?;
         }
@@ -37,6 +49,21 @@ pub async fn run(
             let reply = client
                 .get::<User>(&["users", &user_id.to_string()], &[])
                 .await?;
+            printer.one(&reply)?;
+        }
+        UserAction::Update {
+            user_id,
+            role,
+            team_id,
+            locale,
+        } => {
+            let request = UpdateUserRequest {
+                role,
+                team_id,
+                locale,
+            };
+            let path = ["users", &user_id.to_string()];
+            let reply = client.patch::<User, _>(&path, &request).await?;
             printer.one(&reply)?;
         }
         UserAction::Revoke { user_id } => {

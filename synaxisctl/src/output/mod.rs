@@ -6,13 +6,14 @@ use std::io::{self, Write};
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
-use serde_json::Value;
+use serde_json::{Value, json};
 use synaxis_shared::api::{CreatedKey, List};
 
 pub use record::Record;
 
 use crate::cli::OutputFormat;
 use crate::client::Reply;
+use crate::config::ConfigFile;
 use crate::language::Language;
 
 /// Writes replies to `out` in one format and language.
@@ -30,6 +31,10 @@ impl<W: Write> Printer<W> {
             format,
             language,
         }
+    }
+
+    pub fn language(&self) -> Language {
+        self.language
     }
 
     /// Prints one item as a field/value table, or as JSON.
@@ -56,13 +61,54 @@ impl<W: Write> Printer<W> {
 
     /// Prints a new key and its secret. The JSON form is the server's, secret included.
     pub fn created_key(&mut self, reply: &Reply<CreatedKey>) -> io::Result<()> {
+        let notice = self.language.secret_notice();
+        self.key_with_secret(reply, notice)
+    }
+
+    /// Prints a rotated key and its new secret. The JSON form is the server's, secret
+    /// included.
+    pub fn rotated_key(&mut self, reply: &Reply<CreatedKey>) -> io::Result<()> {
+        let previous_until = reply.body.key.previous_secret_expires_at.as_ref();
+        let notice = self.language.rotated_secret_notice(previous_until);
+        self.key_with_secret(reply, &notice)
+    }
+
+    /// Prints the contexts of the config file: a table that marks the current context with
+    /// `*`, or `{"current": NAME, "data": [...]}`. Tokens are never printed.
+    pub fn contexts(&mut self, file: &ConfigFile) -> io::Result<()> {
+        let summaries = file.summaries();
+        match self.format {
+            OutputFormat::Json => {
+                let value = json!({"current": file.current_name(), "data": summaries});
+                self.write_json(&value)
+            }
+            OutputFormat::Table => {
+                let table = self.list_table(&summaries);
+                self.write_table(&table)
+            }
+        }
+    }
+
+    /// Prints the result of a change to the contexts: `message`, or in JSON the contexts
+    /// after the change, as `contexts` prints them.
+    pub fn context_change(&mut self, message: &str, file: &ConfigFile) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.contexts(file),
+            OutputFormat::Table => {
+                writeln!(self.out, "{message}")?;
+                self.out.flush()
+            }
+        }
+    }
+
+    fn key_with_secret(&mut self, reply: &Reply<CreatedKey>, notice: &str) -> io::Result<()> {
         match self.format {
             OutputFormat::Json => self.write_json(&reply.raw),
             OutputFormat::Table => {
                 let table = self.detail_table(&reply.body.key);
                 self.write_table(&table)?;
                 writeln!(self.out)?;
-                writeln!(self.out, "{}", self.language.secret_notice())?;
+                writeln!(self.out, "{notice}")?;
                 writeln!(self.out, "{}", reply.body.secret)?;
                 self.out.flush()
             }
@@ -116,8 +162,6 @@ fn new_table() -> Table {
 mod tests {
     use std::error::Error;
 
-    use serde_json::json;
-
     use super::*;
 
     fn created_key_json() -> Value {
@@ -127,11 +171,14 @@ mod tests {
                 "org_id": "5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11",
                 "user_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
                 "name": "ci",
+                "scope": "inference",
                 "region": "eu-west-1",
                 "allowed_models": [],
                 "active": true,
                 "expires_at": null,
                 "created_at": "2025-01-02T03:04:05.678Z",
+                "rotated_at": null,
+                "previous_secret_expires_at": null,
                 "revoked_at": null
             },
             "secret": "sk-syn-eu-west-1-example-secret"
@@ -192,6 +239,7 @@ mod tests {
                 "slug": "acme",
                 "name": "Acme",
                 "primary_region": "eu-west-1",
+                "allowed_models": [],
                 "active": true,
                 "created_at": "2025-01-02T03:04:05Z"
             },
@@ -200,6 +248,7 @@ mod tests {
                 "slug": "globex",
                 "name": "Globex",
                 "primary_region": "sa-east-1",
+                "allowed_models": ["gpt-4o*"],
                 "active": false,
                 "created_at": "2025-02-03T04:05:06Z"
             }
@@ -212,6 +261,100 @@ mod tests {
         assert!(output.contains("acme"));
         assert!(output.contains("globex"));
         assert!(output.contains("sa-east-1"));
+        Ok(())
+    }
+
+    #[test]
+    fn rotated_key_table_ends_with_secret() -> Result<(), Box<dyn Error>> {
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Table, Language::PtBr);
+        printer.rotated_key(&reply(created_key_json())?)?;
+        let output = String::from_utf8(printer.into_inner())?;
+
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.last(), Some(&"sk-syn-eu-west-1-example-secret"));
+        assert_eq!(
+            lines.iter().rev().nth(1),
+            Some(&Language::PtBr.rotated_secret_notice(None).as_str())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rotated_key_table_shows_grace_end() -> Result<(), Box<dyn Error>> {
+        let mut raw = created_key_json();
+        raw["key"]["previous_secret_expires_at"] = json!("2025-01-02T04:04:05Z");
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Table, Language::En);
+        printer.rotated_key(&reply(raw)?)?;
+        let output = String::from_utf8(printer.into_inner())?;
+
+        assert!(
+            output.contains("The previous secret keeps working until 2025-01-02T04:04:05Z:"),
+            "{output}"
+        );
+        Ok(())
+    }
+
+    fn config_with_contexts() -> Result<ConfigFile, Box<dyn Error>> {
+        let mut file = ConfigFile::default();
+        let prod = crate::config::Context {
+            endpoint: crate::cli::parse_endpoint("https://synaxis.example.com")?,
+            token: Some("op-secret-token".parse()?),
+        };
+        let local = crate::config::Context {
+            endpoint: crate::cli::parse_endpoint("http://127.0.0.1:8080")?,
+            token: None,
+        };
+        file.add("prod", prod, false)?;
+        file.add("local", local, false)?;
+        Ok(file)
+    }
+
+    #[test]
+    fn contexts_table_marks_current_hides_tokens() -> Result<(), Box<dyn Error>> {
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Table, Language::En);
+        printer.contexts(&config_with_contexts()?)?;
+        let output = String::from_utf8(printer.into_inner())?;
+
+        let prod_line = output
+            .lines()
+            .find(|line| line.contains("prod"))
+            .ok_or("no row for prod")?;
+        assert!(prod_line.contains('*'), "{output}");
+        let local_line = output
+            .lines()
+            .find(|line| line.contains("local"))
+            .ok_or("no row for local")?;
+        assert!(!local_line.contains('*'), "{output}");
+        assert!(!output.contains("op-secret-token"), "{output}");
+        Ok(())
+    }
+
+    #[test]
+    fn contexts_json_lists_summaries() -> Result<(), Box<dyn Error>> {
+        let mut printer = Printer::new(Vec::new(), OutputFormat::Json, Language::En);
+        printer.contexts(&config_with_contexts()?)?;
+        let parsed: Value = serde_json::from_slice(&printer.into_inner())?;
+
+        assert_eq!(
+            parsed,
+            json!({
+                "current": "prod",
+                "data": [
+                    {
+                        "name": "local",
+                        "current": false,
+                        "endpoint": "http://127.0.0.1:8080/",
+                        "has_token": false
+                    },
+                    {
+                        "name": "prod",
+                        "current": true,
+                        "endpoint": "https://synaxis.example.com/",
+                        "has_token": true
+                    }
+                ]
+            })
+        );
         Ok(())
     }
 

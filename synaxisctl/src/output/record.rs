@@ -1,8 +1,9 @@
 //! Table fields of each resource.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use synaxis_shared::api::{Key, Org, User};
+use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
 
+use crate::config::ContextSummary;
 use crate::language::Language;
 
 /// The value shown for an absent optional field.
@@ -35,13 +36,28 @@ impl Record for Org {
         "created_at",
     ];
 
-    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
         vec![
             ("id", self.id.to_string()),
             ("slug", self.slug.clone()),
             ("name", self.name.clone()),
             ("primary_region", self.primary_region.to_string()),
+            ("allowed_models", models(&self.allowed_models, language)),
             ("active", self.active.to_string()),
+            ("created_at", timestamp(&self.created_at)),
+        ]
+    }
+}
+
+impl Record for Team {
+    const COLUMNS: &'static [&'static str] = &["id", "name", "allowed_models", "created_at"];
+
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("id", self.id.to_string()),
+            ("org_id", self.org_id.to_string()),
+            ("name", self.name.clone()),
+            ("allowed_models", models(&self.allowed_models, language)),
             ("created_at", timestamp(&self.created_at)),
         ]
     }
@@ -52,6 +68,7 @@ impl Record for User {
         "id",
         "email",
         "role",
+        "team_id",
         "data_residency_region",
         "active",
         "created_at",
@@ -63,6 +80,8 @@ impl Record for User {
             ("org_id", self.org_id.to_string()),
             ("email", self.email.clone()),
             ("role", self.role.to_string()),
+            ("team_id", optional(self.team_id.as_ref())),
+            ("locale", self.locale.to_string()),
             (
                 "data_residency_region",
                 self.data_residency_region.to_string(),
@@ -78,6 +97,7 @@ impl Record for Key {
         "id",
         "user_id",
         "name",
+        "scope",
         "region",
         "allowed_models",
         "active",
@@ -85,24 +105,111 @@ impl Record for Key {
     ];
 
     fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
-        let allowed_models = if self.allowed_models.is_empty() {
-            language.all_models().to_owned()
-        } else {
-            self.allowed_models.join(", ")
-        };
         vec![
             ("id", self.id.to_string()),
             ("org_id", self.org_id.to_string()),
             ("user_id", self.user_id.to_string()),
             ("name", self.name.clone()),
+            ("scope", self.scope.to_string()),
             ("region", self.region.to_string()),
-            ("allowed_models", allowed_models),
+            ("allowed_models", models(&self.allowed_models, language)),
             ("active", self.active.to_string()),
             ("expires_at", optional_timestamp(self.expires_at.as_ref())),
             ("created_at", timestamp(&self.created_at)),
+            ("rotated_at", optional_timestamp(self.rotated_at.as_ref())),
+            (
+                "previous_secret_expires_at",
+                optional_timestamp(self.previous_secret_expires_at.as_ref()),
+            ),
             ("revoked_at", optional_timestamp(self.revoked_at.as_ref())),
         ]
     }
+}
+
+impl Record for AuditEntry {
+    const COLUMNS: &'static [&'static str] = &[
+        "seq",
+        "at",
+        "actor_kind",
+        "actor_id",
+        "action",
+        "target_kind",
+        "target_id",
+        "result",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("seq", self.seq.to_string()),
+            ("id", self.id.to_string()),
+            ("at", timestamp(&self.at)),
+            ("actor_kind", self.actor_kind.as_str().to_owned()),
+            ("actor_id", self.actor_id.clone()),
+            ("action", self.action.clone()),
+            ("target_kind", self.target_kind.clone()),
+            ("target_id", optional(self.target_id.as_ref())),
+            ("org_id", optional(self.org_id.as_ref())),
+            ("source_ip", optional(self.source_ip.as_ref())),
+            ("region", self.region.to_string()),
+            ("result", self.result.as_str().to_owned()),
+            ("justification", optional(self.justification.as_ref())),
+            ("prev_hash", self.prev_hash.clone()),
+            ("hash", self.hash.clone()),
+        ]
+    }
+}
+
+/// Field names of the nested `first_broken` object are written with a dot.
+impl Record for AuditVerification {
+    const COLUMNS: &'static [&'static str] = &[
+        "valid",
+        "entries_checked",
+        "head_seq",
+        "first_broken.seq",
+        "first_broken.reason",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        let broken = self.first_broken.as_ref();
+        vec![
+            ("valid", self.valid.to_string()),
+            ("entries_checked", self.entries_checked.to_string()),
+            ("head_seq", self.head_seq.to_string()),
+            ("first_broken.seq", optional(broken.map(|entry| &entry.seq))),
+            (
+                "first_broken.reason",
+                optional(broken.map(|entry| &entry.reason)),
+            ),
+        ]
+    }
+}
+
+/// The `current` column marks the current context with `*`.
+impl Record for ContextSummary {
+    const COLUMNS: &'static [&'static str] = &["current", "name", "endpoint", "has_token"];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        let marker = if self.current { "*" } else { "" };
+        vec![
+            ("current", marker.to_owned()),
+            ("name", self.name.clone()),
+            ("endpoint", self.endpoint.clone()),
+            ("has_token", self.has_token.to_string()),
+        ]
+    }
+}
+
+/// Formats a list of allowed models, where an empty list allows every model.
+fn models(allowed_models: &[String], language: Language) -> String {
+    if allowed_models.is_empty() {
+        language.all_models().to_owned()
+    } else {
+        allowed_models.join(", ")
+    }
+}
+
+fn optional(value: Option<&impl ToString>) -> String {
+    value.map_or_else(|| NONE.to_owned(), ToString::to_string)
 }
 
 /// Formats a timestamp as RFC 3339 in UTC, to the second.
@@ -117,7 +224,8 @@ fn optional_timestamp(value: Option<&DateTime<Utc>>) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use synaxis_shared::{KeyId, OrgId, RegionId, Role, UserId};
+    use synaxis_shared::api::{ActorKind, AuditResult, BrokenEntry, KeyScope};
+    use synaxis_shared::{KeyId, Locale, OrgId, RegionId, Role, TeamId, UserId};
 
     use super::*;
 
@@ -149,11 +257,27 @@ mod tests {
             slug: "acme".to_owned(),
             name: "Acme".to_owned(),
             primary_region: region()?,
+            allowed_models: Vec::new(),
             active: true,
             created_at: created_at(),
         };
         assert_columns_are_ordered_fields(&org);
+        let fields = org.fields(Language::PtBr);
+        assert!(fields.contains(&("allowed_models", "(todos os modelos)".to_owned())));
         Ok(())
+    }
+
+    #[test]
+    fn team_columns_are_fields() {
+        let team = Team {
+            id: TeamId::new(),
+            org_id: OrgId::new(),
+            name: "platform".to_owned(),
+            allowed_models: vec!["gpt-4o*".to_owned()],
+            created_at: created_at(),
+        };
+        assert_columns_are_ordered_fields(&team);
+        assert!(team.row(Language::En).contains(&"gpt-4o*".to_owned()));
     }
 
     #[test]
@@ -161,13 +285,18 @@ mod tests {
         let user = User {
             id: UserId::new(),
             org_id: OrgId::new(),
+            team_id: None,
             email: "dev@example.com".to_owned(),
             role: Role::Developer,
+            locale: Locale::PtBr,
             data_residency_region: region()?,
             active: true,
             created_at: created_at(),
         };
         assert_columns_are_ordered_fields(&user);
+        let fields = user.fields(Language::En);
+        assert!(fields.contains(&("team_id", NONE.to_owned())));
+        assert!(fields.contains(&("locale", "pt-BR".to_owned())));
         Ok(())
     }
 
@@ -178,11 +307,14 @@ mod tests {
             org_id: OrgId::new(),
             user_id: UserId::new(),
             name: "ci".to_owned(),
+            scope: KeyScope::Management,
             region: region()?,
             allowed_models: vec!["gpt-4o".to_owned(), "claude".to_owned()],
             active: false,
             expires_at: None,
             created_at: created_at(),
+            rotated_at: None,
+            previous_secret_expires_at: None,
             revoked_at: Some(created_at()),
         };
         assert_columns_are_ordered_fields(&key);
@@ -191,6 +323,75 @@ mod tests {
         assert_eq!(row.len(), Key::COLUMNS.len());
         assert!(row.contains(&"gpt-4o, claude".to_owned()));
         assert!(row.contains(&NONE.to_owned()));
+        assert!(row.contains(&"management".to_owned()));
         Ok(())
+    }
+
+    #[test]
+    fn audit_entry_columns_are_fields() -> Result<(), Box<dyn std::error::Error>> {
+        let entry = AuditEntry {
+            seq: 7,
+            id: KeyId::new().0,
+            at: created_at(),
+            actor_kind: ActorKind::Operator,
+            actor_id: "operator".to_owned(),
+            action: "key.rotate".to_owned(),
+            target_kind: "key".to_owned(),
+            target_id: Some(KeyId::new().to_string()),
+            org_id: None,
+            source_ip: Some("127.0.0.1".to_owned()),
+            region: region()?,
+            result: AuditResult::Denied,
+            justification: Some("ticket OPS-12".to_owned()),
+            prev_hash: "0".repeat(64),
+            hash: "a".repeat(64),
+        };
+        assert_columns_are_ordered_fields(&entry);
+
+        let row = entry.row(Language::En);
+        assert_eq!(row.first(), Some(&"7".to_owned()));
+        assert!(row.contains(&"denied".to_owned()));
+        assert!(row.contains(&"2025-01-02T03:04:05Z".to_owned()));
+        Ok(())
+    }
+
+    #[test]
+    fn audit_verification_shows_first_broken_entry() {
+        let verification = AuditVerification {
+            valid: false,
+            entries_checked: 12,
+            head_seq: 12,
+            first_broken: Some(BrokenEntry {
+                seq: 5,
+                reason: "hash mismatch".to_owned(),
+            }),
+        };
+        assert_columns_are_ordered_fields(&verification);
+        let fields = verification.fields(Language::En);
+        assert!(fields.contains(&("first_broken.seq", "5".to_owned())));
+        assert!(fields.contains(&("first_broken.reason", "hash mismatch".to_owned())));
+
+        let intact = AuditVerification {
+            valid: true,
+            first_broken: None,
+            ..verification
+        };
+        assert!(
+            intact
+                .fields(Language::En)
+                .contains(&("first_broken.seq", NONE.to_owned()))
+        );
+    }
+
+    #[test]
+    fn context_summary_marks_current() {
+        let summary = ContextSummary {
+            name: "prod".to_owned(),
+            current: true,
+            endpoint: "https://synaxis.example.com/".to_owned(),
+            has_token: true,
+        };
+        assert_columns_are_ordered_fields(&summary);
+        assert_eq!(summary.row(Language::En).first(), Some(&"*".to_owned()));
     }
 }

@@ -1,0 +1,307 @@
+//! The actions of each resource and their flags.
+//!
+//! Flags that a command requires are `Option`s here, so that a missing one can be asked for
+//! on a terminal: [`crate::prompt::Prompter`] resolves them.
+
+use chrono::{DateTime, Utc};
+use clap::{ArgGroup, Args, Subcommand};
+use synaxis_shared::api::KeyScope;
+use synaxis_shared::{KeyId, Locale, OrgId, Role, TeamId, UserId};
+
+use super::parse::{
+    locale_parser, parse_context_name, parse_grace, parse_org_reference, parse_timestamp,
+    role_parser, scope_parser,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum OrgAction {
+    /// Create an organization.
+    Create {
+        /// Display name of the organization. Required.
+        #[arg(long)]
+        name: Option<String>,
+        /// Unique short name. The server derives it from the name when omitted.
+        #[arg(long)]
+        slug: Option<String>,
+    },
+    /// List all organizations.
+    List,
+    /// Show one organization.
+    Show {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+    },
+    /// Change the name or the allowed models of an organization.
+    #[command(group(changes(&["name", "allowed_models", "allow_all_models"])))]
+    Update {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        models: ModelsUpdate,
+    },
+    /// Deactivate an organization, so that none of its keys authenticate.
+    Revoke {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamAction {
+    /// Create a team in an organization.
+    Create {
+        /// Id of the organization (a UUID). Required.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+        /// Name of the team. Required.
+        #[arg(long)]
+        name: Option<String>,
+        /// Model the team's keys may call, by exact name or glob such as `gpt-4o*`. Repeat
+        /// the flag for more models. Without it, the team may call every model that the
+        /// organization allows.
+        #[arg(long = "allow-model", value_name = "MODEL")]
+        allowed_models: Vec<String>,
+    },
+    /// List the teams of an organization.
+    List {
+        /// Id of the organization (a UUID). Required.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+    },
+    /// Show one team.
+    Show {
+        /// Id of the team (a UUID).
+        team_id: TeamId,
+    },
+    /// Change the name or the allowed models of a team.
+    #[command(group(changes(&["name", "allowed_models", "allow_all_models"])))]
+    Update {
+        /// Id of the team (a UUID).
+        team_id: TeamId,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        models: ModelsUpdate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create a user in an organization.
+    Create {
+        /// Id of the organization (a UUID). Required.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+        /// Email address of the user. Required.
+        #[arg(long)]
+        email: Option<String>,
+        /// Role of the user in the organization.
+        #[arg(long, default_value_t = Role::Developer, value_parser = role_parser())]
+        role: Role,
+        /// Id of the team the user joins (a UUID).
+        #[arg(long = "team", value_name = "TEAM_ID")]
+        team_id: Option<TeamId>,
+        /// Language of the messages the user receives.
+        #[arg(long, default_value_t = Locale::En, value_parser = locale_parser())]
+        locale: Locale,
+    },
+    /// List the users of an organization, optionally only those of one team.
+    List {
+        /// Id of the organization (a UUID). Required.
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+        /// Only users of this team (a UUID).
+        #[arg(long = "team", value_name = "TEAM_ID")]
+        team_id: Option<TeamId>,
+    },
+    /// Show one user.
+    Show {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+    },
+    /// Change the role, team or locale of a user.
+    #[command(group(changes(&["role", "team_id", "locale"])))]
+    Update {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+        /// New role in the organization.
+        #[arg(long, value_parser = role_parser())]
+        role: Option<Role>,
+        /// Id of the team the user moves to (a UUID).
+        #[arg(long = "team", value_name = "TEAM_ID")]
+        team_id: Option<TeamId>,
+        /// New language of the messages the user receives.
+        #[arg(long, value_parser = locale_parser())]
+        locale: Option<Locale>,
+    },
+    /// Deactivate a user, so that none of their keys authenticate.
+    Revoke {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Create a key for a user and print its secret once.
+    Create {
+        /// Id of the user who owns the key (a UUID). Required.
+        #[arg(long = "user", value_name = "USER_ID")]
+        user_id: Option<UserId>,
+        /// Name of the key, to tell keys apart.
+        #[arg(long)]
+        name: Option<String>,
+        /// What the key may call: the inference API, or the control API with the
+        /// permissions of the user's role.
+        #[arg(long, default_value_t = KeyScope::Inference, value_parser = scope_parser())]
+        scope: KeyScope,
+        /// Time after which the key stops authenticating, as an RFC 3339 timestamp.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
+        expires_at: Option<DateTime<Utc>>,
+        /// Model the key may call, by exact name or glob such as `gpt-4o*`. Repeat the flag
+        /// for more models. Without it, the key may call every model that its team and
+        /// organization allow.
+        #[arg(long = "allow-model", value_name = "MODEL")]
+        allowed_models: Vec<String>,
+    },
+    /// List keys, optionally only those of one organization or user.
+    List {
+        /// Only keys of this organization (a UUID).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+        /// Only keys of this user (a UUID).
+        #[arg(long = "user", value_name = "USER_ID")]
+        user_id: Option<UserId>,
+    },
+    /// Show one key. The secret is never shown again after creation.
+    Show {
+        /// Id of the key (a UUID).
+        key_id: KeyId,
+    },
+    /// Change the name, allowed models or expiry of a key.
+    #[command(group(changes(&["name", "allowed_models", "allow_all_models", "expires_at"])))]
+    Update {
+        /// Id of the key (a UUID).
+        key_id: KeyId,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        models: ModelsUpdate,
+        /// New time after which the key stops authenticating, as an RFC 3339 timestamp.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Replace the secret of a key and print the new secret once. The key keeps its id.
+    Rotate {
+        /// Id of the key (a UUID).
+        key_id: KeyId,
+        /// How long the previous secret keeps working, such as 60s, 15m, 1h or 0. With 0,
+        /// the previous secret stops working at once.
+        #[arg(
+            long = "grace",
+            value_name = "DURATION",
+            default_value = "0",
+            value_parser = parse_grace
+        )]
+        grace_seconds: u64,
+    },
+    /// Revoke a key. It stops authenticating at once.
+    Revoke {
+        /// Id of the key (a UUID).
+        key_id: KeyId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// List audit log entries in ascending sequence order.
+    List {
+        /// Only entries of this organization (a UUID).
+        #[arg(long = "org", value_name = "ORG_ID")]
+        org_id: Option<OrgId>,
+        /// Only entries whose sequence number is greater than SEQ. Pass the last `seq` of a
+        /// page to get the next page.
+        #[arg(long = "after", value_name = "SEQ", value_parser = clap::value_parser!(i64).range(0..))]
+        after_seq: Option<i64>,
+        /// Maximum number of entries. The server applies its own default and maximum.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+    },
+    /// Check the hash chain of the audit log. Exits with 1 when the chain is broken.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextAction {
+    /// Save a context: the endpoint given by --endpoint (required) and the token given by
+    /// --token. SYNAXIS_ENDPOINT and SYNAXIS_TOKEN are not saved. The first context saved
+    /// becomes the current one.
+    Add {
+        /// Name of the context: ASCII letters, digits, `.`, `_` and `-`.
+        #[arg(value_parser = parse_context_name)]
+        name: String,
+        /// Replace a context of the same name instead of failing.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Make a context the current one, used when no flag or environment variable sets the
+    /// endpoint or the token.
+    Use {
+        /// Name of the context.
+        name: String,
+    },
+    /// List the contexts and mark the current one. Tokens are never shown.
+    List,
+    /// Remove a context. Removing the current context leaves no context current.
+    Remove {
+        /// Name of the context.
+        name: String,
+    },
+}
+
+/// The flags that replace or clear the list of allowed models of an update.
+#[derive(Debug, Args)]
+pub struct ModelsUpdate {
+    /// Model to allow, by exact name or glob such as `gpt-4o*`. The flags replace the whole
+    /// list. Repeat the flag for more models.
+    #[arg(
+        long = "allow-model",
+        value_name = "MODEL",
+        conflicts_with = "allow_all_models"
+    )]
+    allowed_models: Vec<String>,
+    /// Clear the list. An empty list allows every model that the levels above allow: for an
+    /// organization, every configured model.
+    #[arg(long)]
+    allow_all_models: bool,
+}
+
+impl ModelsUpdate {
+    /// Returns the `allowed_models` field of the update request: `None` keeps the list.
+    pub fn into_request(self) -> Option<Vec<String>> {
+        if self.allow_all_models {
+            Some(Vec::new())
+        } else if self.allowed_models.is_empty() {
+            None
+        } else {
+            Some(self.allowed_models)
+        }
+    }
+}
+
+/// A group that requires at least one of the flags of an update, so that an update without
+/// any change is a usage error.
+fn changes(args: &[&'static str]) -> ArgGroup {
+    ArgGroup::new("changes")
+        .args(args)
+        .required(true)
+        .multiple(true)
+}

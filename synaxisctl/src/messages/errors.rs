@@ -1,0 +1,369 @@
+//! Error messages: the line printed after `synaxisctl: ` for each error.
+
+use synaxis_shared::api::BrokenEntry;
+
+use crate::client::ClientError;
+use crate::commands::CommandError;
+use crate::config::{ConfigError, ContextError};
+use crate::language::Language;
+use crate::prompt::PromptError;
+use crate::settings::SettingsError;
+
+impl Language {
+    /// Builds the error message printed after `synaxisctl: `.
+    pub fn describe(self, error: &CommandError) -> String {
+        match error {
+            CommandError::Client(error) => self.describe_client(error),
+            CommandError::Settings(SettingsError::Config(error)) | CommandError::Config(error) => {
+                self.describe_config(error)
+            }
+            CommandError::Settings(SettingsError::InvalidVariable { variable, message }) => {
+                match self {
+                    Self::En => format!("invalid {variable}: {message}"),
+                    Self::PtBr => format!("{variable} inválida: {message}"),
+                }
+            }
+            CommandError::Prompt(error) => self.describe_prompt(error),
+            CommandError::MissingToken => self.missing_token().to_owned(),
+            CommandError::AuditChainBroken { first_broken } => {
+                self.describe_broken_chain(first_broken.as_ref())
+            }
+            CommandError::Runtime(error) => match self {
+                Self::En => format!("failed to start the async runtime: {error}"),
+                Self::PtBr => format!("não foi possível iniciar o runtime assíncrono: {error}"),
+            },
+            CommandError::Output(error) => match self {
+                Self::En => format!("failed to write the output: {error}"),
+                Self::PtBr => format!("não foi possível escrever a saída: {error}"),
+            },
+        }
+    }
+
+    fn describe_client(self, error: &ClientError) -> String {
+        match self {
+            Self::En => describe_client_en(error),
+            Self::PtBr => describe_client_pt_br(error),
+        }
+    }
+
+    fn describe_config(self, error: &ConfigError) -> String {
+        match self {
+            Self::En => describe_config_en(error),
+            Self::PtBr => describe_config_pt_br(error),
+        }
+    }
+
+    fn describe_prompt(self, error: &PromptError) -> String {
+        match (self, error) {
+            (Self::En, PromptError::Missing(field)) => {
+                let (flag, value) = (field.flag(), field.value_name());
+                format!("missing {flag}: pass {flag} {value}")
+            }
+            (Self::PtBr, PromptError::Missing(field)) => {
+                let (flag, value) = (field.flag(), field.value_name());
+                format!("{flag} ausente: use {flag} {value}")
+            }
+            (Self::En, PromptError::Terminal { field, source }) => format!(
+                "failed to read {} from the terminal: {source}. Pass {} {} instead.",
+                field.flag(),
+                field.flag(),
+                field.value_name()
+            ),
+            (Self::PtBr, PromptError::Terminal { field, source }) => format!(
+                "não foi possível ler {} do terminal: {source}. Use {} {}.",
+                field.flag(),
+                field.flag(),
+                field.value_name()
+            ),
+        }
+    }
+
+    fn describe_broken_chain(self, first_broken: Option<&BrokenEntry>) -> String {
+        match (self, first_broken) {
+            (Self::En, Some(BrokenEntry { seq, reason })) => {
+                format!("the audit chain is broken at entry {seq}: {reason}")
+            }
+            (Self::En, None) => {
+                "the audit chain is invalid, and the server named no broken entry.".to_owned()
+            }
+            (Self::PtBr, Some(BrokenEntry { seq, reason })) => {
+                format!("a cadeia de auditoria está quebrada na entrada {seq}: {reason}")
+            }
+            (Self::PtBr, None) => {
+                "a cadeia de auditoria é inválida, e o servidor não indicou a entrada quebrada."
+                    .to_owned()
+            }
+        }
+    }
+}
+
+fn describe_config_en(error: &ConfigError) -> String {
+    match error {
+        ConfigError::NoLocation => {
+            "cannot locate the config file: set HOME or XDG_CONFIG_HOME.".to_owned()
+        }
+        ConfigError::Read { path, source } => {
+            format!("cannot read the config file {}: {source}", path.display())
+        }
+        ConfigError::Parse { path, source } => format!(
+            "the config file {} is invalid, so it was left unchanged. Fix or remove it: {}",
+            path.display(),
+            one_line(&source.to_string())
+        ),
+        ConfigError::Write { path, source } => format!(
+            "cannot write the config file {}: {source}. The previous file is unchanged.",
+            path.display()
+        ),
+        ConfigError::Encode { path, source } => {
+            format!("cannot encode the config file {}: {source}", path.display())
+        }
+        ConfigError::Context { path, source } => {
+            let path = path.display();
+            match source {
+                ContextError::NotFound(name) => format!(
+                    "no context is named `{name}` in {path}. Run `synaxisctl context list` to see the contexts."
+                ),
+                ContextError::Exists(name) => format!(
+                    "a context named `{name}` already exists in {path}. Pass --replace to replace it."
+                ),
+                ContextError::UnknownCurrent(name) => format!(
+                    "the current context `{name}` is not defined in {path}. Run `synaxisctl context use NAME` to choose another one."
+                ),
+            }
+        }
+    }
+}
+
+fn describe_config_pt_br(error: &ConfigError) -> String {
+    match error {
+        ConfigError::NoLocation => {
+            "não foi possível localizar o arquivo de configuração: defina HOME ou XDG_CONFIG_HOME."
+                .to_owned()
+        }
+        ConfigError::Read { path, source } => format!(
+            "não foi possível ler o arquivo de configuração {}: {source}",
+            path.display()
+        ),
+        ConfigError::Parse { path, source } => format!(
+            "o arquivo de configuração {} é inválido e não foi alterado. Corrija-o ou remova-o: {}",
+            path.display(),
+            one_line(&source.to_string())
+        ),
+        ConfigError::Write { path, source } => format!(
+            "não foi possível gravar o arquivo de configuração {}: {source}. O arquivo anterior não foi alterado.",
+            path.display()
+        ),
+        ConfigError::Encode { path, source } => format!(
+            "não foi possível codificar o arquivo de configuração {}: {source}",
+            path.display()
+        ),
+        ConfigError::Context { path, source } => {
+            let path = path.display();
+            match source {
+                ContextError::NotFound(name) => format!(
+                    "nenhum contexto se chama `{name}` em {path}. Execute `synaxisctl context list` para ver os contextos."
+                ),
+                ContextError::Exists(name) => format!(
+                    "já existe um contexto chamado `{name}` em {path}. Use --replace para substituí-lo."
+                ),
+                ContextError::UnknownCurrent(name) => format!(
+                    "o contexto atual `{name}` não está definido em {path}. Execute `synaxisctl context use NOME` para escolher outro."
+                ),
+            }
+        }
+    }
+}
+
+/// Joins the lines of a multi-line error, such as a TOML error with its source excerpt,
+/// so that the message stays on one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe_client_en(error: &ClientError) -> String {
+    let cause = error.root_cause();
+    match error {
+        ClientError::Build(_) => format!("failed to build the HTTP client: {cause}"),
+        ClientError::InvalidToken => {
+            "the token is not a valid HTTP header value: check --token, SYNAXIS_TOKEN or the current context."
+                .to_owned()
+        }
+        ClientError::InvalidEndpoint { endpoint } => {
+            format!(
+                "the endpoint {endpoint} is not a base URL: check --endpoint or SYNAXIS_ENDPOINT."
+            )
+        }
+        ClientError::Connect { endpoint, .. } => format!(
+            "cannot connect to {endpoint}: {cause}. Check that synaxisd is running there, or set --endpoint or SYNAXIS_ENDPOINT."
+        ),
+        ClientError::Timeout {
+            endpoint, seconds, ..
+        } => format!(
+            "the request to {endpoint} timed out after {seconds} seconds. Try again, or raise --timeout."
+        ),
+        ClientError::Transport { endpoint, .. } => {
+            format!("the request to {endpoint} failed: {cause}")
+        }
+        ClientError::Api { status, message } => format!("{message} (HTTP {status})"),
+        ClientError::Status { status, body } if body.is_empty() => {
+            format!("the server returned HTTP {status} without an error body.")
+        }
+        ClientError::Status { status, body } => {
+            format!("the server returned HTTP {status} without an error body: {body}")
+        }
+        ClientError::InvalidResponse { status, .. } => format!(
+            "the server returned HTTP {status} with an unexpected body ({cause}). Check that --endpoint names a synaxisd server."
+        ),
+    }
+}
+
+fn describe_client_pt_br(error: &ClientError) -> String {
+    let cause = error.root_cause();
+    match error {
+        ClientError::Build(_) => format!("não foi possível criar o cliente HTTP: {cause}"),
+        ClientError::InvalidToken => {
+            "o token não é um valor de cabeçalho HTTP válido: verifique --token, SYNAXIS_TOKEN ou o contexto atual."
+                .to_owned()
+        }
+        ClientError::InvalidEndpoint { endpoint } => {
+            format!("o endpoint {endpoint} não é uma URL base: verifique --endpoint ou SYNAXIS_ENDPOINT.")
+        }
+        ClientError::Connect { endpoint, .. } => format!(
+            "não foi possível conectar a {endpoint}: {cause}. Verifique se o synaxisd está em execução nesse endereço, ou defina --endpoint ou SYNAXIS_ENDPOINT."
+        ),
+        ClientError::Timeout {
+            endpoint, seconds, ..
+        } => format!(
+            "a requisição a {endpoint} excedeu o tempo limite de {seconds} segundos. Tente novamente ou aumente --timeout."
+        ),
+        ClientError::Transport { endpoint, .. } => {
+            format!("a requisição a {endpoint} falhou: {cause}")
+        }
+        ClientError::Api { status, message } => format!("{message} (HTTP {status})"),
+        ClientError::Status { status, body } if body.is_empty() => {
+            format!("o servidor retornou HTTP {status} sem corpo de erro.")
+        }
+        ClientError::Status { status, body } => {
+            format!("o servidor retornou HTTP {status} sem corpo de erro: {body}")
+        }
+        ClientError::InvalidResponse { status, .. } => format!(
+            "o servidor retornou HTTP {status} com um corpo inesperado ({cause}). Verifique se --endpoint aponta para um servidor synaxisd."
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use reqwest::StatusCode;
+
+    use super::*;
+    use crate::prompt::Field;
+
+    #[test]
+    fn describe_api_error_keeps_server_message_and_status() {
+        let error = CommandError::Client(ClientError::Api {
+            status: StatusCode::CONFLICT,
+            message: "A organização `acme` já existe.".to_owned(),
+        });
+        assert_eq!(
+            Language::PtBr.describe(&error),
+            "A organização `acme` já existe. (HTTP 409 Conflict)"
+        );
+    }
+
+    #[test]
+    fn describe_uses_chosen_language() {
+        let error = CommandError::Client(ClientError::Status {
+            status: StatusCode::BAD_GATEWAY,
+            body: String::new(),
+        });
+        assert!(
+            Language::En
+                .describe(&error)
+                .contains("without an error body")
+        );
+        assert!(
+            Language::PtBr
+                .describe(&error)
+                .contains("sem corpo de erro")
+        );
+    }
+
+    #[test]
+    fn describe_missing_value_names_flag() {
+        let error = CommandError::Prompt(PromptError::Missing(Field::OrgId));
+        assert_eq!(
+            Language::En.describe(&error),
+            "missing --org: pass --org ORG_ID"
+        );
+        assert_eq!(
+            Language::PtBr.describe(&error),
+            "--org ausente: use --org ORG_ID"
+        );
+    }
+
+    #[test]
+    fn describe_broken_chain_names_entry() {
+        let error = CommandError::AuditChainBroken {
+            first_broken: Some(BrokenEntry {
+                seq: 42,
+                reason: "hash mismatch".to_owned(),
+            }),
+        };
+        assert_eq!(
+            Language::En.describe(&error),
+            "the audit chain is broken at entry 42: hash mismatch"
+        );
+        assert!(
+            Language::PtBr
+                .describe(&error)
+                .contains("entrada 42: hash mismatch")
+        );
+    }
+
+    #[test]
+    fn describe_parse_error_one_line() -> Result<(), Box<dyn std::error::Error>> {
+        let source = toml::from_str::<toml::Table>("current = [").expect_err("invalid TOML");
+        let error = CommandError::Config(ConfigError::Parse {
+            path: PathBuf::from("/home/ana/.config/synaxis/config.toml"),
+            source: Box::new(source),
+        });
+
+        for language in [Language::En, Language::PtBr] {
+            let message = language.describe(&error);
+            assert!(
+                message.contains("/home/ana/.config/synaxis/config.toml"),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "{message}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn describe_context_errors_name_file() {
+        let path = PathBuf::from("/x/config.toml");
+        let sources = [
+            ContextError::NotFound("prod".to_owned()),
+            ContextError::Exists("prod".to_owned()),
+            ContextError::UnknownCurrent("prod".to_owned()),
+        ];
+        for source in sources {
+            let error = CommandError::Config(ConfigError::Context {
+                path: path.clone(),
+                source,
+            });
+            for language in [Language::En, Language::PtBr] {
+                let message = language.describe(&error);
+                assert!(message.contains("`prod`"), "{message}");
+                assert!(message.contains("/x/config.toml"), "{message}");
+            }
+        }
+    }
+}
