@@ -41,7 +41,11 @@ async fn changed_pepper_stops_start() {
     tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     tokio::task::block_in_place(|| daemon.stop());
 
-    assert_eq!(mode(&database_dir), 0o700, "the database directory is private");
+    assert_eq!(
+        mode(&database_dir),
+        0o700,
+        "the database directory is private"
+    );
     assert_eq!(mode(&database_path), 0o600, "the database file is private");
 
     let output = Command::new(binary("synaxisd"))

@@ -31,8 +31,8 @@ impl KeyHasher {
         Self { mac }
     }
 
-    /// Returns a fingerprint of the pepper: the HMAC of a fixed text. It tells whether two
-    /// peppers are the same without revealing either.
+    /// Returns a fingerprint of the pepper: the HMAC of a fixed text. Equal fingerprints mean
+    /// equal peppers, and a fingerprint does not reveal its pepper.
     pub fn pepper_fingerprint(&self) -> String {
         self.hash("synaxis key pepper fingerprint")
     }

@@ -55,7 +55,7 @@ impl TenancyError {
     }
 }
 
-/// Who makes a control call and from where, with the reason they gave.
+/// The caller of a control call: actor, source address and stated reason.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub actor: Actor,
@@ -64,7 +64,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The operator, with no source address; for tests and internal jobs.
+    /// Returns the operator with no source address, for tests and internal jobs.
     pub fn operator() -> Self {
         Self {
             actor: Actor::Operator,
@@ -562,7 +562,7 @@ impl Tenancy {
         Ok(key)
     }
 
-    /// Lists keys; a member sees only their organization's.
+    /// Lists keys; a member gets only their organization's.
     pub async fn list_keys(
         &self,
         caller: &Caller,

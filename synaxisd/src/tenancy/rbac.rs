@@ -5,7 +5,7 @@ use std::fmt;
 
 use synaxis_shared::{OrgId, Role, UserId};
 
-/// Who makes a control call.
+/// The actor of a control call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Actor {
     /// The holder of the operator token.
@@ -75,7 +75,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// What an action touches, as far as permissions depend on it.
+/// The resource of an action, described by the facts that permissions depend on.
 #[derive(Clone, Debug, Default)]
 pub struct Target {
     /// The organization the resource belongs to; `None` only for org creation and the global
@@ -91,10 +91,10 @@ pub struct Target {
     pub management_key: bool,
 }
 
-/// Why an action was refused.
+/// The reason an action was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
-    /// The resource belongs to another organization; callers answer "not found" so that its
+    /// The resource belongs to another organization; callers return "not found" so that its
     /// existence is not revealed.
     OtherOrg,
     Forbidden(String),
@@ -246,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn admin_cannot_act_on_owner_keys_or_grant_owner() {
+    fn admin_cannot_touch_owner() {
         let (actor, _, org_id) = member(Role::Admin);
         let owner_key = Target {
             org_id: Some(org_id),
