@@ -170,6 +170,8 @@ fn default_request_timeout_secs() -> u64 {
 pub enum UpstreamKind {
     /// Any API that speaks OpenAI's chat completions wire format.
     Openai,
+    /// Anthropic's Messages API; chat completions are translated to and from it.
+    Anthropic,
 }
 
 #[derive(Clone, Debug, Deserialize)]

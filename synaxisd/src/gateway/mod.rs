@@ -18,6 +18,7 @@ use crate::server::AppState;
 use crate::store::AuthenticatedKey;
 use crate::tenancy::models as model_policy;
 use provider::Provider;
+use provider::anthropic::AnthropicProvider;
 use provider::openai::{OpenAiProvider, SetupError};
 use record::Recorder;
 
@@ -48,10 +49,11 @@ impl Gateway {
     ) -> Result<Self, SetupError> {
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
         for (name, upstream) in &config.upstreams {
-            let provider = match upstream.kind {
-                UpstreamKind::Openai => OpenAiProvider::new(name, upstream, env)?,
+            let provider: Arc<dyn Provider> = match upstream.kind {
+                UpstreamKind::Openai => Arc::new(OpenAiProvider::new(name, upstream, env)?),
+                UpstreamKind::Anthropic => Arc::new(AnthropicProvider::new(name, upstream, env)?),
             };
-            providers.insert(name, Arc::new(provider));
+            providers.insert(name, provider);
         }
 
         let mut models = HashMap::new();

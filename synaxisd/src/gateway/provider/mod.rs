@@ -2,6 +2,7 @@
 //! request and returns an OpenAI-format response or stream of chunks, whatever its own wire
 //! format is.
 
+pub mod anthropic;
 pub mod openai;
 
 use std::fmt::Debug;
