@@ -111,6 +111,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         operator_token: Arc::new(secrets.operator_token),
         region: region.clone(),
         metrics: Arc::new(Metrics::default()),
+        max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
     };
     let cancel = state.shutdown.clone();

@@ -27,7 +27,7 @@ use crate::gateway::{self, Gateway};
 use crate::http_error::{ApiError, Locale};
 use crate::tenancy::Tenancy;
 
-/// Largest accepted request body.
+/// Default of `server.max_body_bytes`, the largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -42,6 +42,8 @@ pub struct AppState {
     pub operator_token: Arc<SecretString>,
     pub region: RegionId,
     pub metrics: Arc<Metrics>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
     /// Cancelled when the drain deadline passes, so that requests still running end with a
     /// request record instead of being dropped.
     pub shutdown: CancellationToken,
@@ -85,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,
@@ -100,7 +102,12 @@ async fn request_context(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| is_valid_request_id(value))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let requested_locale = request
         .headers()
         .get(header::ACCEPT_LANGUAGE)
@@ -162,6 +169,15 @@ async fn request_context(
         headers.insert(REGION.clone(), value);
     }
     response
+}
+
+/// Accepts a client's request id of 1 to 128 letters, digits, `-`, `_`, `.` or `:`; another
+/// value is replaced by a generated one, so that log lines cannot be forged through it.
+fn is_valid_request_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 async fn healthz() -> &'static str {
@@ -246,4 +262,18 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_clients_are_checked() {
+        assert!(is_valid_request_id("req-123_abc.def:1"));
+        assert!(!is_valid_request_id(""));
+        assert!(!is_valid_request_id("has space"));
+        assert!(!is_valid_request_id("line\nbreak"));
+        assert!(!is_valid_request_id(&"a".repeat(129)));
+    }
 }

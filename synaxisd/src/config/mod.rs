@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// Seconds that in-flight requests get to finish after SIGTERM.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// Largest accepted request body, in bytes; larger ones get 413 before they are read.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::server::MAX_BODY_BYTES
 }
 
 fn default_data_dir() -> PathBuf {
@@ -327,6 +334,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "server.shutdown_timeout_secs",
                 "must be at least 1 second",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "server.max_body_bytes",
+                format!("{} is below the minimum of 1024 bytes", self.server.max_body_bytes),
             ));
         }
         if self.server.data_dir.as_os_str().is_empty() {

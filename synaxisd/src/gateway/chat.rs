@@ -19,7 +19,7 @@ use super::record::{Outcome, PendingRecord};
 use super::{InferenceKey, ModelRoute, key_allows};
 use crate::billing::{self, Usage};
 use crate::http_error::{ApiError, Locale};
-use crate::server::{AppState, MAX_BODY_BYTES, RequestContext, UserLocale};
+use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
 
 const ENDPOINT: &str = "/v1/chat/completions";
@@ -41,7 +41,10 @@ pub async fn chat_completions(
 
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => return fail(record, body_rejection(&rejection), user_locale).await,
+        Err(rejection) => {
+            let error = body_rejection(&rejection, state.max_body_bytes);
+            return fail(record, error, user_locale).await;
+        }
     };
 
     let prepared = match prepare(&state, &key, &body, &mut record) {
@@ -78,11 +81,9 @@ pub async fn chat_completions(
     }
 }
 
-fn body_rejection(rejection: &BytesRejection) -> ApiError {
+fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::BodyTooLarge {
-            limit: MAX_BODY_BYTES,
-        }
+        ApiError::BodyTooLarge { limit }
     } else {
         ApiError::InvalidRequest {
             param: None,
