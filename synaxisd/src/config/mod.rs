@@ -339,7 +339,10 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "server.max_body_bytes",
-                format!("{} is below the minimum of 1024 bytes", self.server.max_body_bytes),
+                format!(
+                    "{} is below the minimum of 1024 bytes",
+                    self.server.max_body_bytes
+                ),
             ));
         }
         if self.server.data_dir.as_os_str().is_empty() {

@@ -2,6 +2,7 @@
 //! them, and key authentication. Every state-changing call is audited: a success in the same
 //! transaction as the change, a denial or failure as an entry of its own.
 
+pub mod cache;
 pub mod keys;
 pub mod models;
 pub mod rbac;
@@ -20,6 +21,7 @@ use synaxis_shared::{KeyId, OrgId, RegionId, TeamId, UserId};
 use crate::audit::AuditDraft;
 use crate::clock::Clock;
 use crate::store::{AuthenticatedKey, KeyFilter, KeyRotation, Store, StoreError, UserFilter};
+use cache::AuthCache;
 use keys::KeyHasher;
 use rbac::{Action, Actor, Denial, Target, authorize};
 
@@ -82,6 +84,7 @@ pub struct Tenancy {
     hasher: KeyHasher,
     region: RegionId,
     key_prefix: String,
+    auth_cache: Arc<AuthCache>,
 }
 
 impl Tenancy {
@@ -98,7 +101,12 @@ impl Tenancy {
             hasher,
             region,
             key_prefix,
+            auth_cache: Arc::new(AuthCache::default()),
         }
+    }
+
+    pub fn auth_cache(&self) -> &AuthCache {
+        &self.auth_cache
     }
 
     pub fn region(&self) -> &RegionId {
@@ -249,6 +257,7 @@ impl Tenancy {
                     .map_err(|message| TenancyError::invalid("allowed_models", message))?;
             }
             self.store.update_org(&org, &draft).await?;
+            self.auth_cache.evict_org(org.id);
             Ok(org)
         }
         .await;
@@ -266,6 +275,7 @@ impl Tenancy {
 
             org.active = false;
             self.store.update_org(&org, &draft).await?;
+            self.auth_cache.evict_org(org.id);
             Ok(org)
         }
         .await;
@@ -343,6 +353,7 @@ impl Tenancy {
                     .map_err(|message| TenancyError::invalid("allowed_models", message))?;
             }
             self.store.update_team(&team, &draft).await?;
+            self.auth_cache.evict_team(team.id);
             Ok(team)
         }
         .await;
@@ -461,6 +472,7 @@ impl Tenancy {
                 user.locale = locale;
             }
             self.store.update_user(&user, &draft).await?;
+            self.auth_cache.evict_user(user.id);
             Ok(user)
         }
         .await;
@@ -478,6 +490,7 @@ impl Tenancy {
 
             user.active = false;
             self.store.update_user(&user, &draft).await?;
+            self.auth_cache.evict_user(user.id);
             Ok(user)
         }
         .await;
@@ -605,6 +618,7 @@ impl Tenancy {
                 key.expires_at = Some(expires_at);
             }
             self.store.update_key(&key, &draft).await?;
+            self.auth_cache.evict_key(key.id);
             Ok(key)
         }
         .await;
@@ -647,6 +661,7 @@ impl Tenancy {
                 grace_until,
             };
             let key = self.store.rotate_key(&rotation, &draft).await?;
+            self.auth_cache.evict_key(key.id);
 
             Ok(CreatedKey {
                 key,
@@ -663,7 +678,9 @@ impl Tenancy {
         let result = async {
             let key = self.load_key_for(caller, id, Action::KeyRevoke).await?;
             draft.org_id = Some(key.org_id);
-            Ok(self.store.revoke_key(id, self.clock.now(), &draft).await?)
+            let key = self.store.revoke_key(id, self.clock.now(), &draft).await?;
+            self.auth_cache.evict_key(id);
+            Ok(key)
         }
         .await;
         self.audited(draft, result).await
@@ -679,7 +696,16 @@ impl Tenancy {
             return Ok(None);
         }
         let hash = self.hasher.hash(presented);
-        self.store.find_usable_key(&hash, self.clock.now()).await
+        let now = self.clock.now();
+        if let Some(key) = self.auth_cache.get(&hash, now) {
+            return Ok(Some(key));
+        }
+
+        let found = self.store.find_usable_key(&hash, now).await?;
+        if let Some(key) = &found {
+            self.auth_cache.insert(hash, key.clone(), now);
+        }
+        Ok(found)
     }
 }
 

@@ -1,0 +1,106 @@
+//! The in-process cache of key lookups. An entry lives at most [`AUTH_CACHE_TTL_SECS`], and
+//! never past its key's expiry or the end of a rotated secret's grace. The process that changes
+//! a key, user, team or org evicts the entries it affects at once; other processes see the
+//! change when their entries expire.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, Utc};
+use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
+
+use crate::store::AuthenticatedKey;
+
+/// Longest life of a cached lookup, and so the longest time another process may still accept
+/// a key after it was revoked.
+pub const AUTH_CACHE_TTL_SECS: i64 = 5;
+
+/// Entries kept at most; past it the cache is emptied, which costs only lookups.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug)]
+struct Entry {
+    key: AuthenticatedKey,
+    valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<String, Entry>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl AuthCache {
+    /// Returns the cached key for `hash` when its entry is still valid at `now`.
+    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<AuthenticatedKey> {
+        let entries = self.lock();
+        let found = entries
+            .get(hash)
+            .filter(|entry| now < entry.valid_until)
+            .map(|entry| entry.key.clone());
+        drop(entries);
+
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    pub fn insert(&self, hash: String, key: AuthenticatedKey, now: DateTime<Utc>) {
+        let mut valid_until = now + Duration::seconds(AUTH_CACHE_TTL_SECS);
+        for limit in [key.key.expires_at, key.key.previous_secret_expires_at]
+            .into_iter()
+            .flatten()
+        {
+            valid_until = valid_until.min(limit);
+        }
+
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(hash, Entry { key, valid_until });
+    }
+
+    pub fn evict_key(&self, id: KeyId) {
+        self.evict(|key| key.key.id == id);
+    }
+
+    pub fn evict_user(&self, id: UserId) {
+        self.evict(|key| key.key.user_id == id);
+    }
+
+    pub fn evict_team(&self, id: TeamId) {
+        self.evict(|key| key.team_id == Some(id));
+    }
+
+    pub fn evict_org(&self, id: OrgId) {
+        self.evict(|key| key.key.org_id == id);
+    }
+
+    fn evict(&self, matches: impl Fn(&AuthenticatedKey) -> bool) {
+        self.lock().retain(|_, entry| !matches(&entry.key));
+    }
+
+    /// Lookups answered from the cache since start.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that went to the store since start.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // Entries are plain values, so a panic elsewhere cannot leave them half-written.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
