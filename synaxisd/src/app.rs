@@ -18,6 +18,7 @@ use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, Metrics};
 use crate::store::{self, Store};
 use crate::tenancy::Tenancy;
+use crate::tenancy::cache::AuthCache;
 use crate::tenancy::keys::KeyHasher;
 
 /// Name of the setting that holds the pepper's fingerprint.
@@ -89,6 +90,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let store = open_store(&config).await?;
+    let metrics = Arc::new(Metrics::default());
     let hasher = KeyHasher::new(&secrets.pepper);
     check_pepper(&*store, &hasher, &config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -99,10 +101,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         hasher,
         region.clone(),
         config.home_region().key_prefix.clone(),
-    );
+    )
+    .with_auth_cache(AuthCache::new(
+        metrics.auth_cache_hits.clone(),
+        metrics.auth_cache_misses.clone(),
+    ));
 
     let tracker = TaskTracker::new();
-    let recorder = Recorder::new(store.clone(), clock, region.clone(), tracker.clone());
+    let recorder = Recorder::new(
+        store.clone(),
+        clock,
+        region.clone(),
+        tracker.clone(),
+        metrics.clone(),
+    );
     let gateway = Gateway::new(&config, recorder, &process_env)?;
     let state = AppState {
         audit: AuditLog::new(store.clone()),
@@ -110,7 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         gateway: Arc::new(gateway),
         operator_token: Arc::new(secrets.operator_token),
         region: region.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
     };

@@ -4,7 +4,6 @@
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,6 +24,7 @@ use crate::audit::AuditLog;
 use crate::control;
 use crate::gateway::{self, Gateway};
 use crate::http_error::{ApiError, Locale};
+pub use crate::metrics::Metrics;
 use crate::tenancy::Tenancy;
 
 /// Default of `server.max_body_bytes`, the largest accepted request body.
@@ -49,23 +49,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// Counters kept in process.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    rejected_keys: AtomicU64,
-}
-
-impl Metrics {
-    pub fn count_rejected_key(&self) {
-        self.rejected_keys.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Inference requests rejected for a missing or invalid key since start.
-    pub fn rejected_keys(&self) -> u64 {
-        self.rejected_keys.load(Ordering::Relaxed)
-    }
-}
-
 /// The locale of the authenticated key's user, set on a response so that its error message
 /// uses that language when the request sent no `Accept-Language`.
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +66,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
@@ -125,7 +109,7 @@ async fn request_context(
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let is_health_check = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let is_health_check = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
 
@@ -178,6 +162,23 @@ fn is_valid_request_id(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Serves the Prometheus metrics; breaker states are read at scrape time.
+async fn metrics(State(state): State<AppState>) -> Response {
+    for deployment in state.gateway.deployments() {
+        state
+            .metrics
+            .set_breaker_open(&deployment.label, deployment.breaker.is_open());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -2,7 +2,7 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::config::ModelConfig;
+use crate::config::Prices;
 
 /// Token counts of one request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -14,12 +14,12 @@ pub struct Usage {
 /// Decimal places of a stored cost.
 pub const COST_SCALE: u32 = 6;
 
-/// Returns the USD cost of `usage` at the model's per-million prices, rounded half-even to
+/// Returns the USD cost of `usage` at per-million `prices`, rounded half-even to
 /// [`COST_SCALE`] places.
-pub fn cost(model: &ModelConfig, usage: Usage) -> Decimal {
+pub fn cost(prices: &Prices, usage: Usage) -> Decimal {
     let per_million = Decimal::from(1_000_000);
-    let input = Decimal::from(usage.prompt_tokens) * model.input_per_million / per_million;
-    let output = Decimal::from(usage.completion_tokens) * model.output_per_million / per_million;
+    let input = Decimal::from(usage.prompt_tokens) * prices.input_per_million / per_million;
+    let output = Decimal::from(usage.completion_tokens) * prices.output_per_million / per_million;
     (input + output).round_dp_with_strategy(COST_SCALE, RoundingStrategy::MidpointNearestEven)
 }
 
@@ -29,10 +29,8 @@ mod tests {
 
     use super::*;
 
-    fn model(input: &str, output: &str) -> ModelConfig {
-        ModelConfig {
-            upstream: "openai".to_owned(),
-            upstream_model: None,
+    fn model(input: &str, output: &str) -> Prices {
+        Prices {
             input_per_million: Decimal::from_str(input).expect("decimal"),
             output_per_million: Decimal::from_str(output).expect("decimal"),
         }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use synaxis_shared::{Jurisdiction, RegionId};
 use url::Url;
 
-pub use money::deserialize_money;
+pub use money::{deserialize_money, deserialize_optional_money};
 
 /// Prefix of the environment variables that override config keys. A double underscore
 /// separates the levels: `SYNAXIS_SERVER__LISTEN` sets `server.listen`.
@@ -54,6 +54,11 @@ pub struct Config {
     /// Public model names and where and at what price they are served.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// Other names of models: alias to public model name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -184,11 +189,16 @@ pub enum UpstreamKind {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Name of an entry in `[upstreams]`.
-    pub upstream: String,
-    /// Model name sent upstream; the public name when absent.
+    /// Shorthand for a single deployment: the name of an entry in `[upstreams]`. Either this or
+    /// `deployments` is given.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Model name sent upstream by the shorthand deployment; the public name when absent.
     #[serde(default)]
     pub upstream_model: Option<String>,
+    /// The deployments that serve the model, tried by priority and weight.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
     /// USD per million prompt tokens, written as a string such as `"0.15"`.
     #[serde(deserialize_with = "deserialize_money")]
     pub input_per_million: Decimal,
@@ -197,10 +207,124 @@ pub struct ModelConfig {
     pub output_per_million: Decimal,
 }
 
+/// One place that serves a public model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Name of an entry in `[upstreams]`.
+    pub upstream: String,
+    /// Model name sent upstream; the public name when absent.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Share of the traffic among the deployments of the same priority.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Deployments of a lower priority are tried first; the next priority is the fallback.
+    #[serde(default)]
+    pub priority: u32,
+    /// Price overrides of this deployment, in USD per million tokens.
+    #[serde(default, deserialize_with = "deserialize_optional_money")]
+    pub input_per_million: Option<Decimal>,
+    #[serde(default, deserialize_with = "deserialize_optional_money")]
+    pub output_per_million: Option<Decimal>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Prices of a model or deployment, in USD per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prices {
+    pub input_per_million: Decimal,
+    pub output_per_million: Decimal,
+}
+
 impl ModelConfig {
-    pub fn upstream_model<'a>(&'a self, public_name: &'a str) -> &'a str {
-        self.upstream_model.as_deref().unwrap_or(public_name)
+    /// Returns the model's deployments, with the shorthand `upstream` as a single one.
+    pub fn deployments(&self) -> Vec<DeploymentConfig> {
+        match &self.upstream {
+            Some(upstream) => vec![DeploymentConfig {
+                upstream: upstream.clone(),
+                model: self.upstream_model.clone(),
+                weight: 1,
+                priority: 0,
+                input_per_million: None,
+                output_per_million: None,
+            }],
+            None => self.deployments.clone(),
+        }
     }
+
+    pub fn prices(&self) -> Prices {
+        Prices {
+            input_per_million: self.input_per_million,
+            output_per_million: self.output_per_million,
+        }
+    }
+}
+
+impl DeploymentConfig {
+    /// Returns this deployment's prices, falling back to the model's.
+    pub fn prices(&self, model: Prices) -> Prices {
+        Prices {
+            input_per_million: self.input_per_million.unwrap_or(model.input_per_million),
+            output_per_million: self.output_per_million.unwrap_or(model.output_per_million),
+        }
+    }
+}
+
+/// Retries, fallback and circuit breaking of upstream calls.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Upstream calls per request at most, over all deployments.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Base of the jittered exponential wait before the next attempt, in milliseconds.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// Longest wait before an attempt, in milliseconds.
+    #[serde(default = "default_retry_backoff_max_ms")]
+    pub retry_backoff_max_ms: u64,
+    /// Consecutive failures that open a deployment's circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// Seconds an open breaker skips its deployment before letting one trial call through.
+    #[serde(default = "default_breaker_open_secs")]
+    pub breaker_open_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            retry_backoff_ms: default_retry_backoff_ms(),
+            retry_backoff_max_ms: default_retry_backoff_max_ms(),
+            breaker_failures: default_breaker_failures(),
+            breaker_open_secs: default_breaker_open_secs(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_retry_backoff_ms() -> u64 {
+    25
+}
+
+fn default_retry_backoff_max_ms() -> u64 {
+    1_000
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_open_secs() -> u64 {
+    30
 }
 
 fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
@@ -384,30 +508,108 @@ impl Config {
         }
 
         for (name, model) in &self.models {
-            if !self.upstreams.contains_key(&model.upstream) {
+            self.validate_model(name, model)?;
+        }
+        for (alias, target) in &self.aliases {
+            let known = self
+                .models
+                .keys()
+                .any(|name| name.eq_ignore_ascii_case(target));
+            if !known {
                 return Err(ConfigError::invalid(
-                    format!("models.{name}.upstream"),
-                    format!(
-                        "upstream `{}` is not in the [upstreams] table",
-                        model.upstream
-                    ),
+                    format!("aliases.{alias}"),
+                    format!("model `{target}` is not in the [models] table"),
                 ));
             }
-            for (field, price) in [
-                ("input_per_million", model.input_per_million),
-                ("output_per_million", model.output_per_million),
-            ] {
-                if price.is_sign_negative() {
-                    return Err(ConfigError::invalid(
-                        format!("models.{name}.{field}"),
-                        format!("price `{price}` is negative"),
-                    ));
-                }
+            if self
+                .models
+                .keys()
+                .any(|name| name.eq_ignore_ascii_case(alias))
+            {
+                return Err(ConfigError::invalid(
+                    format!("aliases.{alias}"),
+                    "an alias cannot have the name of a model",
+                ));
             }
+        }
+        if self.routing.max_attempts == 0 || self.routing.breaker_failures == 0 {
+            return Err(ConfigError::invalid(
+                "routing",
+                "max_attempts and breaker_failures must be at least 1",
+            ));
         }
 
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", error.to_string()));
+        }
+        Ok(())
+    }
+
+    fn validate_model(&self, name: &str, model: &ModelConfig) -> Result<(), ConfigError> {
+        match (&model.upstream, model.deployments.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::invalid(
+                    format!("models.{name}"),
+                    "give either `upstream` or `deployments`, not both",
+                ));
+            }
+            (None, true) => {
+                return Err(ConfigError::invalid(
+                    format!("models.{name}"),
+                    "give `upstream` or at least one entry of `deployments`",
+                ));
+            }
+            _ => {}
+        }
+        let mut prices = vec![
+            (
+                format!("models.{name}.input_per_million"),
+                Some(model.input_per_million),
+            ),
+            (
+                format!("models.{name}.output_per_million"),
+                Some(model.output_per_million),
+            ),
+        ];
+        for (index, deployment) in model.deployments().iter().enumerate() {
+            let key = if model.upstream.is_some() {
+                format!("models.{name}.upstream")
+            } else {
+                format!("models.{name}.deployments[{index}].upstream")
+            };
+            if !self.upstreams.contains_key(&deployment.upstream) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "upstream `{}` is not in the [upstreams] table",
+                        deployment.upstream
+                    ),
+                ));
+            }
+            if deployment.weight == 0 {
+                return Err(ConfigError::invalid(
+                    format!("models.{name}.deployments[{index}].weight"),
+                    "a weight must be at least 1",
+                ));
+            }
+            prices.push((
+                format!("models.{name}.deployments[{index}].input_per_million"),
+                deployment.input_per_million,
+            ));
+            prices.push((
+                format!("models.{name}.deployments[{index}].output_per_million"),
+                deployment.output_per_million,
+            ));
+        }
+        for (key, price) in prices {
+            if let Some(price) = price
+                && price.is_sign_negative()
+            {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("price `{price}` is negative"),
+                ));
+            }
         }
         Ok(())
     }

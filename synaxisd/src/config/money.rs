@@ -16,6 +16,14 @@ where
     deserializer.deserialize_any(MoneyVisitor)
 }
 
+/// Deserializes an optional decimal amount written as a string.
+pub fn deserialize_optional_money<'de, D>(deserializer: D) -> Result<Option<Decimal>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    deserialize_money(deserializer).map(Some)
+}
+
 struct MoneyVisitor;
 
 const HINT: &str = "write amounts as strings, for example \"0.15\", so that they are never rounded through a floating-point number";

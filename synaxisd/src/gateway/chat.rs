@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -16,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::provider::{ChatRequest, ChatResponse, ProviderError};
 use super::record::{Outcome, PendingRecord};
+use super::routing;
 use super::{InferenceKey, ModelRoute, key_allows};
 use crate::billing::{self, Usage};
+use crate::config::Prices;
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
@@ -33,6 +36,7 @@ pub async fn chat_completions(
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = Instant::now();
     let mut record = state
         .gateway
         .recorder
@@ -56,29 +60,42 @@ pub async fn chat_completions(
         body: prepared.upstream_body,
         stream: prepared.stream,
     };
-    let upstream_call = prepared.route.provider.chat_completions(request);
-    let response = tokio::select! {
-        response = upstream_call => response,
+    let upstream_started = Instant::now();
+    let gateway = &state.gateway;
+    let upstream_call = routing::call_chat(
+        &prepared.route.deployments,
+        request,
+        &gateway.routing,
+        &state.metrics,
+    );
+    let result = tokio::select! {
+        result = upstream_call => result,
         () = state.shutdown.cancelled() => {
             return fail(record, ApiError::ShuttingDown, user_locale).await;
         }
     };
-    let response = match response {
-        Ok(response) => response,
+    let upstream_seconds = upstream_started.elapsed().as_secs_f64();
+    let (response, deployment) = match result {
+        Ok(answer) => answer,
         Err(error) => return fail(record, upstream_error(error), user_locale).await,
     };
 
-    match response {
-        ChatResponse::Complete(body) => complete(record, &prepared.route, body).await,
+    let response = match response {
+        ChatResponse::Complete(body) => complete(record, &deployment.prices, body).await,
         ChatResponse::Stream(chunks) => stream(
             record,
-            prepared.route,
+            deployment.prices,
             chunks,
             prepared.client_wants_usage,
             context.locale,
             state.shutdown.clone(),
         ),
-    }
+    };
+    let total_seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .observe_latency(ENDPOINT, total_seconds, upstream_seconds);
+    response
 }
 
 fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
@@ -109,7 +126,7 @@ fn prepare(
     body: &[u8],
     record: &mut PendingRecord,
 ) -> Result<Prepared, ApiError> {
-    let mut body = parse_body(body)?;
+    let body = parse_body(body)?;
 
     let model = match body.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),
@@ -154,9 +171,6 @@ fn prepare(
         .and_then(|options| options.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let upstream_model = route.config.upstream_model(&route.name).to_owned();
-    body.insert("model".to_owned(), Value::String(upstream_model));
-
     Ok(Prepared {
         route,
         upstream_body: body,
@@ -211,9 +225,9 @@ async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -
     response
 }
 
-async fn complete(record: PendingRecord, route: &ModelRoute, body: Value) -> Response {
+async fn complete(record: PendingRecord, prices: &Prices, body: Value) -> Response {
     let usage = usage_of(&body).unwrap_or_default();
-    let cost = billing::cost(&route.config, usage);
+    let cost = billing::cost(prices, usage);
     record
         .finish(Outcome {
             status: StatusCode::OK,
@@ -235,7 +249,7 @@ async fn complete(record: PendingRecord, route: &ModelRoute, body: Value) -> Res
 /// final `[DONE]`.
 fn stream(
     record: PendingRecord,
-    route: Arc<ModelRoute>,
+    prices: Prices,
     mut chunks: BoxStream<'static, Result<Value, ProviderError>>,
     client_wants_usage: bool,
     locale: Locale,
@@ -276,7 +290,7 @@ fn stream(
         }
 
         let usage = usage.unwrap_or_default();
-        let cost = billing::cost(&route.config, usage);
+        let cost = billing::cost(&prices, usage);
         match failure {
             None => {
                 record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost }).await;

@@ -6,14 +6,16 @@ mod chat;
 mod models;
 pub mod provider;
 pub mod record;
+pub mod routing;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::config::{Config, ModelConfig, UpstreamKind};
+use crate::config::{Config, RoutingConfig, UpstreamKind};
 use crate::server::AppState;
 use crate::store::AuthenticatedKey;
 use crate::tenancy::models as model_policy;
@@ -21,16 +23,17 @@ use provider::Provider;
 use provider::anthropic::AnthropicProvider;
 use provider::openai::{OpenAiProvider, SetupError};
 use record::Recorder;
+use routing::{Breaker, Deployment};
 
 pub use auth::InferenceKey;
 
-/// A public model and the provider that serves it.
+/// A public model and the deployments that serve it.
 #[derive(Debug)]
 pub struct ModelRoute {
     /// The canonical public name, as written in config.
     pub name: String,
-    pub config: ModelConfig,
-    pub provider: Arc<dyn Provider>,
+    pub owned_by: String,
+    pub deployments: Vec<Arc<Deployment>>,
 }
 
 /// Everything the inference routes need besides tenancy.
@@ -38,6 +41,9 @@ pub struct ModelRoute {
 pub struct Gateway {
     /// Routes by lowercase public name, so that model names match case-insensitively.
     models: HashMap<String, Arc<ModelRoute>>,
+    /// Lowercase alias to lowercase public name.
+    aliases: HashMap<String, String>,
+    pub routing: RoutingConfig,
     pub recorder: Recorder,
 }
 
@@ -56,26 +62,65 @@ impl Gateway {
             providers.insert(name, provider);
         }
 
+        let breaker_open_for = Duration::from_secs(config.routing.breaker_open_secs);
         let mut models = HashMap::new();
         for (name, model) in &config.models {
-            // Config validation checked that every model names a configured upstream.
-            let Some(provider) = providers.get(model.upstream.as_str()) else {
-                continue;
-            };
+            let mut deployments = Vec::new();
+            for deployment in model.deployments() {
+                // Config validation checked that every deployment names a configured upstream.
+                let Some(provider) = providers.get(deployment.upstream.as_str()) else {
+                    continue;
+                };
+                let upstream_model = deployment.model.clone().unwrap_or_else(|| name.clone());
+                deployments.push(Arc::new(Deployment {
+                    label: format!("{}/{upstream_model}", deployment.upstream),
+                    upstream_model,
+                    weight: deployment.weight,
+                    priority: deployment.priority,
+                    prices: deployment.prices(model.prices()),
+                    provider: provider.clone(),
+                    breaker: Breaker::new(config.routing.breaker_failures, breaker_open_for),
+                }));
+            }
+            let owned_by = model
+                .deployments()
+                .first()
+                .map(|deployment| deployment.upstream.clone())
+                .unwrap_or_default();
             let route = ModelRoute {
                 name: name.clone(),
-                config: model.clone(),
-                provider: provider.clone(),
+                owned_by,
+                deployments,
             };
             models.insert(name.to_lowercase(), Arc::new(route));
         }
+        let aliases = config
+            .aliases
+            .iter()
+            .map(|(alias, target)| (alias.to_lowercase(), target.to_lowercase()))
+            .collect();
 
-        Ok(Self { models, recorder })
+        Ok(Self {
+            models,
+            aliases,
+            routing: config.routing.clone(),
+            recorder,
+        })
     }
 
-    /// Finds a model by public name, in any case.
+    /// Finds a model by public name or alias, in any case. Access is checked by the caller on
+    /// the returned route's canonical name.
     pub fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
-        self.models.get(&name.to_lowercase())
+        let name = name.to_lowercase();
+        let canonical = self.aliases.get(&name).unwrap_or(&name);
+        self.models.get(canonical)
+    }
+
+    /// Every deployment of every model.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.models
+            .values()
+            .flat_map(|route| route.deployments.iter())
     }
 
     /// Lists the models a key may use, sorted by name.

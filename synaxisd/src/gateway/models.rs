@@ -30,7 +30,7 @@ pub async fn list_models(
                 "id": route.name,
                 "object": "model",
                 "created": 0,
-                "owned_by": route.config.upstream,
+                "owned_by": route.owned_by,
             })
         })
         .collect();

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::billing::Usage;
 use crate::clock::Clock;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{RequestRecord, Store};
 
 /// Status recorded when the client went away before the response ended (nginx's convention).
@@ -24,6 +25,7 @@ pub struct Recorder {
     clock: Arc<dyn Clock>,
     region: RegionId,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
@@ -32,12 +34,14 @@ impl Recorder {
         clock: Arc<dyn Clock>,
         region: RegionId,
         tracker: TaskTracker,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             clock,
             region,
             tracker,
+            metrics,
         }
     }
 
@@ -65,6 +69,7 @@ impl Recorder {
             started: Instant::now(),
             store: self.store.clone(),
             tracker: self.tracker.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -97,6 +102,7 @@ pub struct PendingRecord {
     started: Instant,
     store: Arc<dyn Store>,
     tracker: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 impl PendingRecord {
@@ -127,6 +133,12 @@ impl PendingRecord {
         record.completion_tokens = outcome.usage.completion_tokens;
         record.cost_usd = outcome.cost_usd;
         record.duration_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.metrics.count_request(RequestLabels {
+            route: record.endpoint.clone(),
+            model: record.model.clone(),
+            status: record.status_code,
+            region: record.stored_region.to_string(),
+        });
         Some(record)
     }
 }

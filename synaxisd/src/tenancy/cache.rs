@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
+use prometheus_client::metrics::counter::Counter;
 use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
 use crate::store::AuthenticatedKey;
@@ -28,11 +28,20 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, Entry>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: Counter,
+    misses: Counter,
 }
 
 impl AuthCache {
+    /// Creates a cache that counts its hits and misses into these counters.
+    pub fn new(hits: Counter, misses: Counter) -> Self {
+        Self {
+            entries: Mutex::default(),
+            hits,
+            misses,
+        }
+    }
+
     /// Returns the cached key for `hash` when its entry is still valid at `now`.
     pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<AuthenticatedKey> {
         let entries = self.lock();
@@ -47,7 +56,7 @@ impl AuthCache {
         } else {
             &self.misses
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         found
     }
 
@@ -89,12 +98,12 @@ impl AuthCache {
 
     /// Lookups answered from the cache since start.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.hits.get()
     }
 
     /// Lookups that went to the store since start.
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.misses.get()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {

@@ -105,6 +105,12 @@ impl Tenancy {
         }
     }
 
+    /// Replaces the auth cache, so that it counts into the daemon's metrics.
+    pub fn with_auth_cache(mut self, cache: AuthCache) -> Self {
+        self.auth_cache = Arc::new(cache);
+        self
+    }
+
     pub fn auth_cache(&self) -> &AuthCache {
         &self.auth_cache
     }

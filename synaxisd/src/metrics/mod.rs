@@ -1,0 +1,191 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub model: String,
+    pub status: u16,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    pub deployment: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 100 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+/// Every metric of the daemon, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    overhead_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<DeploymentLabels, Counter>,
+    breaker_open: Family<DeploymentLabels, Gauge>,
+    fallbacks: Counter,
+    rejected_keys: Counter,
+    /// Shared with the auth cache, which counts into them.
+    pub auth_cache_hits: Counter,
+    pub auth_cache_misses: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("synaxis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Inference requests with a valid key, by route, model, status and region",
+            requests.clone(),
+        );
+        let request_seconds =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request to the response headers, by route",
+            request_seconds.clone(),
+        );
+        let overhead_seconds =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Time the gateway itself adds before and after the upstream call, by route",
+            overhead_seconds.clone(),
+        );
+        let upstream_seconds =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time spent waiting for upstream calls, fallbacks included, by route",
+            upstream_seconds.clone(),
+        );
+        let upstream_errors = Family::<DeploymentLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Failed upstream attempts, by deployment",
+            upstream_errors.clone(),
+        );
+        let breaker_open = Family::<DeploymentLabels, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "1 when a deployment's circuit breaker keeps calls away, else 0",
+            breaker_open.clone(),
+        );
+        let fallbacks = Counter::default();
+        registry.register(
+            "fallbacks",
+            "Upstream attempts after a failed one, on the next deployment",
+            fallbacks.clone(),
+        );
+        let rejected_keys = Counter::default();
+        registry.register(
+            "rejected_keys",
+            "Inference requests rejected for a missing or invalid key",
+            rejected_keys.clone(),
+        );
+        let auth_cache_hits = Counter::default();
+        registry.register(
+            "auth_cache_hits",
+            "Key lookups answered from the in-process cache",
+            auth_cache_hits.clone(),
+        );
+        let auth_cache_misses = Counter::default();
+        registry.register(
+            "auth_cache_misses",
+            "Key lookups that went to the store",
+            auth_cache_misses.clone(),
+        );
+
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            overhead_seconds,
+            upstream_seconds,
+            upstream_errors,
+            breaker_open,
+            fallbacks,
+            rejected_keys,
+            auth_cache_hits,
+            auth_cache_misses,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn count_request(&self, labels: RequestLabels) {
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Records a request's timings: the whole, and the part spent waiting for upstreams.
+    pub fn observe_latency(&self, route: &str, total_seconds: f64, upstream_seconds: f64) {
+        let labels = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(total_seconds);
+        self.upstream_seconds
+            .get_or_create(&labels)
+            .observe(upstream_seconds);
+        self.overhead_seconds
+            .get_or_create(&labels)
+            .observe((total_seconds - upstream_seconds).max(0.0));
+    }
+
+    pub fn count_upstream_error(&self, deployment: &str) {
+        self.upstream_errors
+            .get_or_create(&DeploymentLabels {
+                deployment: deployment.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_breaker_open(&self, deployment: &str, open: bool) {
+        self.breaker_open
+            .get_or_create(&DeploymentLabels {
+                deployment: deployment.to_owned(),
+            })
+            .set(i64::from(open));
+    }
+
+    pub fn count_fallback(&self) {
+        self.fallbacks.inc();
+    }
+
+    pub fn count_rejected_key(&self) {
+        self.rejected_keys.inc();
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
