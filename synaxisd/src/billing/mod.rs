@@ -1,5 +1,7 @@
 //! Prices and costs. Amounts are `Decimal` in USD; floats never touch money.
 
+pub mod tokens;
+
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::Prices;

@@ -19,8 +19,7 @@ use super::provider::{ChatRequest, ChatResponse, ProviderError};
 use super::record::{Outcome, PendingRecord};
 use super::routing;
 use super::{InferenceKey, ModelRoute, key_allows};
-use crate::billing::{self, Usage};
-use crate::config::Prices;
+use crate::billing::{Usage, tokens};
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
@@ -56,6 +55,9 @@ pub async fn chat_completions(
         Err(error) => return fail(record, error, user_locale).await,
     };
 
+    record.set_prompt_estimate(tokens::count_messages(
+        prepared.upstream_body.get("messages"),
+    ));
     let request = ChatRequest {
         body: prepared.upstream_body,
         stream: prepared.stream,
@@ -79,12 +81,13 @@ pub async fn chat_completions(
         Ok(answer) => answer,
         Err(error) => return fail(record, upstream_error(error), user_locale).await,
     };
+    let mut record = record;
+    record.set_prices(deployment.prices);
 
     let response = match response {
-        ChatResponse::Complete(body) => complete(record, &deployment.prices, body).await,
+        ChatResponse::Complete(body) => complete(record, body).await,
         ChatResponse::Stream(chunks) => stream(
             record,
-            deployment.prices,
             chunks,
             prepared.client_wants_usage,
             context.locale,
@@ -225,9 +228,17 @@ async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -
     response
 }
 
-async fn complete(record: PendingRecord, prices: &Prices, body: Value) -> Response {
-    let usage = usage_of(&body).unwrap_or_default();
-    let cost = billing::cost(prices, usage);
+async fn complete(mut record: PendingRecord, body: Value) -> Response {
+    let usage = match usage_of(&body) {
+        Some(reported) => reported,
+        None => {
+            let mut text = String::new();
+            tokens::collect_completion(&body, &mut text);
+            record.push_delivered(&text);
+            record.counted_usage()
+        }
+    };
+    let cost = record.cost_of(usage);
     record
         .finish(Outcome {
             status: StatusCode::OK,
@@ -248,8 +259,7 @@ async fn complete(record: PendingRecord, prices: &Prices, body: Value) -> Respon
 /// the record and forwarded only when the client requested it. The record is written before the
 /// final `[DONE]`.
 fn stream(
-    record: PendingRecord,
-    prices: Prices,
+    mut record: PendingRecord,
     mut chunks: BoxStream<'static, Result<Value, ProviderError>>,
     client_wants_usage: bool,
     locale: Locale,
@@ -278,6 +288,9 @@ fn stream(
             if let Some(reported) = usage_of(&chunk) {
                 usage = Some(reported);
             }
+            let mut delivered = String::new();
+            tokens::collect_delta(&chunk, &mut delivered);
+            record.push_delivered(&delivered);
             if !client_wants_usage {
                 if is_usage_only(&chunk) {
                     continue;
@@ -289,8 +302,9 @@ fn stream(
             yield Ok::<Bytes, Infallible>(sse_data(&chunk.to_string()));
         }
 
-        let usage = usage.unwrap_or_default();
-        let cost = billing::cost(&prices, usage);
+        // A reported usage, an explicit zero included, wins over the tokenizer's count.
+        let usage = usage.unwrap_or_else(|| record.counted_usage());
+        let cost = record.cost_of(usage);
         match failure {
             None => {
                 record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost }).await;

@@ -9,8 +9,9 @@ use synaxis_shared::api::Key;
 use synaxis_shared::{RegionId, RequestId};
 use tokio_util::task::TaskTracker;
 
-use crate::billing::Usage;
+use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
+use crate::config::Prices;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::{RequestRecord, Store};
 
@@ -70,6 +71,9 @@ impl Recorder {
             store: self.store.clone(),
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
+            prices: None,
+            prompt_estimate: 0,
+            delivered: String::new(),
         }
     }
 }
@@ -103,6 +107,12 @@ pub struct PendingRecord {
     store: Arc<dyn Store>,
     tracker: TaskTracker,
     metrics: Arc<Metrics>,
+    /// Prices of the deployment that answers, once one does.
+    prices: Option<Prices>,
+    /// Tokenizer count of the prompt, billed when no usage report arrives.
+    prompt_estimate: i64,
+    /// Text delivered to the client so far, counted when no usage report arrives.
+    delivered: String,
 }
 
 impl PendingRecord {
@@ -111,6 +121,35 @@ impl PendingRecord {
             record.model = model.to_owned();
             record.stream = stream;
         }
+    }
+
+    pub fn set_prompt_estimate(&mut self, tokens: i64) {
+        self.prompt_estimate = tokens;
+    }
+
+    pub fn set_prices(&mut self, prices: Prices) {
+        self.prices = Some(prices);
+    }
+
+    /// Appends text that reached the client.
+    pub fn push_delivered(&mut self, text: &str) {
+        self.delivered.push_str(text);
+    }
+
+    /// Returns the usage counted with the tokenizer: the prompt estimate and the delivered text.
+    pub fn counted_usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: tokens::count(&self.delivered),
+        }
+    }
+
+    /// Returns the cost of `usage` at the answering deployment's prices, or zero before one
+    /// answered.
+    pub fn cost_of(&self, usage: Usage) -> Decimal {
+        self.prices
+            .as_ref()
+            .map_or(Decimal::ZERO, |prices| billing::cost(prices, usage))
     }
 
     pub fn request_id(&self) -> Option<RequestId> {
@@ -145,12 +184,14 @@ impl PendingRecord {
 
 impl Drop for PendingRecord {
     fn drop(&mut self) {
-        // NOTE: tokens already streamed to a client that disconnected are not counted yet, so
-        // such a record carries zero usage and zero cost.
-        let outcome = Outcome::failed(
-            StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
-            "client_disconnected",
-        );
+        // The client went away first: bill what reached it, counted with the tokenizer.
+        let usage = self.counted_usage();
+        let outcome = Outcome {
+            status: StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+            error_code: Some("client_disconnected"),
+            usage,
+            cost_usd: self.cost_of(usage),
+        };
         let Some(record) = self.take_with(outcome) else {
             return;
         };

@@ -1,0 +1,145 @@
+//! Token counts for requests whose upstream reported no usage, or whose client disconnected
+//! before the usage report: the delivered text is counted with OpenAI's `o200k_base`
+//! tokenizer. For models of other tokenizers the count is an estimate.
+
+use std::sync::LazyLock;
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+static ENCODER: LazyLock<Option<CoreBPE>> = LazyLock::new(|| match tiktoken_rs::o200k_base() {
+    Ok(encoder) => Some(encoder),
+    Err(error) => {
+        tracing::error!(%error, "tokenizer unavailable; unreported usage is billed as zero");
+        None
+    }
+});
+
+/// Tokens that OpenAI's chat format adds per message, and to prime the reply.
+const TOKENS_PER_MESSAGE: i64 = 3;
+const TOKENS_PER_REPLY: i64 = 3;
+
+/// Counts the tokens of `text`.
+pub fn count(text: &str) -> i64 {
+    if text.is_empty() {
+        return 0;
+    }
+    ENCODER.as_ref().map_or(0, |encoder| {
+        i64::try_from(encoder.encode_ordinary(text).len()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Estimates the prompt tokens of a chat completion's `messages`.
+pub fn count_messages(messages: Option<&Value>) -> i64 {
+    let Some(Value::Array(messages)) = messages else {
+        return 0;
+    };
+    let mut total = TOKENS_PER_REPLY;
+    for message in messages {
+        total += TOKENS_PER_MESSAGE;
+        let mut text = String::new();
+        if let Some(role) = message.get("role").and_then(Value::as_str) {
+            text.push_str(role);
+            text.push('\n');
+        }
+        collect_text(message.get("content"), &mut text);
+        if let Some(calls) = message.get("tool_calls") {
+            text.push_str(&calls.to_string());
+        }
+        total += count(&text);
+    }
+    total
+}
+
+/// Appends the text of a message's `content`: a string, or the `text` of its parts.
+pub fn collect_text(content: Option<&Value>, out: &mut String) {
+    match content {
+        Some(Value::String(text)) => out.push_str(text),
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    out.push_str(text);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Appends what a streamed chunk delivers to the client: content and tool call arguments.
+pub fn collect_delta(chunk: &Value, out: &mut String) {
+    let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+        return;
+    };
+    for choice in choices {
+        let Some(delta) = choice.get("delta") else {
+            continue;
+        };
+        collect_text(delta.get("content"), out);
+        collect_tool_calls(delta.get("tool_calls"), out);
+    }
+}
+
+/// Appends the completion text of a whole `chat.completion`.
+pub fn collect_completion(body: &Value, out: &mut String) {
+    let Some(choices) = body.get("choices").and_then(Value::as_array) else {
+        return;
+    };
+    for choice in choices {
+        let Some(message) = choice.get("message") else {
+            continue;
+        };
+        collect_text(message.get("content"), out);
+        collect_tool_calls(message.get("tool_calls"), out);
+    }
+}
+
+fn collect_tool_calls(calls: Option<&Value>, out: &mut String) {
+    let Some(Value::Array(calls)) = calls else {
+        return;
+    };
+    for call in calls {
+        if let Some(function) = call.get("function") {
+            if let Some(name) = function.get("name").and_then(Value::as_str) {
+                out.push_str(name);
+            }
+            if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
+                out.push_str(arguments);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn counts_known_text() {
+        assert_eq!(count(""), 0);
+        assert_eq!(count("Hello world"), 2);
+    }
+
+    #[test]
+    fn delta_collects_content_and_arguments() {
+        let mut text = String::new();
+        collect_delta(
+            &json!({"choices": [{"delta": {"content": "Hi"}}]}),
+            &mut text,
+        );
+        collect_delta(
+            &json!({"choices": [{"delta": {"tool_calls": [{"function": {"arguments": "{\"a\":1}"}}]}}]}),
+            &mut text,
+        );
+        assert_eq!(text, "Hi{\"a\":1}");
+    }
+
+    #[test]
+    fn messages_count_more_than_their_text() {
+        let messages = json!([{"role": "user", "content": "Hello world"}]);
+        let estimate = count_messages(Some(&messages));
+        assert!(estimate > count("Hello world"), "{estimate}");
+    }
+}
