@@ -72,6 +72,8 @@ pub fn collect_delta(chunk: &Value, out: &mut String) {
         return;
     };
     for choice in choices {
+        // Legacy completions stream `text` instead of a delta.
+        collect_text(choice.get("text"), out);
         let Some(delta) = choice.get("delta") else {
             continue;
         };
@@ -86,6 +88,7 @@ pub fn collect_completion(body: &Value, out: &mut String) {
         return;
     };
     for choice in choices {
+        collect_text(choice.get("text"), out);
         let Some(message) = choice.get("message") else {
             continue;
         };

@@ -1,4 +1,6 @@
-//! `POST /v1/chat/completions`, streaming over SSE and not.
+//! `POST /v1/chat/completions`, `POST /v1/completions` and `POST /v1/embeddings`, streaming over
+//! SSE and not. The three share authentication, validation, routing, usage and records; they
+//! differ in the field that carries the input and in where the output text is.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::provider::{ChatRequest, ChatResponse, ProviderError};
+use super::provider::{ChatRequest, ChatResponse, Endpoint, ProviderError};
 use super::record::{Outcome, PendingRecord};
 use super::routing;
 use super::{InferenceKey, ModelRoute, key_allows};
@@ -23,8 +25,6 @@ use crate::billing::{Usage, tokens};
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
-
-const ENDPOINT: &str = "/v1/chat/completions";
 
 /// Header with the USD cost of a non-streaming call.
 const COST_HEADER: &str = "x-synaxis-cost-usd";
@@ -35,11 +35,39 @@ pub async fn chat_completions(
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    handle(state, context, key, body, Endpoint::ChatCompletions).await
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    InferenceKey(key): InferenceKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, context, key, body, Endpoint::Completions).await
+}
+
+pub async fn embeddings(
+    State(state): State<AppState>,
+    Extension(context): Extension<RequestContext>,
+    InferenceKey(key): InferenceKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(state, context, key, body, Endpoint::Embeddings).await
+}
+
+async fn handle(
+    state: AppState,
+    context: RequestContext,
+    key: AuthenticatedKey,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
     let started = Instant::now();
     let mut record = state
         .gateway
         .recorder
-        .start(&key.key, &context.request_id, ENDPOINT);
+        .start(&key.key, &context.request_id, endpoint.route());
     let user_locale = UserLocale(key.locale);
 
     let body = match body {
@@ -50,22 +78,21 @@ pub async fn chat_completions(
         }
     };
 
-    let prepared = match prepare(&state, &key, &body, &mut record) {
+    let prepared = match prepare(&state, &key, &body, endpoint, &mut record) {
         Ok(prepared) => prepared,
         Err(error) => return fail(record, error, user_locale).await,
     };
 
-    record.set_prompt_estimate(tokens::count_messages(
-        prepared.upstream_body.get("messages"),
-    ));
+    record.set_prompt_estimate(prompt_estimate(endpoint, &prepared.upstream_body));
     let request = ChatRequest {
         body: prepared.upstream_body,
         stream: prepared.stream,
     };
     let upstream_started = Instant::now();
     let gateway = &state.gateway;
-    let upstream_call = routing::call_chat(
+    let upstream_call = routing::call(
         &prepared.route.deployments,
+        endpoint,
         request,
         &gateway.routing,
         &state.metrics,
@@ -97,7 +124,7 @@ pub async fn chat_completions(
     let total_seconds = started.elapsed().as_secs_f64();
     state
         .metrics
-        .observe_latency(ENDPOINT, total_seconds, upstream_seconds);
+        .observe_latency(endpoint.route(), total_seconds, upstream_seconds);
     response
 }
 
@@ -127,6 +154,7 @@ fn prepare(
     state: &AppState,
     key: &AuthenticatedKey,
     body: &[u8],
+    endpoint: Endpoint,
     record: &mut PendingRecord,
 ) -> Result<Prepared, ApiError> {
     let body = parse_body(body)?;
@@ -148,17 +176,7 @@ fn prepare(
     };
     record.set_model(&model, stream);
 
-    match body.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => {}
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "messages",
-                "`messages` must not be empty",
-            ));
-        }
-        Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array")),
-        None => return Err(ApiError::invalid("messages", "`messages` is required")),
-    }
+    check_input(&body, endpoint, stream)?;
 
     let route = state
         .gateway
@@ -180,6 +198,69 @@ fn prepare(
         stream,
         client_wants_usage,
     })
+}
+
+/// Checks the field that carries the endpoint's input: `messages` for chat completions,
+/// `prompt` for completions, `input` for embeddings, which do not stream.
+fn check_input(
+    body: &Map<String, Value>,
+    endpoint: Endpoint,
+    stream: bool,
+) -> Result<(), ApiError> {
+    let field = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Completions => "prompt",
+        Endpoint::Embeddings => "input",
+    };
+    let valid = match (endpoint, body.get(field)) {
+        (_, None) => return Err(ApiError::invalid(field, format!("`{field}` is required"))),
+        (Endpoint::ChatCompletions, Some(Value::Array(messages))) => !messages.is_empty(),
+        (Endpoint::ChatCompletions, Some(_)) => {
+            return Err(ApiError::invalid(
+                field,
+                "`messages` must be a non-empty array",
+            ));
+        }
+        (_, Some(Value::String(_) | Value::Array(_))) => true,
+        (_, Some(_)) => false,
+    };
+    if !valid {
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be a non-empty string or array"),
+        ));
+    }
+    if endpoint == Endpoint::Embeddings && stream {
+        return Err(ApiError::invalid("stream", "embeddings do not stream"));
+    }
+    Ok(())
+}
+
+/// Counts the tokens of a request's input with the tokenizer.
+fn prompt_estimate(endpoint: Endpoint, body: &Map<String, Value>) -> i64 {
+    match endpoint {
+        Endpoint::ChatCompletions => tokens::count_messages(body.get("messages")),
+        Endpoint::Completions | Endpoint::Embeddings => {
+            let field = if endpoint == Endpoint::Completions {
+                "prompt"
+            } else {
+                "input"
+            };
+            let mut text = String::new();
+            match body.get(field) {
+                Some(Value::String(input)) => text.push_str(input),
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        if let Value::String(input) = item {
+                            text.push_str(input);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            tokens::count(&text)
+        }
+    }
 }
 
 /// Parses the body as a JSON object, naming what is wrong when it is not one.
@@ -209,6 +290,10 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 fn upstream_error(error: ProviderError) -> ApiError {
     match error {
         ProviderError::Timeout => ApiError::UpstreamTimeout,
+        ProviderError::Unsupported(message) => ApiError::InvalidRequest {
+            param: Some("model".to_owned()),
+            message,
+        },
         ProviderError::Status { status, message } if matches!(status, 400 | 404 | 422) => {
             ApiError::UpstreamRejected {
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),

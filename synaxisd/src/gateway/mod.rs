@@ -146,5 +146,7 @@ pub fn key_allows(key: &AuthenticatedKey, model: &str) -> bool {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
+        .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/models", get(models::list_models))
 }

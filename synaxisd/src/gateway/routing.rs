@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::provider::{ChatRequest, ChatResponse, Provider, ProviderError};
+use super::provider::{ChatRequest, ChatResponse, Endpoint, Provider, ProviderError};
 use crate::config::{Prices, RoutingConfig};
 use crate::server::Metrics;
 use std::sync::Arc;
@@ -150,14 +150,16 @@ fn is_retryable(error: &ProviderError) -> bool {
             true
         }
         ProviderError::Status { status, .. } => *status == 429 || *status >= 500,
+        ProviderError::Unsupported(_) => false,
     }
 }
 
 /// Calls the deployments in planned order until one answers, at most `config.max_attempts`
 /// times. Returns the answer with the deployment that produced it, which alone is billed, or
 /// the last error.
-pub async fn call_chat(
+pub async fn call(
     deployments: &[Arc<Deployment>],
+    endpoint: Endpoint,
     request: ChatRequest,
     config: &RoutingConfig,
     metrics: &Metrics,
@@ -187,7 +189,7 @@ pub async fn call_chat(
             "model".to_owned(),
             serde_json::Value::String(deployment.upstream_model.clone()),
         );
-        match deployment.provider.chat_completions(attempt_request).await {
+        match deployment.provider.call(endpoint, attempt_request).await {
             Ok(response) => {
                 deployment.breaker.record_success();
                 return Ok((response, deployment));

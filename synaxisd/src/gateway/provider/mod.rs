@@ -11,6 +11,34 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 
+/// An inference endpoint of the OpenAI API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path under an upstream's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat/completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    /// The gateway's route.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
 /// A chat completion request in the OpenAI format, with the upstream model name set.
 #[derive(Clone, Debug)]
 pub struct ChatRequest {
@@ -46,9 +74,27 @@ pub enum ProviderError {
     Status { status: u16, message: String },
     #[error("the upstream sent an invalid response: {0}")]
     InvalidResponse(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 #[async_trait]
 pub trait Provider: Send + Sync + Debug {
     async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError>;
+
+    /// Calls `endpoint` with an OpenAI-format request. Providers that speak only chat
+    /// completions reject the other endpoints.
+    async fn call(
+        &self,
+        endpoint: Endpoint,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
+        match endpoint {
+            Endpoint::ChatCompletions => self.chat_completions(request).await,
+            other => Err(ProviderError::Unsupported(format!(
+                "this model's provider does not serve {}",
+                other.route()
+            ))),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{ChatRequest, ChatResponse, Provider, ProviderError};
+use super::{ChatRequest, ChatResponse, Endpoint, Provider, ProviderError};
 use crate::config::UpstreamConfig;
 
 /// Most bytes of an upstream error body that are read to find its message.
@@ -26,7 +26,8 @@ pub enum SetupError {
 #[derive(Debug)]
 pub struct OpenAiProvider {
     client: reqwest::Client,
-    chat_url: Url,
+    /// Base URL without a trailing slash, such as `https://api.openai.com/v1`.
+    base_url: String,
     api_key: Option<SecretString>,
 }
 
@@ -56,12 +57,12 @@ impl OpenAiProvider {
             None => None,
         };
 
-        let base = config.base_url.as_str().trim_end_matches('/');
-        let chat_url = Url::parse(&format!("{base}/chat/completions"))?;
+        let base_url = config.base_url.as_str().trim_end_matches('/').to_owned();
+        Url::parse(&format!("{base_url}/chat/completions"))?;
 
         Ok(Self {
             client,
-            chat_url,
+            base_url,
             api_key,
         })
     }
@@ -70,6 +71,14 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        self.call(Endpoint::ChatCompletions, request).await
+    }
+
+    async fn call(
+        &self,
+        endpoint: Endpoint,
+        request: ChatRequest,
+    ) -> Result<ChatResponse, ProviderError> {
         let mut body = request.body;
         if request.stream {
             // Request the final usage chunk in every case. The gateway removes it from the
@@ -80,7 +89,8 @@ impl Provider for OpenAiProvider {
             }
         }
 
-        let mut upstream = self.client.post(self.chat_url.clone()).json(&body);
+        let url = format!("{}/{}", self.base_url, endpoint.path());
+        let mut upstream = self.client.post(url).json(&body);
         if let Some(key) = &self.api_key {
             upstream = upstream.bearer_auth(key.expose_secret());
         }
