@@ -108,13 +108,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
 
     let tracker = TaskTracker::new();
-    let recorder = Recorder::new(
-        store.clone(),
-        clock,
-        region.clone(),
-        tracker.clone(),
-        metrics.clone(),
-    );
+    let (recorder, writer) = Recorder::new(store.clone(), clock, region.clone(), metrics.clone());
+    let writer_stop = CancellationToken::new();
+    tracker.spawn(writer.run(writer_stop.clone()));
     let gateway = Gateway::new(&config, recorder, &process_env)?;
     let state = AppState {
         audit: AuditLog::new(store.clone()),
@@ -144,6 +140,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.server.shutdown_timeout_secs),
         shutdown_signal(),
         cancel,
+        writer_stop,
     )
     .await?;
     Ok(())

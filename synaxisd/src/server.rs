@@ -205,7 +205,8 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `drain_timeout` to finish. Requests still running then are cancelled through `cancel` and
-/// end with a record. Last, it waits for pending record writes.
+/// end with a record. Last, `stop_writer` tells the record writer to store what remains, and
+/// `tracker` waits for it.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -213,6 +214,7 @@ pub async fn serve(
     drain_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
     cancel: CancellationToken,
+    stop_writer: CancellationToken,
 ) -> std::io::Result<()> {
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -251,6 +253,7 @@ pub async fn serve(
         }
     }
 
+    stop_writer.cancel();
     tracker.close();
     if tokio::time::timeout(drain_timeout, tracker.wait())
         .await

@@ -708,7 +708,34 @@ async fn concurrent_audit_appends_stay_chained(store: Arc<dyn Store>) {
     assert_eq!(verification.entries_checked, 20);
 }
 
+async fn request_records_insert_in_batches(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let key = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key")
+        .key;
+
+    let batch: Vec<RequestRecord> = (0..3)
+        .map(|second| record(&key, start_time() + Duration::seconds(second), "0.000001"))
+        .collect();
+    store.insert_requests(&batch).await.expect("insert batch");
+    store
+        .insert_requests(&[])
+        .await
+        .expect("an empty batch stores nothing");
+
+    let mut stored = store
+        .list_requests(&RequestFilter::default())
+        .await
+        .expect("list");
+    stored.reverse();
+    assert_eq!(stored, batch);
+}
+
 contract_tests!(
+    request_records_insert_in_batches,
     team_policy_reaches_authentication,
     rotation_grace_follows_clock,
     audit_chain_records_calls,

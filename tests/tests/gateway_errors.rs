@@ -178,6 +178,8 @@ async fn errors_have_openai_shape_and_records() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "invalid_api_key");
 
+    // Stopping the daemon flushes its record writer.
+    tokio::task::block_in_place(|| daemon.stop());
     let store = SqliteStore::connect(&database_url, 1)
         .await
         .expect("open store");
@@ -208,8 +210,6 @@ async fn errors_have_openai_shape_and_records() {
         .expect("502 record");
     assert_eq!(bad_gateway.model, "unreachable");
     assert_eq!(bad_gateway.error_code.as_deref(), Some("upstream_error"));
-
-    tokio::task::block_in_place(|| daemon.stop());
 }
 
 /// SIGTERM lets a stream in flight finish, and its record is stored.

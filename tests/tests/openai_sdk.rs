@@ -110,6 +110,8 @@ async fn openai_sdk_chat_stream_models_and_revocation() {
         "a revoked key reaches no upstream"
     );
 
+    // Stopping the daemon flushes its record writer.
+    tokio::task::block_in_place(|| daemon.stop());
     let store = SqliteStore::connect(&database_url, 1)
         .await
         .expect("open store");
@@ -157,6 +159,4 @@ async fn openai_sdk_chat_stream_models_and_revocation() {
         (models.status_code, models.prompt_tokens, models.cost_usd),
         (200, 0, Decimal::ZERO)
     );
-
-    daemon.stop();
 }

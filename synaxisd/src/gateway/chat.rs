@@ -305,9 +305,7 @@ fn upstream_error(error: ProviderError) -> ApiError {
 }
 
 async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -> Response {
-    record
-        .finish(Outcome::failed(error.status(), error.code()))
-        .await;
+    record.finish(Outcome::failed(error.status(), error.code()));
     let mut response = error.into_response();
     response.extensions_mut().insert(user_locale);
     response
@@ -324,14 +322,12 @@ async fn complete(mut record: PendingRecord, body: Value) -> Response {
         }
     };
     let cost = record.cost_of(usage);
-    record
-        .finish(Outcome {
-            status: StatusCode::OK,
-            error_code: None,
-            usage,
-            cost_usd: cost,
-        })
-        .await;
+    record.finish(Outcome {
+        status: StatusCode::OK,
+        error_code: None,
+        usage,
+        cost_usd: cost,
+    });
 
     let mut response = Json(body).into_response();
     if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
@@ -392,12 +388,12 @@ fn stream(
         let cost = record.cost_of(usage);
         match failure {
             None => {
-                record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost }).await;
+                record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost });
                 yield Ok(sse_data("[DONE]"));
             }
             Some(error) => {
                 tracing::warn!(%error, "stream ended early");
-                record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost }).await;
+                record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost });
                 let body = serde_json::to_string(&error.body(locale)).unwrap_or_default();
                 yield Ok(sse_data(&body));
             }

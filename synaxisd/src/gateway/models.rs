@@ -35,13 +35,11 @@ pub async fn list_models(
         })
         .collect();
 
-    record
-        .finish(Outcome {
-            status: StatusCode::OK,
-            error_code: None,
-            usage: Usage::default(),
-            cost_usd: Decimal::ZERO,
-        })
-        .await;
+    record.finish(Outcome {
+        status: StatusCode::OK,
+        error_code: None,
+        usage: Usage::default(),
+        cost_usd: Decimal::ZERO,
+    });
     Json(json!({ "object": "list", "data": data }))
 }

@@ -1,13 +1,16 @@
 //! Request records: every inference request that presented a valid key ends in exactly one.
+//! Finished records go through a channel to [`RecordWriter`], which stores them in batches off
+//! the request path and drains the channel at shutdown.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use synaxis_shared::api::Key;
 use synaxis_shared::{RegionId, RequestId};
-use tokio_util::task::TaskTracker;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
@@ -18,32 +21,38 @@ use crate::store::{RequestRecord, Store};
 /// Status recorded when the client went away before the response ended (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// Starts request records and tracks the writes that finish in the background, so that
-/// shutdown can wait for them.
+/// Records written in one batch at most.
+const MAX_BATCH: usize = 256;
+
+/// Attempts to store a batch before its records are given up.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Starts request records and hands finished ones to the [`RecordWriter`].
 #[derive(Clone, Debug)]
 pub struct Recorder {
-    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     region: RegionId,
-    tracker: TaskTracker,
+    sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
 }
 
 impl Recorder {
+    /// Creates the recorder and the writer that stores what it finishes; the caller runs
+    /// [`RecordWriter::run`].
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         region: RegionId,
-        tracker: TaskTracker,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            store,
+    ) -> (Self, RecordWriter) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let recorder = Self {
             clock,
             region,
-            tracker,
+            sender,
             metrics,
-        }
+        };
+        (recorder, RecordWriter { store, receiver })
     }
 
     pub fn start(&self, key: &Key, request_id: &str, endpoint: &str) -> PendingRecord {
@@ -68,8 +77,7 @@ impl Recorder {
         PendingRecord {
             record: Some(record),
             started: Instant::now(),
-            store: self.store.clone(),
-            tracker: self.tracker.clone(),
+            sender: self.sender.clone(),
             metrics: self.metrics.clone(),
             prices: None,
             prompt_estimate: 0,
@@ -98,14 +106,13 @@ impl Outcome {
     }
 }
 
-/// A record written once: by [`PendingRecord::finish`], or by `Drop` in the background with
-/// status 499 when the client went away first. A failed write is logged and the record lost.
+/// A record finished once: by [`PendingRecord::finish`], or by `Drop` with status 499 when the
+/// client went away first.
 #[derive(Debug)]
 pub struct PendingRecord {
     record: Option<RequestRecord>,
     started: Instant,
-    store: Arc<dyn Store>,
-    tracker: TaskTracker,
+    sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
     /// Prices of the deployment that answers, once one does.
     prices: Option<Prices>,
@@ -156,11 +163,19 @@ impl PendingRecord {
         self.record.as_ref().map(|record| record.id)
     }
 
-    /// Writes the record. Callers do so before the response is complete, so that a client with
-    /// the whole response can rely on the record being stored.
-    pub async fn finish(mut self, outcome: Outcome) {
+    /// Finishes the record with `outcome` and hands it to the writer.
+    pub fn finish(mut self, outcome: Outcome) {
         if let Some(record) = self.take_with(outcome) {
-            write(&*self.store, &record).await;
+            self.send(record);
+        }
+    }
+
+    fn send(&self, record: RequestRecord) {
+        if let Err(error) = self.sender.send(record) {
+            tracing::error!(
+                request.id = %error.0.request_id,
+                "the record writer has stopped; a request record is lost"
+            );
         }
     }
 
@@ -192,28 +207,63 @@ impl Drop for PendingRecord {
             usage,
             cost_usd: self.cost_of(usage),
         };
-        let Some(record) = self.take_with(outcome) else {
-            return;
-        };
-        let store = self.store.clone();
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.tracker
-                .spawn(async move { write(&*store, &record).await });
-        } else {
-            tracing::error!(request.id = %record.request_id, "no runtime to write a request record; it is lost");
+        if let Some(record) = self.take_with(outcome) {
+            self.send(record);
         }
     }
 }
 
-async fn write(store: &dyn Store, record: &RequestRecord) {
-    // TODO: a record that fails to write is lost; a durable local spool should hold it until
-    // the store is back.
-    if let Err(error) = store.insert_request(record).await {
+/// Stores finished records in batches: each write takes what has arrived since the last one.
+#[derive(Debug)]
+pub struct RecordWriter {
+    store: Arc<dyn Store>,
+    receiver: mpsc::UnboundedReceiver<RequestRecord>,
+}
+
+impl RecordWriter {
+    /// Runs until `stop` is cancelled, then stores every record still in the channel.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                received = self.receiver.recv_many(&mut batch, MAX_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.write(&mut batch).await;
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+
+        self.receiver.close();
+        while self.receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write(&mut batch).await;
+        }
+    }
+
+    /// Stores and empties `batch`, retrying with backoff.
+    async fn write(&self, batch: &mut Vec<RequestRecord>) {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self.store.insert_requests(batch).await {
+                Ok(()) => {
+                    batch.clear();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, records = batch.len(), "failed to store request records; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        // TODO: records that still fail are lost; a durable local spool should hold them until
+        // the store is back.
         tracing::error!(
-            request.id = %record.request_id,
-            key.id = %record.key_id,
-            %error,
-            "failed to store request record"
+            records = batch.len(),
+            "request records lost after repeated store failures"
         );
+        batch.clear();
     }
 }

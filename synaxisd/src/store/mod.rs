@@ -121,6 +121,8 @@ pub trait AuditStore: Send + Sync {
 #[async_trait]
 pub trait RequestStore: Send + Sync {
     async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError>;
+    /// Inserts records in one statement; all or none are stored.
+    async fn insert_requests(&self, records: &[RequestRecord]) -> Result<(), StoreError>;
     /// Returns matching records, newest first.
     async fn list_requests(&self, filter: &RequestFilter)
     -> Result<Vec<RequestRecord>, StoreError>;

@@ -548,6 +548,34 @@ macro_rules! impl_store_queries {
                 Ok(())
             }
 
+            async fn insert_requests(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+                if records.is_empty() {
+                    return Ok(());
+                }
+                let mut query = QueryBuilder::<$db>::new("INSERT INTO requests (");
+                query.push(REQUEST_COLUMNS).push(") ");
+                query.push_values(records, |mut row, record| {
+                    row.push_bind(record.id.0)
+                        .push_bind(record.stored_region.as_str())
+                        .push_bind(&record.request_id)
+                        .push_bind(record.org_id.0)
+                        .push_bind(record.user_id.0)
+                        .push_bind(record.key_id.0)
+                        .push_bind(&record.endpoint)
+                        .push_bind(&record.model)
+                        .push_bind(record.stream)
+                        .push_bind(i32::from(record.status_code))
+                        .push_bind(&record.error_code)
+                        .push_bind(record.prompt_tokens)
+                        .push_bind(record.completion_tokens)
+                        .push_bind(Money(record.cost_usd))
+                        .push_bind(record.started_at)
+                        .push_bind(record.duration_ms);
+                });
+                query.build().execute(&self.pool).await?;
+                Ok(())
+            }
+
             async fn list_requests(
                 &self,
                 filter: &RequestFilter,

@@ -1,31 +1,207 @@
 //! Provider for Anthropic's Messages API. Chat completion requests are translated into
 //! messages requests, and responses and stream events back into the OpenAI format.
+//!
+//! `request` translates the request body, `response` a whole message, and `stream` the
+//! server-sent events of a streamed message. This module sends the HTTP request.
+
+mod request;
+mod response;
+mod stream;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use url::Url;
 
 use super::openai::SetupError;
 use super::{ChatRequest, ChatResponse, Provider, ProviderError};
 use crate::config::UpstreamConfig;
 
+/// Value of the `anthropic-version` header: the version of the Messages API that the
+/// translation follows.
+pub const API_VERSION: &str = "2023-06-01";
+
+/// Maximum number of bytes of an upstream error body that are read to find its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 #[derive(Debug)]
-pub struct AnthropicProvider {}
+pub struct AnthropicProvider {
+    client: reqwest::Client,
+    messages_url: Url,
+    /// The `x-api-key` header value, marked sensitive so that `Debug` does not show it.
+    api_key: Option<HeaderValue>,
+}
 
 impl AnthropicProvider {
     pub fn new(
-        _name: &str,
-        _config: &UpstreamConfig,
-        _env: &dyn Fn(&str) -> Option<String>,
+        name: &str,
+        config: &UpstreamConfig,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SetupError> {
-        Ok(Self {})
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .build()?;
+
+        let api_key = match &config.api_key_env {
+            Some(variable) => api_key_header(name, variable, env(variable).map(SecretString::from)),
+            None => None,
+        };
+
+        let base = config.base_url.as_str().trim_end_matches('/');
+        let messages_url = Url::parse(&format!("{base}/messages"))?;
+
+        Ok(Self {
+            client,
+            messages_url,
+            api_key,
+        })
+    }
+}
+
+/// Builds the `x-api-key` header from the key in `variable`. Returns `None`, so that requests go
+/// out without a key, after logging a warning when the variable is unset or an error when the
+/// key contains characters that a header cannot carry.
+fn api_key_header(name: &str, variable: &str, key: Option<SecretString>) -> Option<HeaderValue> {
+    let Some(key) = key else {
+        tracing::warn!(
+            upstream = name,
+            variable,
+            "upstream API key variable is not set; requests go out without a key"
+        );
+        return None;
+    };
+    match HeaderValue::from_str(key.expose_secret()) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            Some(value)
+        }
+        Err(_) => {
+            // NOTE: `SetupError` has no variant for an invalid key, so a key with characters
+            // that a header cannot carry only logs this error, and the daemon still starts.
+            tracing::error!(
+                upstream = name,
+                variable,
+                "upstream API key contains characters that an HTTP header cannot carry; requests go out without a key"
+            );
+            None
+        }
     }
 }
 
 #[async_trait]
 impl Provider for AnthropicProvider {
-    async fn chat_completions(&self, _request: ChatRequest) -> Result<ChatResponse, ProviderError> {
-        // TODO: the translation to the Messages API is not written yet.
-        Err(ProviderError::InvalidResponse(
-            "the Anthropic provider is not implemented yet".to_owned(),
-        ))
+    async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let body = request::translate_request(request.body, request.stream)?;
+
+        let mut upstream = self
+            .client
+            .post(self.messages_url.clone())
+            .header("anthropic-version", API_VERSION)
+            .json(&body);
+        if let Some(key) = &self.api_key {
+            upstream = upstream.header("x-api-key", key.clone());
+        }
+        let response = upstream.send().await.map_err(map_reqwest_error)?;
+
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ProviderError::Status {
+                status: status.as_u16(),
+                message: read_error_message(response).await,
+            });
+        }
+
+        if !request.stream {
+            let message: Value = response.json().await.map_err(|error| {
+                if error.is_timeout() {
+                    ProviderError::Timeout
+                } else {
+                    ProviderError::InvalidResponse(error.to_string())
+                }
+            })?;
+            let completion = response::translate_response(&message, unix_time())?;
+            return Ok(ChatResponse::Complete(completion));
+        }
+
+        let events = response.bytes_stream().eventsource();
+        Ok(ChatResponse::Stream(stream::translate_stream(
+            events,
+            unix_time(),
+        )))
+    }
+}
+
+/// Returns the current Unix time in seconds, for the `created` field of completions.
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+// `map_reqwest_error`, `root_cause` and `read_error_message` repeat the private helpers of
+// `openai.rs`, which fit because Anthropic's error body also carries `error.message`.
+fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else if error.is_connect() {
+        ProviderError::Connect(root_cause(&error))
+    } else {
+        ProviderError::InvalidResponse(root_cause(&error))
+    }
+}
+
+/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
+/// which unlike reqwest's own message does not contain the upstream URL.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Returns the upstream's `error.message`, or a short note when the body has none. Anthropic
+/// sends errors as `{"type": "error", "error": {"type": ..., "message": ...}}`.
+async fn read_error_message(response: reqwest::Response) -> String {
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => return format!("error body unreadable: {error}"),
+    };
+    let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|body| {
+            body.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "no error message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_header_is_sensitive() {
+        let header = api_key_header("claude", "KEY", Some(SecretString::from("sk-ant-secret")));
+
+        let header = header.expect("a valid key makes a header");
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().ok(), Some("sk-ant-secret"));
+        assert!(!format!("{header:?}").contains("sk-ant-secret"));
+    }
+
+    #[test]
+    fn api_key_header_rejects_line_breaks() {
+        let header = api_key_header("claude", "KEY", Some(SecretString::from("sk-ant\nx")));
+
+        assert!(header.is_none());
     }
 }
