@@ -1,8 +1,31 @@
-//! A fake OpenAI-compatible upstream. It returns a fixed reply with fixed token counts for every
-//! chat completion, streaming or not. It keeps the request bodies it received, so that tests can
-//! check what the gateway sent.
+//! A fake upstream provider that speaks OpenAI's and Anthropic's wire formats. It returns a
+//! fixed reply with fixed token counts, streaming or not, and keeps the requests it received, so
+//! that tests can check what the gateway sent.
+//!
+//! Endpoints:
+//!
+//! - `POST /v1/chat/completions`: OpenAI chat completions. Streams send the reply word by word
+//!   and a usage chunk when the request sets `stream_options.include_usage`.
+//! - `POST /v1/completions`: OpenAI legacy text completions, streaming too.
+//! - `POST /v1/embeddings`: OpenAI embeddings, as float arrays or, with
+//!   `encoding_format: "base64"`, as base64 of little-endian `f32`s. The values are derived from
+//!   the input, so equal inputs get equal vectors.
+//! - `POST /v1/messages`: Anthropic's Messages API, streaming as Anthropic's server-sent events.
+//!   It rejects requests without `anthropic-version`, `max_tokens` or valid messages with 400.
+//! - `GET /v1/models`, and `GET /_fake/requests` with the request bodies received so far.
+//!
+//! Every `POST` endpoint counts in [`FakeUpstream::received`] and is subject to the failure
+//! modes of [`FakeConfig`]: failing the first requests with an error status, resetting the
+//! connection, and cutting streams. A refused connection needs no fake, because it is a port
+//! that nothing listens on: tests use `http://127.0.0.1:9/v1`, the discard port, which no
+//! test machine serves.
+//!
+//! With [`FakeConfig::tool_call`] set, a chat completion or message request that offers tools
+//! gets a call of that tool, after the reply text unless the reply is empty.
 
-use std::convert::Infallible;
+mod anthropic;
+mod openai;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,25 +37,46 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Reply, usage and timing of the fake upstream.
+/// Reply, usage, timing and failure modes of the fake upstream.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
     /// The assistant's reply; streams send it word by word.
     pub reply: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    /// Wait before the response starts.
+    /// Wait before the response starts, failures and resets included.
     pub latency: Duration,
     /// Wait between stream chunks.
     pub chunk_delay: Duration,
-    /// When set, requests must carry `Authorization: Bearer <api_key>`.
+    /// When set, OpenAI requests must carry `Authorization: Bearer <api_key>` and Anthropic
+    /// requests `x-api-key: <api_key>`.
     pub api_key: Option<String>,
     /// Leave `usage` out of every response, as some providers do.
     pub omit_usage: bool,
+    /// Report every token count as zero, while still sending the `usage` fields.
+    pub zero_usage: bool,
+    /// Tool name and input (a JSON object) of a tool call sent in response to a request with
+    /// `tools`. Its arguments are streamed in pieces.
+    pub tool_call: Option<(String, Value)>,
+    /// Number of requests, counted from the first, that fail with `fail_status`.
+    pub fail_first: u32,
+    /// Status of the failing requests, with an error body in the endpoint's wire format.
+    pub fail_status: u16,
+    /// Close the connection of every request without sending a response.
+    pub reset_connection: bool,
+    /// Cut every stream after this many server-sent events (`[DONE]` included) by aborting
+    /// the connection, so that the stream ends without `[DONE]` or `message_stop`. A count at
+    /// or beyond the length of the stream sends the whole stream and then aborts.
+    pub cut_after_chunk: Option<usize>,
+    /// Wait between the last event sent and the cut of `cut_after_chunk`.
+    pub pause_before_cut: Duration,
+    /// Length of embedding vectors when the request sets no `dimensions`.
+    pub embedding_dimensions: usize,
 }
 
 impl Default for FakeConfig {
@@ -45,15 +89,43 @@ impl Default for FakeConfig {
             chunk_delay: Duration::ZERO,
             api_key: None,
             omit_usage: false,
+            zero_usage: false,
+            tool_call: None,
+            fail_first: 0,
+            fail_status: 500,
+            reset_connection: false,
+            cut_after_chunk: None,
+            pause_before_cut: Duration::ZERO,
+            embedding_dimensions: 8,
         }
     }
+}
+
+impl FakeConfig {
+    /// Returns the prompt and completion token counts to report.
+    fn token_counts(&self) -> (u64, u64) {
+        if self.zero_usage {
+            (0, 0)
+        } else {
+            (self.prompt_tokens, self.completion_tokens)
+        }
+    }
+}
+
+/// A request that reached an inference endpoint.
+#[derive(Clone, Debug)]
+pub struct ReceivedRequest {
+    /// Path of the endpoint, such as `/v1/messages`.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
 }
 
 #[derive(Clone, Debug)]
 struct FakeState {
     config: Arc<FakeConfig>,
-    received: Arc<Mutex<Vec<Value>>>,
-    /// Number of chat completion requests received so far.
+    received: Arc<Mutex<Vec<ReceivedRequest>>>,
+    /// Number of inference requests received so far.
     arrivals: Arc<watch::Sender<usize>>,
 }
 
@@ -61,7 +133,7 @@ struct FakeState {
 #[derive(Debug)]
 pub struct FakeUpstream {
     pub address: SocketAddr,
-    received: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<ReceivedRequest>>>,
     arrivals: Arc<watch::Sender<usize>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -92,8 +164,8 @@ impl FakeUpstream {
         format!("http://{}/v1", self.address)
     }
 
-    /// Waits until at least `count` chat completion requests have arrived; panics after
-    /// `timeout`, so that a test fails instead of hanging.
+    /// Waits until at least `count` inference requests have arrived; panics after `timeout`,
+    /// so that a test fails instead of hanging.
     pub async fn wait_for_requests(&self, count: usize, timeout: Duration) {
         let mut arrivals = self.arrivals.subscribe();
         let reached = tokio::time::timeout(timeout, arrivals.wait_for(|arrived| *arrived >= count));
@@ -103,8 +175,17 @@ impl FakeUpstream {
         );
     }
 
-    /// Returns the chat completion request bodies received so far, oldest first.
+    /// Returns the bodies of the inference requests received so far, oldest first.
     pub fn received(&self) -> Vec<Value> {
+        lock(&self.received)
+            .iter()
+            .map(|request| request.body.clone())
+            .collect()
+    }
+
+    /// Returns the inference requests received so far with their paths and headers, oldest
+    /// first.
+    pub fn received_requests(&self) -> Vec<ReceivedRequest> {
         lock(&self.received).clone()
     }
 }
@@ -127,7 +208,7 @@ pub async fn serve(listener: TcpListener, config: FakeConfig) -> std::io::Result
 
 fn router(
     config: FakeConfig,
-    received: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<ReceivedRequest>>>,
     arrivals: Arc<watch::Sender<usize>>,
 ) -> Router {
     let state = FakeState {
@@ -136,93 +217,191 @@ fn router(
         arrivals,
     };
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models))
-        .route("/_fake/requests", get(received_requests))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/models", get(openai::models))
+        .route("/_fake/requests", get(received_bodies))
         .with_state(state)
 }
 
-fn lock(received: &Mutex<Vec<Value>>) -> std::sync::MutexGuard<'_, Vec<Value>> {
+fn lock(received: &Mutex<Vec<ReceivedRequest>>) -> std::sync::MutexGuard<'_, Vec<ReceivedRequest>> {
     received
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn received_requests(State(state): State<FakeState>) -> Json<Vec<Value>> {
-    Json(lock(&state.received).clone())
+async fn received_bodies(State(state): State<FakeState>) -> Json<Vec<Value>> {
+    Json(
+        lock(&state.received)
+            .iter()
+            .map(|request| request.body.clone())
+            .collect(),
+    )
 }
 
-async fn models(State(state): State<FakeState>, headers: HeaderMap) -> Response {
-    if let Err(response) = check_key(&state.config, &headers) {
-        return *response;
-    }
-    Json(json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]}))
-        .into_response()
+/// Wire format of an endpoint, which decides the shape of its error bodies and the header of
+/// its API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    OpenAi,
+    Anthropic,
 }
 
-fn check_key(config: &FakeConfig, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(expected) = &config.api_key else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    if presented == Some(expected.as_str()) {
-        return Ok(());
+impl Wire {
+    /// Returns an error response in this wire format.
+    fn error(self, status: StatusCode, message: &str) -> Response {
+        let body = match self {
+            Self::OpenAi => {
+                let (kind, code) = match status.as_u16() {
+                    401 => ("invalid_request_error", json!("invalid_api_key")),
+                    429 => ("requests", json!("rate_limit_exceeded")),
+                    400..=499 => ("invalid_request_error", Value::Null),
+                    _ => ("server_error", Value::Null),
+                };
+                json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
+            }
+            Self::Anthropic => {
+                let kind = match status.as_u16() {
+                    400 => "invalid_request_error",
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    529 => "overloaded_error",
+                    _ => "api_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
+        };
+        (status, Json(body)).into_response()
     }
-    let body = json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
-    Err(Box::new(
-        (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
-    ))
-}
 
-async fn chat_completions(
-    State(state): State<FakeState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(response) = check_key(&state.config, &headers) {
-        return *response;
-    }
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(error) => {
-            let body = json!({"error": {"message": format!("invalid JSON: {error}"), "type": "invalid_request_error", "code": null, "param": null}});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    fn check_key(self, config: &FakeConfig, headers: &HeaderMap) -> Result<(), Box<Response>> {
+        let Some(expected) = &config.api_key else {
+            return Ok(());
+        };
+        let presented = match self {
+            Self::OpenAi => headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer ")),
+            Self::Anthropic => headers
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok()),
+        };
+        if presented == Some(expected.as_str()) {
+            return Ok(());
         }
-    };
-    lock(&state.received).push(request.clone());
-    state.arrivals.send_modify(|arrived| *arrived += 1);
+        let message = match self {
+            Self::OpenAi => "Incorrect API key provided",
+            Self::Anthropic => "invalid x-api-key",
+        };
+        Err(Box::new(self.error(StatusCode::UNAUTHORIZED, message)))
+    }
+}
+
+/// Runs the steps that every inference endpoint shares, in order: the API key check, JSON
+/// parsing, recording the request, the latency, and the failure modes. Returns the request
+/// body, or the response that ends the request.
+async fn accept_request(
+    state: &FakeState,
+    wire: Wire,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, Box<Response>> {
+    wire.check_key(&state.config, headers)?;
+
+    let request: Value = serde_json::from_slice(body).map_err(|error| {
+        Box::new(wire.error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {error}")))
+    })?;
+
+    lock(&state.received).push(ReceivedRequest {
+        path: path.to_owned(),
+        headers: headers.clone(),
+        body: request.clone(),
+    });
+    let mut position = 0;
+    state.arrivals.send_modify(|arrived| {
+        position = *arrived;
+        *arrived += 1;
+    });
 
     tokio::time::sleep(state.config.latency).await;
 
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("fake-model")
-        .to_owned();
-    let stream = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if stream {
-        let include_usage = request
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        stream_response(state.config.clone(), model, include_usage)
-    } else {
-        Json(completion(&state.config, &model)).into_response()
+    if state.config.reset_connection {
+        return Err(Box::new(reset_response()));
+    }
+    let fail_first = state.config.fail_first;
+    if u32::try_from(position).is_ok_and(|position| position < fail_first) {
+        let status = StatusCode::from_u16(state.config.fail_status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = format!(
+            "the fake upstream fails the first {fail_first} requests; this is request {}",
+            position + 1
+        );
+        return Err(Box::new(wire.error(status, &message)));
+    }
+
+    Ok(request)
+}
+
+/// Returns a response whose body fails before its first byte. Hyper then closes the
+/// connection without writing the buffered status line and headers, so that the client sees
+/// the connection closed before any response.
+fn reset_response() -> Response {
+    let body = stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "the fake upstream resets the connection",
+        ))
+    });
+    Response::new(Body::from_stream(body))
+}
+
+/// Returns a `text/event-stream` response of `events`, cut after `cut_after_chunk` events
+/// when it is set.
+fn sse_response(
+    config: &FakeConfig,
+    events: impl Stream<Item = Bytes> + Send + 'static,
+) -> Response {
+    let events = events.map(Ok::<Bytes, std::io::Error>);
+    let body = match config.cut_after_chunk {
+        None => Body::from_stream(events),
+        Some(count) => {
+            let pause = config.pause_before_cut;
+            let cut = stream::once(async move {
+                tokio::time::sleep(pause).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the fake upstream cuts the stream",
+                ))
+            });
+            Body::from_stream(events.take(count).chain(cut))
+        }
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Returns a server-sent event with `data` and, when given, an `event` name.
+fn sse_event(name: Option<&str>, data: &Value) -> Bytes {
+    match name {
+        Some(name) => Bytes::from(format!("event: {name}\ndata: {data}\n\n")),
+        None => Bytes::from(format!("data: {data}\n\n")),
     }
 }
 
-fn usage(config: &FakeConfig) -> Value {
-    json!({
-        "prompt_tokens": config.prompt_tokens,
-        "completion_tokens": config.completion_tokens,
-        "total_tokens": config.prompt_tokens + config.completion_tokens,
-    })
+/// Waits `delay` between stream chunks.
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 fn created() -> u64 {
@@ -232,22 +411,23 @@ fn created() -> u64 {
         .unwrap_or(0)
 }
 
-fn completion(config: &FakeConfig, model: &str) -> Value {
-    let mut body = json!({
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": created(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": config.reply},
-            "finish_reason": "stop",
-        }],
-    });
-    if !config.omit_usage {
-        body["usage"] = usage(config);
+/// Returns the configured tool call when the request offers tools and does not forbid calls.
+fn tool_call_for<'a>(config: &'a FakeConfig, request: &Value) -> Option<&'a (String, Value)> {
+    let offers_tools = request
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|tools| !tools.is_empty());
+    let choice = request.get("tool_choice");
+    let forbids_calls = choice.and_then(Value::as_str) == Some("none")
+        || choice
+            .and_then(|choice| choice.get("type"))
+            .and_then(Value::as_str)
+            == Some("none");
+    if offers_tools && !forbids_calls {
+        config.tool_call.as_ref()
+    } else {
+        None
     }
-    body
 }
 
 /// Splits text into words that keep their leading spaces, so that the pieces join back to it.
@@ -266,64 +446,15 @@ pub fn split_words(text: &str) -> Vec<String> {
     pieces
 }
 
-fn stream_response(config: Arc<FakeConfig>, model: String, include_usage: bool) -> Response {
-    let events = async_stream::stream! {
-        let created = created();
-        let chunk = |delta: Value, finish: Value| {
-            let mut chunk = json!({
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            });
-            if include_usage {
-                chunk["usage"] = Value::Null;
-            }
-            chunk
-        };
-
-        yield sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null));
-        for word in split_words(&config.reply) {
-            tokio::time::sleep(config.chunk_delay).await;
-            yield sse(&chunk(json!({"content": word}), Value::Null));
-        }
-        yield sse(&chunk(json!({}), json!("stop")));
-
-        if include_usage && !config.omit_usage {
-            let usage_chunk = json!({
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [],
-                "usage": usage(&config),
-            });
-            yield sse(&usage_chunk);
-        }
-        yield Ok::<Bytes, Infallible>(Bytes::from_static(b"data: [DONE]\n\n"));
-    };
-
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .body(Body::from_stream(events))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-fn sse(value: &Value) -> Result<Bytes, Infallible> {
-    Ok(Bytes::from(format!("data: {value}\n\n")))
+/// Splits text into pieces of at most `max_chars` characters that join back to it, as
+/// providers stream tool call arguments.
+pub fn split_pieces(text: &str, max_chars: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .chunks(max_chars.max(1))
+        .map(|piece| piece.iter().collect())
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_words_joins_back() {
-        let text = "Hello from  the fake upstream.";
-        let pieces = split_words(text);
-        assert_eq!(pieces.concat(), text);
-        assert_eq!(pieces[0], "Hello");
-        assert_eq!(pieces.len(), 5);
-    }
-}
+mod tests;

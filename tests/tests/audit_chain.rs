@@ -158,6 +158,7 @@ async fn start(database: &Database, upstream: &FakeUpstream, dir: &std::path::Pa
         log_level: "info".to_owned(),
         data_dir: dir.to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     })
 }
 

@@ -284,6 +284,7 @@ fn json_output_has_stable_shapes() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let ctl = |args: &[&str]| ctl_json(&daemon, args);
 

@@ -65,6 +65,7 @@ async fn errors_have_openai_shape_and_records() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     let limited = tokio::task::block_in_place(|| {
@@ -230,6 +231,7 @@ async fn sigterm_drains_inflight_stream() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
 
@@ -294,6 +296,7 @@ async fn drain_deadline_cancels_with_record() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 1,
+        ..DaemonOptions::default()
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
 

@@ -76,6 +76,7 @@ async fn run_daemon(database_url: &str, data_dir: &Path) -> (Tenant, String) {
         log_level: "trace".to_owned(),
         data_dir: data_dir.to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     exercise_key(&daemon, &tenant).await;

@@ -60,6 +60,7 @@ async fn openai_sdk_chat_stream_models_and_revocation() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
 
     let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));

@@ -328,6 +328,7 @@ async fn check_matrix(database_url: &str) {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let api = Api {
         base: daemon.url(),
@@ -402,6 +403,7 @@ async fn other_org_is_not_found() {
         log_level: "info".to_owned(),
         data_dir: dir.path().to_owned(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     let api = Api {
         base: daemon.url(),

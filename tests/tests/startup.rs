@@ -37,6 +37,7 @@ async fn changed_pepper_stops_start() {
         log_level: "info".to_owned(),
         data_dir: data_dir.clone(),
         shutdown_timeout_secs: 10,
+        ..DaemonOptions::default()
     });
     tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
     tokio::task::block_in_place(|| daemon.stop());

@@ -43,6 +43,24 @@ pub struct DaemonOptions {
     pub log_level: String,
     pub data_dir: PathBuf,
     pub shutdown_timeout_secs: u64,
+    /// TOML appended to the generated config, such as more upstreams and models.
+    pub extra_config: String,
+    /// Environment variables set for the daemon besides the secrets.
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            upstream_base_url: String::new(),
+            log_level: "info".to_owned(),
+            data_dir: PathBuf::new(),
+            shutdown_timeout_secs: 10,
+            extra_config: String::new(),
+            extra_env: Vec::new(),
+        }
+    }
 }
 
 /// A `synaxisd serve` process with JSON logs on standard error, collected as they arrive.
@@ -67,6 +85,7 @@ impl Daemon {
             .env("SYNAXIS_OPERATOR_TOKEN", OPERATOR_TOKEN)
             .env("SYNAXIS_KEY_PEPPER", PEPPER)
             .env(UPSTREAM_KEY_ENV, UPSTREAM_KEY)
+            .envs(options.extra_env.iter().map(|(name, value)| (name, value)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -226,7 +245,7 @@ output_per_million = "1"
         database_url = options.database_url,
         upstream = options.upstream_base_url,
         shutdown_timeout_secs = options.shutdown_timeout_secs,
-    )
+    ) + &options.extra_config
 }
 
 /// Runs `synaxisctl --output json ARGS` against the daemon and returns its parsed output.

@@ -42,9 +42,9 @@ const TRANSLATED_FIELDS: &[&str] = &[
 ];
 
 /// Returns the error for a request that cannot be translated.
-// NOTE: `ProviderError` has no variant for a request rejected before it is sent, so this
-// reuses `Status` with 400, which the gateway returns to the client with this message. Its
-// `Display` reads "the upstream returned status 400", although no request was sent.
+// NOTE: this reuses `Status` with 400, because the gateway reports `ProviderError::Unsupported`
+// as an invalid `model`. The client gets status 400 with this message and no retry happens, but
+// the error's `Display` reads "the upstream returned status 400" although nothing was sent.
 fn invalid(message: String) -> ProviderError {
     ProviderError::Status {
         status: 400,
