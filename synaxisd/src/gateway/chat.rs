@@ -330,7 +330,7 @@ async fn complete(mut record: PendingRecord, body: Value) -> Response {
     });
 
     let mut response = Json(body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cost.to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&cost.normalize().to_string()) {
         response.headers_mut().insert(COST_HEADER, value);
     }
     response
