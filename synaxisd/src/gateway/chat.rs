@@ -264,7 +264,7 @@ fn prompt_estimate(endpoint: Endpoint, body: &Map<String, Value>) -> i64 {
 }
 
 /// Parses the body as a JSON object, naming what is wrong when it is not one.
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if let Err(error) = std::str::from_utf8(body) {
         return Err(ApiError::InvalidRequest {
             param: None,

@@ -2,7 +2,7 @@
 //! to the upstream provider, and the request record.
 
 pub mod auth;
-mod chat;
+pub mod chat;
 mod models;
 pub mod provider;
 pub mod record;

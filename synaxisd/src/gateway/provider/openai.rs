@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
@@ -115,27 +116,55 @@ impl Provider for OpenAiProvider {
             return Ok(ChatResponse::Complete(body));
         }
 
-        let events = response.bytes_stream().eventsource();
-        let chunks = events
-            .take_while(|event| {
-                let done = matches!(event, Ok(event) if event.data.trim() == "[DONE]");
-                std::future::ready(!done)
-            })
-            .filter_map(|event| async move {
-                match event {
-                    Ok(event) if event.data.trim().is_empty() => None,
-                    Ok(event) => {
-                        Some(serde_json::from_str::<Value>(&event.data).map_err(|error| {
-                            ProviderError::InvalidResponse(format!(
-                                "stream chunk is not JSON: {error}"
-                            ))
-                        }))
-                    }
-                    Err(error) => Some(Err(ProviderError::InvalidResponse(error.to_string()))),
-                }
-            });
-        Ok(ChatResponse::Stream(chunks.boxed()))
+        let chunks = chunks_from_sse(response.bytes_stream());
+        Ok(ChatResponse::Stream(chunks))
     }
+}
+
+/// Parses an OpenAI server-sent event stream into its JSON chunks. Events may be split across
+/// reads anywhere. A chunk that is not JSON, a read error, or an end before `data: [DONE]`
+/// yields an error, after which the stream ends.
+pub fn chunks_from_sse<S, B, E>(bytes: S) -> BoxStream<'static, Result<Value, ProviderError>>
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]> + Send,
+    E: std::fmt::Display + Send,
+{
+    let chunks = async_stream::stream! {
+        let mut events = std::pin::pin!(bytes.eventsource());
+        loop {
+            let Some(event) = events.next().await else {
+                yield Err(ProviderError::InvalidResponse(
+                    "the stream ended before data: [DONE]".to_owned(),
+                ));
+                break;
+            };
+            let data = match event {
+                Ok(event) => event.data,
+                Err(error) => {
+                    yield Err(ProviderError::InvalidResponse(error.to_string()));
+                    break;
+                }
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                break;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(data) {
+                Ok(chunk) => yield Ok(chunk),
+                Err(error) => {
+                    yield Err(ProviderError::InvalidResponse(format!(
+                        "stream chunk is not JSON: {error}"
+                    )));
+                    break;
+                }
+            }
+        }
+    };
+    chunks.boxed()
 }
 
 fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
