@@ -36,8 +36,8 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("model `{0}` not found")]
     ModelNotFound(String),
-    #[error("model `{0}` not allowed for this key")]
-    ModelNotAllowed(String),
+    #[error("model `{model}` not allowed by the {policy}'s model policy")]
+    ModelNotAllowed { model: String, policy: &'static str },
     #[error("{entity} `{id}` not found")]
     NotFound { entity: &'static str, id: String },
     #[error("{0}")]
@@ -77,9 +77,9 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound { .. } | Self::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Self::ModelNotAllowed(_) | Self::WrongKeyScope { .. } | Self::PermissionDenied(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::ModelNotAllowed { .. }
+            | Self::WrongKeyScope { .. }
+            | Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
@@ -101,7 +101,7 @@ impl ApiError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::ModelNotFound(_) => "model_not_found",
-            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::ModelNotAllowed { .. } => "model_not_allowed",
             Self::NotFound { .. } => "not_found",
             Self::Conflict(_) => "conflict",
             Self::RouteNotFound => "route_not_found",
@@ -119,9 +119,9 @@ impl ApiError {
             Self::MissingKey | Self::InvalidKey | Self::InvalidOperatorToken => {
                 "authentication_error"
             }
-            Self::ModelNotAllowed(_) | Self::WrongKeyScope { .. } | Self::PermissionDenied(_) => {
-                "permission_error"
-            }
+            Self::ModelNotAllowed { .. }
+            | Self::WrongKeyScope { .. }
+            | Self::PermissionDenied(_) => "permission_error",
             Self::InvalidRequest { .. }
             | Self::BodyTooLarge { .. }
             | Self::ModelNotFound(_)
@@ -139,7 +139,7 @@ impl ApiError {
     fn param(&self) -> Option<String> {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
-            Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => Some("model".to_owned()),
+            Self::ModelNotFound(_) | Self::ModelNotAllowed { .. } => Some("model".to_owned()),
             _ => None,
         }
     }
@@ -175,9 +175,9 @@ impl ApiError {
             Self::ModelNotFound(model) => {
                 format!("The model `{model}` does not exist. List the available models with GET /v1/models.")
             }
-            Self::ModelNotAllowed(model) => {
-                format!("This key may not use the model `{model}`. Ask an organization admin to allow it on the key.")
-            }
+            Self::ModelNotAllowed { model, policy } => format!(
+                "The model `{model}` is not allowed by the {policy}'s model policy. Ask an organization admin to allow it there."
+            ),
             Self::NotFound { entity, id } => format!("The {entity} `{id}` was not found."),
             Self::Conflict(message) => message.clone(),
             Self::RouteNotFound => "No such route.".to_owned(),
@@ -218,9 +218,10 @@ impl ApiError {
             Self::ModelNotFound(model) => {
                 format!("O modelo `{model}` não existe. Liste os modelos disponíveis com GET /v1/models.")
             }
-            Self::ModelNotAllowed(model) => {
-                format!("Esta chave não pode usar o modelo `{model}`. Peça a um administrador da organização que o permita na chave.")
-            }
+            Self::ModelNotAllowed { model, policy } => format!(
+                "O modelo `{model}` não é permitido pela política de modelos da {}. Peça a um administrador da organização que o permita ali.",
+                policy_pt_br(policy)
+            ),
             Self::NotFound { entity, id } => {
                 format!("Não encontrado: {} `{id}`.", entity_pt_br(entity))
             }
@@ -261,6 +262,16 @@ impl ApiError {
             }
             _ => tracing::debug!(error = %self, code = self.code(), "request rejected"),
         }
+    }
+}
+
+/// Names a model policy's owner in Brazilian Portuguese.
+fn policy_pt_br(policy: &str) -> &str {
+    match policy {
+        "key" => "chave",
+        "team" => "equipe",
+        "organization" => "organização",
+        other => other,
     }
 }
 

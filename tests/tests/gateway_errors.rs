@@ -161,7 +161,8 @@ async fn errors_have_openai_shape_and_records() {
     assert_eq!(body["error"]["type"], "permission_error");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(
-        message.contains("não pode usar o modelo `gpt-4o-mini`"),
+        message
+            .contains("O modelo `gpt-4o-mini` não é permitido pela política de modelos da chave"),
         "{message}"
     );
 

@@ -421,6 +421,35 @@ async fn other_org_is_not_found() {
     let other_user = api.user(other_id, "developer").await;
 
     let owner_token = &mine.members["owner"].1;
+    let missing = uuid::Uuid::new_v4();
+    let (_, hidden) = api
+        .call(
+            owner_token,
+            Method::GET,
+            &format!("/control/v1/users/{other_user}"),
+            None,
+        )
+        .await;
+    let (_, absent) = api
+        .call(
+            owner_token,
+            Method::GET,
+            &format!("/control/v1/users/{missing}"),
+            None,
+        )
+        .await;
+    let hidden = hidden["error"]["message"]
+        .as_str()
+        .expect("message")
+        .replace(&other_user, "ID");
+    let absent = absent["error"]["message"]
+        .as_str()
+        .expect("message")
+        .replace(&missing.to_string(), "ID");
+    assert_eq!(
+        hidden, absent,
+        "another org's user reads exactly like a missing one"
+    );
     for path in [
         format!("/control/v1/orgs/{other_id}"),
         format!("/control/v1/users/{other_user}"),

@@ -232,6 +232,10 @@ impl AuditLog {
         };
         let target = Target {
             org_id,
+            named: (
+                "organization",
+                org_id.map(|id| id.to_string()).unwrap_or_default(),
+            ),
             ..Target::default()
         };
         check(&caller.actor, Action::AuditRead, &target)?;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::provider::{ChatRequest, ChatResponse, Endpoint, ProviderError};
 use super::record::{Outcome, PendingRecord};
 use super::routing;
-use super::{InferenceKey, ModelRoute, key_allows};
+use super::{InferenceKey, ModelRoute, blocking_policy};
 use crate::billing::{Usage, tokens};
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
@@ -183,8 +183,11 @@ fn prepare(
         .model(&model)
         .cloned()
         .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?;
-    if !key_allows(key, &route.name) {
-        return Err(ApiError::ModelNotAllowed(route.name.clone()));
+    if let Some(policy) = blocking_policy(key, &route.name) {
+        return Err(ApiError::ModelNotAllowed {
+            model: route.name.clone(),
+            policy,
+        });
     }
 
     let client_wants_usage = body

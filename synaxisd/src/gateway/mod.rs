@@ -128,19 +128,25 @@ impl Gateway {
         let mut routes: Vec<_> = self
             .models
             .values()
-            .filter(|route| key_allows(key, &route.name))
+            .filter(|route| blocking_policy(key, &route.name).is_none())
             .collect();
         routes.sort_by(|a, b| a.name.cmp(&b.name));
         routes
     }
 }
 
-/// Returns whether the policies of the key, its user's team and its org all admit `model`, the
-/// canonical model name.
-pub fn key_allows(key: &AuthenticatedKey, model: &str) -> bool {
-    model_policy::admits(&key.key.allowed_models, model)
-        && model_policy::admits(&key.team_allowed_models, model)
-        && model_policy::admits(&key.org_allowed_models, model)
+/// Returns the first policy, of the key, its user's team or its org, that does not admit
+/// `model`, the canonical model name; `None` when all admit it.
+pub fn blocking_policy(key: &AuthenticatedKey, model: &str) -> Option<&'static str> {
+    if !model_policy::admits(&key.key.allowed_models, model) {
+        Some("key")
+    } else if !model_policy::admits(&key.team_allowed_models, model) {
+        Some("team")
+    } else if !model_policy::admits(&key.org_allowed_models, model) {
+        Some("organization")
+    } else {
+        None
+    }
 }
 
 pub fn routes() -> Router<AppState> {

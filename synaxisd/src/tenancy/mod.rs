@@ -206,16 +206,22 @@ impl Tenancy {
             active: true,
             created_at: self.clock.now(),
         };
-        draft.target_id = Some(org.id.to_string());
-        draft.org_id = Some(org.id);
-        self.store.create_org(&org, draft).await?;
+        // The failure entry of a create names no target, because none was created.
+        let mut success = draft.clone();
+        success.target_id = Some(org.id.to_string());
+        success.org_id = Some(org.id);
+        self.store.create_org(&org, &success).await?;
         Ok(org)
     }
 
     /// Finds an organization by id or, when `id_or_slug` is not a UUID, by slug.
     pub async fn find_org(&self, caller: &Caller, id_or_slug: &str) -> Result<Org, TenancyError> {
         let org = self.load_org(id_or_slug).await?;
-        check(&caller.actor, Action::OrgRead, &org_target(org.id))?;
+        check(
+            &caller.actor,
+            Action::OrgRead,
+            &org_target(org.id, "organization", id_or_slug),
+        )?;
         Ok(org)
     }
 
@@ -246,7 +252,11 @@ impl Tenancy {
             let mut org = self.load_org(id_or_slug).await?;
             draft.target_id = Some(org.id.to_string());
             draft.org_id = Some(org.id);
-            check(&caller.actor, Action::OrgUpdate, &org_target(org.id))?;
+            check(
+                &caller.actor,
+                Action::OrgUpdate,
+                &org_target(org.id, "organization", id_or_slug),
+            )?;
 
             if let Some(name) = request.name {
                 let name = name.trim();
@@ -277,7 +287,11 @@ impl Tenancy {
             let mut org = self.load_org(id_or_slug).await?;
             draft.target_id = Some(org.id.to_string());
             draft.org_id = Some(org.id);
-            check(&caller.actor, Action::OrgRevoke, &org_target(org.id))?;
+            check(
+                &caller.actor,
+                Action::OrgRevoke,
+                &org_target(org.id, "organization", id_or_slug),
+            )?;
 
             org.active = false;
             self.store.update_org(&org, &draft).await?;
@@ -301,7 +315,7 @@ impl Tenancy {
             check(
                 &caller.actor,
                 Action::TeamCreate,
-                &org_target(request.org_id),
+                &org_target(request.org_id, "organization", request.org_id),
             )?;
             let org = self.store.get_org(request.org_id).await?;
             let name = validate_team_name(&request.name)?;
@@ -315,8 +329,9 @@ impl Tenancy {
                 allowed_models,
                 created_at: self.clock.now(),
             };
-            draft.target_id = Some(team.id.to_string());
-            self.store.create_team(&team, &draft).await?;
+            let mut success = draft.clone();
+            success.target_id = Some(team.id.to_string());
+            self.store.create_team(&team, &success).await?;
             Ok(team)
         }
         .await;
@@ -325,7 +340,11 @@ impl Tenancy {
 
     pub async fn get_team(&self, caller: &Caller, id: TeamId) -> Result<Team, TenancyError> {
         let team = self.store.get_team(id).await?;
-        check(&caller.actor, Action::TeamRead, &org_target(team.org_id))?;
+        check(
+            &caller.actor,
+            Action::TeamRead,
+            &org_target(team.org_id, "team", id),
+        )?;
         Ok(team)
     }
 
@@ -334,7 +353,11 @@ impl Tenancy {
         caller: &Caller,
         org_id: OrgId,
     ) -> Result<Vec<Team>, TenancyError> {
-        check(&caller.actor, Action::TeamRead, &org_target(org_id))?;
+        check(
+            &caller.actor,
+            Action::TeamRead,
+            &org_target(org_id, "organization", org_id),
+        )?;
         Ok(self.store.list_teams(org_id).await?)
     }
 
@@ -349,7 +372,11 @@ impl Tenancy {
         let result = async {
             let mut team = self.store.get_team(id).await?;
             draft.org_id = Some(team.org_id);
-            check(&caller.actor, Action::TeamUpdate, &org_target(team.org_id))?;
+            check(
+                &caller.actor,
+                Action::TeamUpdate,
+                &org_target(team.org_id, "team", id),
+            )?;
 
             if let Some(name) = request.name {
                 team.name = validate_team_name(&name)?;
@@ -400,8 +427,9 @@ impl Tenancy {
                 active: true,
                 created_at: self.clock.now(),
             };
-            draft.target_id = Some(user.id.to_string());
-            self.store.create_user(&user, &draft).await?;
+            let mut success = draft.clone();
+            success.target_id = Some(user.id.to_string());
+            self.store.create_user(&user, &success).await?;
             Ok(user)
         }
         .await;
@@ -430,7 +458,11 @@ impl Tenancy {
 
     pub async fn get_user(&self, caller: &Caller, id: UserId) -> Result<User, TenancyError> {
         let user = self.store.get_user(id).await?;
-        check(&caller.actor, Action::UserRead, &org_target(user.org_id))?;
+        check(
+            &caller.actor,
+            Action::UserRead,
+            &org_target(user.org_id, "user", id),
+        )?;
         Ok(user)
     }
 
@@ -442,7 +474,11 @@ impl Tenancy {
         let org_id = filter
             .org_id
             .ok_or_else(|| TenancyError::invalid("org_id", "the organization id is required"))?;
-        check(&caller.actor, Action::UserRead, &org_target(org_id))?;
+        check(
+            &caller.actor,
+            Action::UserRead,
+            &org_target(org_id, "organization", org_id),
+        )?;
         Ok(self.store.list_users(filter).await?)
     }
 
@@ -464,6 +500,7 @@ impl Tenancy {
                 grants_role: request.role,
                 changes_privileges: request.role.is_some() || request.team_id.is_some(),
                 management_key: false,
+                named: ("user", id.to_string()),
             };
             check(&caller.actor, Action::UserUpdate, &target)?;
 
@@ -492,7 +529,11 @@ impl Tenancy {
         let result = async {
             let mut user = self.store.get_user(id).await?;
             draft.org_id = Some(user.org_id);
-            check(&caller.actor, Action::UserRevoke, &subject_target(&user))?;
+            check(
+                &caller.actor,
+                Action::UserRevoke,
+                &subject_target(&user, "user", id),
+            )?;
 
             user.active = false;
             self.store.update_user(&user, &draft).await?;
@@ -517,7 +558,7 @@ impl Tenancy {
             draft.org_id = Some(user.org_id);
             let target = Target {
                 management_key: request.scope == KeyScope::Management,
-                ..subject_target(&user)
+                ..subject_target(&user, "user", request.user_id)
             };
             check(&caller.actor, Action::KeyCreate, &target)?;
 
@@ -549,9 +590,10 @@ impl Tenancy {
                 previous_secret_expires_at: None,
                 revoked_at: None,
             };
-            draft.target_id = Some(key.id.to_string());
+            let mut success = draft.clone();
+            success.target_id = Some(key.id.to_string());
             let hash = self.hasher.hash(secret.expose_secret());
-            self.store.create_key(&key, &hash, &draft).await?;
+            self.store.create_key(&key, &hash, &success).await?;
 
             Ok(CreatedKey {
                 key,
@@ -562,22 +604,29 @@ impl Tenancy {
         self.audited(draft, result).await
     }
 
-    /// Loads a key and its user, and checks that `caller` may perform `action` on it.
+    /// Loads a key and its user, records the key's org in `draft`, and checks that `caller`
+    /// may perform `action` on the key.
     async fn load_key_for(
         &self,
         caller: &Caller,
         id: KeyId,
         action: Action,
+        draft: &mut AuditDraft,
     ) -> Result<Key, TenancyError> {
         let key = self.store.get_key(id).await?;
+        draft.org_id = Some(key.org_id);
         let user = self.store.get_user(key.user_id).await?;
-        check(&caller.actor, action, &subject_target(&user))?;
+        check(&caller.actor, action, &subject_target(&user, "key", id))?;
         Ok(key)
     }
 
     pub async fn get_key(&self, caller: &Caller, id: KeyId) -> Result<Key, TenancyError> {
         let key = self.store.get_key(id).await?;
-        check(&caller.actor, Action::KeyRead, &org_target(key.org_id))?;
+        check(
+            &caller.actor,
+            Action::KeyRead,
+            &org_target(key.org_id, "key", id),
+        )?;
         Ok(key)
     }
 
@@ -590,7 +639,11 @@ impl Tenancy {
         let mut filter = filter;
         if let Actor::Member(member) = &caller.actor {
             let org_id = *filter.org_id.get_or_insert(member.org_id);
-            check(&caller.actor, Action::KeyRead, &org_target(org_id))?;
+            check(
+                &caller.actor,
+                Action::KeyRead,
+                &org_target(org_id, "organization", org_id),
+            )?;
         }
         Ok(self.store.list_keys(&filter).await?)
     }
@@ -604,7 +657,9 @@ impl Tenancy {
         let mut draft = self.draft(caller, Action::KeyUpdate, "key");
         draft.target_id = Some(id.to_string());
         let result = async {
-            let mut key = self.load_key_for(caller, id, Action::KeyUpdate).await?;
+            let mut key = self
+                .load_key_for(caller, id, Action::KeyUpdate, &mut draft)
+                .await?;
             draft.org_id = Some(key.org_id);
 
             if let Some(name) = request.name {
@@ -642,7 +697,7 @@ impl Tenancy {
         let mut draft = self.draft(caller, Action::KeyRotate, "key");
         draft.target_id = Some(id.to_string());
         let result = async {
-            let key = self.load_key_for(caller, id, Action::KeyRotate).await?;
+            let key = self.load_key_for(caller, id, Action::KeyRotate, &mut draft).await?;
             draft.org_id = Some(key.org_id);
             if request.grace_seconds > MAX_ROTATION_GRACE_SECS {
                 return Err(TenancyError::invalid(
@@ -682,7 +737,9 @@ impl Tenancy {
         let mut draft = self.draft(caller, Action::KeyRevoke, "key");
         draft.target_id = Some(id.to_string());
         let result = async {
-            let key = self.load_key_for(caller, id, Action::KeyRevoke).await?;
+            let key = self
+                .load_key_for(caller, id, Action::KeyRevoke, &mut draft)
+                .await?;
             draft.org_id = Some(key.org_id);
             let key = self.store.revoke_key(id, self.clock.now(), &draft).await?;
             self.auth_cache.evict_key(id);
@@ -720,25 +777,29 @@ impl Tenancy {
 pub(crate) fn check(actor: &Actor, action: Action, target: &Target) -> Result<(), TenancyError> {
     match authorize(actor, action, target) {
         Ok(()) => Ok(()),
-        Err(Denial::OtherOrg) => Err(TenancyError::Store(StoreError::not_found(
-            "resource",
-            "of another organization",
-        ))),
+        Err(Denial::OtherOrg) => {
+            let (entity, id) = &target.named;
+            Err(TenancyError::Store(StoreError::not_found(entity, id)))
+        }
         Err(Denial::Forbidden(reason)) => Err(TenancyError::Denied(reason)),
     }
 }
 
-fn org_target(org_id: OrgId) -> Target {
+/// A resource of the org `org_id`, named `(entity, id)` as the caller named it.
+fn org_target(org_id: OrgId, entity: &'static str, id: impl ToString) -> Target {
     Target {
         org_id: Some(org_id),
+        named: (entity, id.to_string()),
         ..Target::default()
     }
 }
 
-fn subject_target(user: &User) -> Target {
+/// A user, or a resource of that user named `(entity, id)`.
+fn subject_target(user: &User, entity: &'static str, id: impl ToString) -> Target {
     Target {
         org_id: Some(user.org_id),
         subject: Some((user.id, user.role)),
+        named: (entity, id.to_string()),
         ..Target::default()
     }
 }

@@ -76,7 +76,7 @@ impl fmt::Display for Action {
 }
 
 /// The resource of an action, described by the facts that permissions depend on.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// The organization the resource belongs to; `None` only for org creation and the global
     /// audit check.
@@ -89,6 +89,22 @@ pub struct Target {
     pub changes_privileges: bool,
     /// Whether the action creates a management key.
     pub management_key: bool,
+    /// The resource as the caller named it, such as `("user", id)`. A resource of another
+    /// organization is reported as not found under this name, exactly like a missing one.
+    pub named: (&'static str, String),
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self {
+            org_id: None,
+            subject: None,
+            grants_role: None,
+            changes_privileges: false,
+            management_key: false,
+            named: ("resource", String::new()),
+        }
+    }
 }
 
 /// The reason an action was refused.
