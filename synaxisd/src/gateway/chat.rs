@@ -340,8 +340,8 @@ async fn complete(mut record: PendingRecord, body: Value) -> Response {
 }
 
 /// Streams the upstream's chunks to the client as SSE. The upstream's usage chunk is read for
-/// the record and forwarded only when the client requested it. The record is written before the
-/// final `[DONE]`.
+/// the record and forwarded only when the client requested it. The record is finished before the
+/// final `[DONE]` and stored by the record writer shortly after.
 fn stream(
     mut record: PendingRecord,
     mut chunks: BoxStream<'static, Result<Value, ProviderError>>,

@@ -116,7 +116,7 @@ impl Gateway {
         self.models.get(canonical)
     }
 
-    /// Every deployment of every model.
+    /// Lists every deployment of every model.
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
         self.models
             .values()

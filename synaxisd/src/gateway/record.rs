@@ -114,7 +114,7 @@ pub struct PendingRecord {
     started: Instant,
     sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
-    /// Prices of the deployment that answers, once one does.
+    /// Prices of the deployment that responded, once one has.
     prices: Option<Prices>,
     /// Tokenizer count of the prompt, billed when no usage report arrives.
     prompt_estimate: i64,
@@ -151,8 +151,8 @@ impl PendingRecord {
         }
     }
 
-    /// Returns the cost of `usage` at the answering deployment's prices, or zero before one
-    /// answered.
+    /// Returns the cost of `usage` at the responding deployment's prices, or zero before one
+    /// responded.
     pub fn cost_of(&self, usage: Usage) -> Decimal {
         self.prices
             .as_ref()

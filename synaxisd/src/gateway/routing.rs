@@ -143,7 +143,7 @@ pub fn plan(deployments: &[Arc<Deployment>]) -> Vec<Arc<Deployment>> {
     ordered
 }
 
-/// Whether a failure may succeed on another deployment.
+/// Returns whether a failure may succeed on another deployment.
 fn is_retryable(error: &ProviderError) -> bool {
     match error {
         ProviderError::Connect(_) | ProviderError::Timeout | ProviderError::InvalidResponse(_) => {
@@ -154,8 +154,8 @@ fn is_retryable(error: &ProviderError) -> bool {
     }
 }
 
-/// Calls the deployments in planned order until one answers, at most `config.max_attempts`
-/// times. Returns the answer with the deployment that produced it, which alone is billed, or
+/// Calls the deployments in planned order until one succeeds, at most `config.max_attempts`
+/// times. Returns the response with the deployment that produced it, which alone is billed, or
 /// the last error.
 pub async fn call(
     deployments: &[Arc<Deployment>],
@@ -224,7 +224,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn breaker_opens_after_threshold_and_lets_one_trial_through() {
+    fn breaker_opens_then_allows_trial() {
         let breaker = Breaker::new(2, Duration::from_secs(30));
         let start = Instant::now();
         assert!(breaker.allow(start));

@@ -12,8 +12,8 @@ use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
 use crate::store::AuthenticatedKey;
 
-/// Longest life of a cached lookup, and so the longest time another process may still accept
-/// a key after it was revoked.
+/// Maximum life of a cached lookup, in seconds. It is also the maximum time another process
+/// may still accept a key after it was revoked.
 pub const AUTH_CACHE_TTL_SECS: i64 = 5;
 
 /// Entries kept at most; past it the cache is emptied, which costs only lookups.
@@ -96,7 +96,7 @@ impl AuthCache {
         self.lock().retain(|_, entry| !matches(&entry.key));
     }
 
-    /// Lookups answered from the cache since start.
+    /// Lookups served from the cache since start.
     pub fn hits(&self) -> u64 {
         self.hits.get()
     }

@@ -20,7 +20,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The path under an upstream's base URL.
+    /// Returns the path under an upstream's base URL.
     pub fn path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "chat/completions",
@@ -29,7 +29,7 @@ impl Endpoint {
         }
     }
 
-    /// The gateway's route.
+    /// Returns the gateway's route.
     pub fn route(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/v1/chat/completions",
