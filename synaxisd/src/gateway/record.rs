@@ -199,6 +199,9 @@ impl PendingRecord {
 
 impl Drop for PendingRecord {
     fn drop(&mut self) {
+        if self.record.is_none() {
+            return;
+        }
         // The client went away first: bill what reached it, counted with the tokenizer.
         let usage = self.counted_usage();
         let outcome = Outcome {
