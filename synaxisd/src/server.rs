@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::serve::ListenerExt;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use secrecy::SecretString;
@@ -226,6 +227,13 @@ pub async fn serve(
         let _ = draining_tx.send(());
     };
 
+    // Streams write one small segment per event; without TCP_NODELAY each would wait for the
+    // client's delayed acknowledgement of the previous one.
+    let listener = listener.tap_io(|connection| {
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
