@@ -58,8 +58,9 @@ Options:
   --install             install the missing tools with apt-get first (needs root)
   -h, --help            print this help
 
-Needs: $APT_PACKAGES, and cargo. pidstat (Debian package sysstat) is optional: with it, the
-script also prints the CPU use of each process during each run.
+Needs cargo and the Debian packages $APT_PACKAGES.
+pidstat (Debian package sysstat) is optional: with it, the script also prints the CPU use of
+each process during each run.
 EOF
 }
 
@@ -114,6 +115,7 @@ check_tools() {
     done
     if ((${#missing[@]} > 0)) && $install; then
         echo "Installing $APT_PACKAGES with apt-get"
+        apt-get update
         # shellcheck disable=SC2086 # the package list is split into words on purpose
         apt-get install -y $APT_PACKAGES
         missing=()
@@ -636,7 +638,10 @@ check_records() {
     echo "Stopping synaxisd with SIGTERM"
     local status=0
     stop_process "$synaxisd_pid" || status=$?
-    [[ "$status" == 0 ]] || echo "synaxisd exited with status $status; its log: $work_dir/synaxisd.log"
+    if [[ "$status" != 0 ]]; then
+        echo "synaxisd exited with status $status. The last lines of its log:"
+        tail -n 20 "$work_dir/synaxisd.log"
+    fi
 
     local wrk_completed hey_sent checks records
     wrk_completed="$(awk -F'\t' '$1 == "synaxisd" { sum += $4 } END { print sum + 0 }' "$work_dir/wrk.tsv")"
