@@ -119,7 +119,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-/// What a key may be used for.
+/// The API a key may call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyScope {
@@ -231,7 +231,7 @@ impl fmt::Debug for CreatedKey {
     }
 }
 
-/// Who performed an audited action.
+/// The kind of actor of an audited action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
@@ -250,7 +250,7 @@ impl ActorKind {
     }
 }
 
-/// How an audited action ended.
+/// The outcome of an audited action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditResult {
@@ -271,7 +271,7 @@ impl AuditResult {
     }
 }
 
-/// One entry of the hash-chained audit log. It holds ids, never emails, names or secrets.
+/// One entry of the hash-chained audit log. It contains ids, never emails, names or secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Position in the chain, from 1.

@@ -21,7 +21,7 @@ use crate::tenancy::Tenancy;
 use crate::tenancy::cache::AuthCache;
 use crate::tenancy::keys::KeyHasher;
 
-/// Name of the setting that holds the pepper's fingerprint.
+/// Name of the setting that contains the pepper's fingerprint.
 const PEPPER_FINGERPRINT: &str = "key_pepper_fingerprint";
 
 /// Errors that stop the daemon before it serves.
@@ -43,7 +43,7 @@ pub enum StartupError {
 }
 
 impl StartupError {
-    /// Whether the error comes from configuration or secrets, which `main` reports with the
+    /// Returns whether the error comes from configuration or secrets, which `main` reports with the
     /// config exit status.
     pub fn is_config(&self) -> bool {
         matches!(self, Self::Secrets(_) | Self::PepperMismatch { .. })

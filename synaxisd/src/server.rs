@@ -206,7 +206,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `drain_timeout` to finish. Requests still running then are cancelled through `cancel` and
-/// end with a record. Last, `stop_writer` tells the record writer to store what remains, and
+/// end with a record. Last, `stop_writer` signals the record writer to store what remains, and
 /// `tracker` waits for it.
 pub async fn serve(
     listener: TcpListener,

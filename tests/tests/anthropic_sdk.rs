@@ -27,7 +27,8 @@ const REPLY: &str = "Checking the weather for you.";
 const PROMPT_TOKENS: i64 = 1_200;
 const COMPLETION_TOKENS: i64 = 340;
 
-/// An upstream of kind `anthropic` and a model it serves, added to the harness's config.
+/// Returns the config of an upstream of kind `anthropic` and a model it serves, added to the
+/// harness's config.
 fn anthropic_config(upstream_base_url: &str) -> String {
     format!(
         r#"

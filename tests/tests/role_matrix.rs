@@ -17,7 +17,7 @@ use common::{Daemon, DaemonOptions, OPERATOR_TOKEN};
 
 const ROLES: [&str; 5] = ["owner", "admin", "developer", "billing", "viewer"];
 
-/// One row of the permission table: the case name and the expected answer per role.
+/// One row of the permission table: the case name and the expected verdict per role.
 #[derive(Debug)]
 struct Row {
     case: String,
@@ -390,7 +390,7 @@ async fn role_matrix_on_postgres() {
     database.drop_database().await.expect("drop database");
 }
 
-/// A member of one org cannot see another org's resources: they answer 404.
+/// A member of one org cannot see another org's resources: they return 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_org_is_not_found() {
     let upstream = FakeUpstream::start(FakeConfig::default())

@@ -1,4 +1,4 @@
-//! Routing and usage: fallback across deployments bills only the one that answered, aliases
+//! Routing and usage: fallback across deployments bills only the one that responded, aliases
 //! and model policies, a reported zero usage, a client that leaves mid-stream, and the auth
 //! cache, alone and across two daemons that share a database.
 

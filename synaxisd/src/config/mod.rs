@@ -284,7 +284,7 @@ pub struct RoutingConfig {
     /// Base of the jittered exponential wait before the next attempt, in milliseconds.
     #[serde(default = "default_retry_backoff_ms")]
     pub retry_backoff_ms: u64,
-    /// Longest wait before an attempt, in milliseconds.
+    /// Maximum wait before an attempt, in milliseconds.
     #[serde(default = "default_retry_backoff_max_ms")]
     pub retry_backoff_max_ms: u64,
     /// Consecutive failures that open a deployment's circuit breaker.

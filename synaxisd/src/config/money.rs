@@ -1,5 +1,5 @@
 //! Money in config is written as a decimal string and parsed into `Decimal` directly, because a
-//! TOML float such as `0.1` has already lost exactness before any code sees it.
+//! TOML float such as `0.1` has already lost exactness before any code reads it.
 
 use std::fmt;
 use std::str::FromStr;

@@ -785,7 +785,8 @@ pub(crate) fn check(actor: &Actor, action: Action, target: &Target) -> Result<()
     }
 }
 
-/// A resource of the org `org_id`, named `(entity, id)` as the caller named it.
+/// Builds the target of a resource of the org `org_id`, named `(entity, id)` as the caller
+/// named it.
 fn org_target(org_id: OrgId, entity: &'static str, id: impl ToString) -> Target {
     Target {
         org_id: Some(org_id),
@@ -794,7 +795,7 @@ fn org_target(org_id: OrgId, entity: &'static str, id: impl ToString) -> Target 
     }
 }
 
-/// A user, or a resource of that user named `(entity, id)`.
+/// Builds the target of a user, or of a resource of that user named `(entity, id)`.
 fn subject_target(user: &User, entity: &'static str, id: impl ToString) -> Target {
     Target {
         org_id: Some(user.org_id),

@@ -18,7 +18,9 @@ use serde_json::Value;
 use url::Url;
 
 use super::openai::SetupError;
-use super::{ChatRequest, ChatResponse, Provider, ProviderError};
+use super::{
+    ChatRequest, ChatResponse, Provider, ProviderError, map_reqwest_error, read_error_message,
+};
 use crate::config::UpstreamConfig;
 
 /// Value of the `anthropic-version` header: the version of the Messages API that the
@@ -26,7 +28,6 @@ use crate::config::UpstreamConfig;
 pub const API_VERSION: &str = "2023-06-01";
 
 /// Maximum number of bytes of an upstream error body that are read to find its message.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct AnthropicProvider {
@@ -142,46 +143,6 @@ fn unix_time() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0)
-}
-
-// `map_reqwest_error`, `root_cause` and `read_error_message` repeat the private helpers of
-// `openai.rs`, which fit because Anthropic's error body also carries `error.message`.
-fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
-    if error.is_timeout() {
-        ProviderError::Timeout
-    } else if error.is_connect() {
-        ProviderError::Connect(root_cause(&error))
-    } else {
-        ProviderError::InvalidResponse(root_cause(&error))
-    }
-}
-
-/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
-/// which unlike reqwest's own message does not contain the upstream URL.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-/// Returns the upstream's `error.message`, or a short note when the body has none. Anthropic
-/// sends errors as `{"type": "error", "error": {"type": ..., "message": ...}}`.
-async fn read_error_message(response: reqwest::Response) -> String {
-    let bytes = match response.bytes().await {
-        Ok(bytes) => bytes,
-        Err(error) => return format!("error body unreadable: {error}"),
-    };
-    let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|body| {
-            body.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "no error message".to_owned())
 }
 
 #[cfg(test)]

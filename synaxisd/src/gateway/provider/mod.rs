@@ -98,3 +98,44 @@ pub trait Provider: Send + Sync + Debug {
         }
     }
 }
+
+/// Bytes of an upstream error body read at most to find its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub(super) fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else if error.is_connect() {
+        ProviderError::Connect(root_cause(&error))
+    } else {
+        ProviderError::InvalidResponse(root_cause(&error))
+    }
+}
+
+/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
+/// which unlike reqwest's own message does not contain the upstream URL.
+pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Returns the upstream's `error.message`, or a short note when the body has none. OpenAI and
+/// Anthropic both put the message there.
+pub(super) async fn read_error_message(response: reqwest::Response) -> String {
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => return format!("error body unreadable: {error}"),
+    };
+    let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|body| {
+            body.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "no error message".to_owned())
+}

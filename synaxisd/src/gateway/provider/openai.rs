@@ -10,11 +10,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{ChatRequest, ChatResponse, Endpoint, Provider, ProviderError};
+use super::{
+    ChatRequest, ChatResponse, Endpoint, Provider, ProviderError, map_reqwest_error,
+    read_error_message,
+};
 use crate::config::UpstreamConfig;
-
-/// Most bytes of an upstream error body that are read to find its message.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -165,41 +165,4 @@ where
         }
     };
     chunks.boxed()
-}
-
-fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
-    if error.is_timeout() {
-        ProviderError::Timeout
-    } else if error.is_connect() {
-        ProviderError::Connect(root_cause(&error))
-    } else {
-        ProviderError::InvalidResponse(root_cause(&error))
-    }
-}
-
-/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
-/// which unlike reqwest's own message does not contain the upstream URL.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
-/// Returns the upstream's `error.message`, or a short note when the body has none.
-async fn read_error_message(response: reqwest::Response) -> String {
-    let bytes = match response.bytes().await {
-        Ok(bytes) => bytes,
-        Err(error) => return format!("error body unreadable: {error}"),
-    };
-    let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|body| {
-            body.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| "no error message".to_owned())
 }
