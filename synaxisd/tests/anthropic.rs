@@ -78,7 +78,9 @@ async fn call(
 
 async fn complete(provider: &AnthropicProvider, body: Value) -> Value {
     match call(provider, request(body, false)).await {
-        Ok(ChatResponse::Complete(completion)) => completion,
+        Ok(ChatResponse::Complete(completion)) => {
+            serde_json::from_slice(&completion.json).expect("a completion is JSON")
+        }
         other => panic!("expected a completion, got {other:?}"),
     }
 }
@@ -92,9 +94,15 @@ async fn stream_results(
         Ok(ChatResponse::Stream(chunks)) => chunks,
         other => panic!("expected a stream, got {other:?}"),
     };
-    tokio::time::timeout(TIMEOUT, chunks.collect::<Vec<_>>())
+    let chunks = tokio::time::timeout(TIMEOUT, chunks.collect::<Vec<_>>())
         .await
-        .expect("the stream ends in time")
+        .expect("the stream ends in time");
+    chunks
+        .into_iter()
+        .map(|chunk| {
+            chunk.map(|chunk| serde_json::from_str(&chunk.json).expect("a chunk's text is JSON"))
+        })
+        .collect()
 }
 
 #[tokio::test]

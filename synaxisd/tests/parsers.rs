@@ -19,7 +19,13 @@ fn parse_pieces(pieces: Vec<Vec<u8>>) -> Vec<Result<Value, ProviderError>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    runtime.block_on(chunks_from_sse(bytes).collect::<Vec<_>>())
+    let chunks = runtime.block_on(chunks_from_sse(bytes).collect::<Vec<_>>());
+    chunks
+        .into_iter()
+        .map(|chunk| {
+            chunk.map(|chunk| serde_json::from_str(&chunk.json).expect("a chunk's text is JSON"))
+        })
+        .collect()
 }
 
 /// Splits `text` at the given fractions of its length.

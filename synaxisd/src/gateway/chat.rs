@@ -6,22 +6,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::provider::{ChatRequest, ChatResponse, Endpoint, ProviderError};
+use super::provider::{ChatRequest, ChatResponse, Chunk, Completion, Endpoint, ProviderError};
 use super::record::{Outcome, PendingRecord};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
-use crate::billing::{Usage, tokens};
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
@@ -83,7 +82,7 @@ async fn handle(
         Err(error) => return fail(record, error, user_locale).await,
     };
 
-    record.set_prompt_estimate(prompt_estimate(endpoint, &prepared.upstream_body));
+    record.set_prompt(endpoint, body.clone());
     let request = ChatRequest {
         body: prepared.upstream_body,
         stream: prepared.stream,
@@ -239,33 +238,6 @@ fn check_input(
     Ok(())
 }
 
-/// Counts the tokens of a request's input with the tokenizer.
-fn prompt_estimate(endpoint: Endpoint, body: &Map<String, Value>) -> i64 {
-    match endpoint {
-        Endpoint::ChatCompletions => tokens::count_messages(body.get("messages")),
-        Endpoint::Completions | Endpoint::Embeddings => {
-            let field = if endpoint == Endpoint::Completions {
-                "prompt"
-            } else {
-                "input"
-            };
-            let mut text = String::new();
-            match body.get(field) {
-                Some(Value::String(input)) => text.push_str(input),
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        if let Value::String(input) = item {
-                            text.push_str(input);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            tokens::count(&text)
-        }
-    }
-}
-
 /// Parses the body as a JSON object, naming what is wrong when it is not one.
 pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if let Err(error) = std::str::from_utf8(body) {
@@ -314,13 +286,11 @@ async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -
     response
 }
 
-async fn complete(mut record: PendingRecord, body: Value) -> Response {
-    let usage = match usage_of(&body) {
+async fn complete(mut record: PendingRecord, completion: Completion) -> Response {
+    let usage = match completion.usage {
         Some(reported) => reported,
         None => {
-            let mut text = String::new();
-            tokens::collect_completion(&body, &mut text);
-            record.push_delivered(&text);
+            record.delivered_mut().push_str(&completion.delivered());
             record.counted_usage()
         }
     };
@@ -332,9 +302,14 @@ async fn complete(mut record: PendingRecord, body: Value) -> Response {
         cost_usd: cost,
     });
 
-    let mut response = Json(body).into_response();
+    let mut response = Response::new(Body::from(completion.json));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(value) = HeaderValue::from_str(&cost.normalize().to_string()) {
-        response.headers_mut().insert(COST_HEADER, value);
+        headers.insert(COST_HEADER, value);
     }
     response
 }
@@ -344,7 +319,7 @@ async fn complete(mut record: PendingRecord, body: Value) -> Response {
 /// final `[DONE]` and stored by the record writer shortly after.
 fn stream(
     mut record: PendingRecord,
-    mut chunks: BoxStream<'static, Result<Value, ProviderError>>,
+    mut chunks: BoxStream<'static, Result<Chunk, ProviderError>>,
     client_wants_usage: bool,
     locale: Locale,
     shutdown: CancellationToken,
@@ -353,7 +328,8 @@ fn stream(
         let mut usage = None;
         let mut failure = None;
 
-        loop {
+        let mut ended = false;
+        while !ended {
             let next = tokio::select! {
                 next = chunks.next() => next,
                 () = shutdown.cancelled() => {
@@ -361,29 +337,37 @@ fn stream(
                     break;
                 }
             };
-            let Some(chunk) = next else { break };
-            let mut chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(error) => {
-                    failure = Some(upstream_error(error));
-                    break;
+            // Chunks that arrive together go out in one write, since the server flushes each
+            // frame of the body with its own system call.
+            let mut out = Vec::new();
+            let mut next = Some(next);
+            while let Some(item) = next.take() {
+                let chunk = match item {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        failure = Some(upstream_error(error));
+                        ended = true;
+                        break;
+                    }
+                    Some(Ok(chunk)) => chunk,
+                };
+                if chunk.usage.is_some() {
+                    usage = chunk.usage;
                 }
-            };
-            if let Some(reported) = usage_of(&chunk) {
-                usage = Some(reported);
+                record.delivered_mut().push_str(&chunk.delivered);
+                if client_wants_usage {
+                    push_sse_data(&mut out, &chunk.json);
+                } else if !chunk.usage_only {
+                    push_sse_data(&mut out, &chunk.json_without_usage());
+                }
+                next = next_if_ready(&mut chunks).await;
             }
-            let mut delivered = String::new();
-            tokens::collect_delta(&chunk, &mut delivered);
-            record.push_delivered(&delivered);
-            if !client_wants_usage {
-                if is_usage_only(&chunk) {
-                    continue;
-                }
-                if let Value::Object(fields) = &mut chunk {
-                    fields.remove("usage");
-                }
+            if !out.is_empty() {
+                yield Ok::<Bytes, Infallible>(Bytes::from(out));
             }
-            yield Ok::<Bytes, Infallible>(sse_data(&chunk.to_string()));
         }
 
         // A reported usage, an explicit zero included, wins over the tokenizer's count.
@@ -410,51 +394,37 @@ fn stream(
         .unwrap_or_else(|_| ApiError::Internal.into_response())
 }
 
+/// Turns this task gives the HTTP client's connection task to decode body frames it has
+/// already received, before a batch of chunks goes out.
+const READY_TURNS: usize = 4;
+
+/// Returns the stream's next item when it is ready now, or after a few turns of the scheduler;
+/// `None` when it waits for the network. The HTTP client hands over the upstream's body one
+/// frame at a time from its connection task, which needs a turn on a worker for each.
+async fn next_if_ready<S: Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
+    for _ in 0..READY_TURNS {
+        if let Some(item) = stream.next().now_or_never() {
+            return Some(item);
+        }
+        tokio::task::yield_now().await;
+    }
+    stream.next().now_or_never()
+}
+
 fn sse_data(data: &str) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
 }
 
-/// Reads the `usage` object of a completion or chunk; `None` when absent or null.
-fn usage_of(body: &Value) -> Option<Usage> {
-    let usage = body.get("usage")?.as_object()?;
-    let count = |field: &str| usage.get(field).and_then(Value::as_i64).unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: count("prompt_tokens"),
-        completion_tokens: count("completion_tokens"),
-    })
-}
-
-/// Returns whether a chunk exists only to report usage: a usage object and no choices.
-fn is_usage_only(chunk: &Value) -> bool {
-    let no_choices = chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty);
-    no_choices && chunk.get("usage").is_some_and(Value::is_object)
+/// Appends `json` to `out` as one server-sent event.
+fn push_sse_data(out: &mut Vec<u8>, json: &str) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    #[test]
-    fn usage_only_chunk_is_detected() {
-        let usage_chunk =
-            json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}});
-        let content_chunk = json!({"choices": [{"delta": {"content": "hi"}}], "usage": null});
-        assert!(is_usage_only(&usage_chunk));
-        assert!(!is_usage_only(&content_chunk));
-        assert_eq!(usage_of(&content_chunk), None);
-        assert_eq!(
-            usage_of(&usage_chunk),
-            Some(Usage {
-                prompt_tokens: 1,
-                completion_tokens: 2
-            })
-        );
-    }
 
     #[test]
     fn body_errors_name_the_problem() {

@@ -5,13 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
+use serde_json::Value;
 use synaxis_shared::api::Key;
 use synaxis_shared::{RegionId, RequestId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::provider::Endpoint;
 use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
 use crate::config::Prices;
@@ -80,7 +83,7 @@ impl Recorder {
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
             prices: None,
-            prompt_estimate: 0,
+            prompt: None,
             delivered: String::new(),
         }
     }
@@ -116,8 +119,9 @@ pub struct PendingRecord {
     metrics: Arc<Metrics>,
     /// Prices of the deployment that responded, once one has.
     prices: Option<Prices>,
-    /// Tokenizer count of the prompt, billed when no usage report arrives.
-    prompt_estimate: i64,
+    /// The request body, whose input is counted with the tokenizer only when no usage report
+    /// arrives.
+    prompt: Option<(Endpoint, Bytes)>,
     /// Text delivered to the client so far, counted when no usage report arrives.
     delivered: String,
 }
@@ -130,23 +134,28 @@ impl PendingRecord {
         }
     }
 
-    pub fn set_prompt_estimate(&mut self, tokens: i64) {
-        self.prompt_estimate = tokens;
+    /// Keeps the request body of `endpoint`, to count its input if no usage report arrives.
+    pub fn set_prompt(&mut self, endpoint: Endpoint, body: Bytes) {
+        self.prompt = Some((endpoint, body));
     }
 
     pub fn set_prices(&mut self, prices: Prices) {
         self.prices = Some(prices);
     }
 
-    /// Appends text that reached the client.
-    pub fn push_delivered(&mut self, text: &str) {
-        self.delivered.push_str(text);
+    /// The text that reached the client so far, to append to.
+    pub fn delivered_mut(&mut self) -> &mut String {
+        &mut self.delivered
     }
 
-    /// Returns the usage counted with the tokenizer: the prompt estimate and the delivered text.
+    /// Returns the usage counted with the tokenizer: the request's input and the delivered text.
     pub fn counted_usage(&self) -> Usage {
+        let prompt_tokens = self
+            .prompt
+            .as_ref()
+            .map_or(0, |(endpoint, body)| prompt_estimate(*endpoint, body));
         Usage {
-            prompt_tokens: self.prompt_estimate,
+            prompt_tokens,
             completion_tokens: tokens::count(&self.delivered),
         }
     }
@@ -212,6 +221,36 @@ impl Drop for PendingRecord {
         };
         if let Some(record) = self.take_with(outcome) {
             self.send(record);
+        }
+    }
+}
+
+/// Counts the tokens of a request's input with the tokenizer.
+fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    match endpoint {
+        Endpoint::ChatCompletions => tokens::count_messages(body.get("messages")),
+        Endpoint::Completions | Endpoint::Embeddings => {
+            let field = if endpoint == Endpoint::Completions {
+                "prompt"
+            } else {
+                "input"
+            };
+            let mut text = String::new();
+            match body.get(field) {
+                Some(Value::String(input)) => text.push_str(input),
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        if let Value::String(input) = item {
+                            text.push_str(input);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            tokens::count(&text)
         }
     }
 }

@@ -19,7 +19,8 @@ use url::Url;
 
 use super::openai::SetupError;
 use super::{
-    ChatRequest, ChatResponse, Provider, ProviderError, map_reqwest_error, read_error_message,
+    ChatRequest, ChatResponse, Completion, Provider, ProviderError, map_reqwest_error,
+    read_error_message,
 };
 use crate::config::UpstreamConfig;
 
@@ -126,7 +127,7 @@ impl Provider for AnthropicProvider {
                 }
             })?;
             let completion = response::translate_response(&message, unix_time())?;
-            return Ok(ChatResponse::Complete(completion));
+            return Ok(ChatResponse::Complete(Completion::from_value(&completion)));
         }
 
         let events = response.bytes_stream().eventsource();

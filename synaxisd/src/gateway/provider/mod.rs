@@ -4,8 +4,11 @@
 
 pub mod anthropic;
 pub mod openai;
+mod reply;
 
 use std::fmt::Debug;
+
+pub use reply::{Chunk, Completion};
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -14,9 +17,9 @@ use serde_json::{Map, Value};
 /// An inference endpoint of the OpenAI API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
+    ChatCompletions = 0,
+    Completions = 1,
+    Embeddings = 2,
 }
 
 impl Endpoint {
@@ -48,10 +51,10 @@ pub struct ChatRequest {
 
 pub enum ChatResponse {
     /// A whole `chat.completion` object.
-    Complete(Value),
+    Complete(Completion),
     /// `chat.completion.chunk` objects in order. The provider requests a usage report, which
     /// arrives as a chunk with a `usage` object (and no choices, in OpenAI's format).
-    Stream(BoxStream<'static, Result<Value, ProviderError>>),
+    Stream(BoxStream<'static, Result<Chunk, ProviderError>>),
 }
 
 impl Debug for ChatResponse {

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{
-    ChatRequest, ChatResponse, Endpoint, Provider, ProviderError, map_reqwest_error,
-    read_error_message,
+    ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Provider, ProviderError,
+    map_reqwest_error, read_error_message,
 };
 use crate::config::UpstreamConfig;
 
@@ -27,8 +27,9 @@ pub enum SetupError {
 #[derive(Debug)]
 pub struct OpenAiProvider {
     client: reqwest::Client,
-    /// Base URL without a trailing slash, such as `https://api.openai.com/v1`.
-    base_url: String,
+    /// The URL of each endpoint, under a base such as `https://api.openai.com/v1`, indexed by
+    /// [`Endpoint`].
+    urls: [Url; 3],
     api_key: Option<SecretString>,
 }
 
@@ -58,12 +59,17 @@ impl OpenAiProvider {
             None => None,
         };
 
-        let base_url = config.base_url.as_str().trim_end_matches('/').to_owned();
-        Url::parse(&format!("{base_url}/chat/completions"))?;
+        let base_url = config.base_url.as_str().trim_end_matches('/');
+        let url = |endpoint: Endpoint| Url::parse(&format!("{base_url}/{}", endpoint.path()));
+        let urls = [
+            url(Endpoint::ChatCompletions)?,
+            url(Endpoint::Completions)?,
+            url(Endpoint::Embeddings)?,
+        ];
 
         Ok(Self {
             client,
-            base_url,
+            urls,
             api_key,
         })
     }
@@ -90,7 +96,7 @@ impl Provider for OpenAiProvider {
             }
         }
 
-        let url = format!("{}/{}", self.base_url, endpoint.path());
+        let url = self.urls[endpoint as usize].clone();
         let mut upstream = self.client.post(url).json(&body);
         if let Some(key) = &self.api_key {
             upstream = upstream.bearer_auth(key.expose_secret());
@@ -106,14 +112,11 @@ impl Provider for OpenAiProvider {
         }
 
         if !request.stream {
-            let body: Value = response.json().await.map_err(|error| {
-                if error.is_timeout() {
-                    ProviderError::Timeout
-                } else {
-                    ProviderError::InvalidResponse(error.to_string())
-                }
+            let json = response.bytes().await.map_err(map_reqwest_error)?;
+            let completion = Completion::parse(json).map_err(|error| {
+                ProviderError::InvalidResponse(format!("the answer is not JSON: {error}"))
             })?;
-            return Ok(ChatResponse::Complete(body));
+            return Ok(ChatResponse::Complete(completion));
         }
 
         let chunks = chunks_from_sse(response.bytes_stream());
@@ -124,7 +127,7 @@ impl Provider for OpenAiProvider {
 /// Parses an OpenAI server-sent event stream into its JSON chunks. Events may be split across
 /// reads anywhere. A chunk that is not JSON, a read error, or an end before `data: [DONE]`
 /// yields an error, after which the stream ends.
-pub fn chunks_from_sse<S, B, E>(bytes: S) -> BoxStream<'static, Result<Value, ProviderError>>
+pub fn chunks_from_sse<S, B, E>(bytes: S) -> BoxStream<'static, Result<Chunk, ProviderError>>
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send,
@@ -146,14 +149,15 @@ where
                     break;
                 }
             };
-            let data = data.trim();
-            if data == "[DONE]" {
+            let trimmed = data.trim();
+            if trimmed == "[DONE]" {
                 break;
             }
-            if data.is_empty() {
+            if trimmed.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Value>(data) {
+            let data = if trimmed.len() == data.len() { data } else { trimmed.to_owned() };
+            match Chunk::parse(data) {
                 Ok(chunk) => yield Ok(chunk),
                 Err(error) => {
                     yield Err(ProviderError::InvalidResponse(format!(

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::map_reqwest_error;
 use super::response::{TokenCounts, finish_reason};
-use crate::gateway::provider::ProviderError;
+use crate::gateway::provider::{Chunk, ProviderError};
 
 /// Chunks translated from one event, and whether the message is complete.
 #[derive(Debug, Default, PartialEq)]
@@ -268,7 +268,7 @@ fn error_event(event: &Value) -> ProviderError {
 pub fn translate_stream<S>(
     events: S,
     created: u64,
-) -> BoxStream<'static, Result<Value, ProviderError>>
+) -> BoxStream<'static, Result<Chunk, ProviderError>>
 where
     S: Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + 'static,
 {
@@ -282,7 +282,7 @@ where
             match translated {
                 Ok(Translated { chunks, done }) => {
                     for chunk in chunks {
-                        yield Ok(chunk);
+                        yield Ok(Chunk::from_value(&chunk));
                     }
                     if done {
                         return;
