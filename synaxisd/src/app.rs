@@ -122,7 +122,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
     };
-    let cancel = state.shutdown.clone();
 
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -133,16 +132,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(%address, %region, "listening");
 
-    server::serve(
-        listener,
-        server::router(state),
-        tracker,
-        Duration::from_secs(config.server.shutdown_timeout_secs),
-        shutdown_signal(),
-        cancel,
-        writer_stop,
-    )
-    .await?;
+    let drain = server::Drain {
+        timeout: Duration::from_secs(config.server.shutdown_timeout_secs),
+        cancel: state.shutdown.clone(),
+        records: state.gateway.recorder.unfinished(),
+        stop_writer: writer_stop,
+        writer: tracker,
+    };
+    server::serve(listener, server::router(state), shutdown_signal(), drain).await?;
     Ok(())
 }
 

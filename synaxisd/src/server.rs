@@ -204,19 +204,37 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Time that requests get to write their records after the drain deadline cancels them.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
+/// What the server stops, and in which order, once the shutdown signal arrives.
+#[derive(Debug)]
+pub struct Drain {
+    /// Time that in-flight requests get to finish.
+    pub timeout: Duration,
+    /// Cancelled when `timeout` passes, so that requests still running end with a record.
+    pub cancel: CancellationToken,
+    /// Tracks the request records not yet finished.
+    pub records: TaskTracker,
+    /// Tells the record writer to store what remains and stop.
+    pub stop_writer: CancellationToken,
+    /// Tracks the record writer.
+    pub writer: TaskTracker,
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
-/// `drain_timeout` to finish. Requests still running then are cancelled through `cancel` and
-/// end with a record. Last, `stop_writer` signals the record writer to store what remains, and
-/// `tracker` waits for it.
+/// `drain.timeout` to finish. Requests still running then are cancelled and end with a record.
+/// Last, once every record is finished, the record writer stores what remains.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tracker: TaskTracker,
-    drain_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    cancel: CancellationToken,
-    stop_writer: CancellationToken,
+    drain: Drain,
 ) -> std::io::Result<()> {
+    let Drain {
+        timeout: drain_timeout,
+        cancel,
+        records,
+        stop_writer,
+        writer,
+    } = drain;
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -261,16 +279,25 @@ pub async fn serve(
         }
     }
 
-    stop_writer.cancel();
-    tracker.close();
-    if tokio::time::timeout(drain_timeout, tracker.wait())
+    // A connection's task drops its response body, and with it a record that a client's
+    // disconnect left unfinished, just after the server counts the connection as closed.
+    records.close();
+    if tokio::time::timeout(CANCEL_GRACE, records.wait())
         .await
         .is_err()
     {
         tracing::error!(
-            pending = tracker.len(),
-            "request records still unwritten at shutdown"
+            pending = records.len(),
+            "requests still without a record at shutdown"
         );
+    }
+    stop_writer.cancel();
+    writer.close();
+    if tokio::time::timeout(drain_timeout, writer.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!("request records still unwritten at shutdown");
     }
     tracing::info!("stopped");
     Ok(())

@@ -13,6 +13,8 @@ use synaxis_shared::api::Key;
 use synaxis_shared::{RegionId, RequestId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::provider::Endpoint;
 use crate::billing::{self, Usage, tokens};
@@ -37,6 +39,8 @@ pub struct Recorder {
     region: RegionId,
     sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
+    /// Holds a token for each record not yet finished.
+    unfinished: TaskTracker,
 }
 
 impl Recorder {
@@ -54,8 +58,15 @@ impl Recorder {
             region,
             sender,
             metrics,
+            unfinished: TaskTracker::new(),
         };
         (recorder, RecordWriter { store, receiver })
+    }
+
+    /// Returns the tracker of records started and not yet finished: at shutdown, the record
+    /// writer stops only once it is empty.
+    pub fn unfinished(&self) -> TaskTracker {
+        self.unfinished.clone()
     }
 
     pub fn start(&self, key: &Key, request_id: &str, endpoint: &str) -> PendingRecord {
@@ -82,6 +93,7 @@ impl Recorder {
             started: Instant::now(),
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
+            _unfinished: self.unfinished.token(),
             prices: None,
             prompt: None,
             delivered: String::new(),
@@ -117,6 +129,8 @@ pub struct PendingRecord {
     started: Instant,
     sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
+    /// Dropped with the record, after it was sent.
+    _unfinished: TaskTrackerToken,
     /// Prices of the deployment that responded, once one has.
     prices: Option<Prices>,
     /// The request body, whose input is counted with the tokenizer only when no usage report
