@@ -29,6 +29,9 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Records written in one batch at most.
 const MAX_BATCH: usize = 256;
 
+/// Longest wait for more records once one has arrived, before a batch is written.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Attempts to store a batch before its records are given up.
 const WRITE_ATTEMPTS: u32 = 5;
 
@@ -69,7 +72,7 @@ impl Recorder {
         self.unfinished.clone()
     }
 
-    pub fn start(&self, key: &Key, request_id: &str, endpoint: &str) -> PendingRecord {
+    pub fn start(&self, key: &Key, request_id: &str, endpoint: &'static str) -> PendingRecord {
         let record = RequestRecord {
             id: RequestId::new(),
             stored_region: self.region.clone(),
@@ -91,6 +94,7 @@ impl Recorder {
         PendingRecord {
             record: Some(record),
             started: Instant::now(),
+            route: endpoint,
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
             _unfinished: self.unfinished.token(),
@@ -127,6 +131,8 @@ impl Outcome {
 pub struct PendingRecord {
     record: Option<RequestRecord>,
     started: Instant,
+    /// The route, as a metrics label.
+    route: &'static str,
     sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
     /// Dropped with the record, after it was sent.
@@ -211,7 +217,7 @@ impl PendingRecord {
         record.cost_usd = outcome.cost_usd;
         record.duration_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
         self.metrics.count_request(RequestLabels {
-            route: record.endpoint.clone(),
+            route: self.route,
             model: record.model.clone(),
             status: record.status_code,
             region: record.stored_region.to_string(),
@@ -286,6 +292,7 @@ impl RecordWriter {
                     if received == 0 {
                         break;
                     }
+                    self.gather(&mut batch).await;
                     self.write(&mut batch).await;
                 }
                 () = stop.cancelled() => break,
@@ -295,6 +302,19 @@ impl RecordWriter {
         self.receiver.close();
         while self.receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.write(&mut batch).await;
+        }
+    }
+
+    /// Adds the records that arrive within [`LINGER`] of the first one to `batch`, up to
+    /// [`MAX_BATCH`]. Fewer, larger writes cost the database less per record.
+    async fn gather(&mut self, batch: &mut Vec<RequestRecord>) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, self.receiver.recv_many(batch, room)).await {
+                Ok(received) if received > 0 => {}
+                _ => break,
+            }
         }
     }
 

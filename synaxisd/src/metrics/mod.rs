@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: &'static str,
     pub model: String,
     pub status: u16,
     pub region: String,
@@ -17,7 +17,7 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,10 +142,8 @@ impl Metrics {
     }
 
     /// Records a request's timings: the whole, and the part spent waiting for upstreams.
-    pub fn observe_latency(&self, route: &str, total_seconds: f64, upstream_seconds: f64) {
-        let labels = RouteLabels {
-            route: route.to_owned(),
-        };
+    pub fn observe_latency(&self, route: &'static str, total_seconds: f64, upstream_seconds: f64) {
+        let labels = RouteLabels { route };
         self.request_seconds
             .get_or_create(&labels)
             .observe(total_seconds);

@@ -35,6 +35,47 @@ impl PgStore {
 
 impl_store_queries!(PgStore, Postgres);
 
+impl PgStore {
+    /// Inserts `records` with one statement that binds a column array each, so that batches of
+    /// any size share one prepared statement.
+    async fn insert_request_batch(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+        fn column<T>(records: &[RequestRecord], field: impl Fn(&RequestRecord) -> T) -> Vec<T> {
+            records.iter().map(field).collect()
+        }
+        sqlx::query(
+            "INSERT INTO requests (id, stored_region, request_id, org_id, user_id, key_id,
+                                   endpoint, model, stream, status_code, error_code,
+                                   prompt_tokens, completion_tokens, cost_usd, started_at,
+                                   duration_ms)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[],
+                                  $6::uuid[], $7::text[], $8::text[], $9::boolean[],
+                                  $10::integer[], $11::text[], $12::bigint[], $13::bigint[],
+                                  $14::numeric[], $15::timestamptz[], $16::bigint[])",
+        )
+        .bind(column(records, |record| record.id.0))
+        .bind(column(records, |record| {
+            record.stored_region.as_str().to_owned()
+        }))
+        .bind(column(records, |record| record.request_id.clone()))
+        .bind(column(records, |record| record.org_id.0))
+        .bind(column(records, |record| record.user_id.0))
+        .bind(column(records, |record| record.key_id.0))
+        .bind(column(records, |record| record.endpoint.clone()))
+        .bind(column(records, |record| record.model.clone()))
+        .bind(column(records, |record| record.stream))
+        .bind(column(records, |record| i32::from(record.status_code)))
+        .bind(column(records, |record| record.error_code.clone()))
+        .bind(column(records, |record| record.prompt_tokens))
+        .bind(column(records, |record| record.completion_tokens))
+        .bind(column(records, |record| record.cost_usd))
+        .bind(column(records, |record| record.started_at))
+        .bind(column(records, |record| record.duration_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,7 +1,9 @@
 //! The SQL of both stores, written once. PostgreSQL and SQLite accept the same statements here:
 //! parameters are `$N` (sqlx binds them by number on SQLite too), and the columns whose types
 //! differ go through [`ModelList`](super::types::ModelList) and [`Money`](super::types::Money).
-//! [`impl_store_queries!`] implements the store traits for one pool type.
+//! [`impl_store_queries!`] implements the store traits for one pool type. The one statement
+//! written per database is the batch insert of request records, which binds arrays on
+//! PostgreSQL: each store provides it as `insert_request_batch`.
 
 pub(crate) const ORG_COLUMNS: &str =
     "id, slug, name, primary_region, allowed_models, active, created_at";
@@ -552,28 +554,7 @@ macro_rules! impl_store_queries {
                 if records.is_empty() {
                     return Ok(());
                 }
-                let mut query = QueryBuilder::<$db>::new("INSERT INTO requests (");
-                query.push(REQUEST_COLUMNS).push(") ");
-                query.push_values(records, |mut row, record| {
-                    row.push_bind(record.id.0)
-                        .push_bind(record.stored_region.as_str())
-                        .push_bind(&record.request_id)
-                        .push_bind(record.org_id.0)
-                        .push_bind(record.user_id.0)
-                        .push_bind(record.key_id.0)
-                        .push_bind(&record.endpoint)
-                        .push_bind(&record.model)
-                        .push_bind(record.stream)
-                        .push_bind(i32::from(record.status_code))
-                        .push_bind(&record.error_code)
-                        .push_bind(record.prompt_tokens)
-                        .push_bind(record.completion_tokens)
-                        .push_bind(Money(record.cost_usd))
-                        .push_bind(record.started_at)
-                        .push_bind(record.duration_ms);
-                });
-                query.build().execute(&self.pool).await?;
-                Ok(())
+                self.insert_request_batch(records).await
             }
 
             async fn list_requests(

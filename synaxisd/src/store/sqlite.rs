@@ -78,6 +78,34 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 impl_store_queries!(SqliteStore, Sqlite);
 
+impl SqliteStore {
+    /// Inserts `records` with one multi-row `INSERT`.
+    async fn insert_request_batch(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO requests (");
+        query.push(REQUEST_COLUMNS).push(") ");
+        query.push_values(records, |mut row, record| {
+            row.push_bind(record.id.0)
+                .push_bind(record.stored_region.as_str())
+                .push_bind(&record.request_id)
+                .push_bind(record.org_id.0)
+                .push_bind(record.user_id.0)
+                .push_bind(record.key_id.0)
+                .push_bind(&record.endpoint)
+                .push_bind(&record.model)
+                .push_bind(record.stream)
+                .push_bind(i32::from(record.status_code))
+                .push_bind(&record.error_code)
+                .push_bind(record.prompt_tokens)
+                .push_bind(record.completion_tokens)
+                .push_bind(Money(record.cost_usd))
+                .push_bind(record.started_at)
+                .push_bind(record.duration_ms);
+        });
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
