@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use synaxis_tests::fake_upstream::{FakeConfig, FakeUpstream};
 use synaxisd::config::UpstreamConfig;
 use synaxisd::gateway::provider::anthropic::{API_VERSION, AnthropicProvider};
@@ -50,7 +50,16 @@ fn request(body: Value, stream: bool) -> ChatRequest {
     if stream {
         body.insert("stream".to_owned(), Value::Bool(true));
     }
-    ChatRequest { body, stream }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    ChatRequest {
+        body: Value::Object(body).to_string().into(),
+        model,
+        stream,
+    }
 }
 
 fn weather_request() -> Value {
@@ -369,22 +378,14 @@ async fn slow_upstream_is_timeout() {
 #[tokio::test]
 async fn untranslatable_request_stays_local() {
     let (upstream, provider) = start(FakeConfig::default()).await;
-    let mut body = Map::new();
-    body.insert("model".to_owned(), json!("claude-test"));
-    body.insert(
-        "messages".to_owned(),
-        json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]),
-    );
+    let body = json!({
+        "model": "claude-test",
+        "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}],
+    });
 
-    let error = call(
-        &provider,
-        ChatRequest {
-            body,
-            stream: false,
-        },
-    )
-    .await
-    .expect_err("audio is not supported");
+    let error = call(&provider, request(body, false))
+        .await
+        .expect_err("audio is not supported");
 
     let ProviderError::Status { status, message } = error else {
         panic!("expected a status error, got {error:?}");

@@ -14,10 +14,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, Stream, StreamExt};
-use serde_json::{Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use super::provider::{ChatRequest, ChatResponse, Chunk, Completion, Endpoint, ProviderError};
+use super::provider::{
+    ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, ProviderError,
+};
 use super::record::{Outcome, PendingRecord};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
@@ -84,7 +88,8 @@ async fn handle(
 
     record.set_prompt(endpoint, body.clone());
     let request = ChatRequest {
-        body: prepared.upstream_body,
+        body,
+        model: String::new(),
         stream: prepared.stream,
     };
     let upstream_started = Instant::now();
@@ -144,7 +149,6 @@ fn body_rejection(rejection: &BytesRejection, limit: usize) -> ApiError {
 /// A validated request, ready to go upstream.
 struct Prepared {
     route: Arc<ModelRoute>,
-    upstream_body: Map<String, Value>,
     stream: bool,
     client_wants_usage: bool,
 }
@@ -156,10 +160,10 @@ fn prepare(
     endpoint: Endpoint,
     record: &mut PendingRecord,
 ) -> Result<Prepared, ApiError> {
-    let body = parse_body(body)?;
+    let fields = parse_body(body)?;
 
-    let model = match body.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => model.clone(),
+    let model = match fields.get("model").map(value_of) {
+        Some(Value::String(model)) if !model.is_empty() => model,
         Some(_) => {
             return Err(ApiError::invalid(
                 "model",
@@ -168,14 +172,14 @@ fn prepare(
         }
         None => return Err(ApiError::invalid("model", "`model` is required")),
     };
-    let stream = match body.get("stream") {
+    let stream = match fields.get("stream").map(value_of) {
         None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
+        Some(Value::Bool(stream)) => stream,
         Some(_) => return Err(ApiError::invalid("stream", "`stream` must be a boolean")),
     };
     record.set_model(&model, stream);
 
-    check_input(&body, endpoint, stream)?;
+    check_input(&fields, endpoint, stream)?;
 
     let route = state
         .gateway
@@ -189,48 +193,51 @@ fn prepare(
         });
     }
 
-    let client_wants_usage = body
+    let client_wants_usage = fields
         .get("stream_options")
-        .and_then(|options| options.get("include_usage"))
-        .and_then(Value::as_bool)
+        .map(value_of)
+        .and_then(|options| options.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
     Ok(Prepared {
         route,
-        upstream_body: body,
         stream,
         client_wants_usage,
     })
 }
 
+/// Reads a field's value, which [`parse_body`] has already checked as JSON.
+fn value_of(value: &RawValue) -> Value {
+    serde_json::from_str(value.get()).unwrap_or_default()
+}
+
 /// Checks the field that carries the endpoint's input: `messages` for chat completions,
 /// `prompt` for completions, `input` for embeddings, which do not stream.
-fn check_input(
-    body: &Map<String, Value>,
-    endpoint: Endpoint,
-    stream: bool,
-) -> Result<(), ApiError> {
+fn check_input(fields: &Fields<'_>, endpoint: Endpoint, stream: bool) -> Result<(), ApiError> {
     let field = match endpoint {
         Endpoint::ChatCompletions => "messages",
         Endpoint::Completions => "prompt",
         Endpoint::Embeddings => "input",
     };
-    let valid = match (endpoint, body.get(field)) {
-        (_, None) => return Err(ApiError::invalid(field, format!("`{field}` is required"))),
-        (Endpoint::ChatCompletions, Some(Value::Array(messages))) => !messages.is_empty(),
-        (Endpoint::ChatCompletions, Some(_)) => {
+    let Some(value) = fields.get(field) else {
+        return Err(ApiError::invalid(field, format!("`{field}` is required")));
+    };
+    // The shape is read without building the values: an array of any items, or a string.
+    let items = serde_json::from_str::<Vec<IgnoredAny>>(value.get()).ok();
+    let is_string = value.get().starts_with('"');
+    match endpoint {
+        Endpoint::ChatCompletions if items.as_ref().is_none_or(Vec::is_empty) => {
             return Err(ApiError::invalid(
                 field,
                 "`messages` must be a non-empty array",
             ));
         }
-        (_, Some(Value::String(_) | Value::Array(_))) => true,
-        (_, Some(_)) => false,
-    };
-    if !valid {
-        return Err(ApiError::invalid(
-            field,
-            format!("`{field}` must be a non-empty string or array"),
-        ));
+        Endpoint::Completions | Endpoint::Embeddings if items.is_none() && !is_string => {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be a non-empty string or array"),
+            ));
+        }
+        _ => {}
     }
     if endpoint == Endpoint::Embeddings && stream {
         return Err(ApiError::invalid("stream", "embeddings do not stream"));
@@ -239,7 +246,7 @@ fn check_input(
 }
 
 /// Parses the body as a JSON object, naming what is wrong when it is not one.
-pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub fn parse_body(body: &[u8]) -> Result<Fields<'_>, ApiError> {
     if let Err(error) = std::str::from_utf8(body) {
         return Err(ApiError::InvalidRequest {
             param: None,
@@ -249,17 +256,25 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
             ),
         });
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::InvalidRequest {
-            param: None,
-            message: "the request body must be a JSON object".to_owned(),
-        }),
-        Err(error) => Err(ApiError::InvalidRequest {
-            param: None,
-            message: format!("the request body is not valid JSON: {error}"),
-        }),
+    match serde_json::from_slice::<&RawValue>(body) {
+        Ok(value) if value.get().starts_with('{') => {}
+        Ok(_) => {
+            return Err(ApiError::InvalidRequest {
+                param: None,
+                message: "the request body must be a JSON object".to_owned(),
+            });
+        }
+        Err(error) => {
+            return Err(ApiError::InvalidRequest {
+                param: None,
+                message: format!("the request body is not valid JSON: {error}"),
+            });
+        }
     }
+    Fields::parse(body).map_err(|error| ApiError::InvalidRequest {
+        param: None,
+        message: format!("the request body is not valid JSON: {error}"),
+    })
 }
 
 fn upstream_error(error: ProviderError) -> ApiError {

@@ -184,11 +184,10 @@ pub async fn call(
             tokio::time::sleep(backoff(config, attempt)).await;
         }
 
-        let mut attempt_request = request.clone();
-        attempt_request.body.insert(
-            "model".to_owned(),
-            serde_json::Value::String(deployment.upstream_model.clone()),
-        );
+        let attempt_request = ChatRequest {
+            model: deployment.upstream_model.clone(),
+            ..request.clone()
+        };
         match deployment.provider.call(endpoint, attempt_request).await {
             Ok(response) => {
                 deployment.breaker.record_success();

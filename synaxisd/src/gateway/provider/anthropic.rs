@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
 use super::openai::SetupError;
@@ -98,7 +98,14 @@ fn api_key_header(name: &str, variable: &str, key: Option<SecretString>) -> Opti
 #[async_trait]
 impl Provider for AnthropicProvider {
     async fn chat_completions(&self, request: ChatRequest) -> Result<ChatResponse, ProviderError> {
-        let body = request::translate_request(request.body, request.stream)?;
+        let mut body: Map<String, Value> =
+            serde_json::from_slice(&request.body).map_err(|error| {
+                ProviderError::Unsupported(format!(
+                    "the request body is not a JSON object: {error}"
+                ))
+            })?;
+        body.insert("model".to_owned(), Value::String(request.model));
+        let body = request::translate_request(body, request.stream)?;
 
         let mut upstream = self
             .client

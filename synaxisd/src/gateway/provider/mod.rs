@@ -3,16 +3,19 @@
 //! format is.
 
 pub mod anthropic;
+mod fields;
 pub mod openai;
 mod reply;
 
 use std::fmt::Debug;
 
+pub use fields::Fields;
 pub use reply::{Chunk, Completion};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// An inference endpoint of the OpenAI API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +45,13 @@ impl Endpoint {
     }
 }
 
-/// A chat completion request in the OpenAI format, with the upstream model name set.
+/// A request in the OpenAI format, as the client sent it, for one upstream model.
 #[derive(Clone, Debug)]
 pub struct ChatRequest {
-    pub body: Map<String, Value>,
+    /// The client's body, a JSON object that the gateway has checked.
+    pub body: Bytes,
+    /// The upstream's name of the model, which replaces the body's `model`.
+    pub model: String,
     pub stream: bool,
 }
 

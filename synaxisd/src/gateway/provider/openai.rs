@@ -6,12 +6,14 @@ use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use url::Url;
 
 use super::{
-    ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Provider, ProviderError,
+    ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, Provider, ProviderError,
     map_reqwest_error, read_error_message,
 };
 use crate::config::UpstreamConfig;
@@ -86,18 +88,26 @@ impl Provider for OpenAiProvider {
         endpoint: Endpoint,
         request: ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
-        let mut body = request.body;
+        let fields = Fields::parse(&request.body).map_err(|error| {
+            ProviderError::Unsupported(format!("the request body is not a JSON object: {error}"))
+        })?;
+        let model = Value::String(request.model).to_string();
+        let mut replace = vec![("model", model.as_str())];
+        let options;
         if request.stream {
             // Request the final usage chunk in every case. The gateway removes it from the
             // client's stream when the client did not request it.
-            let options = body.entry("stream_options").or_insert_with(|| json!({}));
-            if let Value::Object(options) = options {
-                options.insert("include_usage".to_owned(), Value::Bool(true));
-            }
+            options = with_usage_report(fields.get("stream_options"));
+            replace.push(("stream_options", options.as_str()));
         }
+        let body = fields.write_with(&replace);
 
         let url = self.urls[endpoint as usize].clone();
-        let mut upstream = self.client.post(url).json(&body);
+        let mut upstream = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
         if let Some(key) = &self.api_key {
             upstream = upstream.bearer_auth(key.expose_secret());
         }
@@ -122,6 +132,15 @@ impl Provider for OpenAiProvider {
         let chunks = chunks_from_sse(response.bytes_stream());
         Ok(ChatResponse::Stream(chunks))
     }
+}
+
+/// Returns the client's `stream_options` with `include_usage` set, as JSON text.
+fn with_usage_report(options: Option<&RawValue>) -> String {
+    let mut options = options
+        .and_then(|options| serde_json::from_str::<Map<String, Value>>(options.get()).ok())
+        .unwrap_or_default();
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    Value::Object(options).to_string()
 }
 
 /// Parses an OpenAI server-sent event stream into its JSON chunks. Events may be split across
