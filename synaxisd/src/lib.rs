@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod gateway;
 pub mod http_error;
+pub mod limits;
 pub mod metrics;
 pub mod secrets;
 pub mod server;

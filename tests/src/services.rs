@@ -9,6 +9,10 @@ use sqlx::postgres::PgConnection;
 /// Admin URL of the PostgreSQL server for tests, such as `postgres://postgres@127.0.0.1:5432/postgres`.
 pub const DATABASE_URL_ENV: &str = "SYNAXIS_TEST_DATABASE_URL";
 
+/// URL of the Redis server for tests, such as `redis://127.0.0.1:6379`. Tests share its
+/// database, so each one keeps its keys under its own [`redis_key_prefix`].
+pub const REDIS_URL_ENV: &str = "SYNAXIS_TEST_REDIS_URL";
+
 /// Python interpreter with the `openai` package, for end-to-end tests.
 pub const PYTHON_ENV: &str = "SYNAXIS_TEST_PYTHON";
 
@@ -29,6 +33,11 @@ pub fn service_url(variable: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// Returns a Redis key prefix of its own for one test, `synaxis_test_<uuid>:`.
+pub fn redis_key_prefix() -> String {
+    format!("synaxis_test_{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// A PostgreSQL database created for one test, named `synaxis_test_<uuid>`.

@@ -1,0 +1,487 @@
+//! The Redis limiter, shared by every gateway process of a region. Each method is one Lua script
+//! run by `EVALSHA`, so a call is atomic and takes one round trip, whatever the number of scopes
+//! and windows it checks. The caller's time goes into every script as milliseconds since the
+//! Unix epoch; the scripts never read the clock of Redis.
+//!
+//! Keys, below the configured prefix:
+//! - `limit:<scope>:<metric>:<window>:fixed:<window start ms>`: the count of a fixed window.
+//! - `limit:<scope>:<metric>:<window>:sliding`: a hash from bucket index to count.
+//! - `lease:<scope>`: a sorted set of lease ids scored by expiry time in milliseconds.
+//!
+//! Every key expires [`EXPIRY_GRACE_MS`] after its last charge stops counting.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use super::window::{self, Cell};
+use super::{
+    Adjustment, Counter, Decision, LeaseDecision, LimitCheck, LimitError, Limiter, duration_millis,
+    validate_adjustments, validate_checks,
+};
+
+/// Time that a key outlives the last instant at which its counts matter. Gateways whose clocks
+/// differ by less than this all see the same counts.
+pub const EXPIRY_GRACE_MS: i64 = 60_000;
+
+/// Checks every limit of one call and charges all of them only when all have room.
+///
+/// KEYS[i]: the counter of limit i, a string for a fixed window or a hash of buckets for a
+/// sliding window.
+/// ARGV[1]: now (ms). ARGV[2]: buckets per sliding window. ARGV[3]: expiry grace (ms).
+/// ARGV[4 + 5 * (i - 1) .. 8 + 5 * (i - 1)]: per limit, its kind (`fixed` or `sliding`), limit,
+/// cost, current bucket index (sliding only), and the ms from which the charge stops counting.
+/// Returns 1 (admitted) or 0, then for each limit its counts before the charge: one for a fixed
+/// window, or the buckets of the counted span, oldest first.
+const ACQUIRE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local buckets = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+local admitted = 1
+local reply = {0}
+local pending = {}
+for i, key in ipairs(KEYS) do
+  local base = 3 + 5 * (i - 1)
+  local counts = {}
+  if ARGV[base + 1] == 'fixed' then
+    counts[1] = tonumber(redis.call('GET', key) or '0')
+  else
+    local oldest = tonumber(ARGV[base + 4]) - buckets
+    for offset = 1, buckets + 1 do
+      counts[offset] = 0
+    end
+    local fields = redis.call('HGETALL', key)
+    for f = 1, #fields, 2 do
+      local offset = tonumber(fields[f]) - oldest
+      if offset < 0 then
+        redis.call('HDEL', key, fields[f])
+      elseif offset <= buckets then
+        counts[offset + 1] = tonumber(fields[f + 1])
+      end
+    end
+  end
+  -- A counter listed twice in one call includes the cost of its earlier entries.
+  counts[#counts] = counts[#counts] + (pending[key] or 0)
+  local total = 0
+  for _, count in ipairs(counts) do
+    total = total + count
+    reply[#reply + 1] = count
+  end
+  local cost = tonumber(ARGV[base + 3])
+  if total + cost > tonumber(ARGV[base + 2]) then
+    admitted = 0
+  end
+  pending[key] = (pending[key] or 0) + cost
+end
+if admitted == 1 then
+  for i, key in ipairs(KEYS) do
+    local base = 3 + 5 * (i - 1)
+    if tonumber(ARGV[base + 3]) > 0 then
+      if ARGV[base + 1] == 'fixed' then
+        redis.call('INCRBY', key, ARGV[base + 3])
+      else
+        redis.call('HINCRBY', key, ARGV[base + 4], ARGV[base + 3])
+      end
+      redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
+    end
+  end
+end
+reply[1] = admitted
+return reply
+";
+
+/// Adds signed adjustments to counters, never below zero. A negative one creates no count.
+///
+/// KEYS[i]: the counter of adjustment i. ARGV[1]: now (ms). ARGV[2]: expiry grace (ms).
+/// ARGV[3 + 4 * (i - 1) .. 6 + 4 * (i - 1)]: per adjustment, its kind, bucket index (sliding
+/// only), delta, and the ms from which the charge stops counting.
+const SETTLE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local base = 2 + 4 * (i - 1)
+  local bucket = ARGV[base + 2]
+  local delta = ARGV[base + 3]
+  local negative = tonumber(delta) < 0
+  if ARGV[base + 1] == 'fixed' then
+    if not negative or redis.call('EXISTS', key) == 1 then
+      if redis.call('INCRBY', key, delta) < 0 then
+        redis.call('SET', key, '0', 'KEEPTTL')
+      end
+    end
+  else
+    if not negative or redis.call('HEXISTS', key, bucket) == 1 then
+      if redis.call('HINCRBY', key, bucket, delta) < 0 then
+        redis.call('HSET', key, bucket, '0')
+      end
+    end
+  end
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 4]) - now, 0) + grace)
+  end
+end
+return 0
+";
+
+/// Drops expired leases, then adds or renews one when it is held or the cap allows it.
+///
+/// KEYS[1]: the leases of a scope. ARGV: now (ms), cap, lease id, expiry (ms), grace (ms).
+/// Returns {1, 0, 0} when acquired, else {0, active leases, earliest expiry or -1}.
+const ACQUIRE_LEASE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local existing = redis.call('ZSCORE', KEYS[1], ARGV[3])
+local active = redis.call('ZCARD', KEYS[1])
+if existing or active < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[5]))
+  return {1, 0, 0}
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then
+  return {0, active, tonumber(first[2])}
+end
+return {0, active, -1}
+";
+
+/// Moves the expiry of an unexpired lease. KEYS[1]: the leases of a scope. ARGV: now (ms), lease
+/// id, expiry (ms), grace (ms). Returns 1 when renewed, 0 when the lease is not held.
+const RENEW_LEASE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[4]))
+return 1
+";
+
+/// Removes a lease. KEYS[1]: the leases of a scope. ARGV: now (ms), lease id. Returns 1 when the
+/// removed lease was unexpired, else 0.
+const RELEASE_LEASE_SCRIPT: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not score then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[2])
+if tonumber(score) > tonumber(ARGV[1]) then
+  return 1
+end
+return 0
+";
+
+/// A limiter whose counters and leases live in Redis. Clones share one multiplexed connection,
+/// which reconnects by itself after Redis restarts.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    connection: ConnectionManager,
+    address: String,
+    key_prefix: String,
+    scripts: Scripts,
+}
+
+#[derive(Clone)]
+struct Scripts {
+    acquire: Script,
+    settle: Script,
+    acquire_lease: Script,
+    renew_lease: Script,
+    release_lease: Script,
+}
+
+impl fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("address", &self.address)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Connects to the Redis server of `url`, such as `redis://127.0.0.1:6379`. Every key starts
+    /// with `key_prefix`. `timeout` bounds each connection attempt and each script's reply.
+    /// While Redis is unreachable, a call waits for one reconnection of at most two attempts,
+    /// each bounded by `timeout`, and then fails.
+    pub async fn connect(
+        url: &str,
+        key_prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, LimitError> {
+        let client = Client::open(url).map_err(LimitError::InvalidUrl)?;
+        // The address leaves out any password of the URL.
+        let address = client.get_connection_info().addr().to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|source| LimitError::Connect {
+                address: address.clone(),
+                source,
+            })?;
+
+        Ok(Self {
+            connection,
+            address,
+            key_prefix: key_prefix.to_owned(),
+            scripts: Scripts {
+                acquire: Script::new(ACQUIRE_SCRIPT),
+                settle: Script::new(SETTLE_SCRIPT),
+                acquire_lease: Script::new(ACQUIRE_LEASE_SCRIPT),
+                renew_lease: Script::new(RENEW_LEASE_SCRIPT),
+                release_lease: Script::new(RELEASE_LEASE_SCRIPT),
+            },
+        })
+    }
+
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    fn counter_key(&self, counter: &Counter, cell: &Cell) -> String {
+        let Counter {
+            scope,
+            metric,
+            window,
+            kind,
+        } = counter;
+        let base = format!(
+            "{}limit:{scope}:{}:{}:{}",
+            self.key_prefix,
+            metric.as_str(),
+            window.as_str(),
+            kind.as_str()
+        );
+        match cell {
+            Cell::Fixed { start_ms, .. } => format!("{base}:{start_ms}"),
+            Cell::Sliding { .. } => base,
+        }
+    }
+
+    fn lease_key(&self, scope: &str) -> String {
+        format!("{}lease:{scope}", self.key_prefix)
+    }
+
+    fn redis_error(operation: &'static str) -> impl FnOnce(redis::RedisError) -> LimitError {
+        move |source| LimitError::Redis { operation, source }
+    }
+}
+
+/// Returns the bucket index of a sliding cell, or 0 for a fixed one, whose key names its window.
+fn bucket_index(cell: &Cell) -> i64 {
+    match cell {
+        Cell::Fixed { .. } => 0,
+        Cell::Sliding { index, .. } => *index,
+    }
+}
+
+fn kind_name(cell: &Cell) -> &'static str {
+    match cell {
+        Cell::Fixed { .. } => "fixed",
+        Cell::Sliding { .. } => "sliding",
+    }
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn acquire(
+        &self,
+        checks: &[LimitCheck],
+        now: DateTime<Utc>,
+    ) -> Result<Decision, LimitError> {
+        validate_checks(checks)?;
+        let cells = checks
+            .iter()
+            .map(|check| Cell::locate(&check.counter, now))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut invocation = self.scripts.acquire.prepare_invoke();
+        invocation
+            .arg(now.timestamp_millis())
+            .arg(window::BUCKETS)
+            .arg(EXPIRY_GRACE_MS);
+        for (check, cell) in checks.iter().zip(&cells) {
+            invocation
+                .key(self.counter_key(&check.counter, cell))
+                .arg(kind_name(cell))
+                .arg(check.limit)
+                .arg(check.cost)
+                .arg(bucket_index(cell))
+                .arg(cell.expires_at_ms());
+        }
+        let reply: Vec<i64> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("acquire"))?;
+
+        let (admitted, counts) = split_acquire_reply(&reply, &cells)?;
+        if admitted != window::all_have_room(checks, &counts) {
+            return Err(LimitError::UnexpectedReply {
+                operation: "acquire",
+                detail: format!("admitted = {admitted} disagrees with the counts {counts:?}"),
+            });
+        }
+        window::decide(checks, &cells, &counts, now)
+    }
+
+    async fn settle(
+        &self,
+        adjustments: &[Adjustment],
+        charged_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LimitError> {
+        validate_adjustments(adjustments)?;
+        let now_ms = now.timestamp_millis();
+
+        let mut invocation = self.scripts.settle.prepare_invoke();
+        invocation.arg(now_ms).arg(EXPIRY_GRACE_MS);
+        let mut any = false;
+        for adjustment in adjustments {
+            let cell = Cell::locate(&adjustment.counter, charged_at)?;
+            if adjustment.delta == 0 || !cell.counts_at(now_ms) {
+                continue;
+            }
+            any = true;
+            invocation
+                .key(self.counter_key(&adjustment.counter, &cell))
+                .arg(kind_name(&cell))
+                .arg(bucket_index(&cell))
+                .arg(adjustment.delta)
+                .arg(cell.expires_at_ms());
+        }
+        if !any {
+            return Ok(());
+        }
+
+        let _: i64 = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("settle"))?;
+        Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        scope: &str,
+        cap: u64,
+        lease_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseDecision, LimitError> {
+        let now_ms = now.timestamp_millis();
+        let expires_ms = now_ms.saturating_add(duration_millis(ttl));
+        let expires_at = window::instant(expires_ms)?;
+
+        let reply: Vec<i64> = self
+            .scripts
+            .acquire_lease
+            .key(self.lease_key(scope))
+            .arg(now_ms)
+            .arg(cap)
+            .arg(lease_id)
+            .arg(expires_ms)
+            .arg(EXPIRY_GRACE_MS)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("acquire_lease"))?;
+
+        match reply.as_slice() {
+            [1, _, _] => Ok(LeaseDecision::Acquired { expires_at }),
+            [0, active, earliest] => {
+                let retry_after = (*earliest >= 0)
+                    .then(|| Duration::from_millis(u64::try_from(earliest - now_ms).unwrap_or(0)));
+                Ok(LeaseDecision::Rejected {
+                    active: u64::try_from(*active).unwrap_or(0),
+                    retry_after,
+                })
+            }
+            _ => Err(LimitError::UnexpectedReply {
+                operation: "acquire_lease",
+                detail: format!("{reply:?}"),
+            }),
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool, LimitError> {
+        let now_ms = now.timestamp_millis();
+        let expires_ms = now_ms.saturating_add(duration_millis(ttl));
+        window::instant(expires_ms)?;
+
+        let renewed: i64 = self
+            .scripts
+            .renew_lease
+            .key(self.lease_key(scope))
+            .arg(now_ms)
+            .arg(lease_id)
+            .arg(expires_ms)
+            .arg(EXPIRY_GRACE_MS)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("renew_lease"))?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LimitError> {
+        let released: i64 = self
+            .scripts
+            .release_lease
+            .key(self.lease_key(scope))
+            .arg(now.timestamp_millis())
+            .arg(lease_id)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("release_lease"))?;
+        Ok(released == 1)
+    }
+}
+
+/// Splits the reply of [`ACQUIRE_SCRIPT`] into the admitted flag and the counts of each cell.
+fn split_acquire_reply(reply: &[i64], cells: &[Cell]) -> Result<(bool, Vec<Vec<u64>>), LimitError> {
+    let unexpected = |detail: String| LimitError::UnexpectedReply {
+        operation: "acquire",
+        detail,
+    };
+    let expected_len = 1 + cells.iter().map(Cell::span_len).sum::<usize>();
+    let Some((admitted, mut rest)) = reply.split_first() else {
+        return Err(unexpected("an empty reply".to_owned()));
+    };
+    if reply.len() != expected_len {
+        return Err(unexpected(format!(
+            "{} values where {expected_len} were expected",
+            reply.len()
+        )));
+    }
+
+    let mut counts = Vec::with_capacity(cells.len());
+    for cell in cells {
+        let (span, next) = rest.split_at(cell.span_len());
+        let span = span
+            .iter()
+            .map(|count| u64::try_from(*count))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| unexpected(format!("a negative count in {span:?}")))?;
+        counts.push(span);
+        rest = next;
+    }
+    Ok((*admitted == 1, counts))
+}

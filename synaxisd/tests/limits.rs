@@ -1,0 +1,723 @@
+//! Contract tests of the limiter: every case runs against the in-process limiter and against
+//! Redis, each Redis case under its own key prefix. Time moves only through the `now` values
+//! that the cases pass.
+
+// Helpers of a test fail it by panicking, as assertions do.
+#![allow(clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use synaxis_tests::services::{REDIS_URL_ENV, redis_key_prefix, service_url};
+use synaxisd::limits::memory::MemoryLimiter;
+use synaxisd::limits::redis::RedisLimiter;
+use synaxisd::limits::{
+    Adjustment, Admission, Counter, Decision, LeaseDecision, LimitCheck, LimitError, Limiter,
+    Metric, Rejection, Window, WindowKind,
+};
+use tokio::sync::Barrier;
+
+/// Bound on connecting to Redis and on each of its replies.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("RFC 3339 time")
+}
+
+fn millis(milliseconds: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(milliseconds)
+}
+
+fn check(
+    scope: &str,
+    metric: Metric,
+    window: Window,
+    kind: WindowKind,
+    limit: u64,
+    cost: u64,
+) -> LimitCheck {
+    LimitCheck {
+        counter: Counter::new(scope, metric, window, kind),
+        limit,
+        cost,
+    }
+}
+
+fn with_cost(check: &LimitCheck, cost: u64) -> LimitCheck {
+    LimitCheck {
+        cost,
+        ..check.clone()
+    }
+}
+
+fn admitted(decision: Decision) -> Admission {
+    match decision {
+        Decision::Admitted(admission) => admission,
+        Decision::Rejected(rejection) => panic!("expected admission, got {rejection:?}"),
+    }
+}
+
+fn rejected(decision: Decision) -> Rejection {
+    match decision {
+        Decision::Rejected(rejection) => rejection,
+        Decision::Admitted(admission) => panic!("expected rejection, got {admission:?}"),
+    }
+}
+
+async fn acquire(limiter: &dyn Limiter, checks: &[LimitCheck], now: DateTime<Utc>) -> Decision {
+    limiter.acquire(checks, now).await.expect("acquire")
+}
+
+/// Returns the remaining amount of each limit at `now`, charging nothing.
+async fn remaining(limiter: &dyn Limiter, checks: &[LimitCheck], now: DateTime<Utc>) -> Vec<u64> {
+    let free: Vec<LimitCheck> = checks.iter().map(|check| with_cost(check, 0)).collect();
+    let admission = admitted(acquire(limiter, &free, now).await);
+    admission
+        .statuses
+        .iter()
+        .map(|status| status.remaining)
+        .collect()
+}
+
+async fn settle(
+    limiter: &dyn Limiter,
+    check: &LimitCheck,
+    delta: i64,
+    charged_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let adjustment = Adjustment {
+        counter: check.counter.clone(),
+        delta,
+    };
+    limiter
+        .settle(&[adjustment], charged_at, now)
+        .await
+        .expect("settle");
+}
+
+async fn fixed_minute_resets_at_boundary(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let start = at("2026-01-15T12:00:10Z");
+    let limit = [check(
+        "key:k",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Fixed,
+        3,
+        1,
+    )];
+
+    for expected in [2, 1, 0] {
+        let admission = admitted(acquire(limiter, &limit, start).await);
+        assert_eq!(admission.statuses.len(), 1);
+        assert_eq!(admission.statuses[0].counter, limit[0].counter);
+        assert_eq!(admission.statuses[0].limit, 3);
+        assert_eq!(admission.statuses[0].remaining, expected);
+        assert_eq!(admission.statuses[0].reset_at, at("2026-01-15T12:01:00Z"));
+    }
+
+    let rejection = rejected(acquire(limiter, &limit, start).await);
+    assert_eq!(rejection.index, 0);
+    assert_eq!(rejection.status.counter, limit[0].counter);
+    assert_eq!(rejection.status.remaining, 0);
+    assert_eq!(rejection.status.reset_at, at("2026-01-15T12:01:00Z"));
+    assert_eq!(rejection.retry_after, Some(Duration::from_secs(50)));
+
+    let last_millisecond = at("2026-01-15T12:00:59.999Z");
+    let rejection = rejected(acquire(limiter, &limit, last_millisecond).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_millis(1)));
+
+    let next_minute = at("2026-01-15T12:01:00Z");
+    let admission = admitted(acquire(limiter, &limit, next_minute).await);
+    assert_eq!(admission.statuses[0].remaining, 2);
+    assert_eq!(admission.statuses[0].reset_at, at("2026-01-15T12:02:00Z"));
+}
+
+async fn fixed_month_resets_on_first_of_month(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let limit = [check(
+        "org:o",
+        Metric::Tokens,
+        Window::Month,
+        WindowKind::Fixed,
+        2_000,
+        1_000,
+    )];
+
+    let end_of_january = at("2026-01-31T23:59:59Z");
+    for expected in [1_000, 0] {
+        let admission = admitted(acquire(limiter, &limit, end_of_january).await);
+        assert_eq!(admission.statuses[0].remaining, expected);
+        assert_eq!(admission.statuses[0].reset_at, at("2026-02-01T00:00:00Z"));
+    }
+    let rejection = rejected(acquire(limiter, &limit, end_of_january).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_secs(1)));
+
+    let february = at("2026-02-01T00:00:00Z");
+    let admission = admitted(acquire(limiter, &limit, february).await);
+    assert_eq!(admission.statuses[0].remaining, 1_000);
+    assert_eq!(admission.statuses[0].reset_at, at("2026-03-01T00:00:00Z"));
+
+    let mid_february = at("2026-02-15T08:30:00Z");
+    let admission = admitted(acquire(limiter, &limit, mid_february).await);
+    assert_eq!(admission.statuses[0].remaining, 0);
+
+    let end_of_february = at("2026-02-28T23:59:59.999Z");
+    let rejection = rejected(acquire(limiter, &limit, end_of_february).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_millis(1)));
+    assert_eq!(rejection.status.reset_at, at("2026-03-01T00:00:00Z"));
+}
+
+async fn cost_above_limit_is_never_admitted(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let now = at("2026-01-15T12:00:00Z");
+    let tokens = check(
+        "key:k",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Sliding,
+        100,
+        101,
+    );
+
+    let rejection = rejected(acquire(limiter, std::slice::from_ref(&tokens), now).await);
+    assert_eq!(rejection.retry_after, None);
+    assert_eq!(rejection.status.remaining, 100);
+
+    let admission = admitted(acquire(limiter, &[with_cost(&tokens, 100)], now).await);
+    assert_eq!(admission.statuses[0].remaining, 0);
+}
+
+/// Drives attempts at random times for 10 minutes against a sliding limit, then checks that no
+/// window of one minute contains more than the limit, and that each rejection's `retry_after` is
+/// exact: no attempt before it is admitted, and the first attempt at or after it is.
+async fn sliding_never_exceeds_limit_in_any_window(limiter: Arc<dyn Limiter>) {
+    const LIMIT: usize = 5;
+    const WINDOW_MS: i64 = 60_000;
+    let limiter = limiter.as_ref();
+    let limit = [check(
+        "user:u",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Sliding,
+        LIMIT as u64,
+        1,
+    )];
+    let mut rng = StdRng::seed_from_u64(20_260_115);
+    let mut now = at("2026-01-15T11:59:58.766Z");
+    let end = now + chrono::Duration::minutes(10);
+
+    // (time, admitted, retry_after) of every attempt, in order.
+    let mut attempts: Vec<(DateTime<Utc>, bool, Option<Duration>)> = Vec::new();
+    while now < end {
+        now += millis(rng.random_range(0..=2_500));
+        for _ in 0..rng.random_range(1..=3) {
+            match acquire(limiter, &limit, now).await {
+                Decision::Admitted(_) => attempts.push((now, true, None)),
+                Decision::Rejected(rejection) => {
+                    let retry_after = rejection.retry_after.expect("cost fits the limit");
+                    attempts.push((now, false, Some(retry_after)));
+                }
+            }
+        }
+    }
+
+    let admitted_ms: Vec<i64> = attempts
+        .iter()
+        .filter(|(_, admitted, _)| *admitted)
+        .map(|(time, _, _)| time.timestamp_millis())
+        .collect();
+    assert!(admitted_ms.len() > 4 * LIMIT, "admitted {admitted_ms:?}");
+    let mut fullest = 0;
+    for start in &admitted_ms {
+        let in_window = admitted_ms
+            .iter()
+            .filter(|time| (*start..=start + WINDOW_MS).contains(*time))
+            .count();
+        assert!(
+            in_window <= LIMIT,
+            "{in_window} admitted in the minute from {start} ms"
+        );
+        fullest = fullest.max(in_window);
+    }
+    assert_eq!(fullest, LIMIT);
+
+    for (position, (rejected_at, _, retry_after)) in attempts.iter().enumerate() {
+        let Some(retry_after) = retry_after else {
+            continue;
+        };
+        let retry_at = *rejected_at + chrono::Duration::from_std(*retry_after).expect("duration");
+        let later = &attempts[position + 1..];
+        let early_admission = later
+            .iter()
+            .find(|(time, admitted, _)| *admitted && *time < retry_at);
+        assert_eq!(early_admission, None, "rejected at {rejected_at}");
+        if let Some((time, admitted, _)) = later.iter().find(|(time, _, _)| *time >= retry_at) {
+            assert!(*admitted, "rejected at {rejected_at}, retried at {time}");
+        }
+    }
+}
+
+async fn sliding_retry_waits_for_old_buckets(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    // 12:00:00 starts a bucket, because buckets of 6 s are aligned to the Unix epoch.
+    let start = at("2026-01-15T12:00:00Z");
+    let limit = check(
+        "key:k",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Sliding,
+        5,
+        1,
+    );
+    let limits = std::slice::from_ref(&limit);
+    for _ in 0..3 {
+        admitted(acquire(limiter, limits, start + millis(1_000)).await);
+    }
+    for _ in 0..2 {
+        admitted(acquire(limiter, limits, start + millis(31_000)).await);
+    }
+
+    // The 3 charges of the first bucket leave the counted span when the bucket from 66 s starts.
+    let rejection = rejected(acquire(limiter, limits, start + millis(40_000)).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_secs(26)));
+    assert_eq!(rejection.status.remaining, 0);
+    assert_eq!(rejection.status.reset_at, start + millis(96_000));
+
+    let rejection = rejected(acquire(limiter, limits, start + millis(65_999)).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_millis(1)));
+
+    let admission = admitted(acquire(limiter, limits, start + millis(66_000)).await);
+    assert_eq!(admission.statuses[0].remaining, 2);
+    assert_eq!(admission.statuses[0].reset_at, start + millis(132_000));
+
+    // Two more fit. Then the 2 charges at 31 s hold the limit until their bucket leaves at 96 s.
+    for expected in [1, 0] {
+        let admission = admitted(acquire(limiter, limits, start + millis(70_000)).await);
+        assert_eq!(admission.statuses[0].remaining, expected);
+    }
+    let rejection = rejected(acquire(limiter, limits, start + millis(70_000)).await);
+    assert_eq!(rejection.retry_after, Some(Duration::from_secs(26)));
+}
+
+async fn rejected_call_charges_no_scope(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let now = at("2026-01-15T12:00:00Z");
+    let key = check(
+        "key:k",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Sliding,
+        10,
+        1,
+    );
+    let user = check(
+        "user:u",
+        Metric::Requests,
+        Window::Hour,
+        WindowKind::Fixed,
+        20,
+        1,
+    );
+    let team = check(
+        "team:t",
+        Metric::Tokens,
+        Window::Day,
+        WindowKind::Fixed,
+        1_000,
+        250,
+    );
+    let org = check(
+        "org:o",
+        Metric::Requests,
+        Window::Day,
+        WindowKind::Fixed,
+        2,
+        1,
+    );
+    for _ in 0..2 {
+        admitted(acquire(limiter, std::slice::from_ref(&org), now).await);
+    }
+    let all = [key.clone(), user.clone(), team.clone(), org.clone()];
+    assert_eq!(remaining(limiter, &all, now).await, vec![10, 20, 1_000, 0]);
+
+    let rejection = rejected(acquire(limiter, &all, now).await);
+    assert_eq!(rejection.index, 3);
+    assert_eq!(rejection.status.counter, org.counter);
+    assert_eq!(rejection.retry_after, Some(Duration::from_secs(12 * 3_600)));
+    assert_eq!(remaining(limiter, &all, now).await, vec![10, 20, 1_000, 0]);
+
+    let admission = admitted(acquire(limiter, &all[..3], now).await);
+    let left: Vec<u64> = admission.statuses.iter().map(|s| s.remaining).collect();
+    assert_eq!(left, vec![9, 19, 750]);
+    let requests = admission
+        .closest_to_limit(Metric::Requests)
+        .expect("requests");
+    assert_eq!(requests.counter, key.counter);
+    let tokens = admission.closest_to_limit(Metric::Tokens).expect("tokens");
+    assert_eq!(tokens.counter, team.counter);
+    assert_eq!(remaining(limiter, &all, now).await, vec![9, 19, 750, 0]);
+}
+
+async fn repeated_counter_counts_every_cost(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let now = at("2026-01-15T12:00:00Z");
+    let fixed = check(
+        "key:k",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Fixed,
+        3,
+        2,
+    );
+    let sliding = check(
+        "key:k",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Sliding,
+        3,
+        2,
+    );
+
+    for limit in [fixed, sliding] {
+        let twice = [limit.clone(), limit.clone()];
+        let rejection = rejected(acquire(limiter, &twice, now).await);
+        assert_eq!(rejection.index, 1);
+        assert_eq!(remaining(limiter, &twice[..1], now).await, vec![3]);
+    }
+}
+
+async fn settle_moves_token_counters(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let charged_at = at("2026-01-15T12:00:00Z");
+    let now = charged_at + millis(5_000);
+    let tokens = check(
+        "key:k",
+        Metric::Tokens,
+        Window::Day,
+        WindowKind::Fixed,
+        1_000,
+        100,
+    );
+    let limits = std::slice::from_ref(&tokens);
+
+    let admission = admitted(acquire(limiter, limits, charged_at).await);
+    assert_eq!(admission.statuses[0].remaining, 900);
+
+    settle(limiter, &tokens, 50, charged_at, now).await;
+    assert_eq!(remaining(limiter, limits, now).await, vec![850]);
+    settle(limiter, &tokens, -120, charged_at, now).await;
+    assert_eq!(remaining(limiter, limits, now).await, vec![970]);
+    settle(limiter, &tokens, -5_000, charged_at, now).await;
+    assert_eq!(remaining(limiter, limits, now).await, vec![1_000]);
+
+    // A counter taken below zero would admit more than the limit here.
+    let admission = admitted(acquire(limiter, &[with_cost(&tokens, 1_000)], now).await);
+    assert_eq!(admission.statuses[0].remaining, 0);
+    rejected(acquire(limiter, &[with_cost(&tokens, 1)], now).await);
+
+    // A charge of the previous day no longer counts, so settling it changes nothing.
+    let yesterday = at("2026-01-14T23:00:00Z");
+    settle(limiter, &tokens, -400, yesterday, now).await;
+    assert_eq!(remaining(limiter, limits, now).await, vec![0]);
+
+    // A negative adjustment of an empty counter leaves it at zero.
+    let other = check(
+        "key:other",
+        Metric::Tokens,
+        Window::Day,
+        WindowKind::Fixed,
+        1_000,
+        100,
+    );
+    settle(limiter, &other, -300, charged_at, now).await;
+    assert_eq!(
+        remaining(limiter, std::slice::from_ref(&other), now).await,
+        vec![1_000]
+    );
+    settle(limiter, &other, 300, charged_at, now).await;
+    assert_eq!(
+        remaining(limiter, std::slice::from_ref(&other), now).await,
+        vec![700]
+    );
+}
+
+async fn settle_reaches_charged_sliding_bucket(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let start = at("2026-01-15T12:00:00Z");
+    let tokens = check(
+        "team:t",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Sliding,
+        100,
+        40,
+    );
+    let limits = std::slice::from_ref(&tokens);
+
+    admitted(acquire(limiter, limits, start).await);
+    let later = start + millis(30_000);
+    admitted(acquire(limiter, &[with_cost(&tokens, 10)], later).await);
+    settle(limiter, &tokens, 30, start, start + millis(31_000)).await;
+    assert_eq!(
+        remaining(limiter, limits, start + millis(31_000)).await,
+        vec![20]
+    );
+
+    // The adjusted bucket of `start` leaves the span at 66 s, and its adjustment with it.
+    let after_first_bucket = start + millis(66_000);
+    assert_eq!(
+        remaining(limiter, limits, after_first_bucket).await,
+        vec![90]
+    );
+    settle(limiter, &tokens, 500, start, after_first_bucket).await;
+    assert_eq!(
+        remaining(limiter, limits, after_first_bucket).await,
+        vec![90]
+    );
+
+    settle(limiter, &tokens, -1_000, later, after_first_bucket).await;
+    assert_eq!(
+        remaining(limiter, limits, after_first_bucket).await,
+        vec![100]
+    );
+}
+
+async fn concurrent_acquires_admit_exactly_limit(limiter: Arc<dyn Limiter>) {
+    const CALLS: usize = 500;
+    let now = at("2026-01-15T12:00:30Z");
+    let limit = check(
+        "org:o",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Fixed,
+        100,
+        1,
+    );
+    let barrier = Arc::new(Barrier::new(CALLS));
+
+    let mut tasks = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let limiter = limiter.clone();
+        let barrier = barrier.clone();
+        let checks = [limit.clone()];
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            limiter.acquire(&checks, now).await.expect("acquire")
+        }));
+    }
+    let mut remaining_after = Vec::new();
+    let mut rejections = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Decision::Admitted(admission) => remaining_after.push(admission.statuses[0].remaining),
+            Decision::Rejected(_) => rejections += 1,
+        }
+    }
+
+    assert_eq!(remaining_after.len(), 100);
+    assert_eq!(rejections, CALLS - 100);
+    // Each admitted call saw its own count, so the remaining amounts are 99 down to 0.
+    remaining_after.sort_unstable();
+    assert_eq!(remaining_after, (0..100).collect::<Vec<u64>>());
+    assert_eq!(remaining(limiter.as_ref(), &[limit], now).await, vec![0]);
+}
+
+async fn leases_cap_release_and_expire(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let start = at("2026-01-15T12:00:00Z");
+    let ttl = Duration::from_secs(30);
+    let seconds = |s: i64| start + chrono::Duration::seconds(s);
+    let lease = |id: &'static str, now: DateTime<Utc>| async move {
+        limiter
+            .acquire_lease("org:o", 2, id, now, ttl)
+            .await
+            .expect("acquire lease")
+    };
+    let full = |active: u64, retry_after: u64| LeaseDecision::Rejected {
+        active,
+        retry_after: Some(Duration::from_secs(retry_after)),
+    };
+
+    assert_eq!(
+        lease("l1", start).await,
+        LeaseDecision::Acquired {
+            expires_at: seconds(30)
+        }
+    );
+    assert!(matches!(
+        lease("l2", start).await,
+        LeaseDecision::Acquired { .. }
+    ));
+    assert_eq!(lease("l3", seconds(1)).await, full(2, 29));
+
+    let released = limiter.release_lease("org:o", "l1", seconds(2)).await;
+    assert!(released.expect("release"));
+    assert_eq!(
+        lease("l3", seconds(2)).await,
+        LeaseDecision::Acquired {
+            expires_at: seconds(32)
+        }
+    );
+    assert_eq!(lease("l4", seconds(3)).await, full(2, 27));
+
+    // l3 is renewed; l2 is not and expires at 30 s.
+    let renewed = limiter.renew_lease("org:o", "l3", seconds(20), ttl).await;
+    assert!(renewed.expect("renew"));
+    assert!(matches!(
+        lease("l4", seconds(30)).await,
+        LeaseDecision::Acquired { .. }
+    ));
+    assert_eq!(lease("l5", seconds(31)).await, full(2, 19));
+    let renewed = limiter.renew_lease("org:o", "l2", seconds(31), ttl).await;
+    assert!(!renewed.expect("renew"));
+    let released = limiter.release_lease("org:o", "l2", seconds(31)).await;
+    assert!(!released.expect("release"));
+
+    // Acquiring a held lease renews it, even when the cap is reached.
+    assert_eq!(
+        lease("l4", seconds(40)).await,
+        LeaseDecision::Acquired {
+            expires_at: seconds(70)
+        }
+    );
+    assert_eq!(lease("l5", seconds(49)).await, full(2, 1));
+    assert!(matches!(
+        lease("l5", seconds(50)).await,
+        LeaseDecision::Acquired { .. }
+    ));
+
+    let other_scope = limiter
+        .acquire_lease("org:other", 2, "l1", seconds(50), ttl)
+        .await
+        .expect("acquire lease");
+    assert!(matches!(other_scope, LeaseDecision::Acquired { .. }));
+    let no_cap = limiter
+        .acquire_lease("org:none", 0, "l1", seconds(50), ttl)
+        .await
+        .expect("acquire lease");
+    assert_eq!(
+        no_cap,
+        LeaseDecision::Rejected {
+            active: 0,
+            retry_after: None
+        }
+    );
+}
+
+macro_rules! contract_tests {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(Arc::new(MemoryLimiter::new())).await;
+                }
+            )*
+            use super::*;
+        }
+
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(url) = service_url(REDIS_URL_ENV) else { return };
+                    let prefix = redis_key_prefix();
+                    let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
+                        .await
+                        .expect("connect redis");
+                    super::$case(Arc::new(limiter)).await;
+                    super::check_and_delete_keys(&url, &prefix).await;
+                }
+            )*
+            use super::*;
+        }
+    };
+}
+
+contract_tests!(
+    fixed_minute_resets_at_boundary,
+    fixed_month_resets_on_first_of_month,
+    cost_above_limit_is_never_admitted,
+    sliding_never_exceeds_limit_in_any_window,
+    sliding_retry_waits_for_old_buckets,
+    rejected_call_charges_no_scope,
+    repeated_counter_counts_every_cost,
+    settle_moves_token_counters,
+    settle_reaches_charged_sliding_bucket,
+    concurrent_acquires_admit_exactly_limit,
+    leases_cap_release_and_expire,
+);
+
+/// Checks that every key under `prefix` expires, then deletes them.
+async fn check_and_delete_keys(url: &str, prefix: &str) {
+    let client = ::redis::Client::open(url).expect("redis url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect redis");
+
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..100_000 {
+        let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut connection)
+            .await
+            .expect("scan");
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(cursor, 0, "SCAN did not finish");
+
+    for key in &keys {
+        let ttl_ms: i64 = ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("pttl");
+        assert!(ttl_ms > 0, "key {key} has no expiry (PTTL {ttl_ms})");
+    }
+    if !keys.is_empty() {
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .expect("del");
+    }
+}
+
+#[tokio::test]
+async fn redis_connect_failure_names_address() {
+    let error = RedisLimiter::connect("redis://127.0.0.1:1", "unused:", Duration::from_secs(2))
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(error, LimitError::Connect { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("connecting the limiter to Redis at 127.0.0.1:1 failed: "),
+        "{message}"
+    );
+
+    let error = RedisLimiter::connect("http://127.0.0.1:6379", "unused:", Duration::from_secs(2))
+        .await
+        .expect_err("not a Redis URL");
+    assert!(matches!(error, LimitError::InvalidUrl(_)), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid Redis URL for the limiter: "),
+        "{error}"
+    );
+}
