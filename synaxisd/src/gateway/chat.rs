@@ -13,7 +13,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -352,8 +352,9 @@ fn stream(
                     break;
                 }
             };
-            // Chunks that arrive together go out in one write, since the server flushes each
-            // frame of the body with its own system call.
+            // Chunks that are ready together go out in one write, since the server flushes each
+            // frame of the body with its own system call. The provider reads the upstream
+            // connection in this task, so every chunk already received is ready.
             let mut out = Vec::new();
             let mut next = Some(next);
             while let Some(item) = next.take() {
@@ -378,7 +379,7 @@ fn stream(
                 } else if !chunk.usage_only {
                     push_sse_data(&mut out, &chunk.json_without_usage());
                 }
-                next = next_if_ready(&mut chunks).await;
+                next = chunks.next().now_or_never();
             }
             if !out.is_empty() {
                 yield Ok::<Bytes, Infallible>(Bytes::from(out));
@@ -407,23 +408,6 @@ fn stream(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(events))
         .unwrap_or_else(|_| ApiError::Internal.into_response())
-}
-
-/// Turns this task gives the HTTP client's connection task to decode body frames it has
-/// already received, before a batch of chunks goes out.
-const READY_TURNS: usize = 4;
-
-/// Returns the stream's next item when it is ready now, or after a few turns of the scheduler;
-/// `None` when it waits for the network. The HTTP client hands over the upstream's body one
-/// frame at a time from its connection task, which needs a turn on a worker for each.
-async fn next_if_ready<S: Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
-    for _ in 0..READY_TURNS {
-        if let Some(item) = stream.next().now_or_never() {
-            return Some(item);
-        }
-        tokio::task::yield_now().await;
-    }
-    stream.next().now_or_never()
 }
 
 fn sse_data(data: &str) -> Bytes {

@@ -8,34 +8,36 @@ mod request;
 mod response;
 mod stream;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
-use reqwest::header::HeaderValue;
+use hyper::Uri;
+use hyper::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 use url::Url;
 
+use super::http1::{self, Upstream};
 use super::openai::SetupError;
-use super::{
-    ChatRequest, ChatResponse, Completion, Provider, ProviderError, map_reqwest_error,
-    read_error_message,
-};
+use super::{ChatRequest, ChatResponse, Completion, Provider, ProviderError};
 use crate::config::UpstreamConfig;
 
 /// Value of the `anthropic-version` header: the version of the Messages API that the
 /// translation follows.
 pub const API_VERSION: &str = "2023-06-01";
 
-/// Maximum number of bytes of an upstream error body that are read to find its message.
-
 #[derive(Debug)]
 pub struct AnthropicProvider {
-    client: reqwest::Client,
-    messages_url: Url,
-    /// The `x-api-key` header value, marked sensitive so that `Debug` does not show it.
-    api_key: Option<HeaderValue>,
+    upstream: Arc<Upstream>,
+    /// The origin-form path of the Messages API.
+    messages_path: Uri,
+    /// The headers of every request: the API version and the `x-api-key`, marked sensitive so
+    /// that `Debug` does not show it.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    request_timeout: Duration,
 }
 
 impl AnthropicProvider {
@@ -44,11 +46,6 @@ impl AnthropicProvider {
         config: &UpstreamConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SetupError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .timeout(Duration::from_secs(config.request_timeout_secs))
-            .build()?;
-
         let api_key = match &config.api_key_env {
             Some(variable) => api_key_header(name, variable, env(variable).map(SecretString::from)),
             None => None,
@@ -56,11 +53,25 @@ impl AnthropicProvider {
 
         let base = config.base_url.as_str().trim_end_matches('/');
         let messages_url = Url::parse(&format!("{base}/messages"))?;
+        let messages_path = http1::origin_form(&messages_url)
+            .map_err(|_| SetupError::Url(url::ParseError::InvalidDomainCharacter))?;
+        let mut headers = vec![(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        )];
+        if let Some(key) = api_key {
+            headers.push((HeaderName::from_static("x-api-key"), key));
+        }
+        let upstream = Upstream::new(
+            &config.base_url,
+            Duration::from_secs(config.connect_timeout_secs),
+        )?;
 
         Ok(Self {
-            client,
-            messages_url,
-            api_key,
+            upstream: Arc::new(upstream),
+            messages_path,
+            headers,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
         })
     }
 }
@@ -107,37 +118,28 @@ impl Provider for AnthropicProvider {
         body.insert("model".to_owned(), Value::String(request.model));
         let body = request::translate_request(body, request.stream)?;
 
-        let mut upstream = self
-            .client
-            .post(self.messages_url.clone())
-            .header("anthropic-version", API_VERSION)
-            .json(&body);
-        if let Some(key) = &self.api_key {
-            upstream = upstream.header("x-api-key", key.clone());
-        }
-        let response = upstream.send().await.map_err(map_reqwest_error)?;
-
-        let status = response.status();
-        if !status.is_success() {
-            return Err(ProviderError::Status {
-                status: status.as_u16(),
-                message: read_error_message(response).await,
-            });
-        }
+        let deadline = Instant::now() + self.request_timeout;
+        let body = serde_json::to_vec(&body)
+            .map_err(|error| ProviderError::Unsupported(error.to_string()))?;
+        let body = http1::post_json(
+            &self.upstream,
+            self.messages_path.clone(),
+            &self.headers,
+            body,
+            deadline,
+        )
+        .await?;
 
         if !request.stream {
-            let message: Value = response.json().await.map_err(|error| {
-                if error.is_timeout() {
-                    ProviderError::Timeout
-                } else {
-                    ProviderError::InvalidResponse(error.to_string())
-                }
+            let json = body.collect(deadline).await?;
+            let message: Value = serde_json::from_slice(&json).map_err(|error| {
+                ProviderError::InvalidResponse(format!("the answer is not JSON: {error}"))
             })?;
             let completion = response::translate_response(&message, unix_time())?;
             return Ok(ChatResponse::Complete(Completion::from_value(&completion)));
         }
 
-        let events = response.bytes_stream().eventsource();
+        let events = http1::until_deadline(body, deadline).eventsource();
         Ok(ChatResponse::Stream(stream::translate_stream(
             events,
             unix_time(),

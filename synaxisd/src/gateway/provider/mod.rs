@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 mod fields;
+pub(crate) mod http1;
 pub mod openai;
 mod reply;
 
@@ -108,21 +109,11 @@ pub trait Provider: Send + Sync + Debug {
     }
 }
 
-/// Bytes of an upstream error body read at most to find its message.
+/// Bytes of an upstream error body parsed at most to find its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-pub(super) fn map_reqwest_error(error: reqwest::Error) -> ProviderError {
-    if error.is_timeout() {
-        ProviderError::Timeout
-    } else if error.is_connect() {
-        ProviderError::Connect(root_cause(&error))
-    } else {
-        ProviderError::InvalidResponse(root_cause(&error))
-    }
-}
-
-/// Returns the innermost cause of an error, such as "Connection refused (os error 111)",
-/// which unlike reqwest's own message does not contain the upstream URL.
+/// Returns the innermost cause of an error, such as "connection reset by peer", without the
+/// layers of context around it.
 pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
@@ -131,13 +122,9 @@ pub(super) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Returns the upstream's `error.message`, or a short note when the body has none. OpenAI and
-/// Anthropic both put the message there.
-pub(super) async fn read_error_message(response: reqwest::Response) -> String {
-    let bytes = match response.bytes().await {
-        Ok(bytes) => bytes,
-        Err(error) => return format!("error body unreadable: {error}"),
-    };
+/// Returns the `error.message` of an upstream's error body, or a short note when it has none.
+/// OpenAI and Anthropic both put the message there.
+pub(super) fn error_message(bytes: &[u8]) -> String {
     let bytes = &bytes[..bytes.len().min(MAX_ERROR_BODY)];
     serde_json::from_slice::<Value>(bytes)
         .ok()

@@ -1,38 +1,43 @@
 //! Provider for any API that speaks OpenAI's chat completions format.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use eventsource_stream::Eventsource;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use hyper::Uri;
+use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 use url::Url;
 
+use super::http1::{self, Upstream};
 use super::{
     ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, Provider, ProviderError,
-    map_reqwest_error, read_error_message,
 };
 use crate::config::UpstreamConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
     #[error("invalid base URL: {0}")]
     Url(#[from] url::ParseError),
+    #[error("invalid base URL: {0}")]
+    Upstream(#[from] http1::SetupError),
 }
 
 #[derive(Debug)]
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    /// The URL of each endpoint, under a base such as `https://api.openai.com/v1`, indexed by
-    /// [`Endpoint`].
-    urls: [Url; 3],
-    api_key: Option<SecretString>,
+    upstream: Arc<Upstream>,
+    /// The origin-form path of each endpoint, under a base such as `https://api.openai.com/v1`,
+    /// indexed by [`Endpoint`].
+    paths: [Uri; 3],
+    /// The `Authorization` header, marked sensitive so that `Debug` does not show it.
+    authorization: Option<HeaderValue>,
+    request_timeout: Duration,
 }
 
 impl OpenAiProvider {
@@ -41,11 +46,6 @@ impl OpenAiProvider {
         config: &UpstreamConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SetupError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .timeout(Duration::from_secs(config.request_timeout_secs))
-            .build()?;
-
         let api_key = match &config.api_key_env {
             Some(variable) => {
                 let key = env(variable);
@@ -60,19 +60,44 @@ impl OpenAiProvider {
             }
             None => None,
         };
+        let authorization = api_key.and_then(|key| {
+            let value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()));
+            match value {
+                Ok(mut value) => {
+                    value.set_sensitive(true);
+                    Some(value)
+                }
+                Err(_) => {
+                    tracing::error!(
+                        upstream = name,
+                        "upstream API key contains characters that an HTTP header cannot carry; requests go out without a key"
+                    );
+                    None
+                }
+            }
+        });
 
         let base_url = config.base_url.as_str().trim_end_matches('/');
-        let url = |endpoint: Endpoint| Url::parse(&format!("{base_url}/{}", endpoint.path()));
-        let urls = [
-            url(Endpoint::ChatCompletions)?,
-            url(Endpoint::Completions)?,
-            url(Endpoint::Embeddings)?,
+        let path = |endpoint: Endpoint| -> Result<Uri, SetupError> {
+            let url = Url::parse(&format!("{base_url}/{}", endpoint.path()))?;
+            http1::origin_form(&url)
+                .map_err(|_| SetupError::Url(url::ParseError::InvalidDomainCharacter))
+        };
+        let paths = [
+            path(Endpoint::ChatCompletions)?,
+            path(Endpoint::Completions)?,
+            path(Endpoint::Embeddings)?,
         ];
+        let upstream = Upstream::new(
+            &config.base_url,
+            Duration::from_secs(config.connect_timeout_secs),
+        )?;
 
         Ok(Self {
-            client,
-            urls,
-            api_key,
+            upstream: Arc::new(upstream),
+            paths,
+            authorization,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
         })
     }
 }
@@ -88,6 +113,7 @@ impl Provider for OpenAiProvider {
         endpoint: Endpoint,
         request: ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
+        let deadline = Instant::now() + self.request_timeout;
         let fields = Fields::parse(&request.body).map_err(|error| {
             ProviderError::Unsupported(format!("the request body is not a JSON object: {error}"))
         })?;
@@ -102,35 +128,23 @@ impl Provider for OpenAiProvider {
         }
         let body = fields.write_with(&replace);
 
-        let url = self.urls[endpoint as usize].clone();
-        let mut upstream = self
-            .client
-            .post(url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        if let Some(key) = &self.api_key {
-            upstream = upstream.bearer_auth(key.expose_secret());
-        }
-        let response = upstream.send().await.map_err(map_reqwest_error)?;
-
-        let status = response.status();
-        if !status.is_success() {
-            return Err(ProviderError::Status {
-                status: status.as_u16(),
-                message: read_error_message(response).await,
-            });
-        }
+        let headers: &[(HeaderName, HeaderValue)] = match &self.authorization {
+            Some(authorization) => &[(AUTHORIZATION, authorization.clone())],
+            None => &[],
+        };
+        let path = self.paths[endpoint as usize].clone();
+        let body = http1::post_json(&self.upstream, path, headers, body, deadline).await?;
 
         if !request.stream {
-            let json = response.bytes().await.map_err(map_reqwest_error)?;
+            let json = body.collect(deadline).await?;
             let completion = Completion::parse(json).map_err(|error| {
                 ProviderError::InvalidResponse(format!("the answer is not JSON: {error}"))
             })?;
             return Ok(ChatResponse::Complete(completion));
         }
 
-        let chunks = chunks_from_sse(response.bytes_stream());
-        Ok(ChatResponse::Stream(chunks))
+        let bytes = http1::until_deadline(body, deadline);
+        Ok(ChatResponse::Stream(chunks_from_sse(bytes)))
     }
 }
 

@@ -15,7 +15,6 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 
-use super::map_reqwest_error;
 use super::response::{TokenCounts, finish_reason};
 use crate::gateway::provider::{Chunk, ProviderError};
 
@@ -270,7 +269,7 @@ pub fn translate_stream<S>(
     created: u64,
 ) -> BoxStream<'static, Result<Chunk, ProviderError>>
 where
-    S: Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + 'static,
+    S: Stream<Item = Result<Event, EventStreamError<ProviderError>>> + Send + 'static,
 {
     let chunks = async_stream::stream! {
         let mut translator = StreamTranslator::new(created);
@@ -301,9 +300,9 @@ where
     chunks.boxed()
 }
 
-fn map_event_error(error: EventStreamError<reqwest::Error>) -> ProviderError {
+fn map_event_error(error: EventStreamError<ProviderError>) -> ProviderError {
     match error {
-        EventStreamError::Transport(error) => map_reqwest_error(error),
+        EventStreamError::Transport(error) => error,
         other => ProviderError::InvalidResponse(other.to_string()),
     }
 }
