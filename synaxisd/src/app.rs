@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::record::Recorder;
 use crate::secrets::{SecretSources, Secrets, SecretsError};
-use crate::server::{self, AppState, Metrics};
+use crate::server::{self, AppState, AppStateInner, Metrics};
 use crate::store::{self, Store};
 use crate::tenancy::Tenancy;
 use crate::tenancy::cache::AuthCache;
@@ -112,7 +112,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
     let gateway = Gateway::new(&config, recorder, &process_env)?;
-    let state = AppState {
+    let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
         tenancy,
         gateway: Arc::new(gateway),
@@ -121,7 +121,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
-    };
+        region_header: None,
+    });
 
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -34,9 +34,32 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
 
-/// State shared by every handler.
+/// State shared by every handler, behind one reference count so that extractors clone it
+/// cheaply.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> Self {
+        let region_header = HeaderValue::from_str(inner.region.as_str()).ok();
+        Self(Arc::new(AppStateInner {
+            region_header,
+            ..inner
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct AppStateInner {
     pub tenancy: Tenancy,
     pub audit: AuditLog,
     pub gateway: Arc<Gateway>,
@@ -48,6 +71,8 @@ pub struct AppState {
     /// Cancelled when the drain deadline passes, so that requests still running end with a
     /// request record instead of being dropped.
     pub shutdown: CancellationToken,
+    /// The `x-synaxis-region` header value; [`AppState::new`] sets it.
+    pub region_header: Option<HeaderValue>,
 }
 
 /// The locale of the authenticated key's user, set on a response so that its error message
@@ -150,8 +175,8 @@ async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID.clone(), value);
     }
-    if let Ok(value) = HeaderValue::from_str(state.region.as_str()) {
-        headers.insert(REGION.clone(), value);
+    if let Some(value) = &state.region_header {
+        headers.insert(REGION.clone(), value.clone());
     }
     response
 }
