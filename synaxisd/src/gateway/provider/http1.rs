@@ -33,6 +33,10 @@ use super::ProviderError;
 /// Idle connections kept per upstream at most; more are closed when they come back.
 const MAX_IDLE: usize = 512;
 
+/// Time after which an idle connection is closed instead of reused: an upstream or a network
+/// device in between may have dropped it without a word.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Frames read at most from a body dropped before its end, to reach the end and keep the
 /// connection.
 const MAX_DRAIN_FRAMES: usize = 16;
@@ -64,7 +68,8 @@ pub struct Upstream {
     authority: HeaderValue,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections with the time each became idle, newest last.
+    idle: Mutex<Vec<(Conn, Instant)>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -86,6 +91,8 @@ pub enum SetupError {
     Scheme(String),
     #[error("the host is not a valid TLS server name: {0}")]
     ServerName(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 impl Upstream {
@@ -99,7 +106,12 @@ impl Upstream {
                 let roots = RootCertStore {
                     roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
                 };
-                let config = ClientConfig::builder()
+                // The provider is named, so that no other crypto backend linked into the
+                // binary can make the default ambiguous.
+                let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+                let config = ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|error| SetupError::Tls(error.to_string()))?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
                 let name = ServerName::try_from(host.clone())
@@ -162,8 +174,9 @@ impl Upstream {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(mut conn) = idle.pop() {
-            if conn.is_usable() {
+        let now = Instant::now();
+        while let Some((mut conn, since)) = idle.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && conn.is_usable() {
                 return Some(conn);
             }
         }
@@ -179,7 +192,7 @@ impl Upstream {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
     }
 
