@@ -42,7 +42,7 @@ pub struct Recorder {
     region: RegionId,
     sender: mpsc::UnboundedSender<RequestRecord>,
     metrics: Arc<Metrics>,
-    /// Holds a token for each record not yet finished.
+    /// Tracks the records not yet finished, one token each.
     unfinished: TaskTracker,
 }
 
