@@ -10,6 +10,7 @@
 
 pub mod memory;
 pub mod redis;
+mod set;
 mod window;
 
 use std::cmp::Ordering;
@@ -18,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+pub use set::{Action, LimitRule, LimitSet, MetricLimits};
 pub use window::BUCKETS;
 
 /// The largest limit, cost or adjustment that a limiter accepts, 2^53 - 1. The Redis scripts
@@ -64,7 +67,8 @@ impl Window {
 
 /// The kind of a window. A fixed window resets at its boundary in UTC. A sliding window counts the
 /// charges of the last window length, in buckets of a tenth of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     Fixed,
     Sliding,
