@@ -98,7 +98,12 @@ pub enum SetupError {
 impl Upstream {
     /// Sets up the connections to the origin of `base_url`.
     pub fn new(base_url: &Url, connect_timeout: Duration) -> Result<Self, SetupError> {
-        let host = base_url.host_str().ok_or(SetupError::NoHost)?.to_owned();
+        // An IPv6 address is written in brackets in the URL and the `Host` header only.
+        let bracketed = base_url.host_str().ok_or(SetupError::NoHost)?;
+        let host = bracketed
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = base_url.port_or_known_default().ok_or(SetupError::NoHost)?;
         let tls = match base_url.scheme() {
             "http" => None,
@@ -121,8 +126,8 @@ impl Upstream {
             other => return Err(SetupError::Scheme(other.to_owned())),
         };
         let authority = match base_url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.clone(),
+            Some(port) => format!("{bracketed}:{port}"),
+            None => bracketed.to_owned(),
         };
         let authority = HeaderValue::from_str(&authority).map_err(|_| SetupError::NoHost)?;
         Ok(Self {
@@ -445,6 +450,13 @@ mod tests {
         .expect("upstream");
         assert_eq!(tls.authority, "api.openai.com");
         assert_eq!(tls.port, 443);
+        let ipv6 = Upstream::new(
+            &Url::parse("http://[::1]:9001/v1").expect("URL"),
+            Duration::from_secs(1),
+        )
+        .expect("upstream");
+        assert_eq!(ipv6.host, "::1");
+        assert_eq!(ipv6.authority, "[::1]:9001");
     }
 
     /// Starts a server whose `/whole` answers `ok` and whose `/slow` sends one frame and then
