@@ -121,7 +121,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
-        region_header: None,
     });
 
     let listener = TcpListener::bind(config.server.listen)

@@ -37,14 +37,21 @@ static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
 /// State shared by every handler, behind one reference count so that extractors clone it
 /// cheaply.
 #[derive(Clone, Debug)]
-pub struct AppState(Arc<AppStateInner>);
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    inner: AppStateInner,
+    /// The `x-synaxis-region` header value, built once.
+    region_header: Option<HeaderValue>,
+}
 
 impl AppState {
     pub fn new(inner: AppStateInner) -> Self {
         let region_header = HeaderValue::from_str(inner.region.as_str()).ok();
-        Self(Arc::new(AppStateInner {
+        Self(Arc::new(Shared {
+            inner,
             region_header,
-            ..inner
         }))
     }
 }
@@ -53,7 +60,7 @@ impl std::ops::Deref for AppState {
     type Target = AppStateInner;
 
     fn deref(&self) -> &AppStateInner {
-        &self.0
+        &self.0.inner
     }
 }
 
@@ -71,8 +78,6 @@ pub struct AppStateInner {
     /// Cancelled when the drain deadline passes, so that requests still running end with a
     /// request record instead of being dropped.
     pub shutdown: CancellationToken,
-    /// The `x-synaxis-region` header value; [`AppState::new`] sets it.
-    pub region_header: Option<HeaderValue>,
 }
 
 /// The locale of the authenticated key's user, set on a response so that its error message
@@ -175,7 +180,7 @@ async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID.clone(), value);
     }
-    if let Some(value) = &state.region_header {
+    if let Some(value) = &state.0.region_header {
         headers.insert(REGION.clone(), value.clone());
     }
     response
@@ -229,7 +234,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Time that requests get to write their records after the drain deadline cancels them.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
-/// What the server stops, and in which order, once the shutdown signal arrives.
+/// The shutdown steps of the server, in order, once the shutdown signal arrives.
 #[derive(Debug)]
 pub struct Drain {
     /// Time that in-flight requests get to finish.

@@ -392,13 +392,13 @@ fn stream(
         match failure {
             None => {
                 record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost });
-                yield Ok(sse_data("[DONE]"));
+                yield Ok(sse_event("[DONE]"));
             }
             Some(error) => {
                 tracing::warn!(%error, "stream ended early");
                 record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost });
                 let body = serde_json::to_string(&error.body(locale)).unwrap_or_default();
-                yield Ok(sse_data(&body));
+                yield Ok(sse_event(&body));
             }
         }
     };
@@ -410,8 +410,11 @@ fn stream(
         .unwrap_or_else(|_| ApiError::Internal.into_response())
 }
 
-fn sse_data(data: &str) -> Bytes {
-    Bytes::from(format!("data: {data}\n\n"))
+/// Returns `data` as one server-sent event.
+fn sse_event(data: &str) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    push_sse_data(&mut out, data);
+    Bytes::from(out)
 }
 
 /// Appends `json` to `out` as one server-sent event.

@@ -29,7 +29,7 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Records written in one batch at most.
 const MAX_BATCH: usize = 1024;
 
-/// Longest wait for more records once one has arrived, before a batch is written.
+/// Maximum wait for more records after the first one arrives, before a batch is written.
 const LINGER: Duration = Duration::from_millis(20);
 
 /// Attempts to store a batch before its records are given up.
@@ -163,7 +163,7 @@ impl PendingRecord {
         self.prices = Some(prices);
     }
 
-    /// The text that reached the client so far, to append to.
+    /// Returns the text delivered to the client so far, for appending.
     pub fn delivered_mut(&mut self) -> &mut String {
         &mut self.delivered
     }

@@ -151,7 +151,7 @@ mod tests {
     "#;
 
     #[test]
-    fn the_documented_example_parses() {
+    fn limit_set_example_parses() {
         let set: LimitSet = toml::from_str(EXAMPLE).expect("the example parses");
         set.validate("limits").expect("the example is valid");
 
@@ -177,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_are_rejected() {
+    fn limit_set_rejects_unknown_names() {
         let window =
             toml::from_str::<LimitSet>("[requests]\nper_week = { limit = 1, action = \"block\" }")
                 .expect_err("no weekly window");
@@ -189,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_and_huge_limits_are_named() {
+    fn limit_set_names_invalid_limits() {
         let zero: LimitSet =
             toml::from_str("[tokens]\nper_day = { limit = 0, action = \"block\" }")
                 .expect("parses");

@@ -53,8 +53,7 @@ impl AnthropicProvider {
 
         let base = config.base_url.as_str().trim_end_matches('/');
         let messages_url = Url::parse(&format!("{base}/messages"))?;
-        let messages_path = http1::origin_form(&messages_url)
-            .map_err(|_| SetupError::Url(url::ParseError::InvalidDomainCharacter))?;
+        let messages_path = http1::origin_form(&messages_url)?;
         let mut headers = vec![(
             HeaderName::from_static("anthropic-version"),
             HeaderValue::from_static(API_VERSION),
@@ -133,7 +132,9 @@ impl Provider for AnthropicProvider {
         if !request.stream {
             let json = body.collect(deadline).await?;
             let message: Value = serde_json::from_slice(&json).map_err(|error| {
-                ProviderError::InvalidResponse(format!("the answer is not JSON: {error}"))
+                ProviderError::InvalidResponse(format!(
+                    "the upstream response is not valid JSON: {error}"
+                ))
             })?;
             let completion = response::translate_response(&message, unix_time())?;
             return Ok(ChatResponse::Complete(Completion::from_value(&completion)));

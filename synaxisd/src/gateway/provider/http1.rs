@@ -93,6 +93,8 @@ pub enum SetupError {
     ServerName(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("the path is not a valid request target: {0}")]
+    Path(String),
 }
 
 impl Upstream {
@@ -302,7 +304,7 @@ impl Stream for ResponseBody {
 
 impl Drop for ResponseBody {
     /// Keeps the connection for another request when the rest of the body has already arrived,
-    /// as when a stream's reader stops at its last event: the frames that are ready are read
+    /// as when a stream's reader stops at its last event. The frames that are ready are read
     /// without waiting, and the connection goes back to the pool if they reach the end.
     fn drop(&mut self) {
         let Some(mut conn) = self.conn.take() else {
@@ -408,13 +410,13 @@ pub fn until_deadline(
 }
 
 /// Returns the origin-form URI (path and query) of `url`.
-pub fn origin_form(url: &Url) -> Result<Uri, ProviderError> {
+pub fn origin_form(url: &Url) -> Result<Uri, SetupError> {
     let path = match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
     path.parse()
-        .map_err(|error| ProviderError::Connect(format!("invalid upstream path: {error}")))
+        .map_err(|error: hyper::http::uri::InvalidUri| SetupError::Path(error.to_string()))
 }
 
 fn map_hyper_error(error: &hyper::Error) -> ProviderError {
@@ -459,8 +461,8 @@ mod tests {
         assert_eq!(ipv6.authority, "[::1]:9001");
     }
 
-    /// Starts a server whose `/whole` answers `ok` and whose `/slow` sends one frame and then
-    /// waits, and returns its URL with a counter of the connections it accepted.
+    /// Starts a server whose `/whole` returns `ok` and whose `/slow` sends one frame and then
+    /// waits. Returns its URL and a counter of the connections it accepted.
     async fn server() -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
         use axum::serve::ListenerExt;
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -502,7 +504,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn finished_bodies_free_the_connection_for_the_next_request() {
+    async fn finished_body_reuses_connection() {
         let (url, accepted) = server().await;
         let upstream = Arc::new(Upstream::new(&url, Duration::from_secs(5)).expect("upstream"));
 
@@ -534,7 +536,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unfinished_bodies_close_the_connection() {
+    async fn unfinished_body_closes_connection() {
         let (url, accepted) = server().await;
         let upstream = Arc::new(Upstream::new(&url, Duration::from_secs(5)).expect("upstream"));
 
@@ -556,7 +558,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_connection_is_a_connect_error() {
+    async fn refused_connection_is_connect_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -80,8 +80,7 @@ impl OpenAiProvider {
         let base_url = config.base_url.as_str().trim_end_matches('/');
         let path = |endpoint: Endpoint| -> Result<Uri, SetupError> {
             let url = Url::parse(&format!("{base_url}/{}", endpoint.path()))?;
-            http1::origin_form(&url)
-                .map_err(|_| SetupError::Url(url::ParseError::InvalidDomainCharacter))
+            Ok(http1::origin_form(&url)?)
         };
         let paths = [
             path(Endpoint::ChatCompletions)?,
@@ -138,7 +137,9 @@ impl Provider for OpenAiProvider {
         if !request.stream {
             let json = body.collect(deadline).await?;
             let completion = Completion::parse(json).map_err(|error| {
-                ProviderError::InvalidResponse(format!("the answer is not JSON: {error}"))
+                ProviderError::InvalidResponse(format!(
+                    "the upstream response is not valid JSON: {error}"
+                ))
             })?;
             return Ok(ChatResponse::Complete(completion));
         }

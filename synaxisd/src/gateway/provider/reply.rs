@@ -1,6 +1,6 @@
-//! Upstream answers in OpenAI's format: a whole completion or a streamed chunk, each kept as the
-//! JSON text that goes to the client as it came, with the facts the gateway reads from it,
-//! taken in one pass over the text.
+//! Upstream responses in OpenAI's format: a whole completion or a streamed chunk. Each keeps the
+//! JSON text that goes to the client unchanged, with the fields the gateway reads from it in one
+//! pass over the text.
 
 use std::borrow::Cow;
 
@@ -101,14 +101,14 @@ pub fn usage_of(body: &Value) -> Option<Usage> {
 /// A whole `chat.completion`, `text_completion` or embeddings list.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
-    /// The JSON text of the answer.
+    /// The JSON text of the response.
     pub json: Bytes,
-    /// The `usage` object, when the answer has one that is not null.
+    /// The `usage` object, when the response has one that is not null.
     pub usage: Option<Usage>,
 }
 
 impl Completion {
-    /// Reads an answer from its JSON text, skipping all but `usage` without building a tree.
+    /// Reads a response from its JSON text, skipping all but `usage` without building a tree.
     pub fn parse(json: Bytes) -> Result<Self, serde_json::Error> {
         #[derive(Deserialize)]
         struct CompletionView {
@@ -123,7 +123,7 @@ impl Completion {
         Ok(Self { json, usage })
     }
 
-    /// Makes an answer from a JSON value, such as one translated from another wire format.
+    /// Makes a response from a JSON value, such as one translated from another wire format.
     pub fn from_value(value: &Value) -> Self {
         Self {
             json: Bytes::from(value.to_string()),
@@ -131,7 +131,7 @@ impl Completion {
         }
     }
 
-    /// Returns the text the answer delivers, for counting when it reports no usage.
+    /// Returns the text the response delivers, for counting when it reports no usage.
     pub fn delivered(&self) -> String {
         let mut text = String::new();
         if let Ok(value) = serde_json::from_slice::<Value>(&self.json) {
@@ -261,7 +261,7 @@ mod tests {
 
     use super::*;
 
-    /// The fast reading and the reading through a JSON tree agree.
+    /// Reads `value` both ways: from its text, and through a JSON tree.
     fn both_ways(value: &Value) -> (Chunk, Chunk) {
         let fast = Chunk::parse(value.to_string()).expect("a JSON object parses");
         let tree = Chunk::from_value(value);
