@@ -206,6 +206,12 @@ pub struct Key {
     /// The home region named by the key's visible prefix.
     pub region: RegionId,
     pub allowed_models: Vec<String>,
+    /// Requests per minute (sliding window, throttled) that the key may make; `None` for none.
+    #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute (sliding window, throttled), input and output together.
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
     pub active: bool,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod ids;
+pub mod limits;
 pub mod locale;
 pub mod region;
 pub mod role;

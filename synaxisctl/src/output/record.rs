@@ -310,6 +310,8 @@ mod tests {
             scope: KeyScope::Management,
             region: region()?,
             allowed_models: vec!["gpt-4o".to_owned(), "claude".to_owned()],
+            rpm_limit: None,
+            tpm_limit: None,
             active: false,
             expires_at: None,
             created_at: created_at(),

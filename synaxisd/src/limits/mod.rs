@@ -10,7 +10,6 @@
 
 pub mod memory;
 pub mod redis;
-mod set;
 mod window;
 
 use std::cmp::Ordering;
@@ -19,69 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-pub use set::{Action, LimitRule, LimitSet, MetricLimits};
+pub use synaxis_shared::limits::{
+    Action, LimitRule, LimitSet, MAX_AMOUNT, Metric, MetricLimits, Window, WindowKind,
+};
 pub use window::BUCKETS;
-
-/// The largest limit, cost or adjustment that a limiter accepts, 2^53 - 1. The Redis scripts
-/// add counts as Lua numbers, which are exact integers only up to 2^53.
-pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
-
-/// The quantity that a limit counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Metric {
-    Requests,
-    Tokens,
-}
-
-impl Metric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requests => "requests",
-            Self::Tokens => "tokens",
-        }
-    }
-}
-
-/// The length of a limit's window. A fixed month is the calendar month in UTC; a sliding month
-/// is 30 days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Window {
-    Minute,
-    Hour,
-    Day,
-    Month,
-}
-
-impl Window {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Minute => "minute",
-            Self::Hour => "hour",
-            Self::Day => "day",
-            Self::Month => "month",
-        }
-    }
-}
-
-/// The kind of a window. A fixed window resets at its boundary in UTC. A sliding window counts the
-/// charges of the last window length, in buckets of a tenth of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WindowKind {
-    Fixed,
-    Sliding,
-}
-
-impl WindowKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fixed => "fixed",
-            Self::Sliding => "sliding",
-        }
-    }
-}
 
 /// The identity of one counter: a scope such as `key:<uuid>`, `user:<uuid>`, `team:<uuid>` or
 /// `org:<uuid>`, with a metric, a window and a window kind.

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+use synaxis_shared::limits::LimitSet;
 use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
 use crate::audit::{AuditDraft, AuditHead};
@@ -154,6 +155,16 @@ pub struct AuthenticatedKey {
     /// The team's model policy; empty when the user has no team or the team allows all.
     pub team_allowed_models: Vec<String>,
     pub org_allowed_models: Vec<String>,
+    pub limits: KeyLimits,
+}
+
+/// The limit sets of a key's user, team and org; empty where none is set. The key's own
+/// `rpm_limit` and `tpm_limit` are on [`Key`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub user: LimitSet,
+    pub team: LimitSet,
+    pub org: LimitSet,
 }
 
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org
 use uuid::Uuid;
 
 use super::types::{ModelList, Money};
-use super::{AuthenticatedKey, RequestRecord, StoreError, parse_region};
+use super::{AuthenticatedKey, KeyLimits, RequestRecord, StoreError, parse_region};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
@@ -127,6 +127,8 @@ impl TryFrom<KeyRow> for Key {
                 .map_err(|_| corrupt("key scope", &row.scope))?,
             region: parse_region(row.region)?,
             allowed_models: row.allowed_models.0,
+            rpm_limit: None,
+            tpm_limit: None,
             active: row.active,
             expires_at: row.expires_at,
             created_at: row.created_at,
@@ -169,6 +171,7 @@ impl TryFrom<AuthRow> for AuthenticatedKey {
                 .map(|models| models.0)
                 .unwrap_or_default(),
             org_allowed_models: row.org_allowed_models.0,
+            limits: KeyLimits::default(),
         })
     }
 }

@@ -583,6 +583,8 @@ impl Tenancy {
                 scope: request.scope,
                 region: self.region.clone(),
                 allowed_models,
+                rpm_limit: None,
+                tpm_limit: None,
                 active: true,
                 expires_at: request.expires_at,
                 created_at: now,

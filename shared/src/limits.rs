@@ -1,7 +1,10 @@
-//! Limit sets: the request and token limits of a scope, written as in the config and the
-//! control API:
+//! Limit sets: the request and token limits of a scope, and an organization's cap on concurrent
+//! requests, written as in the config and the control API:
 //!
 //! ```toml
+//! [limits]
+//! concurrent_requests = 20
+//!
 //! [limits.requests]
 //! per_minute = { limit = 100, window = "sliding", action = "throttle" }
 //! per_day    = { limit = 100000, window = "fixed", action = "block" }
@@ -12,7 +15,64 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_AMOUNT, Metric, Window, WindowKind};
+/// The largest limit, cost or adjustment that a limiter accepts, 2^53 - 1. The Redis scripts
+/// add counts as Lua numbers, which are exact integers only up to 2^53.
+pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
+
+/// The quantity that a limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Requests,
+    Tokens,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// The length of a limit's window. A fixed month is the calendar month in UTC; a sliding month
+/// is 30 days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl Window {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+}
+
+/// The kind of a window. A fixed window resets at its boundary in UTC. A sliding window counts the
+/// charges of the last window length, in buckets of a tenth of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowKind {
+    Fixed,
+    Sliding,
+}
+
+impl WindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Sliding => "sliding",
+        }
+    }
+}
 
 /// The handling of a request that a limit has no room for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -84,6 +144,9 @@ impl MetricLimits {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSet {
+    /// The most requests in flight at once; only organizations have this cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_requests: Option<u64>,
     #[serde(default)]
     pub requests: MetricLimits,
     #[serde(default)]
@@ -104,9 +167,28 @@ impl LimitSet {
         requests.chain(tokens)
     }
 
+    /// Returns whether the set holds no limit at all.
+    pub fn is_empty(&self) -> bool {
+        self.concurrent_requests.is_none() && self.rules().next().is_none()
+    }
+
     /// Checks every limit, and names the first invalid one by its path under `prefix`, such as
-    /// `limits.requests.per_minute.limit`, with the reason.
-    pub fn validate(&self, prefix: &str) -> Result<(), (String, String)> {
+    /// `limits.requests.per_minute.limit`, with the reason. `concurrent_requests` is accepted
+    /// only when `for_org` is true.
+    pub fn validate(&self, prefix: &str, for_org: bool) -> Result<(), (String, String)> {
+        if let Some(cap) = self.concurrent_requests {
+            let key = format!("{prefix}.concurrent_requests");
+            if !for_org {
+                return Err((
+                    key,
+                    "only an organization has a cap on concurrent requests; set it on the org"
+                        .to_owned(),
+                ));
+            }
+            if cap == 0 || cap > MAX_AMOUNT {
+                return Err((key, format!("must be between 1 and {MAX_AMOUNT}")));
+            }
+        }
         for (metric, window, rule) in self.rules() {
             let key = format!("{prefix}.{}.per_{}.limit", metric.as_str(), window.as_str());
             if rule.limit == 0 {
@@ -153,7 +235,7 @@ mod tests {
     #[test]
     fn limit_set_example_parses() {
         let set: LimitSet = toml::from_str(EXAMPLE).expect("the example parses");
-        set.validate("limits").expect("the example is valid");
+        set.validate("limits", true).expect("the example is valid");
 
         let rules: Vec<_> = set.rules().collect();
         assert_eq!(rules.len(), 5);
@@ -193,7 +275,7 @@ mod tests {
         let zero: LimitSet =
             toml::from_str("[tokens]\nper_day = { limit = 0, action = \"block\" }")
                 .expect("parses");
-        let (key, reason) = zero.validate("limits").expect_err("zero is invalid");
+        let (key, reason) = zero.validate("limits", false).expect_err("zero is invalid");
         assert_eq!(key, "limits.tokens.per_day.limit");
         assert!(reason.contains("at least 1"), "{reason}");
 
@@ -208,7 +290,20 @@ mod tests {
             },
             ..LimitSet::default()
         };
-        let (key, _) = huge.validate("orgs.acme").expect_err("too large");
+        let (key, _) = huge.validate("orgs.acme", true).expect_err("too large");
         assert_eq!(key, "orgs.acme.requests.per_hour.limit");
+    }
+
+    #[test]
+    fn concurrency_cap_belongs_to_orgs() {
+        let set: LimitSet = toml::from_str("concurrent_requests = 4").expect("parses");
+        assert!(set.validate("limits", true).is_ok());
+        let (key, reason) = set.validate("limits", false).expect_err("not on a user");
+        assert_eq!(key, "limits.concurrent_requests");
+        assert!(reason.contains("organization"), "{reason}");
+        let zero: LimitSet = toml::from_str("concurrent_requests = 0").expect("parses");
+        assert!(zero.validate("limits", true).is_err());
+        assert!(LimitSet::default().is_empty());
+        assert!(!set.is_empty());
     }
 }
