@@ -173,6 +173,12 @@ pub struct CreateKeyRequest {
     /// the key's team and org allow.
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    /// Requests per minute that the key may make, from 1 to 2^53 - 1; absent for no key limit.
+    #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    /// Tokens per minute that the key may use, from 1 to 2^53 - 1; absent for no key limit.
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
 }
 
 /// A partial update: absent fields keep their value.
@@ -185,6 +191,30 @@ pub struct UpdateKeyRequest {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Absent keeps the key's requests-per-minute limit, a number sets it, `null` removes it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rpm_limit: Option<Option<u64>>,
+    /// Absent keeps the key's tokens-per-minute limit, a number sets it, `null` removes it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tpm_limit: Option<Option<u64>>,
+}
+
+/// Deserializes a field that is present, so that `null` becomes `Some(None)` and only an absent
+/// field (through `#[serde(default)]`) becomes `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,4 +345,27 @@ pub struct AuditVerification {
 pub struct BrokenEntry {
     pub seq: i64,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_key_limits_tell_absent_from_null() -> Result<(), serde_json::Error> {
+        let absent: UpdateKeyRequest = serde_json::from_str("{}")?;
+        assert_eq!(absent.rpm_limit, None);
+        let cleared: UpdateKeyRequest = serde_json::from_str(r#"{"rpm_limit": null}"#)?;
+        assert_eq!(cleared.rpm_limit, Some(None));
+        assert_eq!(cleared.tpm_limit, None);
+        let set: UpdateKeyRequest = serde_json::from_str(r#"{"tpm_limit": 5000}"#)?;
+        assert_eq!(set.tpm_limit, Some(Some(5000)));
+
+        for request in [absent, cleared, set] {
+            let json = serde_json::to_string(&request)?;
+            let back: UpdateKeyRequest = serde_json::from_str(&json)?;
+            assert_eq!(back, request, "{json}");
+        }
+        Ok(())
+    }
 }

@@ -169,6 +169,16 @@ impl Client {
         self.send(self.http.patch(url).json(body)).await
     }
 
+    /// Sends `PUT /control/v1/{segments}` with a JSON body.
+    pub async fn put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<Reply<T>, ClientError> {
+        let url = self.url(segments)?;
+        self.send(self.http.put(url).json(body)).await
+    }
+
     /// Sends `POST /control/v1/{segments}` without a body.
     pub async fn post_empty<T: DeserializeOwned>(
         &self,

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod exit;
 mod language;
+mod limits_file;
 mod messages;
 mod output;
 mod prompt;
@@ -26,7 +27,7 @@ use crate::config::ConfigStore;
 use crate::exit::Exit;
 use crate::language::Language;
 use crate::output::Printer;
-use crate::prompt::Prompter;
+use crate::prompt::{Field, Prompter};
 use crate::settings::{Connection, Layer};
 
 fn main() -> ExitCode {
@@ -68,13 +69,18 @@ fn run(
     let token = connection.token.ok_or(CommandError::MissingToken)?;
 
     let timeout = Duration::from_secs(global.timeout);
-    let justification = global.justification.as_ref();
+    let justification = match global.justification {
+        None if resource.requires_justification() => {
+            Some(prompter.require(None, Field::Justification)?)
+        }
+        justification => justification,
+    };
     let client = Client::new(
         connection.endpoint,
         &token,
         language,
         timeout,
-        justification,
+        justification.as_ref(),
     )?;
     let mut printer = Printer::new(io::stdout(), global.output, language);
 
@@ -118,6 +124,7 @@ async fn dispatch(
         Resource::Team { action } => commands::team(action, client, prompter, printer).await,
         Resource::User { action } => commands::user(action, client, prompter, printer).await,
         Resource::Key { action } => commands::key(action, client, prompter, printer).await,
+        Resource::Limits { action } => commands::limits(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),

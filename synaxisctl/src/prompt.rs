@@ -7,7 +7,7 @@ use dialoguer::Input;
 use reqwest::Url;
 use synaxis_shared::{OrgId, UserId};
 
-use crate::cli::parse_endpoint;
+use crate::cli::{Justification, parse_endpoint, parse_justification};
 use crate::language::Language;
 
 /// A required value that may be asked for when its flag is missing.
@@ -19,6 +19,7 @@ pub enum Field {
     UserId,
     Email,
     Endpoint,
+    Justification,
 }
 
 impl Field {
@@ -30,6 +31,7 @@ impl Field {
             Self::UserId => "--user",
             Self::Email => "--email",
             Self::Endpoint => "--endpoint",
+            Self::Justification => "--justification",
         }
     }
 
@@ -41,6 +43,7 @@ impl Field {
             Self::UserId => "USER_ID",
             Self::Email => "EMAIL",
             Self::Endpoint => "URL",
+            Self::Justification => "TEXT",
         }
     }
 }
@@ -90,6 +93,12 @@ impl Prompted for UserId {
 impl Prompted for Url {
     fn parse_typed(text: &str) -> Result<Self, String> {
         parse_endpoint(text)
+    }
+}
+
+impl Prompted for Justification {
+    fn parse_typed(text: &str) -> Result<Self, String> {
+        parse_justification(text)
     }
 }
 
@@ -167,6 +176,7 @@ mod tests {
             (Field::UserId, "--user", "USER_ID"),
             (Field::Email, "--email", "EMAIL"),
             (Field::Endpoint, "--endpoint", "URL"),
+            (Field::Justification, "--justification", "TEXT"),
         ];
         for (field, flag, value_name) in cases {
             assert_eq!(field.flag(), flag, "{field:?}");
@@ -182,5 +192,7 @@ mod tests {
         assert!(UserId::parse_typed("5f1c1f5e").is_err());
         assert!(Url::parse_typed("ftp://example.com").is_err());
         assert!(Url::parse_typed("https://synaxis.example.com").is_ok());
+        assert!(Justification::parse_typed("ticket OPS-7").is_ok());
+        assert!(Justification::parse_typed("manutenção").is_err());
     }
 }

@@ -11,9 +11,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, LimitStoreKind, LimitsConfig};
 use crate::gateway::Gateway;
+use crate::gateway::admission::Admission;
 use crate::gateway::record::Recorder;
+use crate::limits::Limiter;
+use crate::limits::fallback::FallbackLimiter;
+use crate::limits::memory::MemoryLimiter;
 use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, AppStateInner, Metrics};
 use crate::store::{self, Store};
@@ -108,10 +112,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
 
     let tracker = TaskTracker::new();
-    let (recorder, writer) = Recorder::new(store.clone(), clock, region.clone(), metrics.clone());
+    let (recorder, writer) = Recorder::new(
+        store.clone(),
+        clock.clone(),
+        region.clone(),
+        metrics.clone(),
+    );
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
-    let gateway = Gateway::new(&config, recorder, &process_env)?;
+    let limiter = open_limiter(&config.limits, &metrics).await?;
+    let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits);
+    let gateway = Gateway::new(&config, recorder, admission, &process_env)?;
     let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
         tenancy,
@@ -141,6 +152,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     server::serve(listener, server::router(state), shutdown_signal(), drain).await?;
     Ok(())
+}
+
+/// Builds the limiter of `limits.store`, and says which configured limits act as `block`
+/// because their `credit_charge` action is not enforced.
+async fn open_limiter(
+    config: &LimitsConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<dyn Limiter>> {
+    for key in config.credit_charge_limits() {
+        tracing::warn!(
+            limit = %key,
+            "this limit's action `credit_charge` acts as `block` until credits are enforced"
+        );
+    }
+    let limiter: Arc<dyn Limiter> = match (config.store, &config.redis_url) {
+        (LimitStoreKind::Redis, Some(url)) => {
+            let limiter = FallbackLimiter::start(
+                url,
+                &config.redis_key_prefix,
+                Duration::from_millis(config.redis_timeout_ms),
+                config.processes,
+                metrics.limiter_fallback.clone(),
+            )
+            .await?;
+            tracing::info!(processes = config.processes, "rate limits on Redis");
+            limiter
+        }
+        _ => Arc::new(MemoryLimiter::new()),
+    };
+    Ok(limiter)
 }
 
 /// Records the pepper's fingerprint on first start, and refuses a pepper that differs from the

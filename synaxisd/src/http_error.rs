@@ -4,7 +4,9 @@
 //! locale of the key's user.
 
 use axum::Json;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use synaxis_shared::api::KeyScope;
 use synaxis_shared::error::{ErrorBody, ErrorDetail};
@@ -53,6 +55,8 @@ pub enum ApiError {
     Upstream(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    #[error("{} limit of the {} reached", .0.limit_name, .0.scope)]
+    RateLimited(Box<RateLimited>),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -81,6 +85,7 @@ impl ApiError {
             | Self::WrongKeyScope { .. }
             | Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -107,6 +112,7 @@ impl ApiError {
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UpstreamRejected { .. } => "upstream_rejected",
+            Self::RateLimited(limited) => limited.kind.code(),
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -130,6 +136,7 @@ impl ApiError {
             | Self::RouteNotFound
             | Self::MethodNotAllowed
             | Self::UpstreamRejected { .. } => "invalid_request_error",
+            Self::RateLimited(_) => "rate_limit_error",
             Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
                 "api_error"
             }
@@ -185,6 +192,7 @@ impl ApiError {
                 "This route does not accept this HTTP method; see docs/api.md for its methods.".to_owned()
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
+            Self::RateLimited(limited) => limited.message_en(),
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -231,6 +239,7 @@ impl ApiError {
                 "Esta rota não aceita este método HTTP; veja os métodos dela em docs/api.md.".to_owned()
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
+            Self::RateLimited(limited) => limited.message_pt_br(),
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),
@@ -287,16 +296,132 @@ fn entity_pt_br(entity: &str) -> &str {
     }
 }
 
+/// Why a request was refused with 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimitKind {
+    /// A `throttle` limit had no room within the wait.
+    Throttled,
+    /// A `block` limit had no room; it has none until its window resets.
+    Blocked,
+    /// The organization's cap on concurrent requests was reached for the whole wait.
+    Concurrency,
+}
+
+impl RateLimitKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Throttled => "rate_limit_exceeded",
+            Self::Blocked => "quota_exceeded",
+            Self::Concurrency => "concurrency_limit_exceeded",
+        }
+    }
+}
+
+/// The limit that refused a request, and when to retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    pub kind: RateLimitKind,
+    /// `key`, `user`, `team` or `organization`.
+    pub scope: &'static str,
+    /// The limit, such as `requests per minute`.
+    pub limit_name: String,
+    pub limit: u64,
+    /// Time until the limit has room, `None` when the request alone is larger than the limit.
+    pub retry_after: Option<Duration>,
+    /// The `x-ratelimit-*` headers of the refusing limit.
+    pub headers: HeaderMap,
+}
+
+impl RateLimited {
+    fn message_en(&self) -> String {
+        let Self {
+            scope,
+            limit_name,
+            limit,
+            ..
+        } = self;
+        let head = match self.kind {
+            RateLimitKind::Concurrency => {
+                format!("The organization's limit of {limit} concurrent requests is reached.")
+            }
+            _ => format!("The {scope}'s limit of {limit} {limit_name} is reached."),
+        };
+        match self.retry_after {
+            Some(wait) => format!("{head} Retry after {} s.", whole_seconds(wait)),
+            None => format!(
+                "{head} This request alone is larger than the limit: lower `max_tokens` or shorten the input."
+            ),
+        }
+    }
+
+    fn message_pt_br(&self) -> String {
+        let Self { limit, .. } = self;
+        let head = match self.kind {
+            RateLimitKind::Concurrency => {
+                format!("O limite de {limit} requisições simultâneas da organização foi atingido.")
+            }
+            _ => format!(
+                "O limite de {limit} {} da {} foi atingido.",
+                limit_name_pt_br(&self.limit_name),
+                policy_pt_br(self.scope)
+            ),
+        };
+        match self.retry_after {
+            Some(wait) => format!("{head} Tente de novo em {} s.", whole_seconds(wait)),
+            None => format!(
+                "{head} Esta requisição sozinha passa do limite: reduza `max_tokens` ou encurte a entrada."
+            ),
+        }
+    }
+}
+
+/// Rounds a wait up to whole seconds, as `Retry-After` carries it.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// Names a limit such as `requests per minute` in Brazilian Portuguese.
+fn limit_name_pt_br(name: &str) -> String {
+    let (metric, window) = name.split_once(" per ").unwrap_or((name, ""));
+    let metric = match metric {
+        "requests" => "requisições",
+        "tokens" => "tokens",
+        other => other,
+    };
+    let window = match window {
+        "minute" => "minuto",
+        "hour" => "hora",
+        "day" => "dia",
+        "month" => "mês",
+        other => other,
+    };
+    format!("{metric} por {window}")
+}
+
 impl IntoResponse for ApiError {
     /// Renders the English body and keeps the error in the response's extensions, so that the
-    /// localizing middleware can render it again in the client's language.
+    /// localizing middleware can render it again in the client's language. A 429 carries
+    /// `Retry-After` in whole seconds and `retry-after-ms`, which the OpenAI SDKs read.
     fn into_response(self) -> Response {
         self.log();
         let mut response = (self.status(), Json(self.body(Locale::En))).into_response();
+        if let Self::RateLimited(limited) = &self {
+            response.headers_mut().extend(limited.headers.clone());
+        }
+        if let Self::RateLimited(limited) = &self
+            && let Some(wait) = limited.retry_after
+        {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+            let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            headers.insert(RETRY_AFTER_MS.clone(), HeaderValue::from(millis));
+        }
         response.extensions_mut().insert(self);
         response
     }
 }
+
+static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {

@@ -12,8 +12,9 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
-    KeyScope, Org, RotateKeyRequest, User,
+    KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, User,
 };
+use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
 use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
 use synaxisd::audit::{AuditDraft, AuditLog};
@@ -21,9 +22,11 @@ use synaxisd::clock::ManualClock;
 use synaxisd::store::postgres::PgStore;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{
-    AuditFilter, AuditStore, KeyFilter, RequestFilter, RequestRecord, Store, StoreError, UserFilter,
+    AuditFilter, AuditStore, KeyFilter, KeyLimits, LimitScope, RequestFilter, RequestRecord, Store,
+    StoreError, UserFilter,
 };
 use synaxisd::tenancy::keys::KeyHasher;
+use synaxisd::tenancy::limits::LimitsOf;
 use synaxisd::tenancy::rbac::{Actor, Member};
 use synaxisd::tenancy::{Caller, Tenancy, TenancyError};
 
@@ -81,6 +84,8 @@ fn key_request(user: &User) -> CreateKeyRequest {
         scope: KeyScope::Inference,
         expires_at: None,
         allowed_models: vec!["GPT-4o-mini".to_owned()],
+        rpm_limit: None,
+        tpm_limit: None,
     }
 }
 
@@ -304,13 +309,7 @@ async fn key_expires_by_clock(store: Arc<dyn Store>) {
         .await
         .expect_err("expiry in the past");
     assert!(
-        matches!(
-            past,
-            TenancyError::Invalid {
-                field: "expires_at",
-                ..
-            }
-        ),
+        matches!(&past, TenancyError::Invalid { field, .. } if field == "expires_at"),
         "{past:?}"
     );
 }
@@ -623,6 +622,7 @@ async fn audit_chain_records_calls(store: Arc<dyn Store>) {
             user_id: user.id,
             org_id: org.id,
             role: Role::Developer,
+            team_id: None,
         }),
         source_ip: Some("203.0.113.7".to_owned()),
         justification: Some("testing denial".to_owned()),
@@ -737,6 +737,492 @@ async fn request_records_insert_in_batches(store: Arc<dyn Store>) {
     assert_eq!(stored, batch);
 }
 
+/// Returns the operator with a justification, which setting limits requires.
+fn justified_operator() -> Caller {
+    Caller {
+        justification: Some("launch capacity".to_owned()),
+        ..Caller::operator()
+    }
+}
+
+/// Returns a set with one sliding requests-per-minute limit.
+fn per_minute(limit: u64) -> LimitSet {
+    serde_json::from_value(serde_json::json!({
+        "requests": {"per_minute": {"limit": limit, "window": "sliding", "action": "throttle"}}
+    }))
+    .expect("limit set")
+}
+
+async fn team_with_member(tenancy: &Tenancy, org: &Org) -> (Team, User) {
+    let team = tenancy
+        .create_team(
+            &operator(),
+            CreateTeamRequest {
+                org_id: org.id,
+                name: "Core".to_owned(),
+                allowed_models: Vec::new(),
+            },
+        )
+        .await
+        .expect("create team");
+    let member = tenancy
+        .create_user(
+            &operator(),
+            CreateUserRequest {
+                team_id: Some(team.id),
+                ..user_request(org, "bia@acme.test", Role::Developer)
+            },
+        )
+        .await
+        .expect("create user in team");
+    (team, member)
+}
+
+async fn limit_sets_reach_authentication(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, _) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let (team, member) = team_with_member(&tenancy, &org).await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&member))
+        .await
+        .expect("create key");
+
+    let before = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(before.limits, KeyLimits::default(), "no limits are set yet");
+
+    let org_set = LimitSet {
+        concurrent_requests: Some(20),
+        ..per_minute(1_000)
+    };
+    let stored = tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::Org(&org.slug),
+            Ok(org_set.clone()),
+        )
+        .await
+        .expect("set org limits");
+    assert_eq!(stored, org_set);
+    tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::Team(team.id),
+            Ok(per_minute(100)),
+        )
+        .await
+        .expect("set team limits");
+    tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::User(member.id),
+            Ok(per_minute(10)),
+        )
+        .await
+        .expect("set user limits");
+
+    assert_eq!(
+        store
+            .get_limits(LimitScope::Org(org.id))
+            .await
+            .expect("get"),
+        org_set
+    );
+    assert_eq!(
+        tenancy
+            .get_limits(&operator(), LimitsOf::Team(team.id))
+            .await
+            .expect("get team limits"),
+        per_minute(100)
+    );
+
+    // The lookup above is cached; setting limits evicts it, so the new sets show at once.
+    let after = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(after.limits.org, org_set);
+    assert_eq!(after.limits.team, per_minute(100));
+    assert_eq!(after.limits.user, per_minute(10));
+
+    tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::Team(team.id),
+            Ok(LimitSet::default()),
+        )
+        .await
+        .expect("clear team limits");
+    let cleared = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert!(cleared.limits.team.is_empty(), "{:?}", cleared.limits.team);
+    assert_eq!(cleared.limits.user, per_minute(10));
+    assert!(
+        store
+            .get_limits(LimitScope::Team(team.id))
+            .await
+            .expect("get")
+            .is_empty()
+    );
+
+    let error = store
+        .get_limits(LimitScope::User(synaxis_shared::UserId::new()))
+        .await
+        .expect_err("no such user");
+    assert!(
+        matches!(error, StoreError::NotFound { entity: "user", .. }),
+        "{error:?}"
+    );
+}
+
+async fn key_without_team_has_empty_team_limits(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::Org(&org.slug),
+            Ok(per_minute(50)),
+        )
+        .await
+        .expect("set org limits");
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+
+    let found = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(found.team_id, None);
+    assert!(found.limits.team.is_empty());
+    assert!(found.limits.user.is_empty());
+    assert_eq!(found.limits.org, per_minute(50));
+}
+
+async fn rejected_limit_sets_are_audited(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let (team, _) = team_with_member(&tenancy, &org).await;
+    tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::User(user.id),
+            Ok(per_minute(10)),
+        )
+        .await
+        .expect("set user limits");
+
+    let zero = tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::User(user.id),
+            Ok(per_minute(0)),
+        )
+        .await
+        .expect_err("a limit of 0");
+    assert!(
+        matches!(&zero, TenancyError::Invalid { field, .. } if field == "limits.requests.per_minute.limit"),
+        "{zero:?}"
+    );
+    let cap = LimitSet {
+        concurrent_requests: Some(4),
+        ..LimitSet::default()
+    };
+    let on_team = tenancy
+        .set_limits(&justified_operator(), LimitsOf::Team(team.id), Ok(cap))
+        .await
+        .expect_err("a concurrency cap on a team");
+    assert!(
+        matches!(&on_team, TenancyError::Invalid { field, .. } if field == "limits.concurrent_requests"),
+        "{on_team:?}"
+    );
+    let unjustified = tenancy
+        .set_limits(&operator(), LimitsOf::User(user.id), Ok(per_minute(99)))
+        .await
+        .expect_err("no justification");
+    assert!(
+        matches!(&unjustified, TenancyError::Invalid { field, .. } if field == "x-synaxis-justification"),
+        "{unjustified:?}"
+    );
+    let developer = Caller {
+        actor: Actor::Member(Member {
+            user_id: user.id,
+            org_id: org.id,
+            role: Role::Developer,
+            team_id: None,
+        }),
+        source_ip: None,
+        justification: Some("need more".to_owned()),
+    };
+    let denied = tenancy
+        .set_limits(&developer, LimitsOf::User(user.id), Ok(per_minute(1_000)))
+        .await
+        .expect_err("a developer raising their own limits");
+    assert!(matches!(denied, TenancyError::Denied(_)), "{denied:?}");
+    let unreadable = tenancy
+        .set_limits(
+            &justified_operator(),
+            LimitsOf::User(user.id),
+            Err(TenancyError::Invalid {
+                field: "limits.requests.per_week".to_owned(),
+                message: "unknown field".to_owned(),
+            }),
+        )
+        .await
+        .expect_err("an unreadable body");
+    assert!(
+        matches!(unreadable, TenancyError::Invalid { .. }),
+        "{unreadable:?}"
+    );
+
+    assert_eq!(
+        store
+            .get_limits(LimitScope::User(user.id))
+            .await
+            .expect("get"),
+        per_minute(10),
+        "rejected sets leave the stored set as it was"
+    );
+    let entries = store
+        .list_audit(&AuditFilter {
+            org_id: Some(org.id),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list audit");
+    let limit_entries: Vec<(AuditResult, Option<&str>, Option<&str>)> = entries
+        .iter()
+        .filter(|entry| entry.action == "limits.set")
+        .map(|entry| {
+            (
+                entry.result,
+                entry.target_id.as_deref(),
+                entry.justification.as_deref(),
+            )
+        })
+        .collect();
+    let user_id = user.id.to_string();
+    let team_id = team.id.to_string();
+    assert_eq!(
+        limit_entries,
+        vec![
+            (
+                AuditResult::Success,
+                Some(user_id.as_str()),
+                Some("launch capacity")
+            ),
+            (
+                AuditResult::Failure,
+                Some(user_id.as_str()),
+                Some("launch capacity")
+            ),
+            (
+                AuditResult::Failure,
+                Some(team_id.as_str()),
+                Some("launch capacity")
+            ),
+            (AuditResult::Failure, Some(user_id.as_str()), None),
+            (
+                AuditResult::Denied,
+                Some(user_id.as_str()),
+                Some("need more")
+            ),
+            (
+                AuditResult::Failure,
+                Some(user_id.as_str()),
+                Some("launch capacity")
+            ),
+        ]
+    );
+}
+
+async fn key_limits_set_and_clear(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(
+            &operator(),
+            CreateKeyRequest {
+                rpm_limit: Some(60),
+                tpm_limit: Some(MAX_AMOUNT),
+                ..key_request(&user)
+            },
+        )
+        .await
+        .expect("create key with limits");
+    assert_eq!(created.key.rpm_limit, Some(60));
+    assert_eq!(created.key.tpm_limit, Some(MAX_AMOUNT));
+    assert_eq!(
+        store.get_key(created.key.id).await.expect("get"),
+        created.key
+    );
+    let found = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(found.key.rpm_limit, Some(60));
+
+    for (rpm_limit, tpm_limit, field) in [
+        (Some(0), None, "rpm_limit"),
+        (None, Some(MAX_AMOUNT + 1), "tpm_limit"),
+    ] {
+        let error = tenancy
+            .create_key(
+                &operator(),
+                CreateKeyRequest {
+                    rpm_limit,
+                    tpm_limit,
+                    ..key_request(&user)
+                },
+            )
+            .await
+            .expect_err("an out-of-range key limit");
+        assert!(
+            matches!(&error, TenancyError::Invalid { field: named, .. } if named == field),
+            "{error:?}"
+        );
+    }
+
+    let updated = tenancy
+        .update_key(
+            &operator(),
+            created.key.id,
+            UpdateKeyRequest {
+                rpm_limit: Some(None),
+                tpm_limit: Some(Some(5_000)),
+                ..UpdateKeyRequest::default()
+            },
+        )
+        .await
+        .expect("clear rpm and change tpm");
+    assert_eq!(updated.rpm_limit, None);
+    assert_eq!(updated.tpm_limit, Some(5_000));
+    let found = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    assert_eq!(
+        found.key.rpm_limit, None,
+        "the update evicted the cached key"
+    );
+    assert_eq!(found.key.tpm_limit, Some(5_000));
+
+    let renamed = tenancy
+        .update_key(
+            &operator(),
+            created.key.id,
+            UpdateKeyRequest {
+                name: Some("renamed".to_owned()),
+                ..UpdateKeyRequest::default()
+            },
+        )
+        .await
+        .expect("rename");
+    assert_eq!(
+        renamed.tpm_limit,
+        Some(5_000),
+        "an absent limit keeps its value"
+    );
+    let zero = tenancy
+        .update_key(
+            &operator(),
+            created.key.id,
+            UpdateKeyRequest {
+                rpm_limit: Some(Some(0)),
+                ..UpdateKeyRequest::default()
+            },
+        )
+        .await
+        .expect_err("a zero key limit");
+    assert!(
+        matches!(&zero, TenancyError::Invalid { field, .. } if field == "rpm_limit"),
+        "{zero:?}"
+    );
+}
+
+/// Creates a user with a key, lets `poison` overwrite the user's limits column with text that
+/// is no limit set, and checks that reading it names the column.
+async fn corrupt_user_limits_are_named(store: Arc<dyn Store>, poison: impl AsyncFnOnce(User)) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    poison(user.clone()).await;
+
+    let error = store
+        .get_limits(LimitScope::User(user.id))
+        .await
+        .expect_err("corrupt limits");
+    assert!(
+        matches!(&error, StoreError::Corrupt(message) if message.contains("users.limits")),
+        "{error:?}"
+    );
+    let error = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect_err("corrupt limits fail the lookup");
+    assert!(
+        matches!(&error, StoreError::Corrupt(message) if message.contains("users.limits")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_corrupt_user_limits_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    let store = SqliteStore::connect(&url, 4).await.expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    let pool = store.pool().clone();
+    corrupt_user_limits_are_named(Arc::new(store), async |user: User| {
+        sqlx::query("UPDATE users SET limits = '{\"requests\": 5' WHERE id = $1")
+            .bind(user.id.0)
+            .execute(&pool)
+            .await
+            .expect("poison limits");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_corrupt_user_limits_are_named() {
+    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url)
+        .await
+        .expect("create database");
+    let store = PgStore::connect(&database.url, 4)
+        .await
+        .expect("connect postgres");
+    store.migrate().await.expect("migrate postgres");
+    let pool = store.pool().clone();
+    corrupt_user_limits_are_named(Arc::new(store), async |user: User| {
+        sqlx::query("UPDATE users SET limits = '{\"requests\": {\"per_week\": 1}}' WHERE id = $1")
+            .bind(user.id.0)
+            .execute(&pool)
+            .await
+            .expect("poison limits");
+    })
+    .await;
+    pool.close().await;
+    database.drop_database().await.expect("drop database");
+}
+
 contract_tests!(
     request_records_insert_in_batches,
     team_policy_reaches_authentication,
@@ -752,6 +1238,10 @@ contract_tests!(
     key_expires_by_clock,
     inactive_user_or_org_disables_keys,
     request_records_round_trip,
+    limit_sets_reach_authentication,
+    key_without_team_has_empty_team_limits,
+    rejected_limit_sets_are_audited,
+    key_limits_set_and_clear,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

@@ -32,6 +32,7 @@ postgres_url="postgres://postgres@127.0.0.1:5432"
 install=false
 build=true
 keep_logs=""
+limits_redis=""
 
 usage() {
     cat <<EOF
@@ -53,6 +54,11 @@ Options:
   --postgres-url URL    PostgreSQL server URL without a database name; the script creates
                         and drops a database synaxis_bench_<random> there
                         [default: $postgres_url]
+  --limits-redis URL    enforce rate limits on the Redis server at URL (such as
+                        redis://127.0.0.1:6379), under a key prefix of its own: request and
+                        token limits per minute (sliding, throttle) and per day (fixed, block)
+                        on the org and the user, and an org cap on concurrent requests, all
+                        high enough to admit every request
   --keep-logs DIR       copy the raw outputs of wrk, hey, pidstat and the servers into DIR
   --no-build            use the release binaries already built
   --install             install the missing tools with apt-get first (needs root)
@@ -79,6 +85,7 @@ parse_args() {
             --chunk-delay-ms) chunk_delay_ms="${2:?--chunk-delay-ms needs a value}"; shift 2 ;;
             --postgres-url) postgres_url="${2:?--postgres-url needs a value}"; shift 2 ;;
             --keep-logs) keep_logs="${2:?--keep-logs needs a value}"; shift 2 ;;
+            --limits-redis) limits_redis="${2:?--limits-redis needs a value}"; shift 2 ;;
             --no-build) build=false; shift ;;
             --install) install=true; shift ;;
             -h | --help) usage; exit 0 ;;
@@ -385,6 +392,33 @@ upstream = "fake"
 input_per_million = "0.15"
 output_per_million = "0.60"
 EOF
+    if [[ -n "$limits_redis" ]]; then
+        cat >>"$work_dir/synaxisd.toml" <<EOF
+
+[limits]
+store = "redis"
+redis_url = "$limits_redis"
+redis_key_prefix = "synaxis_bench_$(random_hex 6):"
+
+[limits.org]
+concurrent_requests = 100000
+
+[limits.org.requests]
+per_minute = { limit = 100000000, window = "sliding", action = "throttle" }
+per_day = { limit = 1000000000, window = "fixed", action = "block" }
+
+[limits.org.tokens]
+per_minute = { limit = 100000000000, window = "sliding", action = "throttle" }
+per_day = { limit = 1000000000000, window = "fixed", action = "block" }
+
+[limits.user.requests]
+per_minute = { limit = 100000000, window = "sliding", action = "throttle" }
+
+[limits.user.tokens]
+per_minute = { limit = 100000000000, window = "sliding", action = "throttle" }
+EOF
+        echo "rate limits on Redis at $limits_redis"
+    fi
     operator_token="$(random_hex 24)"
     # Exported for synaxisd only: synaxisctl gets the token through SYNAXIS_TOKEN.
     SYNAXIS_OPERATOR_TOKEN="$operator_token"
@@ -425,11 +459,15 @@ body_for_mode() {
 check_target() {
     local target="$1" url="$2" key="$3" mode="$4" status
     echo "$target" >>"$work_dir/checks.tsv"
-    status="$(curl -s -o "$work_dir/check.out" -w '%{http_code}' -X POST \
-        -H "Authorization: Bearer $key" -H "Content-Type: application/json" \
+    status="$(curl -s -o "$work_dir/check.out" -D "$work_dir/check.headers" -w '%{http_code}' \
+        -X POST -H "Authorization: Bearer $key" -H "Content-Type: application/json" \
         -d "$(body_for_mode "$mode")" "$url/v1/chat/completions")"
     [[ "$status" == 200 ]] \
         || fail "$url answered $status to a $mode chat completion: $(cat "$work_dir/check.out")"
+    if [[ "$target" == synaxisd && -n "$limits_redis" ]]; then
+        grep -qi '^x-ratelimit-remaining-tokens:' "$work_dir/check.headers" \
+            || fail "synaxisd answered without x-ratelimit-* headers although limits are on"
+    fi
 }
 
 # Samples the CPU use of every process once a second for the length of one run, in the

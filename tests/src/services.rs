@@ -3,8 +3,15 @@
 //! A test whose service URL is unset skips on a developer machine, and fails when `CI=true`,
 //! because CI must never pass by skipping.
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
 
 /// Admin URL of the PostgreSQL server for tests, such as `postgres://postgres@127.0.0.1:5432/postgres`.
 pub const DATABASE_URL_ENV: &str = "SYNAXIS_TEST_DATABASE_URL";
@@ -38,6 +45,129 @@ pub fn service_url(variable: &str) -> Option<String> {
 /// Returns a Redis key prefix of its own for one test, `synaxis_test_<uuid>:`.
 pub fn redis_key_prefix() -> String {
     format!("synaxis_test_{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// Path of the `redis-server` binary that [`RedisServer`] runs; without it, `redis-server` is
+/// looked up on `PATH`.
+pub const REDIS_SERVER_ENV: &str = "SYNAXIS_TEST_REDIS_SERVER";
+
+/// Longest wait for a started `redis-server` to answer `PING`.
+const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` process of one test, on a free loopback port, that the test can stop and
+/// start again on the same port to cause an outage. It keeps no data on disk, so a restart
+/// starts empty. The process is killed when the value is dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    pub port: u16,
+    program: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers `PING`.
+    /// Fails when the binary is missing, naming the package and the variable that set it.
+    pub async fn start() -> Result<Self, String> {
+        let program = std::env::var_os(REDIS_SERVER_ENV)
+            .filter(|value| !value.is_empty())
+            .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from);
+        let mut last_error = String::new();
+        // Another process can take the free port between the check and the server's bind, so a
+        // failed start is retried on another port.
+        for _ in 0..5 {
+            let port = free_port().map_err(|error| format!("no free port: {error}"))?;
+            let mut server = Self {
+                port,
+                program: program.clone(),
+                child: None,
+            };
+            match server.restart().await {
+                Ok(()) => return Ok(server),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Returns the URL of the server, `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits until it has exited.
+    pub async fn stop(&mut self) -> Result<(), String> {
+        if let Some(mut child) = self.child.take() {
+            child
+                .kill()
+                .await
+                .map_err(|error| format!("killing redis-server failed: {error}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port, after [`RedisServer::stop`], and waits until it
+    /// answers `PING`.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.stop().await?;
+        let port = self.port.to_string();
+        let mut child = Command::new(&self.program)
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| {
+                format!(
+                    "starting {} failed: {error}; install Redis (the `redis-server` package) \
+                     or set {REDIS_SERVER_ENV} to the binary's path",
+                    self.program.display()
+                )
+            })?;
+
+        let deadline = Instant::now() + REDIS_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "redis-server on port {port} exited with {status} before answering PING"
+                ));
+            }
+            if ping(self.port).await {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "redis-server on port {port} did not answer PING within {REDIS_START_TIMEOUT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Returns a port of 127.0.0.1 that nothing listened on when it was checked.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Returns whether a Redis server on `port` of 127.0.0.1 replies `+PONG` to `PING` within a
+/// second.
+async fn ping(port: u16) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut reply = [0_u8; 7];
+        stream.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>(&reply == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), exchange).await,
+        Ok(Ok(true))
+    )
 }
 
 /// A PostgreSQL database created for one test, named `synaxis_test_<uuid>`.

@@ -3,15 +3,18 @@
 //! Flags that a command requires are `Option`s here, so that a missing one can be asked for
 //! on a terminal: [`crate::prompt::Prompter`] resolves them.
 
+use std::path::PathBuf;
+
 use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand};
 use synaxis_shared::api::KeyScope;
 use synaxis_shared::{KeyId, Locale, OrgId, Role, TeamId, UserId};
 
 use super::parse::{
-    locale_parser, parse_context_name, parse_grace, parse_org_reference, parse_timestamp,
-    role_parser, scope_parser,
+    locale_parser, parse_context_name, parse_grace, parse_key_limit, parse_key_limit_change,
+    parse_org_reference, parse_timestamp, role_parser, scope_parser,
 };
+use crate::messages::LIMITS_FILE_HELP;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgAction {
@@ -170,6 +173,15 @@ pub enum KeyAction {
         /// organization allow.
         #[arg(long = "allow-model", value_name = "MODEL")]
         allowed_models: Vec<String>,
+        /// Requests per minute that the key may make, from 1 to 2^53 - 1. Without it, only
+        /// the limits of the key's user, team and organization apply.
+        #[arg(long, value_name = "N", value_parser = parse_key_limit)]
+        rpm_limit: Option<u64>,
+        /// Tokens per minute, input and output together, that the key may use, from 1 to
+        /// 2^53 - 1. Without it, only the limits of the key's user, team and organization
+        /// apply.
+        #[arg(long, value_name = "N", value_parser = parse_key_limit)]
+        tpm_limit: Option<u64>,
     },
     /// List keys, optionally only those of one organization or user.
     List {
@@ -185,8 +197,15 @@ pub enum KeyAction {
         /// Id of the key (a UUID).
         key_id: KeyId,
     },
-    /// Change the name, allowed models or expiry of a key.
-    #[command(group(changes(&["name", "allowed_models", "allow_all_models", "expires_at"])))]
+    /// Change the name, allowed models, expiry or per-minute limits of a key.
+    #[command(group(changes(&[
+        "name",
+        "allowed_models",
+        "allow_all_models",
+        "expires_at",
+        "rpm_limit",
+        "tpm_limit",
+    ])))]
     Update {
         /// Id of the key (a UUID).
         key_id: KeyId,
@@ -198,6 +217,14 @@ pub enum KeyAction {
         /// New time after which the key stops authenticating, as an RFC 3339 timestamp.
         #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
         expires_at: Option<DateTime<Utc>>,
+        /// New requests-per-minute limit of the key, from 1 to 2^53 - 1, or `none` to
+        /// remove it.
+        #[arg(long, value_name = "N|none", value_parser = parse_key_limit_change)]
+        rpm_limit: Option<LimitChange>,
+        /// New tokens-per-minute limit of the key, from 1 to 2^53 - 1, or `none` to remove
+        /// it.
+        #[arg(long, value_name = "N|none", value_parser = parse_key_limit_change)]
+        tpm_limit: Option<LimitChange>,
     },
     /// Replace the secret of a key and print the new secret once. The key keeps its id.
     Rotate {
@@ -219,6 +246,61 @@ pub enum KeyAction {
         key_id: KeyId,
     },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsAction {
+    /// Replace the limit set of an organization, team or user with the set in a TOML file,
+    /// and print the stored set. Requires --justification, which the audit log keeps.
+    #[command(after_help = LIMITS_FILE_HELP)]
+    Set {
+        #[command(flatten)]
+        scope: LimitsScope,
+        /// TOML file with the limit set, or `-` to read it from standard input. A file
+        /// without limits removes every limit of the scope.
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// Show the limit set of an organization, team or user.
+    Show {
+        #[command(flatten)]
+        scope: LimitsScope,
+    },
+}
+
+/// The owner of a limit set: exactly one of an organization, a team and a user.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct LimitsScope {
+    /// Organization id (a UUID) or slug.
+    #[arg(long, value_name = "ORG", value_parser = parse_org_reference)]
+    org: Option<String>,
+    /// Team id (a UUID).
+    #[arg(long = "team", value_name = "TEAM_ID")]
+    team_id: Option<TeamId>,
+    /// User id (a UUID).
+    #[arg(long = "user", value_name = "USER_ID")]
+    user_id: Option<UserId>,
+}
+
+impl LimitsScope {
+    /// Returns the path of the scope's limit set under `/control/v1`, such as
+    /// `["orgs", "acme", "limits"]`.
+    pub fn path(&self) -> [String; 3] {
+        let (resource, id) = match (&self.org, self.team_id, self.user_id) {
+            (Some(org), _, _) => ("orgs", org.clone()),
+            (None, Some(team_id), _) => ("teams", team_id.to_string()),
+            (None, None, Some(user_id)) => ("users", user_id.to_string()),
+            // clap's group requires one of the three flags.
+            (None, None, None) => unreachable!("the scope group requires --org, --team or --user"),
+        };
+        [resource.to_owned(), id, "limits".to_owned()]
+    }
+}
+
+/// The value of `--rpm-limit` or `--tpm-limit` of `key update`: a new limit, or `None` to
+/// remove the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitChange(pub Option<u64>);
 
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {

@@ -11,10 +11,10 @@ use reqwest::Url;
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use actions::{AuditAction, ContextAction, KeyAction, OrgAction, TeamAction, UserAction};
-pub use parse::parse_endpoint;
-#[cfg(test)]
-pub use parse::parse_justification;
+pub use actions::{
+    AuditAction, ContextAction, KeyAction, LimitsAction, OrgAction, TeamAction, UserAction,
+};
+pub use parse::{parse_endpoint, parse_justification};
 
 use crate::messages::AFTER_HELP;
 
@@ -22,7 +22,7 @@ use crate::messages::AFTER_HELP;
 #[command(
     name = "synaxisctl",
     version,
-    about = "Manage organizations, teams, users, keys and the audit log through the Synaxis control API.",
+    about = "Manage organizations, teams, users, keys, limits and the audit log through the Synaxis control API.",
     after_help = AFTER_HELP
 )]
 pub struct Cli {
@@ -160,6 +160,11 @@ pub enum Resource {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Set and show the rate limits of organizations, teams and users.
+    Limits {
+        #[command(subcommand)]
+        action: LimitsAction,
+    },
     /// Read and verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -170,6 +175,19 @@ pub enum Resource {
         #[command(subcommand)]
         action: ContextAction,
     },
+}
+
+impl Resource {
+    /// Reports whether the command changes something that the server accepts only with a
+    /// justification.
+    pub fn requires_justification(&self) -> bool {
+        matches!(
+            self,
+            Self::Limits {
+                action: LimitsAction::Set { .. }
+            }
+        )
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use reqwest::Url;
 use reqwest::header::HeaderValue;
 use synaxis_shared::api::KeyScope;
+use synaxis_shared::limits::MAX_AMOUNT;
 use synaxis_shared::{Locale, Role};
 
 use super::Justification;
+use super::actions::LimitChange;
 
 pub fn parse_endpoint(value: &str) -> Result<Url, String> {
     let url = Url::parse(value).map_err(|error| format!("invalid URL: {error}"))?;
@@ -72,6 +74,30 @@ pub fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(value)
         .map(|timestamp| timestamp.with_timezone(&Utc))
         .map_err(|error| format!("{error}: use an RFC 3339 timestamp such as 2030-12-31T23:59:59Z"))
+}
+
+/// Parses a key's per-minute limit: a whole number from 1 to 2^53 - 1, the largest count that
+/// synaxisd's limiters accept.
+pub fn parse_key_limit(value: &str) -> Result<u64, String> {
+    let limit: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a whole number: use a number such as 600"))?;
+    if limit == 0 || limit > MAX_AMOUNT {
+        return Err(format!("use a number from 1 to {MAX_AMOUNT}"));
+    }
+    Ok(limit)
+}
+
+/// Parses the new per-minute limit of `key update`: a number as [`parse_key_limit`] takes it,
+/// or `none` to remove the limit.
+pub fn parse_key_limit_change(value: &str) -> Result<LimitChange, String> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(LimitChange(None));
+    }
+    parse_key_limit(value)
+        .map(|limit| LimitChange(Some(limit)))
+        .map_err(|message| format!("{message}, or `none` to remove the limit"))
 }
 
 /// Parses a duration such as `60s`, `15m`, `1h`, `1h 30m` or `0` into whole seconds. The
@@ -206,6 +232,27 @@ mod tests {
         for text in cases {
             assert!(parse_justification(text).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn parse_key_limit_accepts_range() -> Result<(), String> {
+        assert_eq!(parse_key_limit("1")?, 1);
+        assert_eq!(parse_key_limit(" 600 ")?, 600);
+        assert_eq!(parse_key_limit(&MAX_AMOUNT.to_string())?, MAX_AMOUNT);
+        for text in ["0", "-1", "1.5", "many", "", &(MAX_AMOUNT + 1).to_string()] {
+            assert!(parse_key_limit(text).is_err(), "{text:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn parse_key_limit_change_accepts_none() -> Result<(), String> {
+        assert_eq!(parse_key_limit_change("none")?, LimitChange(None));
+        assert_eq!(parse_key_limit_change("None")?, LimitChange(None));
+        assert_eq!(parse_key_limit_change("90")?, LimitChange(Some(90)));
+        let message = parse_key_limit_change("0").expect_err("0 is no limit");
+        assert!(message.contains("`none`"), "{message}");
+        Ok(())
     }
 
     #[test]

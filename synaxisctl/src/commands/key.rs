@@ -23,6 +23,8 @@ pub async fn run(
             scope,
             expires_at,
             allowed_models,
+            rpm_limit,
+            tpm_limit,
         } => {
             let user_id = prompter.require(user_id, Field::UserId)?;
             let request = CreateKeyRequest {
@@ -31,6 +33,8 @@ pub async fn run(
                 scope,
                 expires_at,
                 allowed_models,
+                rpm_limit,
+                tpm_limit,
             };
             let reply = client.post::<CreatedKey, _>(&["keys"], &request).await?;
             printer.created_key(&reply)?;
@@ -57,11 +61,15 @@ pub async fn run(
             name,
             models,
             expires_at,
+            rpm_limit,
+            tpm_limit,
         } => {
             let request = UpdateKeyRequest {
                 name,
                 allowed_models: models.into_request(),
                 expires_at,
+                rpm_limit: rpm_limit.map(|change| change.0),
+                tpm_limit: tpm_limit.map(|change| change.0),
             };
             let path = ["keys", &key_id.to_string()];
             let reply = client.patch::<Key, _>(&path, &request).await?;

@@ -4,6 +4,7 @@
 mod audit;
 mod context;
 mod key;
+mod limits;
 mod org;
 mod team;
 mod user;
@@ -13,6 +14,7 @@ use std::io;
 pub use audit::run as audit;
 pub use context::{ContextFlags, run as context};
 pub use key::run as key;
+pub use limits::run as limits;
 pub use org::run as org;
 pub use team::run as team;
 pub use user::run as user;
@@ -22,6 +24,7 @@ use synaxis_shared::api::BrokenEntry;
 use crate::client::ClientError;
 use crate::config::ConfigError;
 use crate::exit::Exit;
+use crate::limits_file::LimitsFileError;
 use crate::prompt::PromptError;
 use crate::settings::SettingsError;
 
@@ -36,6 +39,8 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Prompt(#[from] PromptError),
+    #[error(transparent)]
+    LimitsFile(#[from] LimitsFileError),
     #[error("missing token")]
     MissingToken,
     /// `audit verify` found the chain broken. The server names the first broken entry,
@@ -55,8 +60,10 @@ impl CommandError {
             Self::Settings(SettingsError::Config(error)) | Self::Config(error) => error.exit(),
             Self::Settings(SettingsError::InvalidVariable { .. })
             | Self::Prompt(PromptError::Missing(_))
+            | Self::LimitsFile(LimitsFileError::Invalid { .. } | LimitsFileError::Mixed { .. })
             | Self::MissingToken => Exit::Usage,
             Self::Prompt(PromptError::Terminal { .. })
+            | Self::LimitsFile(LimitsFileError::Read { .. })
             | Self::AuditChainBroken { .. }
             | Self::Runtime(_)
             | Self::Output(_) => Exit::Failure,

@@ -6,6 +6,7 @@ use crate::client::ClientError;
 use crate::commands::CommandError;
 use crate::config::{ConfigError, ContextError};
 use crate::language::Language;
+use crate::limits_file::{Input, LimitsFileError};
 use crate::prompt::PromptError;
 use crate::settings::SettingsError;
 
@@ -24,6 +25,7 @@ impl Language {
                 }
             }
             CommandError::Prompt(error) => self.describe_prompt(error),
+            CommandError::LimitsFile(error) => self.describe_limits_file(error),
             CommandError::MissingToken => self.missing_token().to_owned(),
             CommandError::AuditChainBroken { first_broken } => {
                 self.describe_broken_chain(first_broken.as_ref())
@@ -75,6 +77,75 @@ impl Language {
                 field.flag(),
                 field.value_name()
             ),
+        }
+    }
+
+    fn describe_limits_file(self, error: &LimitsFileError) -> String {
+        match error {
+            LimitsFileError::Read { input, error } => {
+                let name = self.input_name(input);
+                match self {
+                    Self::En => format!("cannot read the limits from {name}: {error}"),
+                    Self::PtBr => format!("não foi possível ler os limites de {name}: {error}"),
+                }
+            }
+            LimitsFileError::Invalid {
+                input,
+                line,
+                key,
+                message,
+            } => {
+                let mut place = self.input_name(input);
+                if let Some(line) = line {
+                    let word = match self {
+                        Self::En => "line",
+                        Self::PtBr => "linha",
+                    };
+                    place.push_str(&format!(", {word} {line}"));
+                }
+                if let Some(key) = key {
+                    let word = match self {
+                        Self::En => "key",
+                        Self::PtBr => "chave",
+                    };
+                    place.push_str(&format!(", {word} `{key}`"));
+                }
+                let example =
+                    r#"`per_minute = { limit = 100, window = "sliding", action = "throttle" }`"#;
+                match self {
+                    Self::En => format!(
+                        "invalid limits in {place}: {message}. Fix it: each limit is written as {example} under [requests] or [tokens], and `synaxisctl limits set --help` shows the whole form."
+                    ),
+                    Self::PtBr => format!(
+                        "limites inválidos em {place}: {message}. Corrija: cada limite se escreve como {example} em [requests] ou [tokens], e `synaxisctl limits set --help` mostra o formato completo."
+                    ),
+                }
+            }
+            LimitsFileError::Mixed { input, keys } => {
+                let name = self.input_name(input);
+                let keys = keys
+                    .iter()
+                    .map(|key| format!("`{key}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match self {
+                    Self::En => format!(
+                        "{name} has [limits] and also the top-level keys {keys}: put every table under [limits], or none."
+                    ),
+                    Self::PtBr => format!(
+                        "{name} tem [limits] e também as chaves de nível superior {keys}: coloque todas as tabelas sob [limits], ou nenhuma."
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Names the input of a limits file: its path, or standard input.
+    fn input_name(self, input: &Input) -> String {
+        match (self, input) {
+            (_, Input::File(path)) => path.display().to_string(),
+            (Self::En, Input::Stdin) => "standard input".to_owned(),
+            (Self::PtBr, Input::Stdin) => "entrada padrão".to_owned(),
         }
     }
 
@@ -344,6 +415,48 @@ mod tests {
             assert!(!message.contains('\n'), "{message}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn describe_invalid_limits_names_place_and_fix() {
+        let error = CommandError::LimitsFile(LimitsFileError::Invalid {
+            input: Input::File(PathBuf::from("/etc/acme/limits.toml")),
+            line: Some(3),
+            key: Some("requests.per_minute.limit".to_owned()),
+            message: "invalid type: string \"many\", expected u64".to_owned(),
+        });
+        let english = Language::En.describe(&error);
+        assert!(
+            english.starts_with(
+                "invalid limits in /etc/acme/limits.toml, line 3, key `requests.per_minute.limit`: invalid type"
+            ),
+            "{english}"
+        );
+        assert!(english.contains("Fix it:"), "{english}");
+        let portuguese = Language::PtBr.describe(&error);
+        assert!(
+            portuguese
+                .contains("/etc/acme/limits.toml, linha 3, chave `requests.per_minute.limit`"),
+            "{portuguese}"
+        );
+        assert!(portuguese.contains("Corrija:"), "{portuguese}");
+    }
+
+    #[test]
+    fn describe_mixed_limits_names_keys() {
+        let error = CommandError::LimitsFile(LimitsFileError::Mixed {
+            input: Input::Stdin,
+            keys: vec!["requests".to_owned()],
+        });
+        assert_eq!(
+            Language::En.describe(&error),
+            "standard input has [limits] and also the top-level keys `requests`: put every table under [limits], or none."
+        );
+        assert!(
+            Language::PtBr
+                .describe(&error)
+                .starts_with("entrada padrão tem")
+        );
     }
 
     #[test]

@@ -40,12 +40,33 @@ Exit codes:
   1  Failure: connection error, timeout, invalid request (HTTP 400), server error
      (HTTP 5xx), a broken audit chain (`audit verify`) or any other error.
   2  Usage error: invalid arguments, a missing required value or token, or an invalid
-     config file.
+     config file or limits file.
   3  Not found (HTTP 404), or no context of that name.
   4  Denied: invalid token (HTTP 401), or an action that the token's role does not
      permit (HTTP 403).
   5  Conflict or limit: conflict (HTTP 409), payment required (HTTP 402), too many
      requests (HTTP 429), or a context of that name already exists.";
+
+/// The end of `synaxisctl limits set --help`: the form of the limits file.
+pub const LIMITS_FILE_HELP: &str = "\
+Limits file:
+  TOML with at most one limit per window length (per_minute, per_hour, per_day, per_month)
+  for each metric, requests and tokens. A limit has a `limit` from 1 to 2^53 - 1, a
+  `window` kind (`fixed`, the default, or `sliding`) and an `action` (`throttle`, `block`
+  or `credit_charge`). Only an organization has `concurrent_requests`. The tables may also
+  sit under [limits], as in synaxisd's config:
+
+    concurrent_requests = 20
+
+    [requests]
+    per_minute = { limit = 100, window = \"sliding\", action = \"throttle\" }
+    per_day    = { limit = 100000, window = \"fixed\", action = \"block\" }
+
+    [tokens]
+    per_month  = { limit = 10000000, window = \"fixed\", action = \"credit_charge\" }
+
+  The file replaces the whole set: a limit left out is removed, and a file without limits
+  removes them all.";
 
 impl Language {
     pub fn missing_token(self) -> &'static str {
@@ -112,12 +133,14 @@ impl Language {
             (Self::En, Field::UserId) => "User id (UUID)",
             (Self::En, Field::Email) => "User email",
             (Self::En, Field::Endpoint) => "Endpoint URL",
+            (Self::En, Field::Justification) => "Justification, kept in the audit log",
             (Self::PtBr, Field::OrgName) => "Nome da organização",
             (Self::PtBr, Field::TeamName) => "Nome da equipe",
             (Self::PtBr, Field::OrgId) => "Id da organização (UUID)",
             (Self::PtBr, Field::UserId) => "Id do usuário (UUID)",
             (Self::PtBr, Field::Email) => "E-mail do usuário",
             (Self::PtBr, Field::Endpoint) => "URL do endpoint",
+            (Self::PtBr, Field::Justification) => "Justificativa, guardada no log de auditoria",
         }
     }
 
@@ -203,6 +226,7 @@ mod tests {
             Field::UserId,
             Field::Email,
             Field::Endpoint,
+            Field::Justification,
         ];
         for field in fields {
             assert_ne!(Language::En.prompt(field), Language::PtBr.prompt(field));

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
+use synaxis_shared::limits::{LimitRule, LimitSet};
 
 use crate::config::ContextSummary;
 use crate::language::Language;
@@ -113,6 +114,8 @@ impl Record for Key {
             ("scope", self.scope.to_string()),
             ("region", self.region.to_string()),
             ("allowed_models", models(&self.allowed_models, language)),
+            ("rpm_limit", optional(self.rpm_limit.as_ref())),
+            ("tpm_limit", optional(self.tpm_limit.as_ref())),
             ("active", self.active.to_string()),
             ("expires_at", optional_timestamp(self.expires_at.as_ref())),
             ("created_at", timestamp(&self.created_at)),
@@ -182,6 +185,52 @@ impl Record for AuditVerification {
             ),
         ]
     }
+}
+
+/// Every limit a set may have, named by its JSON path; an absent one shows `-`.
+impl Record for LimitSet {
+    const COLUMNS: &'static [&'static str] = &[
+        "concurrent_requests",
+        "requests.per_minute",
+        "requests.per_hour",
+        "requests.per_day",
+        "requests.per_month",
+        "tokens.per_minute",
+        "tokens.per_hour",
+        "tokens.per_day",
+        "tokens.per_month",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        let rules = [
+            ("requests.per_minute", self.requests.per_minute),
+            ("requests.per_hour", self.requests.per_hour),
+            ("requests.per_day", self.requests.per_day),
+            ("requests.per_month", self.requests.per_month),
+            ("tokens.per_minute", self.tokens.per_minute),
+            ("tokens.per_hour", self.tokens.per_hour),
+            ("tokens.per_day", self.tokens.per_day),
+            ("tokens.per_month", self.tokens.per_month),
+        ];
+        let mut fields = vec![(
+            "concurrent_requests",
+            optional(self.concurrent_requests.as_ref()),
+        )];
+        fields.extend(
+            rules.map(|(name, rule)| (name, rule.map_or_else(|| NONE.to_owned(), limit_rule))),
+        );
+        fields
+    }
+}
+
+/// Formats a limit as its amount, window kind and action, such as `100, sliding, throttle`.
+fn limit_rule(rule: LimitRule) -> String {
+    format!(
+        "{}, {}, {}",
+        rule.limit,
+        rule.window.as_str(),
+        rule.action.as_str()
+    )
 }
 
 /// The `current` column marks the current context with `*`.
@@ -310,7 +359,7 @@ mod tests {
             scope: KeyScope::Management,
             region: region()?,
             allowed_models: vec!["gpt-4o".to_owned(), "claude".to_owned()],
-            rpm_limit: None,
+            rpm_limit: Some(600),
             tpm_limit: None,
             active: false,
             expires_at: None,
@@ -326,6 +375,9 @@ mod tests {
         assert!(row.contains(&"gpt-4o, claude".to_owned()));
         assert!(row.contains(&NONE.to_owned()));
         assert!(row.contains(&"management".to_owned()));
+        let fields = key.fields(Language::En);
+        assert!(fields.contains(&("rpm_limit", "600".to_owned())));
+        assert!(fields.contains(&("tpm_limit", NONE.to_owned())));
         Ok(())
     }
 
@@ -383,6 +435,29 @@ mod tests {
                 .fields(Language::En)
                 .contains(&("first_broken.seq", NONE.to_owned()))
         );
+    }
+
+    #[test]
+    fn limit_set_shows_every_window() -> Result<(), serde_json::Error> {
+        let set: LimitSet = serde_json::from_value(serde_json::json!({
+            "concurrent_requests": 20,
+            "requests": {"per_minute": {"limit": 100, "window": "sliding", "action": "throttle"}},
+            "tokens": {"per_month": {"limit": 10000000, "action": "credit_charge"}}
+        }))?;
+        assert_columns_are_ordered_fields(&set);
+
+        let fields = set.fields(Language::En);
+        assert!(fields.contains(&("concurrent_requests", "20".to_owned())));
+        assert!(fields.contains(&("requests.per_minute", "100, sliding, throttle".to_owned())));
+        assert!(fields.contains(&("requests.per_day", NONE.to_owned())));
+        assert!(fields.contains(&(
+            "tokens.per_month",
+            "10000000, fixed, credit_charge".to_owned()
+        )));
+
+        let empty = LimitSet::default().fields(Language::PtBr);
+        assert!(empty.iter().all(|(_, value)| value == NONE), "{empty:?}");
+        Ok(())
     }
 
     #[test]

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
 use synaxis_shared::{Jurisdiction, RegionId};
 use url::Url;
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub aliases: BTreeMap<String, String>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -327,6 +330,158 @@ fn default_breaker_open_secs() -> u64 {
     30
 }
 
+/// Where rate-limit counters and concurrency leases live, how long throttled requests wait, and
+/// the limit sets of scopes that have none stored.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `memory` keeps counters in this process (a single node); `redis` shares them between
+    /// every process of the region.
+    #[serde(default)]
+    pub store: LimitStoreKind,
+    /// URL of the Redis server when `store` is `redis`, such as `redis://127.0.0.1:6379`.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key of the limiter.
+    #[serde(default = "default_redis_key_prefix")]
+    pub redis_key_prefix: String,
+    /// Longest wait for Redis to connect or reply, in milliseconds, before local limits answer.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// Gateway processes of the region. While Redis is unreachable, each process enforces this
+    /// share of every limit on its own.
+    #[serde(default = "default_processes")]
+    pub processes: u64,
+    /// Longest time a request held by a `throttle` limit waits for capacity, in milliseconds.
+    #[serde(default = "default_throttle_wait_ms")]
+    pub throttle_wait_ms: u64,
+    /// Seconds a concurrency lease lives unless renewed; a running request renews it every
+    /// third of that, so a crashed process frees its slots within this time.
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+    /// Output tokens charged to token limits when a request sets no `max_tokens`, until the
+    /// response settles the real count.
+    #[serde(default = "default_output_tokens_estimate")]
+    pub output_tokens_estimate: u64,
+    /// Limits of every organization, team and user that has no limit set of its own.
+    #[serde(default)]
+    pub org: LimitSet,
+    #[serde(default)]
+    pub team: LimitSet,
+    #[serde(default)]
+    pub user: LimitSet,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            store: LimitStoreKind::default(),
+            redis_url: None,
+            redis_key_prefix: default_redis_key_prefix(),
+            redis_timeout_ms: default_redis_timeout_ms(),
+            processes: default_processes(),
+            throttle_wait_ms: default_throttle_wait_ms(),
+            lease_ttl_secs: default_lease_ttl_secs(),
+            output_tokens_estimate: default_output_tokens_estimate(),
+            org: LimitSet::default(),
+            team: LimitSet::default(),
+            user: LimitSet::default(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Returns the config keys of the limits whose action is `credit_charge`.
+    pub fn credit_charge_limits(&self) -> Vec<String> {
+        let mut keys = self.org.credit_charge_limits("limits.org");
+        keys.extend(self.team.credit_charge_limits("limits.team"));
+        keys.extend(self.user.credit_charge_limits("limits.user"));
+        keys
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (prefix, set, for_org) in [
+            ("limits.org", &self.org, true),
+            ("limits.team", &self.team, false),
+            ("limits.user", &self.user, false),
+        ] {
+            set.validate(prefix, for_org)
+                .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        }
+        match (self.store, &self.redis_url) {
+            (LimitStoreKind::Redis, None) => {
+                return Err(ConfigError::invalid(
+                    "limits.redis_url",
+                    "`store = \"redis\"` needs the server's URL, such as `redis://127.0.0.1:6379`",
+                ));
+            }
+            (LimitStoreKind::Redis, Some(url))
+                if !url.starts_with("redis://") && !url.starts_with("rediss://") =>
+            {
+                return Err(ConfigError::invalid(
+                    "limits.redis_url",
+                    format!("`{url}` is not a `redis://` or `rediss://` URL"),
+                ));
+            }
+            _ => {}
+        }
+        for (key, value) in [
+            ("limits.redis_timeout_ms", self.redis_timeout_ms),
+            ("limits.processes", self.processes),
+            ("limits.lease_ttl_secs", self.lease_ttl_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if self.throttle_wait_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "limits.throttle_wait_ms",
+                format!("{} is above the maximum of 60000 ms", self.throttle_wait_ms),
+            ));
+        }
+        if self.output_tokens_estimate > MAX_AMOUNT {
+            return Err(ConfigError::invalid(
+                "limits.output_tokens_estimate",
+                format!("must be at most {MAX_AMOUNT}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitStoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+fn default_redis_key_prefix() -> String {
+    "synaxis:".to_owned()
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    250
+}
+
+fn default_processes() -> u64 {
+    1
+}
+
+fn default_throttle_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_lease_ttl_secs() -> u64 {
+    30
+}
+
+fn default_output_tokens_estimate() -> u64 {
+    1_024
+}
+
 fn check_http_url(key: &str, url: &Url) -> Result<(), ConfigError> {
     if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
         Ok(())
@@ -538,6 +693,8 @@ impl Config {
                 "max_attempts and breaker_failures must be at least 1",
             ));
         }
+
+        self.limits.validate()?;
 
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", error.to_string()));

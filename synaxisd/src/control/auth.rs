@@ -76,6 +76,7 @@ async fn member_of_key(state: &AppState, presented: &str) -> Result<Actor, ApiEr
         user_id: authenticated.key.user_id,
         org_id: authenticated.key.org_id,
         role: authenticated.role,
+        team_id: authenticated.team_id,
     }))
 }
 

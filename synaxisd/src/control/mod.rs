@@ -1,4 +1,5 @@
-//! The control API (`/control/v1/...`): organizations, teams, users, keys and the audit log.
+//! The control API (`/control/v1/...`): organizations, teams, users, keys, limit sets and the
+//! audit log.
 //! Callers are the operator (operator token) or users through management keys, limited by
 //! their role.
 
@@ -6,6 +7,7 @@ mod audit;
 mod auth;
 mod extract;
 mod keys;
+mod limits;
 mod orgs;
 mod teams;
 mod users;
@@ -25,10 +27,18 @@ pub fn routes() -> Router<AppState> {
             get(orgs::show).patch(orgs::update),
         )
         .route("/control/v1/orgs/{org}/revoke", post(orgs::revoke))
+        .route(
+            "/control/v1/orgs/{org}/limits",
+            get(limits::show_org).put(limits::set_org),
+        )
         .route("/control/v1/teams", post(teams::create).get(teams::list))
         .route(
             "/control/v1/teams/{team}",
             get(teams::show).patch(teams::update),
+        )
+        .route(
+            "/control/v1/teams/{team}/limits",
+            get(limits::show_team).put(limits::set_team),
         )
         .route("/control/v1/users", post(users::create).get(users::list))
         .route(
@@ -36,6 +46,10 @@ pub fn routes() -> Router<AppState> {
             get(users::show).patch(users::update),
         )
         .route("/control/v1/users/{user}/revoke", post(users::revoke))
+        .route(
+            "/control/v1/users/{user}/limits",
+            get(limits::show_user).put(limits::set_user),
+        )
         .route("/control/v1/keys", post(keys::create).get(keys::list))
         .route(
             "/control/v1/keys/{key}",

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::provider::{
     ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, ProviderError,
 };
-use super::record::{Outcome, PendingRecord};
+use super::record::{Outcome, PendingRecord, prompt_estimate};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
 use crate::http_error::{ApiError, Locale};
@@ -86,6 +86,33 @@ async fn handle(
         Err(error) => return fail(record, error, user_locale).await,
     };
 
+    let admission = &state.gateway.admission;
+    let plan = admission.plan(&key);
+    let tokens = if plan.counts_tokens() {
+        let output = match endpoint {
+            Endpoint::Embeddings => 0,
+            _ => admission.output_estimate(prepared.max_tokens),
+        };
+        u64::try_from(prompt_estimate(endpoint, &body)).unwrap_or(0) + output
+    } else {
+        0
+    };
+    let lease_id = record
+        .request_id()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let admitted = tokio::select! {
+        admitted = admission.admit(plan, tokens, &lease_id) => admitted,
+        () = state.shutdown.cancelled() => Err(ApiError::ShuttingDown),
+    };
+    let grant = match admitted {
+        Ok(grant) => grant,
+        Err(error) => return fail(record, error, user_locale).await,
+    };
+    if let Some(reservation) = grant.reservation {
+        record.reserve(reservation);
+    }
+
     record.set_prompt(endpoint, body.clone());
     let request = ChatRequest {
         body,
@@ -115,7 +142,7 @@ async fn handle(
     let mut record = record;
     record.set_prices(deployment.prices);
 
-    let response = match response {
+    let mut response = match response {
         ChatResponse::Complete(body) => complete(record, body).await,
         ChatResponse::Stream(chunks) => stream(
             record,
@@ -125,6 +152,7 @@ async fn handle(
             state.shutdown.clone(),
         ),
     };
+    response.headers_mut().extend(grant.headers);
     let total_seconds = started.elapsed().as_secs_f64();
     state
         .metrics
@@ -151,6 +179,8 @@ struct Prepared {
     route: Arc<ModelRoute>,
     stream: bool,
     client_wants_usage: bool,
+    /// `max_tokens`, or else `max_completion_tokens`, when the request sets one.
+    max_tokens: Option<u64>,
 }
 
 fn prepare(
@@ -198,10 +228,24 @@ fn prepare(
         .map(value_of)
         .and_then(|options| options.get("include_usage").and_then(Value::as_bool))
         .unwrap_or(false);
+    let max_tokens = ["max_tokens", "max_completion_tokens"]
+        .into_iter()
+        .find_map(|field| fields.get(field))
+        .map(|value| match value_of(value) {
+            Value::Null => Ok(None),
+            Value::Number(number) if number.as_u64().is_some() => Ok(number.as_u64()),
+            _ => Err(ApiError::invalid(
+                "max_tokens",
+                "`max_tokens` must be a non-negative integer",
+            )),
+        })
+        .transpose()?
+        .flatten();
     Ok(Prepared {
         route,
         stream,
         client_wants_usage,
+        max_tokens,
     })
 }
 

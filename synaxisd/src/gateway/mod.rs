@@ -1,6 +1,7 @@
 //! The inference API (`/v1/...`): authentication with virtual keys, model resolution, the call
 //! to the upstream provider, and the request record.
 
+pub mod admission;
 pub mod auth;
 pub mod chat;
 mod models;
@@ -19,6 +20,7 @@ use crate::config::{Config, RoutingConfig, UpstreamKind};
 use crate::server::AppState;
 use crate::store::AuthenticatedKey;
 use crate::tenancy::models as model_policy;
+use admission::Admission;
 use provider::Provider;
 use provider::anthropic::AnthropicProvider;
 use provider::openai::{OpenAiProvider, SetupError};
@@ -45,12 +47,14 @@ pub struct Gateway {
     aliases: HashMap<String, String>,
     pub routing: RoutingConfig,
     pub recorder: Recorder,
+    pub admission: Admission,
 }
 
 impl Gateway {
     pub fn new(
         config: &Config,
         recorder: Recorder,
+        admission: Admission,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SetupError> {
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
@@ -105,6 +109,7 @@ impl Gateway {
             aliases,
             routing: config.routing.clone(),
             recorder,
+            admission,
         })
     }
 

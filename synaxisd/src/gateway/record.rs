@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::admission::Reservation;
 use super::provider::Endpoint;
 use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
@@ -101,6 +102,7 @@ impl Recorder {
             prices: None,
             prompt: None,
             delivered: String::new(),
+            reservation: None,
         }
     }
 }
@@ -144,6 +146,8 @@ pub struct PendingRecord {
     prompt: Option<(Endpoint, Bytes)>,
     /// Text delivered to the client so far, counted when no usage report arrives.
     delivered: String,
+    /// The admission's token charges and lease, settled and released with the record.
+    reservation: Option<Reservation>,
 }
 
 impl PendingRecord {
@@ -157,6 +161,11 @@ impl PendingRecord {
     /// Keeps the request body of `endpoint`, to count its input if no usage report arrives.
     pub fn set_prompt(&mut self, endpoint: Endpoint, body: Bytes) {
         self.prompt = Some((endpoint, body));
+    }
+
+    /// Keeps what the request's admission holds until the record is finished.
+    pub fn reserve(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
     }
 
     pub fn set_prices(&mut self, prices: Prices) {
@@ -210,6 +219,10 @@ impl PendingRecord {
 
     fn take_with(&mut self, outcome: Outcome) -> Option<RequestRecord> {
         let mut record = self.record.take()?;
+        if let Some(reservation) = self.reservation.take() {
+            let tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens;
+            reservation.finish(u64::try_from(tokens).unwrap_or(0));
+        }
         record.status_code = outcome.status.as_u16();
         record.error_code = outcome.error_code.map(str::to_owned);
         record.prompt_tokens = outcome.usage.prompt_tokens;
@@ -246,7 +259,7 @@ impl Drop for PendingRecord {
 }
 
 /// Counts the tokens of a request's input with the tokenizer.
-fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
+pub(crate) fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
         return 0;
     };

@@ -28,6 +28,11 @@ impl MemoryLimiter {
         Self::default()
     }
 
+    /// Forgets every counter and lease.
+    pub fn clear(&self) {
+        *self.lock() = State::default();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change to the state is a single assignment to a count or a map, so a holder
         // that panicked cannot have left it half-changed.

@@ -8,6 +8,7 @@
 //! the caller and never reads a clock. `docs/limits.md` describes the windows and the bound of
 //! sliding windows.
 
+pub mod fallback;
 pub mod memory;
 pub mod redis;
 mod window;

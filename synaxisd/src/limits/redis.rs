@@ -247,6 +247,15 @@ impl RedisLimiter {
         &self.key_prefix
     }
 
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<(), LimitError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("ping"))?;
+        Ok(())
+    }
+
     fn counter_key(&self, counter: &Counter, cell: &Cell) -> String {
         let Counter {
             scope,

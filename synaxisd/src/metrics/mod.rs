@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::limits::fallback::FallbackMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: &'static str,
@@ -18,6 +20,11 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +52,10 @@ pub struct Metrics {
     /// Shared with the auth cache, which counts into them.
     pub auth_cache_hits: Counter,
     pub auth_cache_misses: Counter,
+    limit_refusals: Family<ReasonLabels, Counter>,
+    limit_waits: Counter,
+    /// Shared with the fallback limiter, which reports into it.
+    pub limiter_fallback: FallbackMetrics,
 }
 
 impl Default for Metrics {
@@ -120,8 +131,40 @@ impl Default for Metrics {
             auth_cache_misses.clone(),
         );
 
+        let limit_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Inference requests refused with 429, by reason: rate_limit_exceeded (throttle), quota_exceeded (block), concurrency_limit_exceeded",
+            limit_refusals.clone(),
+        );
+        let limit_waits = Counter::default();
+        registry.register(
+            "limit_waits",
+            "Inference requests that waited for a throttle limit or the concurrency cap",
+            limit_waits.clone(),
+        );
+        let limiter_fallback = FallbackMetrics::default();
+        registry.register(
+            "limiter_fallback_active",
+            "1 while Redis is unreachable and this process enforces its share of every limit locally",
+            limiter_fallback.active.clone(),
+        );
+        registry.register(
+            "limiter_fallback_switches",
+            "Times the limiter fell back from Redis to local limits",
+            limiter_fallback.switches.clone(),
+        );
+        registry.register(
+            "limiter_local_calls",
+            "Limiter calls answered by local limits during a Redis outage",
+            limiter_fallback.local_calls.clone(),
+        );
+
         Self {
             registry,
+            limit_refusals,
+            limit_waits,
+            limiter_fallback,
             requests,
             request_seconds,
             overhead_seconds,
@@ -173,6 +216,16 @@ impl Metrics {
 
     pub fn count_fallback(&self) {
         self.fallbacks.inc();
+    }
+
+    pub fn count_limit_refusal(&self, reason: &'static str) {
+        self.limit_refusals
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn count_limit_wait(&self) {
+        self.limit_waits.inc();
     }
 
     pub fn count_rejected_key(&self) {

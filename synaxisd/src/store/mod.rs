@@ -82,7 +82,7 @@ pub trait TenancyStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn get_key(&self, id: KeyId) -> Result<Key, StoreError>;
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Key>, StoreError>;
-    /// Stores the name, model allow-list and expiry of an existing key.
+    /// Stores the name, model allow-list, expiry and per-minute limits of an existing key.
     async fn update_key(&self, key: &Key, audit: &AuditDraft) -> Result<(), StoreError>;
     /// Replaces an active key's secret. The old secret keeps working until `grace_until`, or
     /// stops at once when it is `None`.
@@ -106,6 +106,17 @@ pub trait TenancyStore: Send + Sync {
         key_hash: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<AuthenticatedKey>, StoreError>;
+
+    /// Returns the limit set of an organization, team or user; an empty set when none is
+    /// stored.
+    async fn get_limits(&self, scope: LimitScope) -> Result<LimitSet, StoreError>;
+    /// Replaces the limit set of an organization, team or user. An empty set is stored as none.
+    async fn set_limits(
+        &self,
+        scope: LimitScope,
+        limits: &LimitSet,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
 }
 
 /// The hash-chained audit log.
@@ -165,6 +176,34 @@ pub struct KeyLimits {
     pub user: LimitSet,
     pub team: LimitSet,
     pub org: LimitSet,
+}
+
+/// The owner of a limit set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitScope {
+    Org(OrgId),
+    Team(TeamId),
+    User(UserId),
+}
+
+impl LimitScope {
+    /// Returns the entity's name in errors, as [`StoreError::NotFound`] names it.
+    pub fn entity(self) -> &'static str {
+        match self {
+            Self::Org(_) => "organization",
+            Self::Team(_) => "team",
+            Self::User(_) => "user",
+        }
+    }
+
+    /// Returns the entity's id as text.
+    pub fn id(self) -> String {
+        match self {
+            Self::Org(id) => id.to_string(),
+            Self::Team(id) => id.to_string(),
+            Self::User(id) => id.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -11,7 +11,8 @@ pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
 pub(crate) const KEY_COLUMNS: &str = "id, org_id, user_id, name, scope, region, allowed_models, \
-     active, expires_at, created_at, rotated_at, previous_key_expires_at, revoked_at";
+     rpm_limit, tpm_limit, active, expires_at, created_at, rotated_at, previous_key_expires_at, \
+     revoked_at";
 pub(crate) const REQUEST_COLUMNS: &str = "id, stored_region, request_id, org_id, user_id, key_id, \
      endpoint, model, stream, status_code, error_code, prompt_tokens, completion_tokens, \
      cost_usd, started_at, duration_ms";
@@ -26,6 +27,7 @@ macro_rules! impl_store_queries {
         use chrono::{DateTime, Utc};
         use sqlx::{QueryBuilder, Transaction};
         use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+        use synaxis_shared::limits::LimitSet;
         use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
         use crate::audit::{AuditDraft, AuditHead};
@@ -34,12 +36,13 @@ macro_rules! impl_store_queries {
         };
         use crate::store::rows::{
             AuditRow, AuthRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            encode_limits, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
         use crate::store::{
-            AuditFilter, AuditStore, AuthenticatedKey, KeyFilter, KeyRotation, RequestFilter,
-            RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore, UserFilter,
-            conflict_on_unique,
+            AuditFilter, AuditStore, AuthenticatedKey, KeyFilter, KeyRotation, LimitScope,
+            RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
+            UserFilter, conflict_on_unique,
         };
 
         impl $store {
@@ -316,8 +319,9 @@ macro_rules! impl_store_queries {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, user_id, name, key_hash, scope, region,
-                                           allowed_models, active, expires_at, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                           allowed_models, rpm_limit, tpm_limit, active,
+                                           expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(key.id.0)
                 .bind(key.org_id.0)
@@ -327,6 +331,8 @@ macro_rules! impl_store_queries {
                 .bind(key.scope.as_str())
                 .bind(key.region.as_str())
                 .bind(ModelList(key.allowed_models.clone()))
+                .bind(key_limit(key.rpm_limit, "rpm_limit")?)
+                .bind(key_limit(key.tpm_limit, "tpm_limit")?)
                 .bind(key.active)
                 .bind(key.expires_at)
                 .bind(key.created_at)
@@ -366,13 +372,16 @@ macro_rules! impl_store_queries {
             async fn update_key(&self, key: &Key, audit: &AuditDraft) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
-                    "UPDATE api_keys SET name = $2, allowed_models = $3, expires_at = $4
+                    "UPDATE api_keys SET name = $2, allowed_models = $3, expires_at = $4,
+                                         rpm_limit = $5, tpm_limit = $6
                      WHERE id = $1",
                 )
                 .bind(key.id.0)
                 .bind(&key.name)
                 .bind(ModelList(key.allowed_models.clone()))
                 .bind(key.expires_at)
+                .bind(key_limit(key.rpm_limit, "rpm_limit")?)
+                .bind(key_limit(key.tpm_limit, "tpm_limit")?)
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
@@ -443,11 +452,12 @@ macro_rules! impl_store_queries {
             ) -> Result<Option<AuthenticatedKey>, StoreError> {
                 let row = sqlx::query_as::<_, AuthRow>(
                     "SELECT k.id, k.org_id, k.user_id, k.name, k.scope, k.region, k.allowed_models,
-                            k.active, k.expires_at, k.created_at, k.rotated_at,
-                            k.previous_key_expires_at, k.revoked_at,
+                            k.rpm_limit, k.tpm_limit, k.active, k.expires_at, k.created_at,
+                            k.rotated_at, k.previous_key_expires_at, k.revoked_at,
                             u.role AS user_role, u.team_id AS user_team_id,
-                            u.locale AS user_locale, t.allowed_models AS team_allowed_models,
-                            o.allowed_models AS org_allowed_models
+                            u.locale AS user_locale, u.limits AS user_limits,
+                            t.allowed_models AS team_allowed_models, t.limits AS team_limits,
+                            o.allowed_models AS org_allowed_models, o.limits AS org_limits
                      FROM api_keys k
                      JOIN users u ON u.id = k.user_id
                      JOIN organizations o ON o.id = k.org_id
@@ -463,6 +473,58 @@ macro_rules! impl_store_queries {
                 .await?;
                 row.map(AuthenticatedKey::try_from).transpose()
             }
+
+            async fn get_limits(&self, scope: LimitScope) -> Result<LimitSet, StoreError> {
+                let (table, id) = limits_row(scope);
+                let mut query = QueryBuilder::<$db>::new("SELECT limits FROM ");
+                query.push(table).push(" WHERE id = ").push_bind(id);
+                let (stored,): (Option<String>,) = query
+                    .build_query_as()
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found(scope.entity(), scope.id()))?;
+                parse_limits(&format!("{table}.limits"), stored.as_deref())
+            }
+
+            async fn set_limits(
+                &self,
+                scope: LimitScope,
+                limits: &LimitSet,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
+                let (table, id) = limits_row(scope);
+                let mut tx = self.pool.begin().await?;
+                let mut query = QueryBuilder::<$db>::new("UPDATE ");
+                query.push(table).push(" SET limits = ").push_bind(encode_limits(limits));
+                query.push(" WHERE id = ").push_bind(id);
+                let updated = query.build().execute(&mut *tx).await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found(scope.entity(), scope.id()));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        /// Returns the table that stores the limit set of `scope`, and the row's id.
+        fn limits_row(scope: LimitScope) -> (&'static str, uuid::Uuid) {
+            match scope {
+                LimitScope::Org(id) => ("organizations", id.0),
+                LimitScope::Team(id) => ("teams", id.0),
+                LimitScope::User(id) => ("users", id.0),
+            }
+        }
+
+        /// Converts a key's per-minute limit to the `BIGINT` it is stored as.
+        fn key_limit(limit: Option<u64>, column: &str) -> Result<Option<i64>, StoreError> {
+            limit
+                .map(|limit| {
+                    i64::try_from(limit).map_err(|_| {
+                        StoreError::Corrupt(format!("`{column}` {limit} does not fit a BIGINT"))
+                    })
+                })
+                .transpose()
         }
 
         #[async_trait]

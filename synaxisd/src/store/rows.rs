@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
+use synaxis_shared::limits::LimitSet;
 use uuid::Uuid;
 
 use super::types::{ModelList, Money};
@@ -9,6 +10,36 @@ use super::{AuthenticatedKey, KeyLimits, RequestRecord, StoreError, parse_region
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
+}
+
+/// Reads the JSON text of a limit set from `column`, such as `users.limits`; NULL is the empty
+/// set.
+pub(crate) fn parse_limits(column: &str, value: Option<&str>) -> Result<LimitSet, StoreError> {
+    let Some(text) = value else {
+        return Ok(LimitSet::default());
+    };
+    serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("invalid limit set in `{column}`: {error}")))
+}
+
+/// Writes a limit set as JSON text, or NULL when it is empty.
+pub(crate) fn encode_limits(limits: &LimitSet) -> Option<String> {
+    if limits.is_empty() {
+        return None;
+    }
+    let text = serde_json::to_string(limits)
+        .unwrap_or_else(|_| unreachable!("a limit set holds only structs, integers and enums"));
+    Some(text)
+}
+
+/// Reads a per-minute limit of `api_keys.{column}`, which the schema keeps positive.
+fn parse_key_limit(column: &str, value: Option<i64>) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|limit| {
+            u64::try_from(limit)
+                .map_err(|_| corrupt(&format!("api_keys.{column}"), &limit.to_string()))
+        })
+        .transpose()
 }
 
 #[derive(sqlx::FromRow)]
@@ -104,6 +135,8 @@ pub(crate) struct KeyRow {
     scope: String,
     region: String,
     allowed_models: ModelList,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
     active: bool,
     expires_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
@@ -127,8 +160,8 @@ impl TryFrom<KeyRow> for Key {
                 .map_err(|_| corrupt("key scope", &row.scope))?,
             region: parse_region(row.region)?,
             allowed_models: row.allowed_models.0,
-            rpm_limit: None,
-            tpm_limit: None,
+            rpm_limit: parse_key_limit("rpm_limit", row.rpm_limit)?,
+            tpm_limit: parse_key_limit("tpm_limit", row.tpm_limit)?,
             active: row.active,
             expires_at: row.expires_at,
             created_at: row.created_at,
@@ -139,7 +172,8 @@ impl TryFrom<KeyRow> for Key {
     }
 }
 
-/// A key joined with what authentication and model access need from its user, team and org.
+/// A key joined with what authentication, model access and limits need from its user, team
+/// and org.
 #[derive(sqlx::FromRow)]
 pub(crate) struct AuthRow {
     #[sqlx(flatten)]
@@ -147,8 +181,11 @@ pub(crate) struct AuthRow {
     user_role: String,
     user_team_id: Option<Uuid>,
     user_locale: String,
+    user_limits: Option<String>,
     team_allowed_models: Option<ModelList>,
+    team_limits: Option<String>,
     org_allowed_models: ModelList,
+    org_limits: Option<String>,
 }
 
 impl TryFrom<AuthRow> for AuthenticatedKey {
@@ -171,7 +208,11 @@ impl TryFrom<AuthRow> for AuthenticatedKey {
                 .map(|models| models.0)
                 .unwrap_or_default(),
             org_allowed_models: row.org_allowed_models.0,
-            limits: KeyLimits::default(),
+            limits: KeyLimits {
+                user: parse_limits("users.limits", row.user_limits.as_deref())?,
+                team: parse_limits("teams.limits", row.team_limits.as_deref())?,
+                org: parse_limits("organizations.limits", row.org_limits.as_deref())?,
+            },
         })
     }
 }

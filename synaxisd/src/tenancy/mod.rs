@@ -1,9 +1,10 @@
-//! Organizations, teams, users and virtual keys: the rules for changing them, who may change
-//! them, and key authentication. Every state-changing call is audited: a success in the same
+//! Organizations, teams, users, virtual keys and their limit sets: the rules for changing them,
+//! who may change them, and key authentication. Every state-changing call is audited: a success in the same
 //! transaction as the change, a denial or failure as an entry of its own.
 
 pub mod cache;
 pub mod keys;
+pub mod limits;
 pub mod models;
 pub mod rbac;
 
@@ -16,6 +17,7 @@ use synaxis_shared::api::{
     CreateUserRequest, CreatedKey, Key, KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest,
     UpdateOrgRequest, UpdateTeamRequest, UpdateUserRequest, User,
 };
+use synaxis_shared::limits::MAX_AMOUNT;
 use synaxis_shared::{KeyId, OrgId, RegionId, TeamId, UserId};
 
 use crate::audit::AuditDraft;
@@ -31,10 +33,7 @@ const MAX_ROTATION_GRACE_SECS: u64 = 30 * 24 * 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum TenancyError {
     #[error("invalid `{field}`: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: String, message: String },
     #[error("permission denied: {0}")]
     Denied(String),
     #[error(transparent)]
@@ -42,9 +41,9 @@ pub enum TenancyError {
 }
 
 impl TenancyError {
-    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -500,6 +499,7 @@ impl Tenancy {
                 grants_role: request.role,
                 changes_privileges: request.role.is_some() || request.team_id.is_some(),
                 management_key: false,
+                limits_of: None,
                 named: ("user", id.to_string()),
             };
             check(&caller.actor, Action::UserUpdate, &target)?;
@@ -573,6 +573,14 @@ impl Tenancy {
             }
             let allowed_models = models::normalize(request.allowed_models)
                 .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+            let rpm_limit = request
+                .rpm_limit
+                .map(|limit| validate_key_limit("rpm_limit", limit))
+                .transpose()?;
+            let tpm_limit = request
+                .tpm_limit
+                .map(|limit| validate_key_limit("tpm_limit", limit))
+                .transpose()?;
 
             let secret = keys::generate(&self.key_prefix);
             let key = Key {
@@ -583,8 +591,8 @@ impl Tenancy {
                 scope: request.scope,
                 region: self.region.clone(),
                 allowed_models,
-                rpm_limit: None,
-                tpm_limit: None,
+                rpm_limit,
+                tpm_limit,
                 active: true,
                 expires_at: request.expires_at,
                 created_at: now,
@@ -679,6 +687,16 @@ impl Tenancy {
                     ));
                 }
                 key.expires_at = Some(expires_at);
+            }
+            if let Some(limit) = request.rpm_limit {
+                key.rpm_limit = limit
+                    .map(|limit| validate_key_limit("rpm_limit", limit))
+                    .transpose()?;
+            }
+            if let Some(limit) = request.tpm_limit {
+                key.tpm_limit = limit
+                    .map(|limit| validate_key_limit("tpm_limit", limit))
+                    .transpose()?;
             }
             self.store.update_key(&key, &draft).await?;
             self.auth_cache.evict_key(key.id);
@@ -837,6 +855,20 @@ fn validate_slug(slug: &str) -> Result<(), TenancyError> {
             ),
         ))
     }
+}
+
+/// Checks a key's per-minute limit, which must be at least 1 and at most
+/// [`MAX_AMOUNT`](synaxis_shared::limits::MAX_AMOUNT), the largest count a limiter accepts.
+fn validate_key_limit(field: &'static str, limit: u64) -> Result<u64, TenancyError> {
+    if limit == 0 || limit > MAX_AMOUNT {
+        return Err(TenancyError::invalid(
+            field,
+            format!(
+                "`{field}` is {limit}, and it must be between 1 and {MAX_AMOUNT}; leave it out, or send null on an update, for no key limit"
+            ),
+        ));
+    }
+    Ok(limit)
 }
 
 fn validate_team_name(name: &str) -> Result<String, TenancyError> {

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use synaxis_shared::{OrgId, Role, UserId};
+use synaxis_shared::{OrgId, Role, TeamId, UserId};
+
+use crate::store::LimitScope;
 
 /// The actor of a control call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct Member {
     pub user_id: UserId,
     pub org_id: OrgId,
     pub role: Role,
+    /// The user's team, whose limits bind the user.
+    pub team_id: Option<TeamId>,
 }
 
 /// A control action, named as in the audit log.
@@ -40,6 +44,8 @@ pub enum Action {
     KeyUpdate,
     KeyRotate,
     KeyRevoke,
+    LimitsRead,
+    LimitsSet,
     AuditRead,
     AuditVerify,
 }
@@ -63,6 +69,8 @@ impl Action {
             Self::KeyUpdate => "key.update",
             Self::KeyRotate => "key.rotate",
             Self::KeyRevoke => "key.revoke",
+            Self::LimitsRead => "limits.read",
+            Self::LimitsSet => "limits.set",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
         }
@@ -89,6 +97,8 @@ pub struct Target {
     pub changes_privileges: bool,
     /// Whether the action creates a management key.
     pub management_key: bool,
+    /// The scope whose limit set the action reads or replaces.
+    pub limits_of: Option<LimitScope>,
     /// The resource as the caller named it, such as `("user", id)`. A resource of another
     /// organization is reported as not found under this name, exactly like a missing one.
     pub named: (&'static str, String),
@@ -102,6 +112,7 @@ impl Default for Target {
             grants_role: None,
             changes_privileges: false,
             management_key: false,
+            limits_of: None,
             named: ("resource", String::new()),
         }
     }
@@ -159,7 +170,11 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         Action::OrgCreate | Action::OrgRevoke | Action::AuditVerify => {
             forbid("only the operator may")
         }
-        Action::OrgRead | Action::TeamRead | Action::UserRead | Action::KeyRead => Ok(()),
+        Action::OrgRead
+        | Action::TeamRead
+        | Action::UserRead
+        | Action::KeyRead
+        | Action::LimitsRead => Ok(()),
         Action::OrgUpdate if role == Role::Owner => Ok(()),
         Action::OrgUpdate => forbid("it requires the owner role"),
         Action::TeamCreate | Action::TeamUpdate | Action::AuditRead if is_manager(role) => Ok(()),
@@ -207,6 +222,22 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
             forbid("it requires the owner or admin role, or the developer role on one's own keys")
         }
         Action::KeyUpdate => forbid("it requires the owner or admin role"),
+        // Limits that bind the caller are set by someone above them: an admin sets neither
+        // the org's, nor their own team's, nor their own.
+        Action::LimitsSet if role == Role::Owner => Ok(()),
+        Action::LimitsSet if role != Role::Admin => forbid("it requires the owner or admin role"),
+        Action::LimitsSet => match target.limits_of {
+            Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => {
+                forbid("an admin may not set the limits of their own team")
+            }
+            Some(LimitScope::Team(_)) => Ok(()),
+            Some(LimitScope::User(_)) if is_self => forbid("an admin may not set their own limits"),
+            Some(LimitScope::User(_)) if outranks_subject => Ok(()),
+            Some(LimitScope::User(_)) => forbid("only an owner may set an owner's limits"),
+            Some(LimitScope::Org(_)) | None => {
+                forbid("the organization's limits require the owner role")
+            }
+        },
     }
 }
 
@@ -221,6 +252,7 @@ mod tests {
             user_id,
             org_id,
             role,
+            team_id: None,
         });
         (actor, user_id, org_id)
     }
@@ -276,5 +308,110 @@ mod tests {
             ..Target::default()
         };
         assert!(authorize(&actor, Action::UserCreate, &grant_owner).is_err());
+    }
+
+    fn limits_target(org_id: OrgId, scope: LimitScope, subject: Option<(UserId, Role)>) -> Target {
+        Target {
+            org_id: Some(org_id),
+            subject,
+            limits_of: Some(scope),
+            ..Target::default()
+        }
+    }
+
+    #[test]
+    fn admin_sets_limits_that_do_not_bind_them() {
+        let user_id = UserId::new();
+        let org_id = OrgId::new();
+        let own_team = TeamId::new();
+        let admin = Actor::Member(Member {
+            user_id,
+            org_id,
+            role: Role::Admin,
+            team_id: Some(own_team),
+        });
+        let other = UserId::new();
+        let cases = [
+            (limits_target(org_id, LimitScope::Org(org_id), None), false),
+            (
+                limits_target(org_id, LimitScope::Team(own_team), None),
+                false,
+            ),
+            (
+                limits_target(org_id, LimitScope::Team(TeamId::new()), None),
+                true,
+            ),
+            (
+                limits_target(
+                    org_id,
+                    LimitScope::User(user_id),
+                    Some((user_id, Role::Admin)),
+                ),
+                false,
+            ),
+            (
+                limits_target(
+                    org_id,
+                    LimitScope::User(other),
+                    Some((other, Role::Developer)),
+                ),
+                true,
+            ),
+            (
+                limits_target(org_id, LimitScope::User(other), Some((other, Role::Owner))),
+                false,
+            ),
+        ];
+        for (target, allowed) in cases {
+            let verdict = authorize(&admin, Action::LimitsSet, &target);
+            assert_eq!(
+                verdict.is_ok(),
+                allowed,
+                "{:?}: {verdict:?}",
+                target.limits_of
+            );
+        }
+    }
+
+    #[test]
+    fn owner_sets_every_limit_of_their_org() {
+        let (owner, user_id, org_id) = member(Role::Owner);
+        for (scope, subject) in [
+            (LimitScope::Org(org_id), None),
+            (LimitScope::Team(TeamId::new()), None),
+            (LimitScope::User(user_id), Some((user_id, Role::Owner))),
+        ] {
+            let target = limits_target(org_id, scope, subject);
+            assert!(
+                authorize(&owner, Action::LimitsSet, &target).is_ok(),
+                "{scope:?}"
+            );
+        }
+        let elsewhere = limits_target(OrgId::new(), LimitScope::Team(TeamId::new()), None);
+        assert_eq!(
+            authorize(&owner, Action::LimitsSet, &elsewhere),
+            Err(Denial::OtherOrg)
+        );
+    }
+
+    #[test]
+    fn other_roles_read_but_never_set_limits() {
+        for role in [Role::Developer, Role::Billing, Role::Viewer] {
+            let (actor, user_id, org_id) = member(role);
+            let own = limits_target(org_id, LimitScope::User(user_id), Some((user_id, role)));
+            assert!(
+                authorize(&actor, Action::LimitsRead, &own).is_ok(),
+                "{role}"
+            );
+            assert!(
+                authorize(&actor, Action::LimitsSet, &own).is_err(),
+                "{role}"
+            );
+            let org = limits_target(org_id, LimitScope::Org(org_id), None);
+            assert!(
+                authorize(&actor, Action::LimitsSet, &org).is_err(),
+                "{role}"
+            );
+        }
     }
 }

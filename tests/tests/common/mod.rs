@@ -143,6 +143,13 @@ impl Daemon {
             .map(|lines| lines.join("\n"))
             .unwrap_or_default()
     }
+
+    /// Sends SIGKILL, so that the process ends as in a crash without releasing anything, and
+    /// waits for it to exit.
+    pub fn kill(mut self) {
+        self.child.kill().expect("send SIGKILL to synaxisd");
+        self.child.wait().expect("wait for synaxisd");
+    }
 }
 
 impl Drop for Daemon {

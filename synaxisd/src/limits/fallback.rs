@@ -1,0 +1,256 @@
+//! The production limiter: Redis while it answers, and local counters while it does not, so that
+//! an outage never leaves requests unlimited.
+//!
+//! While Redis is unreachable, each process enforces its share of every limit and concurrency
+//! cap on its own: the limit divided by `limits.processes`, rounded down, and at least 1. The
+//! region as a whole then admits at most `limit` per window (or `processes` when the limit is
+//! smaller than that), plus, in the window in which the outage starts, what Redis had counted
+//! before it, because local counters start empty. A task checks Redis every second and the
+//! limiter returns to it as soon as it answers; the local counters are then dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::memory::MemoryLimiter;
+use super::redis::RedisLimiter;
+use super::{Adjustment, Decision, LeaseDecision, LimitCheck, LimitError, Limiter};
+
+/// Time between checks of an unreachable Redis.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the fallback limiter reports its state.
+#[derive(Clone, Debug, Default)]
+pub struct FallbackMetrics {
+    /// 1 while local limits answer, else 0.
+    pub active: Gauge,
+    /// Switches from Redis to local limits.
+    pub switches: Counter,
+    /// Calls answered by local limits.
+    pub local_calls: Counter,
+}
+
+#[derive(Debug)]
+pub struct FallbackLimiter {
+    /// Set once the first connection succeeds; it reconnects by itself afterwards.
+    redis: OnceLock<RedisLimiter>,
+    url: String,
+    key_prefix: String,
+    timeout: Duration,
+    local: MemoryLimiter,
+    processes: u64,
+    degraded: AtomicBool,
+    metrics: FallbackMetrics,
+}
+
+impl FallbackLimiter {
+    /// Connects to Redis at `url` and starts the task that watches it. When Redis cannot be
+    /// reached now, the limiter starts on local limits and moves to Redis once it answers.
+    pub async fn start(
+        url: &str,
+        key_prefix: &str,
+        timeout: Duration,
+        processes: u64,
+        metrics: FallbackMetrics,
+    ) -> Result<Arc<Self>, LimitError> {
+        // An unparsable URL is a config error, not an outage.
+        redis::Client::open(url).map_err(LimitError::InvalidUrl)?;
+        let limiter = Arc::new(Self {
+            redis: OnceLock::new(),
+            url: url.to_owned(),
+            key_prefix: key_prefix.to_owned(),
+            timeout,
+            local: MemoryLimiter::new(),
+            processes: processes.max(1),
+            degraded: AtomicBool::new(false),
+            metrics,
+        });
+        match RedisLimiter::connect(url, key_prefix, timeout).await {
+            Ok(redis) => {
+                let _ = limiter.redis.set(redis);
+            }
+            Err(error) => limiter.fall_back(&error),
+        }
+        tokio::spawn(watch(Arc::downgrade(&limiter)));
+        Ok(limiter)
+    }
+
+    /// Returns whether local limits answer now.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Returns Redis when it is the store in use.
+    fn healthy_redis(&self) -> Option<&RedisLimiter> {
+        if self.is_degraded() {
+            None
+        } else {
+            self.redis.get()
+        }
+    }
+
+    fn fall_back(&self, error: &LimitError) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %error,
+                processes = self.processes,
+                "Redis is unreachable; enforcing this process's share of every limit locally"
+            );
+            self.metrics.switches.inc();
+            self.metrics.active.set(1);
+        }
+    }
+
+    fn recover(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("Redis answers again; limits are enforced on Redis");
+            self.metrics.active.set(0);
+            self.local.clear();
+        }
+    }
+
+    /// Returns this process's share of `limit`.
+    fn share(&self, limit: u64) -> u64 {
+        (limit / self.processes).max(1)
+    }
+
+    fn local_checks(&self, checks: &[LimitCheck]) -> Vec<LimitCheck> {
+        checks
+            .iter()
+            .map(|check| LimitCheck {
+                limit: self.share(check.limit),
+                ..check.clone()
+            })
+            .collect()
+    }
+}
+
+/// Returns whether an error means that Redis is unreachable now, rather than a bad call.
+fn is_outage(error: &LimitError) -> bool {
+    matches!(
+        error,
+        LimitError::Connect { .. } | LimitError::Redis { .. } | LimitError::UnexpectedReply { .. }
+    )
+}
+
+/// Checks Redis every [`PROBE_INTERVAL`] while the limiter is degraded, until the limiter is
+/// dropped.
+async fn watch(limiter: Weak<FallbackLimiter>) {
+    let mut interval = tokio::time::interval(PROBE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        if !limiter.is_degraded() {
+            continue;
+        }
+        let answered = match limiter.redis.get() {
+            Some(redis) => redis.ping().await.is_ok(),
+            None => {
+                match RedisLimiter::connect(&limiter.url, &limiter.key_prefix, limiter.timeout)
+                    .await
+                {
+                    Ok(redis) => {
+                        let _ = limiter.redis.set(redis);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        };
+        if answered {
+            limiter.recover();
+        }
+    }
+}
+
+#[async_trait]
+impl Limiter for FallbackLimiter {
+    async fn acquire(
+        &self,
+        checks: &[LimitCheck],
+        now: DateTime<Utc>,
+    ) -> Result<Decision, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.acquire(checks, now).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.metrics.local_calls.inc();
+        self.local.acquire(&self.local_checks(checks), now).await
+    }
+
+    async fn settle(
+        &self,
+        adjustments: &[Adjustment],
+        charged_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.settle(adjustments, charged_at, now).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.local.settle(adjustments, charged_at, now).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        scope: &str,
+        cap: u64,
+        lease_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseDecision, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.acquire_lease(scope, cap, lease_id, now, ttl).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.metrics.local_calls.inc();
+        self.local
+            .acquire_lease(scope, self.share(cap), lease_id, now, ttl)
+            .await
+    }
+
+    async fn renew_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<bool, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.renew_lease(scope, lease_id, now, ttl).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.local.renew_lease(scope, lease_id, now, ttl).await
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &str,
+        lease_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.release_lease(scope, lease_id, now).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.local.release_lease(scope, lease_id, now).await
+    }
+}
