@@ -10,7 +10,8 @@
 //! - `T | null`: a field that may be null;
 //! - `[T]`: a non-empty array whose items all have shape `T`. The test data fills every
 //!   array, so that the item shape is checked;
-//! - `{...}`: an object with exactly these fields, no more and no fewer.
+//! - `{...}`: an object with exactly these fields, no more and no fewer. A field marked `?` is
+//!   left out when it is not set; the test data sets every one.
 //!
 //! The shapes:
 //!
@@ -23,7 +24,8 @@
 //!           locale: string, data_residency_region: string, active: boolean,
 //!           created_at: timestamp}
 //! KEY    = {id: uuid, org_id: uuid, user_id: uuid, name: string, scope: string,
-//!           region: string, allowed_models: [string], active: boolean,
+//!           region: string, allowed_models: [string], rpm_limit: integer | null,
+//!           tpm_limit: integer | null, active: boolean,
 //!           expires_at: timestamp | null, created_at: timestamp,
 //!           rotated_at: timestamp | null, previous_secret_expires_at: timestamp | null,
 //!           revoked_at: timestamp | null}
@@ -31,12 +33,16 @@
 //!           action: string, target_kind: string, target_id: string | null,
 //!           org_id: uuid | null, source_ip: string | null, region: string,
 //!           result: string, justification: string | null, prev_hash: hex64, hash: hex64}
+//! LIMITS = {concurrent_requests?: integer, requests: WINDOWS, tokens: WINDOWS}
+//! WINDOWS = {per_minute?: RULE, per_hour?: RULE, per_day?: RULE, per_month?: RULE}
+//! RULE   = {limit: integer, window: string, action: string}
 //!
 //! org list  -> {data: [ORG]}       org show  -> ORG
 //! team list -> {data: [TEAM]}      team show -> TEAM
 //! user list -> {data: [USER]}      user show -> USER
 //! key list  -> {data: [KEY]}       key show  -> KEY
 //! key create, key rotate -> {key: KEY, secret: string}
+//! limits set, limits show -> LIMITS
 //! audit list   -> {data: [AUDIT]}
 //! audit verify -> {valid: boolean, entries_checked: integer, head_seq: integer,
 //!                  first_broken: {seq: integer, reason: string} | null}
@@ -128,12 +134,40 @@ fn key_shape() -> Shape {
         ("scope", Shape::String),
         ("region", Shape::String),
         ("allowed_models", array(Shape::String)),
+        ("rpm_limit", nullable(Shape::Integer)),
+        ("tpm_limit", nullable(Shape::Integer)),
         ("active", Shape::Boolean),
         ("expires_at", nullable(Shape::Timestamp)),
         ("created_at", Shape::Timestamp),
         ("rotated_at", nullable(Shape::Timestamp)),
         ("previous_secret_expires_at", nullable(Shape::Timestamp)),
         ("revoked_at", nullable(Shape::Timestamp)),
+    ])
+}
+
+fn limit_rule_shape() -> Shape {
+    object([
+        ("limit", Shape::Integer),
+        ("window", Shape::String),
+        ("action", Shape::String),
+    ])
+}
+
+fn windows_shape() -> Shape {
+    object([
+        ("per_minute", limit_rule_shape()),
+        ("per_hour", limit_rule_shape()),
+        ("per_day", limit_rule_shape()),
+        ("per_month", limit_rule_shape()),
+    ])
+}
+
+/// Returns the shape of a limit set with every limit present, as the test sets the org's.
+fn limits_shape() -> Shape {
+    object([
+        ("concurrent_requests", Shape::Integer),
+        ("requests", windows_shape()),
+        ("tokens", windows_shape()),
     ])
 }
 
@@ -274,6 +308,23 @@ fn string_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string at {pointer} in {value:#}"))
 }
 
+/// An org's limit set with every limit.
+const FULL_LIMITS: &str = r#"
+concurrent_requests = 20
+
+[requests]
+per_minute = { limit = 100, window = "sliding", action = "throttle" }
+per_hour   = { limit = 1000, window = "fixed", action = "throttle" }
+per_day    = { limit = 10000, window = "fixed", action = "block" }
+per_month  = { limit = 100000, window = "fixed", action = "block" }
+
+[tokens]
+per_minute = { limit = 10000, window = "sliding", action = "throttle" }
+per_hour   = { limit = 100000, window = "fixed", action = "throttle" }
+per_day    = { limit = 1000000, window = "fixed", action = "block" }
+per_month  = { limit = 10000000, window = "fixed", action = "credit_charge" }
+"#;
+
 #[test]
 fn json_output_has_stable_shapes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -331,6 +382,10 @@ fn json_output_has_stable_shapes() {
         "2099-01-01T00:00:00Z",
         "--allow-model",
         "gpt-4o-mini",
+        "--rpm-limit",
+        "600",
+        "--tpm-limit",
+        "100000",
     ]);
     assert_shape("key create", &created, &created_key_shape());
     let key_id = string_at(&created, "/key/id").to_owned();
@@ -351,7 +406,22 @@ fn json_output_has_stable_shapes() {
         string_at(&created, "/secret")
     );
 
-    let cases: [(&[&str], Shape); 8] = [
+    let limits_file = dir.path().join("limits.toml");
+    std::fs::write(&limits_file, FULL_LIMITS).expect("write limits file");
+    let limits_path = limits_file.to_str().expect("UTF-8 path");
+    let stored = ctl(&[
+        "limits",
+        "set",
+        "--org",
+        "shapes",
+        "--file",
+        limits_path,
+        "--justification",
+        "shape check",
+    ]);
+    assert_shape("limits set", &stored, &limits_shape());
+
+    let cases: [(&[&str], Shape); 9] = [
         (&["org", "list"], list_of(org_shape())),
         (&["org", "show", "shapes"], org_shape()),
         (&["team", "list", "--org", &org_id], list_of(team_shape())),
@@ -360,6 +430,7 @@ fn json_output_has_stable_shapes() {
         (&["user", "show", &user_id], user_shape()),
         (&["key", "list", "--org", &org_id], list_of(key_shape())),
         (&["key", "show", &key_id], key_shape()),
+        (&["limits", "show", "--org", &org_id], limits_shape()),
     ];
     for (args, shape) in cases {
         assert_shape(&args.join(" "), &ctl(args), &shape);

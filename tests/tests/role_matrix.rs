@@ -86,10 +86,12 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        // Setting limits requires a justification; the other routes keep it in the audit log.
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
+            .bearer_auth(token)
+            .header("x-synaxis-justification", "role matrix");
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -173,6 +175,11 @@ async fn fixture(api: &Api) -> Fixture {
         team_id,
         members,
     }
+}
+
+/// Returns a limit set with one requests-per-minute limit.
+fn limit_set() -> Value {
+    json!({"requests": {"per_minute": {"limit": 1000, "window": "sliding", "action": "throttle"}}})
 }
 
 /// Performs `case` as the member with `role`, creating fresh targets first, and returns the
@@ -302,6 +309,38 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
                 Some(json!({})),
             )
         }
+        "key.update.own-limits" => {
+            let (key, _) = api.key(own_id, "inference").await;
+            (
+                Method::PATCH,
+                format!("/control/v1/keys/{key}"),
+                Some(json!({"rpm_limit": 600, "tpm_limit": null})),
+            )
+        }
+        "limits.read.org" => (Method::GET, format!("/control/v1/orgs/{org}/limits"), None),
+        "limits.set.org" => (
+            Method::PUT,
+            format!("/control/v1/orgs/{org}/limits"),
+            Some(limit_set()),
+        ),
+        "limits.set.team" => (
+            Method::PUT,
+            format!("/control/v1/teams/{team}/limits"),
+            Some(limit_set()),
+        ),
+        "limits.set.developer" => {
+            let developer = api.user(org, "developer").await;
+            (
+                Method::PUT,
+                format!("/control/v1/users/{developer}/limits"),
+                Some(limit_set()),
+            )
+        }
+        "limits.set.own" => (
+            Method::PUT,
+            format!("/control/v1/users/{own_id}/limits"),
+            Some(limit_set()),
+        ),
         "audit.list" => (Method::GET, "/control/v1/audit".to_owned(), None),
         "audit.verify" => (Method::GET, "/control/v1/audit/verify".to_owned(), None),
         other => panic!("docs/permissions.md has case `{other}`, which this test does not know"),
