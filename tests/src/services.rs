@@ -47,11 +47,11 @@ pub fn redis_key_prefix() -> String {
     format!("synaxis_test_{}:", uuid::Uuid::new_v4().simple())
 }
 
-/// Path of the `redis-server` binary that [`RedisServer`] runs; without it, `redis-server` is
-/// looked up on `PATH`.
+/// Path of the `redis-server` binary that [`RedisServer`] runs. When it is unset, `redis-server`
+/// is looked up on `PATH`.
 pub const REDIS_SERVER_ENV: &str = "SYNAXIS_TEST_REDIS_SERVER";
 
-/// Longest wait for a started `redis-server` to answer `PING`.
+/// Maximum wait for a started `redis-server` to reply to `PING`.
 const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A `redis-server` process of one test, on a free loopback port, that the test can stop and
@@ -65,8 +65,9 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it answers `PING`.
-    /// Fails when the binary is missing, naming the package and the variable that set it.
+    /// Starts `redis-server` on a free port of 127.0.0.1 and waits until it replies to `PING`.
+    /// When the binary is missing, the error names the package to install and the variable that
+    /// sets the binary's path.
     pub async fn start() -> Result<Self, String> {
         let program = std::env::var_os(REDIS_SERVER_ENV)
             .filter(|value| !value.is_empty())
@@ -106,7 +107,7 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port, after [`RedisServer::stop`], and waits until it
-    /// answers `PING`.
+    /// replies to `PING`.
     pub async fn restart(&mut self) -> Result<(), String> {
         self.stop().await?;
         let port = self.port.to_string();
@@ -148,10 +149,21 @@ impl RedisServer {
     }
 }
 
-/// Returns a port of 127.0.0.1 that nothing listened on when it was checked.
+/// Returns a port of 127.0.0.1 that nothing listened on when it was checked. The port lies
+/// below Linux's default ephemeral range (32768 to 60999), where port 0 binds and outgoing
+/// connections take their ports. So only an explicit bind can take it while the server is
+/// stopped.
 fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    let mut last_error = None;
+    for _ in 0..50 {
+        let offset = uuid::Uuid::new_v4().as_u128() % 16_000;
+        let port = 16_000 + u16::try_from(offset).unwrap_or(0);
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => return Ok(port),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no port was tried")))
 }
 
 /// Returns whether a Redis server on `port` of 127.0.0.1 replies `+PONG` to `PING` within a
