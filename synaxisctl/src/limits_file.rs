@@ -1,5 +1,6 @@
-//! The TOML file of `synaxisctl limits set`: a limit set in the form of synaxisd's config, with
-//! `concurrent_requests`, `[requests]` and `[tokens]` at the top level or under `[limits]`.
+//! The TOML file of `synaxisctl limits set`: a limit set in the form that synaxisd's config uses
+//! under `[limits.org]`, with `concurrent_requests`, `[requests]` and `[tokens]` at the top level
+//! or under `[limits]`.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub enum LimitsFileError {
     Mixed { input: Input, keys: Vec<String> },
 }
 
-/// The form with every table under `[limits]`, as in synaxisd's config.
+/// The form with every key and table under `[limits]`, such as `[limits.requests]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Nested {

@@ -32,7 +32,7 @@ per_day    = { limit = 100000, window = "fixed", action = "block" }
 per_month  = { limit = 10000000, action = "credit_charge" }
 "#;
 
-/// The team's limits, written under `[limits]` as in synaxisd's config.
+/// The team's limits, written under `[limits]`.
 const TEAM_LIMITS: &str = r#"
 [limits.tokens]
 per_minute = { limit = 10000, window = "sliding", action = "throttle" }

@@ -256,7 +256,8 @@ pub enum LimitsAction {
         #[command(flatten)]
         scope: LimitsScope,
         /// TOML file with the limit set, or `-` to read it from standard input. A file
-        /// without limits removes every limit of the scope.
+        /// without limits removes the scope's own set, so that synaxisd's configured limits
+        /// for such scopes apply.
         #[arg(long, value_name = "PATH")]
         file: PathBuf,
     },

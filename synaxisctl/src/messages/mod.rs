@@ -53,8 +53,8 @@ Limits file:
   TOML with at most one limit per window length (per_minute, per_hour, per_day, per_month)
   for each metric, requests and tokens. A limit has a `limit` from 1 to 2^53 - 1, a
   `window` kind (`fixed`, the default, or `sliding`) and an `action` (`throttle`, `block`
-  or `credit_charge`). Only an organization has `concurrent_requests`. The tables may also
-  sit under [limits], as in synaxisd's config:
+  or `credit_charge`). Only an organization has `concurrent_requests`. The same keys and
+  tables may also sit under [limits], as in [limits.requests] and [limits.tokens]:
 
     concurrent_requests = 20
 
@@ -65,8 +65,8 @@ Limits file:
     [tokens]
     per_month  = { limit = 10000000, window = \"fixed\", action = \"credit_charge\" }
 
-  The file replaces the whole set: a limit left out is removed, and a file without limits
-  removes them all.";
+  The file replaces the whole set: a limit left out is removed. A file without limits removes
+  the scope's own set, so that synaxisd's configured limits for such scopes apply.";
 
 impl Language {
     pub fn missing_token(self) -> &'static str {

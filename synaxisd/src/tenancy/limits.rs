@@ -45,7 +45,7 @@ impl Tenancy {
     }
 
     /// Replaces the limit set of an organization, team or user and returns the stored set. An
-    /// empty set removes every limit of the scope. `body` is the set that the request carried,
+    /// empty set removes the scope's own set. `body` is the set that the request carried,
     /// or the error of reading it, so that an unreadable body is audited like any other
     /// failure. The call requires a justification.
     pub async fn set_limits(
