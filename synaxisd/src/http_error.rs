@@ -296,12 +296,12 @@ fn entity_pt_br(entity: &str) -> &str {
     }
 }
 
-/// Why a request was refused with 429.
+/// The reason for a 429 response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateLimitKind {
     /// A `throttle` limit had no room within the wait.
     Throttled,
-    /// A `block` limit had no room; it has none until its window resets.
+    /// A `block` limit had no room, and has none until its window resets.
     Blocked,
     /// The organization's cap on concurrent requests was reached for the whole wait.
     Concurrency,

@@ -330,8 +330,8 @@ fn default_breaker_open_secs() -> u64 {
     30
 }
 
-/// Where rate-limit counters and concurrency leases live, how long throttled requests wait, and
-/// the limit sets of scopes that have none stored.
+/// Rate-limit settings: the store of counters and leases, the throttle wait, and the default
+/// limit sets of scopes that have none stored.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -345,18 +345,18 @@ pub struct LimitsConfig {
     /// Prefix of every Redis key of the limiter.
     #[serde(default = "default_redis_key_prefix")]
     pub redis_key_prefix: String,
-    /// Longest wait for Redis to connect or reply, in milliseconds, before local limits answer.
+    /// Maximum wait for Redis to connect or reply, in milliseconds, before local limits apply.
     #[serde(default = "default_redis_timeout_ms")]
     pub redis_timeout_ms: u64,
     /// Gateway processes of the region. While Redis is unreachable, each process enforces this
     /// share of every limit on its own.
     #[serde(default = "default_processes")]
     pub processes: u64,
-    /// Longest time a request held by a `throttle` limit waits for capacity, in milliseconds.
+    /// Maximum time a request held by a `throttle` limit waits for capacity, in milliseconds.
     #[serde(default = "default_throttle_wait_ms")]
     pub throttle_wait_ms: u64,
-    /// Seconds a concurrency lease lives unless renewed; a running request renews it every
-    /// third of that, so a crashed process frees its slots within this time.
+    /// Seconds a concurrency lease lives unless renewed. A running request renews it every third
+    /// of that, so a crashed process frees its slots within this time.
     #[serde(default = "default_lease_ttl_secs")]
     pub lease_ttl_secs: u64,
     /// Output tokens charged to token limits when a request sets no `max_tokens`, until the

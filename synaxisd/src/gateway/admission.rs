@@ -251,6 +251,7 @@ impl Admission {
         let deadline =
             self.clock.now() + chrono::Duration::from_std(self.throttle_wait).unwrap_or_default();
 
+        // NOTE: the lease and the limits are two limiter calls, so two round trips to Redis.
         let lease = match &concurrency {
             Some((scope, cap)) => Some(self.lease(scope, *cap, lease_id, deadline).await?),
             None => None,
