@@ -100,3 +100,30 @@ fn user_create_reprompts_invalid_org_id() -> TestResult {
     assert_eq!(exit_code(&session)?, 1);
     Ok(())
 }
+
+#[test]
+fn limits_set_prompts_for_justification() -> TestResult {
+    let mut session = spawn(
+        &[
+            "limits",
+            "set",
+            "--org",
+            "acme",
+            "--file",
+            "/dev/null",
+            "--endpoint",
+            UNREACHABLE_ENDPOINT,
+            "--token",
+            "t",
+        ],
+        "en",
+    )?;
+
+    session.exp_string("Justification, kept in the audit log")?;
+    session.send_line("ticket OPS-7")?;
+
+    session.exp_string("synaxisctl: cannot connect to http://127.0.0.1:9")?;
+    session.exp_eof()?;
+    assert_eq!(exit_code(&session)?, 1);
+    Ok(())
+}

@@ -1,14 +1,15 @@
 //! Limit sets and key limits through the control API and `synaxisctl`, on SQLite and on
-//! PostgreSQL: setting, showing and clearing the limits of an org, a team and a user; errors
-//! that name the bad key and leave the stored set as it was; the required justification; who
-//! may set which limits; the audit entries; and a key's `rpm_limit` and `tpm_limit`.
+//! PostgreSQL. The test sets, shows and clears the limits of an org, a team and a user. It
+//! checks that errors name the bad key and leave the stored set as it was, that a justification
+//! is required, who may set which limits, the audit entries, and a key's `rpm_limit` and
+//! `tpm_limit`.
 
 // Helpers of a test fail it by panicking, as assertions do.
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -51,12 +52,15 @@ fn ctl(daemon: &Daemon, args: &[&str], stdin: &str, language: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start synaxisctl");
-    child
+    let written = child
         .stdin
         .take()
         .expect("stdin pipe")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
+    // A command that fails before it reads standard input closes the pipe first.
+    if let Err(error) = written {
+        assert_eq!(error.kind(), ErrorKind::BrokenPipe, "write stdin: {error}");
+    }
     child.wait_with_output().expect("run synaxisctl")
 }
 
@@ -207,9 +211,12 @@ fn set_show_and_clear(daemon: &Daemon, dir: &Path, org: &str, team: &str, user: 
     );
 
     let user_args = set_args("--user", user, "-");
-    let one =
+    let one_limit =
         "[requests]\nper_minute = { limit = 10, window = \"sliding\", action = \"throttle\" }\n";
-    assert_eq!(json_of(&ctl(daemon, &user_args, one, "en")), per_minute(10));
+    assert_eq!(
+        json_of(&ctl(daemon, &user_args, one_limit, "en")),
+        per_minute(10)
+    );
     let cleared = json_of(&ctl(daemon, &user_args, "# no limits\n", "en"));
     assert_eq!(
         cleared,
@@ -236,7 +243,8 @@ fn stdout_of_success(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Invalid files fail in the CLI before any request, naming the file, line and key.
+/// Checks that invalid files fail in the CLI before any request, naming the file, line and
+/// key.
 fn cli_rejects_bad_files(daemon: &Daemon, dir: &Path, team: &str) {
     let bad_file = dir.join("bad-limits.toml");
     std::fs::write(
@@ -278,7 +286,8 @@ fn cli_rejects_bad_files(daemon: &Daemon, dir: &Path, team: &str) {
     );
 }
 
-/// Invalid sets and a missing justification answer 400 naming the key, and change nothing.
+/// Checks that invalid sets and a missing justification get 400 naming the key, and change
+/// nothing.
 async fn api_rejects_invalid_sets(api: &Api, org: &str, team: &str) {
     let team_path = format!("/control/v1/teams/{team}/limits");
     let before = api.get(OPERATOR_TOKEN, &team_path).await;
@@ -343,7 +352,8 @@ async fn api_rejects_invalid_sets(api: &Api, org: &str, team: &str) {
     );
 }
 
-/// Developers raise no limits; admins set only limits that do not bind them; owners set all.
+/// Checks that developers raise no limits, admins set only limits that do not bind them, and
+/// owners set all.
 async fn roles_decide_who_sets_limits(api: &Api, org: &str, team: &str, members: &Members) {
     let (owner_id, owner) = &members.owner;
     let (admin_id, admin) = &members.admin;
@@ -436,7 +446,7 @@ async fn roles_decide_who_sets_limits(api: &Api, org: &str, team: &str, members:
     );
 }
 
-/// Another org's limits are not found, as if they did not exist.
+/// Checks that another org's limits are not found, as if they did not exist.
 async fn other_org_limits_are_not_found(api: &Api, owner: &str) {
     let other = api
         .call(
@@ -455,8 +465,8 @@ async fn other_org_limits_are_not_found(api: &Api, owner: &str) {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
-/// Every PUT of limits is in the audit log: successes with the justification, denials and
-/// failures too.
+/// Checks that every PUT of limits is in the audit log: successes with the justification,
+/// denials and failures too.
 fn audit_records_limit_calls(daemon: &Daemon, org: &str, members: &Members) {
     let audit = ctl_json(daemon, &["audit", "list", "--org", org, "--limit", "1000"]);
     let entries: Vec<&Value> = audit["data"]
@@ -499,7 +509,7 @@ fn audit_records_limit_calls(daemon: &Daemon, org: &str, members: &Members) {
     );
 }
 
-/// A key's `rpm_limit` and `tpm_limit`: set at creation, changed, kept and removed.
+/// Checks a key's `rpm_limit` and `tpm_limit`: set at creation, changed, kept and removed.
 async fn key_limits_set_and_clear(daemon: &Daemon, api: &Api, user: &str) {
     let created = ctl_json(
         daemon,

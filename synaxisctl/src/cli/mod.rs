@@ -343,6 +343,54 @@ mod tests {
     }
 
     #[test]
+    fn limits_scope_takes_exactly_one_owner() -> Result<(), Box<dyn std::error::Error>> {
+        let cases: [(&[&str], Option<[&str; 3]>); 5] = [
+            (&["--org", "acme"], Some(["orgs", "acme", "limits"])),
+            (&["--team", ORG_ID], Some(["teams", ORG_ID, "limits"])),
+            (&["--user", KEY_ID], Some(["users", KEY_ID, "limits"])),
+            (&[], None),
+            (&["--org", "acme", "--team", ORG_ID], None),
+        ];
+        for (flags, expected) in cases {
+            let mut args = vec!["synaxisctl", "limits", "show"];
+            args.extend_from_slice(flags);
+            let parsed = Cli::try_parse_from(&args);
+            let Some(expected) = expected else {
+                assert!(parsed.is_err(), "{flags:?}");
+                continue;
+            };
+            let Resource::Limits {
+                action: LimitsAction::Show { scope },
+            } = parsed?.resource
+            else {
+                return Err("expected `limits show`".into());
+            };
+            assert_eq!(scope.path(), expected.map(str::to_owned), "{flags:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn only_limits_set_requires_justification() -> Result<(), clap::Error> {
+        let set = Cli::try_parse_from([
+            "synaxisctl",
+            "limits",
+            "set",
+            "--org",
+            "acme",
+            "--file",
+            "-",
+        ])?;
+        assert!(set.resource.requires_justification());
+        let show = Cli::try_parse_from(["synaxisctl", "limits", "show", "--org", "acme"])?;
+        assert!(!show.resource.requires_justification());
+        let update =
+            Cli::try_parse_from(["synaxisctl", "key", "update", KEY_ID, "--rpm-limit", "none"])?;
+        assert!(!update.resource.requires_justification());
+        Ok(())
+    }
+
+    #[test]
     fn token_debug_is_redacted() -> Result<(), String> {
         let token: BearerToken = "op-secret".parse()?;
         assert!(!format!("{token:?}").contains("op-secret"));
