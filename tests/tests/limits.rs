@@ -1,8 +1,8 @@
 //! Rate limits and concurrency leases of the real daemon. The tests cover a fixed limit shared
 //! exactly by two daemons on Redis, and token limits charged on an estimate and settled to the
-//! real usage. They check the `Retry-After` of `block` and `throttle` limits, a concurrency slot
-//! freed by lease expiry after its holder is killed, and the fallback to local limits while
-//! Redis is down.
+//! real usage. They check the `Retry-After` of `block` and `throttle` limits, and concurrency
+//! slots released when their requests end or freed by lease expiry after their holder is
+//! killed. The last test covers the fallback to local limits while Redis is down.
 //!
 //! Fixed minute windows reset at every UTC minute boundary, so the tests that count inside one
 //! window first make sure that enough of the current minute remains (see
@@ -747,7 +747,8 @@ output_per_million = "1"
     );
 
     // A request that waits is admitted once an earlier one settles below its estimate within
-    // the wait: the slow request's estimate leaves no room until it settles to 18 tokens.
+    // the wait, because the slow request's estimate leaves no room until it settles to 18
+    // tokens.
     let prompt = prompt_tokens();
     let mut slow_body = chat_body(Some(1_900), false);
     slow_body["model"] = json!("slow");
@@ -912,18 +913,7 @@ async fn killed_holder_frees_its_concurrency_slot() {
         freed_after <= lease_ttl + Duration::from_secs(1),
         "the slot freed {freed_after:?} after the kill"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let leases = redis_lease_count(&redis_url, &lease_key).await;
-        if leases == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{leases} leases remain 5 s after the admitted request ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_no_leases(&redis_url, &lease_key).await;
     let concurrency_refusals = metric(
         &other_url,
         r#"synaxis_limit_refusals_total{reason="concurrency_limit_exceeded"}"#,
@@ -937,6 +927,164 @@ async fn killed_holder_frees_its_concurrency_slot() {
 
     tokio::task::block_in_place(|| other.stop());
     database.drop_database().await.expect("drop database");
+}
+
+/// Polls a lease set until it is empty, as it is once every request that held a lease has
+/// ended and released it. Fails after 2 s.
+async fn wait_for_no_leases(redis_url: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let leases = redis_lease_count(redis_url, key).await;
+        if leases == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} still contains {leases} leases 2 s after their requests ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_released_on_disconnect_and_errors() {
+    let Some(redis_url) = service_url(REDIS_URL_ENV) else {
+        return;
+    };
+    // A stream sends its first event and then stays open for 30 s.
+    let upstream = FakeUpstream::start(FakeConfig {
+        cut_after_chunk: Some(1),
+        pause_before_cut: Duration::from_secs(30),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake upstream");
+    let failing_upstream = FakeUpstream::start(FakeConfig {
+        fail_first: 100,
+        fail_status: 500,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = redis_key_prefix();
+    // Leases live 30 s, so a slot that frees within 2 s was released, not expired.
+    let mut config = redis_limits(
+        &redis_url,
+        &prefix,
+        "throttle_wait_ms = 300\nlease_ttl_secs = 30",
+        r#"
+[limits.org]
+concurrent_requests = 1
+[limits.org.tokens]
+per_minute = { limit = 1000, window = "fixed", action = "block" }
+"#,
+    );
+    config.push_str(&format!(
+        r#"
+[upstreams.failing]
+kind = "openai"
+base_url = "{}"
+
+[models.failing]
+upstream = "failing"
+input_per_million = "1"
+output_per_million = "1"
+
+[routing]
+max_attempts = 1
+"#,
+        failing_upstream.base_url()
+    ));
+    let daemon = tokio::task::block_in_place(|| {
+        start_daemons(1, &sqlite_url(dir.path()), &upstream, dir.path(), &config)
+            .pop()
+            .expect("a daemon")
+    });
+    let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
+    let client = reqwest::Client::new();
+    let url = daemon.url();
+    let lease_key = format!("{prefix}lease:org:{}", tenant.org_id);
+    let whole = chat_body(Some(16), false);
+
+    // A client that leaves mid-stream releases the slot at once.
+    let mut stream = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&tenant.secret)
+        .json(&chat_body(Some(16), true))
+        .send()
+        .await
+        .expect("stream request");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first_chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+        .await
+        .expect("the first event within 5 s")
+        .expect("stream open");
+    assert!(first_chunk.is_some(), "the stream ended at once");
+    assert_eq!(redis_lease_count(&redis_url, &lease_key).await, 1);
+    let waiting = chat(&client, &url, &tenant.secret, &whole).await;
+    assert!(
+        waiting.is_rejection("concurrency_limit_exceeded"),
+        "{:?} {:?} while the stream holds the slot",
+        waiting.status,
+        waiting.code
+    );
+    drop(stream);
+    wait_for_no_leases(&redis_url, &lease_key).await;
+    let after_disconnect = chat(&client, &url, &tenant.secret, &whole).await;
+    assert_eq!(
+        after_disconnect.status,
+        StatusCode::OK,
+        "{:?}",
+        after_disconnect.code
+    );
+
+    // An upstream failure releases the slot and gives back the token estimate, because the
+    // failed request used no tokens. This org's counters start empty.
+    let failing_tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "failing"));
+    let lease_key = format!("{prefix}lease:org:{}", failing_tenant.org_id);
+    ensure_minute_room(Duration::from_secs(10)).await;
+    let before = chat(&client, &url, &failing_tenant.secret, &whole).await;
+    assert_eq!(before.status, StatusCode::OK);
+    let tokens_key = org_minute_key(&prefix, &failing_tenant.org_id, "tokens", before.arrived_ms);
+    wait_for_no_leases(&redis_url, &lease_key).await;
+    // The daemon settles the token estimate shortly after the response, to 11 + 7 tokens.
+    wait_for_count(&redis_url, &tokens_key, 18).await;
+    let mut failing_body = chat_body(Some(16), false);
+    failing_body["model"] = json!("failing");
+    let failed = chat(&client, &url, &failing_tenant.secret, &failing_body).await;
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{:?}", failed.code);
+    wait_for_no_leases(&redis_url, &lease_key).await;
+    wait_for_count(&redis_url, &tokens_key, 18).await;
+
+    // A request rejected by a rate limit after it took the slot gives the slot back.
+    let too_large = chat(
+        &client,
+        &url,
+        &failing_tenant.secret,
+        &chat_body(Some(2_000), false),
+    )
+    .await;
+    assert!(
+        too_large.is_rejection("quota_exceeded"),
+        "{:?} {:?}",
+        too_large.status,
+        too_large.code
+    );
+    wait_for_no_leases(&redis_url, &lease_key).await;
+    let after_rejection = chat(&client, &url, &failing_tenant.secret, &whole).await;
+    assert_eq!(
+        after_rejection.status,
+        StatusCode::OK,
+        "{:?}",
+        after_rejection.code
+    );
+    assert!(
+        metric(&url, WAITS).await >= 1.0,
+        "the request that found the slot taken waited for it"
+    );
+
+    tokio::task::block_in_place(|| daemon.stop());
 }
 
 /// Responses of one sequential load loop, in the order sent.
