@@ -342,3 +342,18 @@ async fn concurrency_cap_waits_for_a_released_lease() {
     assert_eq!(limited.kind, RateLimitKind::Concurrency);
     drop(grant);
 }
+
+#[tokio::test]
+async fn oversized_request_gets_no_retry_after() {
+    let setup = setup(2_000);
+    let mut org = LimitSet::default();
+    org.tokens.per_minute = rule(1_000, WindowKind::Fixed, Action::Block);
+    let key = key_with(org);
+
+    let limited = refusal(admit(&setup, &key, 5_000).await);
+    assert_eq!(limited.kind, RateLimitKind::Blocked);
+    assert_eq!(limited.retry_after, None, "waiting never lets it fit");
+    let response =
+        axum::response::IntoResponse::into_response(ApiError::RateLimited(Box::new(limited)));
+    assert!(response.headers().get("retry-after").is_none());
+}

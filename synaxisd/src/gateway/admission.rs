@@ -31,6 +31,9 @@ use crate::store::AuthenticatedKey;
 /// estimate or a released lease can free before the window moves.
 const POLL: Duration = Duration::from_millis(100);
 
+/// `Retry-After` of a request refused for the org's concurrency cap.
+const CONCURRENCY_RETRY: Duration = Duration::from_secs(1);
+
 /// The rate limits and concurrency caps of the gateway.
 #[derive(Debug)]
 pub struct Admission {
@@ -338,7 +341,7 @@ impl Admission {
                     };
                     self.metrics.count_limit_refusal(kind.code());
                     let status = &rejection.status;
-                    let mut error = RateLimited {
+                    let error = RateLimited {
                         kind,
                         scope: planned.scope,
                         limit_name: format!(
@@ -350,11 +353,6 @@ impl Admission {
                         retry_after: rejection.retry_after,
                         headers: rate_headers(std::slice::from_ref(status), now),
                     };
-                    if planned.action == Action::Block || planned.action == Action::CreditCharge {
-                        error.retry_after = rejection
-                            .retry_after
-                            .or_else(|| (status.reset_at - now).to_std().ok());
-                    }
                     return Err(ApiError::RateLimited(Box::new(error)));
                 }
             }
@@ -390,7 +388,9 @@ impl Admission {
                     scope: "organization",
                     limit_name: "concurrent requests".to_owned(),
                     limit: cap,
-                    retry_after: Some(retry_after.unwrap_or(POLL).max(Duration::from_secs(1))),
+                    // A slot frees whenever a request of the org ends, usually long before the
+                    // earliest lease expires.
+                    retry_after: Some(CONCURRENCY_RETRY),
                     headers: HeaderMap::new(),
                 })));
             }
