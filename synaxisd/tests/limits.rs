@@ -15,8 +15,8 @@ use synaxis_tests::services::{REDIS_URL_ENV, redis_key_prefix, service_url};
 use synaxisd::limits::memory::MemoryLimiter;
 use synaxisd::limits::redis::RedisLimiter;
 use synaxisd::limits::{
-    Adjustment, Admission, Counter, Decision, LeaseDecision, LimitCheck, LimitError, Limiter,
-    Metric, Rejection, Window, WindowKind,
+    Adjustment, Admission, Counter, Decision, Finish, HeldLease, LeaseDecision, LeaseRequest,
+    LeasedDecision, LimitCheck, LimitError, Limiter, Metric, Rejection, Window, WindowKind,
 };
 use tokio::sync::Barrier;
 
@@ -609,6 +609,170 @@ async fn leases_cap_release_and_expire(limiter: Arc<dyn Limiter>) {
     );
 }
 
+async fn leased_acquire_takes_both_or_neither(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let now = at("2026-01-15T12:00:10Z");
+    let requests = check(
+        "org:o",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Fixed,
+        2,
+        1,
+    );
+    let lease = |id: &str| LeaseRequest {
+        scope: "org:o".to_owned(),
+        cap: 2,
+        id: id.to_owned(),
+        ttl: Duration::from_secs(30),
+    };
+    let leased = |id: &'static str, checks: Vec<LimitCheck>| async move {
+        limiter
+            .acquire_leased(&checks, &lease(id), now)
+            .await
+            .expect("acquire leased")
+    };
+
+    let first = leased("a", vec![requests.clone()]).await;
+    assert!(matches!(
+        first,
+        LeasedDecision::Decided(Decision::Admitted(_))
+    ));
+
+    // The token limit rejects: neither the request nor the lease counts.
+    let tokens = check(
+        "org:o",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Fixed,
+        10,
+        11,
+    );
+    let rejected = leased("b", vec![requests.clone(), tokens]).await;
+    assert!(matches!(
+        rejected,
+        LeasedDecision::Decided(Decision::Rejected(_))
+    ));
+    assert_eq!(
+        remaining(limiter, std::slice::from_ref(&requests), now).await,
+        vec![1]
+    );
+
+    let second = leased("b", vec![requests.clone()]).await;
+    assert!(matches!(
+        second,
+        LeasedDecision::Decided(Decision::Admitted(_))
+    ));
+
+    // The cap is reached: nothing is charged, even though the request limit is full anyway.
+    let third = leased("c", vec![with_cost(&requests, 0)]).await;
+    assert_eq!(
+        third,
+        LeasedDecision::LeaseRejected {
+            active: 2,
+            retry_after: Some(Duration::from_secs(30)),
+        }
+    );
+}
+
+async fn batched_finish_settles_and_releases(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let charged_at = at("2026-01-15T12:00:10Z");
+    let later = charged_at + chrono::Duration::seconds(5);
+    let ttl = Duration::from_secs(30);
+    let tokens = check(
+        "org:o",
+        Metric::Tokens,
+        Window::Hour,
+        WindowKind::Sliding,
+        1_000,
+        600,
+    );
+    admitted(acquire(limiter, std::slice::from_ref(&tokens), charged_at).await);
+    for id in ["a", "b"] {
+        let lease = limiter.acquire_lease("org:o", 2, id, charged_at, ttl).await;
+        assert!(matches!(
+            lease.expect("lease"),
+            LeaseDecision::Acquired { .. }
+        ));
+    }
+
+    let ends = [
+        Finish {
+            adjustments: vec![Adjustment {
+                counter: tokens.counter.clone(),
+                delta: -400,
+            }],
+            charged_at,
+            lease: Some(HeldLease {
+                scope: "org:o".to_owned(),
+                id: "a".to_owned(),
+            }),
+        },
+        Finish {
+            adjustments: Vec::new(),
+            charged_at,
+            lease: Some(HeldLease {
+                scope: "org:o".to_owned(),
+                id: "b".to_owned(),
+            }),
+        },
+    ];
+    limiter.finish(&ends, later).await.expect("finish");
+
+    assert_eq!(remaining(limiter, &[tokens], later).await, vec![800]);
+    let renewed = limiter
+        .renew_leases(
+            &[HeldLease {
+                scope: "org:o".to_owned(),
+                id: "a".to_owned(),
+            }],
+            later,
+            ttl,
+        )
+        .await
+        .expect("renew");
+    assert_eq!(renewed, vec![false], "the finished lease is released");
+}
+
+async fn batched_renewal_keeps_leases(limiter: Arc<dyn Limiter>) {
+    let limiter = limiter.as_ref();
+    let start = at("2026-01-15T12:00:00Z");
+    let ttl = Duration::from_secs(30);
+    for (scope, id) in [("org:o", "a"), ("org:p", "b")] {
+        let lease = limiter.acquire_lease(scope, 1, id, start, ttl).await;
+        assert!(matches!(
+            lease.expect("lease"),
+            LeaseDecision::Acquired { .. }
+        ));
+    }
+    let held = |scope: &str, id: &str| HeldLease {
+        scope: scope.to_owned(),
+        id: id.to_owned(),
+    };
+    let renewed = limiter
+        .renew_leases(
+            &[
+                held("org:o", "a"),
+                held("org:p", "b"),
+                held("org:o", "gone"),
+            ],
+            start + chrono::Duration::seconds(20),
+            ttl,
+        )
+        .await
+        .expect("renew");
+    assert_eq!(renewed, vec![true, true, false]);
+
+    // Renewed at 20 s, the leases hold their slots at 45 s, past the first expiry.
+    let at_45 = start + chrono::Duration::seconds(45);
+    let taken = limiter.acquire_lease("org:o", 1, "c", at_45, ttl).await;
+    assert!(matches!(
+        taken.expect("lease"),
+        LeaseDecision::Rejected { .. }
+    ));
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -651,6 +815,9 @@ contract_tests!(
     settle_reaches_charged_sliding_bucket,
     concurrent_acquires_admit_exactly_limit,
     leases_cap_release_and_expire,
+    leased_acquire_takes_both_or_neither,
+    batched_finish_settles_and_releases,
+    batched_renewal_keeps_leases,
 );
 
 /// Checks that every key under `prefix` expires, then deletes them.

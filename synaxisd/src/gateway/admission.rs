@@ -1,28 +1,30 @@
 //! Admission of inference requests: the rate limits of the key, its user, team and org, and the
 //! org's cap on concurrent requests, all checked in one call to the [`Limiter`].
 //!
-//! A request takes a concurrency lease first, when its org has a cap, and then charges every
-//! limit at once: 1 to request limits, and an estimate (input tokens plus `max_tokens`, or
-//! `limits.output_tokens_estimate`) to token limits. When a `throttle` limit or the cap has no
-//! room, the request waits for it up to `limits.throttle_wait_ms`; a `block` limit refuses at
-//! once. A refused request gives its lease back and charges nothing. An admitted one keeps a
-//! [`Reservation`] until its record is finished, which settles the token estimate to the real usage
-//! and releases the lease.
+//! One call takes the request's concurrency lease, when its org has a cap, and charges every
+//! limit: 1 to request limits, and an estimate (input tokens plus `max_tokens`, or
+//! `limits.output_tokens_estimate`) to token limits. It does all of that or nothing. When a
+//! `throttle` limit or the cap has no room, the request waits for it up to
+//! `limits.throttle_wait_ms`, and a `block` limit refuses at once. An admitted request keeps a
+//! [`Reservation`] until its record is finished. Then a finisher task settles the token
+//! estimate to the real usage and releases the lease, for all requests that ended since its last
+//! call in one limiter call. A lease keeper task renews every held lease in batched calls.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use synaxis_shared::limits::{Action, LimitSet};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::config::LimitsConfig;
 use crate::http_error::{ApiError, RateLimitKind, RateLimited};
 use crate::limits::{
-    Adjustment, Counter, Decision, LeaseDecision, LimitCheck, LimitError, LimitStatus, Limiter,
-    Metric, Window, WindowKind,
+    Adjustment, Counter, Decision, Finish, HeldLease, LeaseRequest, LeasedDecision, LimitCheck,
+    LimitError, LimitStatus, Limiter, Metric, Rejection, Window, WindowKind,
 };
 use crate::metrics::Metrics;
 use crate::store::AuthenticatedKey;
@@ -44,6 +46,10 @@ pub struct Admission {
     lease_ttl: Duration,
     output_tokens_estimate: u64,
     defaults: Defaults,
+    /// Hands finished requests' settles and lease releases to the finisher task.
+    finisher: mpsc::UnboundedSender<Finish>,
+    /// Held leases, by id to scope, which the lease keeper renews.
+    leases: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// The limit sets of scopes that have none stored.
@@ -90,69 +96,161 @@ pub struct Grant {
     pub reservation: Option<Reservation>,
 }
 
-/// The token charges and concurrency lease of an admitted request, kept until it ends.
+/// The token charges and concurrency lease of an admitted request, kept until it ends. Ending
+/// it, or dropping it, hands the settle and the release to the admission's finisher task.
 #[derive(Debug)]
 pub struct Reservation {
-    limiter: Arc<dyn Limiter>,
-    clock: Arc<dyn Clock>,
+    finisher: mpsc::UnboundedSender<Finish>,
+    leases: Arc<Mutex<HashMap<String, String>>>,
     token_counters: Vec<Counter>,
     estimate: u64,
     charged_at: DateTime<Utc>,
-    /// Dropped when the request ends; the lease's task then releases it.
-    lease: Option<DropGuard>,
+    lease: Option<HeldLease>,
+    ended: bool,
 }
 
 impl Reservation {
     /// Corrects the token limits from the estimate to `tokens`, the real usage, and releases the
-    /// lease, in a task of its own.
-    pub fn finish(self, tokens: u64) {
-        drop(self.lease);
+    /// lease.
+    pub fn finish(mut self, tokens: u64) {
+        self.end(tokens);
+    }
+
+    fn end(&mut self, tokens: u64) {
+        self.ended = true;
         let delta = i64::try_from(tokens)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(self.estimate).unwrap_or(i64::MAX));
-        if self.token_counters.is_empty() || delta == 0 {
+        let adjustments: Vec<Adjustment> = if delta == 0 {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.token_counters)
+                .into_iter()
+                .map(|counter| Adjustment { counter, delta })
+                .collect()
+        };
+        let lease = self.lease.take();
+        if let Some(lease) = &lease {
+            lock(&self.leases).remove(&lease.id);
+        }
+        if adjustments.is_empty() && lease.is_none() {
             return;
         }
-        let adjustments: Vec<Adjustment> = self
-            .token_counters
-            .into_iter()
-            .map(|counter| Adjustment { counter, delta })
-            .collect();
-        let (limiter, clock, charged_at) = (self.limiter, self.clock, self.charged_at);
-        spawn(async move {
-            if let Err(error) = limiter.settle(&adjustments, charged_at, clock.now()).await {
-                tracing::warn!(%error, "settling token limits failed");
-            }
-        });
+        let end = Finish {
+            adjustments,
+            charged_at: self.charged_at,
+            lease,
+        };
+        if self.finisher.send(end).is_err() {
+            tracing::warn!("the limiter's finisher has stopped; a settle or lease release is lost");
+        }
     }
 }
 
-/// Spawns `task` when a runtime runs, as it does everywhere but in a drop at shutdown.
-fn spawn(task: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(task);
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end(self.estimate);
+        }
+    }
+}
+
+fn lock(leases: &Mutex<HashMap<String, String>>) -> MutexGuard<'_, HashMap<String, String>> {
+    // Each change is one insert or remove, so a panic elsewhere cannot leave the map half-changed.
+    leases
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Requests finished or released at most per limiter call of the finisher.
+const MAX_FINISH_BATCH: usize = 512;
+
+/// Settles and releases what finished requests hand over, all that arrived since the last call
+/// in one limiter call, until every sender is dropped.
+async fn run_finisher(
+    limiter: Arc<dyn Limiter>,
+    clock: Arc<dyn Clock>,
+    mut receiver: mpsc::UnboundedReceiver<Finish>,
+) {
+    let mut batch = Vec::with_capacity(MAX_FINISH_BATCH);
+    while receiver.recv_many(&mut batch, MAX_FINISH_BATCH).await > 0 {
+        if let Err(error) = limiter.finish(&batch, clock.now()).await {
+            tracing::warn!(%error, requests = batch.len(), "settling token limits and releasing leases failed; leases expire by themselves");
+        }
+        batch.clear();
+    }
+}
+
+/// Leases renewed at most per limiter call.
+const MAX_RENEW_BATCH: usize = 512;
+
+/// Renews every held lease each third of `ttl`, in batched limiter calls, while the map of held
+/// leases exists.
+async fn run_lease_keeper(
+    limiter: Arc<dyn Limiter>,
+    clock: Arc<dyn Clock>,
+    leases: Weak<Mutex<HashMap<String, String>>>,
+    ttl: Duration,
+) {
+    loop {
+        clock.sleep(ttl / 3).await;
+        let Some(leases) = leases.upgrade() else {
+            return;
+        };
+        let held: Vec<HeldLease> = lock(&leases)
+            .iter()
+            .map(|(id, scope)| HeldLease {
+                scope: scope.clone(),
+                id: id.clone(),
+            })
+            .collect();
+        drop(leases);
+        for chunk in held.chunks(MAX_RENEW_BATCH) {
+            match limiter.renew_leases(chunk, clock.now(), ttl).await {
+                Ok(renewed) => {
+                    for (lease, _) in chunk.iter().zip(renewed).filter(|(_, renewed)| !renewed) {
+                        tracing::debug!(lease = %lease.id, "a concurrency lease ended before its renewal");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "renewing concurrency leases failed"),
+            }
+        }
     }
 }
 
 impl Admission {
+    /// Creates the admission and starts its finisher and lease-renewing tasks, which stop once
+    /// it is dropped.
     pub fn new(
         limiter: Arc<dyn Limiter>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         config: &LimitsConfig,
     ) -> Self {
+        let lease_ttl = Duration::from_secs(config.lease_ttl_secs);
+        let (finisher, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run_finisher(limiter.clone(), clock.clone(), receiver));
+        let leases = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(run_lease_keeper(
+            limiter.clone(),
+            clock.clone(),
+            Arc::downgrade(&leases),
+            lease_ttl,
+        ));
         Self {
             limiter,
             clock,
             metrics,
             throttle_wait: Duration::from_millis(config.throttle_wait_ms),
-            lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+            lease_ttl,
             output_tokens_estimate: config.output_tokens_estimate,
             defaults: Defaults {
                 org: config.org.clone(),
                 team: config.team.clone(),
                 user: config.user.clone(),
             },
+            finisher,
+            leases,
         }
     }
 
@@ -251,29 +349,22 @@ impl Admission {
             };
         }
         let checks: Vec<LimitCheck> = limits.iter().map(|planned| planned.check.clone()).collect();
-        let deadline =
-            self.clock.now() + chrono::Duration::from_std(self.throttle_wait).unwrap_or_default();
+        let lease = concurrency.map(|(scope, cap)| LeaseRequest {
+            scope,
+            cap,
+            id: lease_id.to_owned(),
+            ttl: self.lease_ttl,
+        });
 
-        // NOTE: the lease and the limits are two limiter calls, so two round trips to Redis.
-        let lease = match &concurrency {
-            Some((scope, cap)) => Some(self.lease(scope, *cap, lease_id, deadline).await?),
-            None => None,
-        };
-        let admitted = match self.charge(&limits, &checks, deadline).await {
-            Ok(admitted) => admitted,
-            Err(error) => {
-                if let (Some((scope, _)), Some(_)) = (&concurrency, &lease) {
-                    self.release(scope.clone(), lease_id.to_owned());
-                }
-                return Err(error);
+        let (charged_at, statuses) = self.charge(&limits, &checks, lease.as_ref()).await?;
+
+        let lease = lease.map(|lease| {
+            lock(&self.leases).insert(lease.id.clone(), lease.scope.clone());
+            HeldLease {
+                scope: lease.scope,
+                id: lease.id,
             }
-        };
-        let (charged_at, statuses) = admitted;
-
-        let lease = match (concurrency, lease) {
-            (Some((scope, _)), Some(())) => Some(self.keep_lease(scope, lease_id.to_owned())),
-            _ => None,
-        };
+        });
         let token_counters = limits
             .into_iter()
             .filter(|planned| planned.check.counter.metric == Metric::Tokens)
@@ -282,118 +373,81 @@ impl Admission {
         Ok(Grant {
             headers: rate_headers(&statuses, charged_at),
             reservation: Some(Reservation {
-                limiter: self.limiter.clone(),
-                clock: self.clock.clone(),
+                finisher: self.finisher.clone(),
+                leases: self.leases.clone(),
                 token_counters,
                 estimate: tokens,
                 charged_at,
                 lease,
+                ended: false,
             }),
         })
     }
 
-    /// Charges every limit, waiting while the limit that refuses is `throttle` and the wait
-    /// ends before `deadline`.
+    /// Takes the lease, when there is one, and charges every limit in one limiter call. Waits
+    /// while the cap or a `throttle` limit lacks room and the wait ends within the throttle wait.
     async fn charge(
         &self,
         limits: &[Planned],
         checks: &[LimitCheck],
-        deadline: DateTime<Utc>,
+        lease: Option<&LeaseRequest>,
     ) -> Result<(DateTime<Utc>, Vec<LimitStatus>), ApiError> {
+        let deadline =
+            self.clock.now() + chrono::Duration::from_std(self.throttle_wait).unwrap_or_default();
         let mut waited = false;
         loop {
             let now = self.clock.now();
-            let rejection = match self
-                .limiter
-                .acquire(checks, now)
-                .await
-                .map_err(limiter_failed)?
-            {
-                Decision::Admitted(admission) => return Ok((now, admission.statuses)),
-                Decision::Rejected(rejection) => rejection,
+            let decision = match lease {
+                Some(lease) => self.limiter.acquire_leased(checks, lease, now).await,
+                None => self
+                    .limiter
+                    .acquire(checks, now)
+                    .await
+                    .map(LeasedDecision::Decided),
             };
-            let planned = &limits[rejection.index];
-            let counter = &planned.check.counter;
-            let throttled = planned.action == Action::Throttle;
             let left = (deadline - now).to_std().unwrap_or_default();
-            let wait = match rejection.retry_after {
-                // Request limits free only as the window moves; token limits also when an
-                // earlier request settles below its estimate.
-                Some(retry) if throttled && counter.metric == Metric::Tokens => {
-                    Some(retry.min(POLL).min(left))
+            let wait = match decision.map_err(limiter_failed)? {
+                LeasedDecision::Decided(Decision::Admitted(admission)) => {
+                    return Ok((now, admission.statuses));
                 }
-                Some(retry) if throttled && retry <= left => Some(retry),
-                _ => None,
-            };
-            match wait {
-                Some(wait) if !wait.is_zero() => {
-                    if !waited {
-                        self.metrics.count_limit_wait();
-                        waited = true;
+                LeasedDecision::LeaseRejected { retry_after, .. } => {
+                    let wait = retry_after.unwrap_or(POLL).min(POLL).min(left);
+                    if wait.is_zero() {
+                        self.metrics
+                            .count_limit_refusal(RateLimitKind::Concurrency.code());
+                        let cap = lease.map_or(0, |lease| lease.cap);
+                        return Err(ApiError::RateLimited(Box::new(RateLimited {
+                            kind: RateLimitKind::Concurrency,
+                            scope: "organization",
+                            limit_name: "concurrent requests".to_owned(),
+                            limit: cap,
+                            // A slot frees whenever a request of the org ends, usually long
+                            // before the earliest lease expires.
+                            retry_after: Some(CONCURRENCY_RETRY),
+                            headers: HeaderMap::new(),
+                        })));
                     }
-                    self.clock.sleep(wait).await;
+                    wait
                 }
-                _ => {
-                    let kind = if throttled {
-                        RateLimitKind::Throttled
-                    } else {
-                        RateLimitKind::Blocked
+                LeasedDecision::Decided(Decision::Rejected(rejection)) => {
+                    let planned = &limits[rejection.index];
+                    let counter = &planned.check.counter;
+                    let throttled = planned.action == Action::Throttle;
+                    let wait = match rejection.retry_after {
+                        // Request limits free only as the window moves; token limits also when
+                        // an earlier request settles below its estimate.
+                        Some(retry) if throttled && counter.metric == Metric::Tokens => {
+                            retry.min(POLL).min(left)
+                        }
+                        Some(retry) if throttled && retry <= left => retry,
+                        _ => Duration::ZERO,
                     };
-                    self.metrics.count_limit_refusal(kind.code());
-                    let status = &rejection.status;
-                    let error = RateLimited {
-                        kind,
-                        scope: planned.scope,
-                        limit_name: format!(
-                            "{} per {}",
-                            counter.metric.as_str(),
-                            counter.window.as_str()
-                        ),
-                        limit: status.limit,
-                        retry_after: rejection.retry_after,
-                        headers: rate_headers(std::slice::from_ref(status), now),
-                    };
-                    return Err(ApiError::RateLimited(Box::new(error)));
+                    if wait.is_zero() {
+                        return Err(self.refusal(planned, &rejection, now));
+                    }
+                    wait
                 }
-            }
-        }
-    }
-
-    /// Takes a concurrency lease of `scope`, waiting for a free slot until `deadline`.
-    async fn lease(
-        &self,
-        scope: &str,
-        cap: u64,
-        lease_id: &str,
-        deadline: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        let mut waited = false;
-        loop {
-            let now = self.clock.now();
-            let decision = self
-                .limiter
-                .acquire_lease(scope, cap, lease_id, now, self.lease_ttl)
-                .await
-                .map_err(limiter_failed)?;
-            let LeaseDecision::Rejected { retry_after, .. } = decision else {
-                return Ok(());
             };
-            let left = (deadline - now).to_std().unwrap_or_default();
-            let wait = retry_after.unwrap_or(POLL).min(POLL).min(left);
-            if wait.is_zero() {
-                self.metrics
-                    .count_limit_refusal(RateLimitKind::Concurrency.code());
-                return Err(ApiError::RateLimited(Box::new(RateLimited {
-                    kind: RateLimitKind::Concurrency,
-                    scope: "organization",
-                    limit_name: "concurrent requests".to_owned(),
-                    limit: cap,
-                    // A slot frees whenever a request of the org ends, usually long before the
-                    // earliest lease expires.
-                    retry_after: Some(CONCURRENCY_RETRY),
-                    headers: HeaderMap::new(),
-                })));
-            }
             if !waited {
                 self.metrics.count_limit_wait();
                 waited = true;
@@ -402,43 +456,28 @@ impl Admission {
         }
     }
 
-    /// Renews the lease every third of its life until the returned token is cancelled, then
-    /// releases it.
-    fn keep_lease(&self, scope: String, lease_id: String) -> DropGuard {
-        let done = CancellationToken::new();
-        let (limiter, clock, ttl) = (self.limiter.clone(), self.clock.clone(), self.lease_ttl);
-        let stop = done.clone();
-        spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = clock.sleep(ttl / 3) => {}
-                }
-                match limiter
-                    .renew_lease(&scope, &lease_id, clock.now(), ttl)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(lease = %lease_id, "a concurrency lease expired while its request ran")
-                    }
-                    Err(error) => tracing::warn!(%error, "renewing a concurrency lease failed"),
-                }
-            }
-            if let Err(error) = limiter.release_lease(&scope, &lease_id, clock.now()).await {
-                tracing::warn!(%error, "releasing a concurrency lease failed; it expires by itself");
-            }
-        });
-        done.drop_guard()
-    }
-
-    fn release(&self, scope: String, lease_id: String) {
-        let (limiter, clock) = (self.limiter.clone(), self.clock.clone());
-        spawn(async move {
-            if let Err(error) = limiter.release_lease(&scope, &lease_id, clock.now()).await {
-                tracing::warn!(%error, "releasing a concurrency lease failed; it expires by itself");
-            }
-        });
+    /// Builds the 429 of a limit that refused a request.
+    fn refusal(&self, planned: &Planned, rejection: &Rejection, now: DateTime<Utc>) -> ApiError {
+        let kind = if planned.action == Action::Throttle {
+            RateLimitKind::Throttled
+        } else {
+            RateLimitKind::Blocked
+        };
+        self.metrics.count_limit_refusal(kind.code());
+        let counter = &planned.check.counter;
+        let status = &rejection.status;
+        ApiError::RateLimited(Box::new(RateLimited {
+            kind,
+            scope: planned.scope,
+            limit_name: format!(
+                "{} per {}",
+                counter.metric.as_str(),
+                counter.window.as_str()
+            ),
+            limit: status.limit,
+            retry_after: rejection.retry_after,
+            headers: rate_headers(std::slice::from_ref(status), now),
+        }))
     }
 }
 

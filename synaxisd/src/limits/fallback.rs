@@ -19,7 +19,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::memory::MemoryLimiter;
 use super::redis::RedisLimiter;
-use super::{Adjustment, Decision, LeaseDecision, LimitCheck, LimitError, Limiter};
+use super::{
+    Adjustment, Decision, Finish, HeldLease, LeaseDecision, LeaseRequest, LeasedDecision,
+    LimitCheck, LimitError, Limiter,
+};
 
 /// Time between checks of an unreachable Redis.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -252,5 +255,52 @@ impl Limiter for FallbackLimiter {
             }
         }
         self.local.release_lease(scope, lease_id, now).await
+    }
+
+    async fn acquire_leased(
+        &self,
+        checks: &[LimitCheck],
+        lease: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<LeasedDecision, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.acquire_leased(checks, lease, now).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.metrics.local_calls.inc();
+        let local_lease = LeaseRequest {
+            cap: self.share(lease.cap),
+            ..lease.clone()
+        };
+        self.local
+            .acquire_leased(&self.local_checks(checks), &local_lease, now)
+            .await
+    }
+
+    async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.finish(ends, now).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.local.finish(ends, now).await
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: &[HeldLease],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LimitError> {
+        if let Some(redis) = self.healthy_redis() {
+            match redis.renew_leases(leases, now, ttl).await {
+                Err(error) if is_outage(&error) => self.fall_back(&error),
+                other => return other,
+            }
+        }
+        self.local.renew_leases(leases, now, ttl).await
     }
 }

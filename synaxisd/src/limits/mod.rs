@@ -155,6 +155,43 @@ pub enum LeaseDecision {
     },
 }
 
+/// A concurrency lease that [`Limiter::acquire_leased`] takes together with the charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    pub scope: String,
+    pub cap: u64,
+    pub id: String,
+    pub ttl: Duration,
+}
+
+/// A lease that a request holds: its scope and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    pub scope: String,
+    pub id: String,
+}
+
+/// The outcome of [`Limiter::acquire_leased`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeasedDecision {
+    /// The cap had room: the lease is held exactly when the decision admits.
+    Decided(Decision),
+    /// The cap had no room; nothing was charged and no lease taken.
+    LeaseRejected {
+        active: u64,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The end of one request: the corrections of its token charges and the lease to release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finish {
+    pub adjustments: Vec<Adjustment>,
+    /// The time of the charges that the adjustments correct.
+    pub charged_at: DateTime<Utc>,
+    pub lease: Option<HeldLease>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LimitError {
     #[error("invalid Redis URL for the limiter: {0}")]
@@ -237,6 +274,62 @@ pub trait Limiter: Send + Sync + Debug {
         lease_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, LimitError>;
+
+    /// Acquires `lease` and charges `checks` as [`Limiter::acquire`] does, both or neither.
+    /// The default takes the lease first and releases it when the charges are rejected; the
+    /// Redis limiter does both in one script.
+    async fn acquire_leased(
+        &self,
+        checks: &[LimitCheck],
+        lease: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<LeasedDecision, LimitError> {
+        let taken = self
+            .acquire_lease(&lease.scope, lease.cap, &lease.id, now, lease.ttl)
+            .await?;
+        if let LeaseDecision::Rejected {
+            active,
+            retry_after,
+        } = taken
+        {
+            return Ok(LeasedDecision::LeaseRejected {
+                active,
+                retry_after,
+            });
+        }
+        let decision = self.acquire(checks, now).await;
+        if !matches!(decision, Ok(Decision::Admitted(_))) {
+            self.release_lease(&lease.scope, &lease.id, now).await?;
+        }
+        decision.map(LeasedDecision::Decided)
+    }
+
+    /// Settles the adjustments and releases the leases of many finished requests. The default
+    /// makes one call per request and lease; the Redis limiter makes one in all.
+    async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
+        for end in ends {
+            self.settle(&end.adjustments, end.charged_at, now).await?;
+            if let Some(lease) = &end.lease {
+                self.release_lease(&lease.scope, &lease.id, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews many leases as [`Limiter::renew_lease`] does, returning for each whether it was
+    /// still held. The default makes one call per lease; the Redis limiter makes one in all.
+    async fn renew_leases(
+        &self,
+        leases: &[HeldLease],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LimitError> {
+        let mut renewed = Vec::with_capacity(leases.len());
+        for lease in leases {
+            renewed.push(self.renew_lease(&lease.scope, &lease.id, now, ttl).await?);
+        }
+        Ok(renewed)
+    }
 }
 
 /// Rejects limits and costs that the Redis scripts cannot add exactly, so that both

@@ -20,32 +20,38 @@ use redis::{Client, Script};
 
 use super::window::{self, Cell};
 use super::{
-    Adjustment, Counter, Decision, LeaseDecision, LimitCheck, LimitError, Limiter, duration_millis,
-    validate_adjustments, validate_checks,
+    Adjustment, Counter, Decision, Finish, HeldLease, LeaseDecision, LeaseRequest, LeasedDecision,
+    LimitCheck, LimitError, Limiter, duration_millis, validate_adjustments, validate_checks,
 };
 
 /// Time that a key outlives the last instant at which its counts matter. Gateways whose clocks
 /// differ by less than this all see the same counts.
 pub const EXPIRY_GRACE_MS: i64 = 60_000;
 
-/// Checks every limit of one call and charges all of them only when all have room.
+/// The body of [`ACQUIRE_SCRIPT`] and [`ACQUIRE_LEASED_SCRIPT`]: checks every limit of one call
+/// and charges all of them only when all have room. Before it, a prelude sets `first_key`, the
+/// index in KEYS of the first counter, `first_arg`, the index in ARGV of the first limit's
+/// arguments minus 1, and `lease`, a function run after the charges (or `nil`).
 ///
-/// KEYS[i]: the counter of limit i, a string for a fixed window or a hash of buckets for a
-/// sliding window.
+/// KEYS[first_key + i - 1]: the counter of limit i, a string for a fixed window or a hash of
+/// buckets for a sliding window.
 /// ARGV[1]: now (ms). ARGV[2]: buckets per sliding window. ARGV[3]: expiry grace (ms).
-/// ARGV[4 + 5 * (i - 1) .. 8 + 5 * (i - 1)]: per limit, its kind (`fixed` or `sliding`), limit,
+/// ARGV[first_arg + 5 * (i - 1) + 1 .. + 5]: per limit, its kind (`fixed` or `sliding`), limit,
 /// cost, current bucket index (sliding only), and the ms from which the charge stops counting.
 /// Returns 1 (admitted) or 0, then for each limit its counts before the charge: one for a fixed
 /// window, or the buckets of the counted span, oldest first.
-const ACQUIRE_SCRIPT: &str = r"
+macro_rules! acquire_body {
+    () => {
+        r"
 local now = tonumber(ARGV[1])
 local buckets = tonumber(ARGV[2])
 local grace = tonumber(ARGV[3])
 local admitted = 1
 local reply = {0}
 local pending = {}
-for i, key in ipairs(KEYS) do
-  local base = 3 + 5 * (i - 1)
+for i = first_key, #KEYS do
+  local key = KEYS[i]
+  local base = first_arg + 5 * (i - first_key)
   local counts = {}
   if ARGV[base + 1] == 'fixed' then
     counts[1] = tonumber(redis.call('GET', key) or '0')
@@ -78,8 +84,9 @@ for i, key in ipairs(KEYS) do
   pending[key] = (pending[key] or 0) + cost
 end
 if admitted == 1 then
-  for i, key in ipairs(KEYS) do
-    local base = 3 + 5 * (i - 1)
+  for i = first_key, #KEYS do
+    local key = KEYS[i]
+    local base = first_arg + 5 * (i - first_key)
     if tonumber(ARGV[base + 3]) > 0 then
       if ARGV[base + 1] == 'fixed' then
         redis.call('INCRBY', key, ARGV[base + 3])
@@ -89,10 +96,52 @@ if admitted == 1 then
       redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
     end
   end
+  if lease then
+    lease()
+  end
 end
 reply[1] = admitted
 return reply
-";
+"
+    };
+}
+
+/// Checks every limit of one call and charges all of them only when all have room; see
+/// [`acquire_body`] for the keys, arguments and reply.
+const ACQUIRE_SCRIPT: &str = concat!(
+    "local first_key, first_arg, lease = 1, 3, nil\n",
+    acquire_body!()
+);
+
+/// Takes a concurrency lease and charges every limit in one step, or does neither.
+///
+/// KEYS[1]: the leases of the scope; KEYS[2..]: the counters, as in [`acquire_body`].
+/// ARGV[1..3]: as in [`acquire_body`]. ARGV[4]: the cap. ARGV[5]: the lease id. ARGV[6]: the
+/// lease's expiry (ms). ARGV[7..]: the limits' arguments, as in [`acquire_body`].
+/// Returns {2, active leases, earliest expiry or -1} when the cap has no room, else the reply
+/// of [`acquire_body`].
+const ACQUIRE_LEASED_SCRIPT: &str = concat!(
+    r"
+local first_key, first_arg = 2, 6
+local lease_now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', lease_now)
+local held = redis.call('ZSCORE', KEYS[1], ARGV[5])
+local active = redis.call('ZCARD', KEYS[1])
+if not held and active >= tonumber(ARGV[4]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if first[2] then
+    return {2, active, tonumber(first[2])}
+  end
+  return {2, active, -1}
+end
+local function lease()
+  redis.call('ZADD', KEYS[1], ARGV[6], ARGV[5])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(last[2]) - lease_now, 0) + tonumber(ARGV[3]))
+end
+",
+    acquire_body!()
+);
 
 /// Adds signed adjustments to counters, never below zero. A negative one creates no count.
 ///
@@ -149,6 +198,66 @@ end
 return {0, active, -1}
 ";
 
+/// Settles adjustments and releases leases of many requests in one step.
+///
+/// KEYS[1..ARGV[3]]: the counters of the adjustments; the KEYS after them: the leases' scopes.
+/// ARGV[1]: now (ms). ARGV[2]: expiry grace (ms). ARGV[3]: the number of adjustments.
+/// ARGV[4 + 4 * (i - 1) .. 7 + 4 * (i - 1)]: per adjustment, its kind, bucket index (sliding
+/// only), delta, and the ms from which the charge stops counting. Then one lease id per lease.
+const FINISH_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+local adjustments = tonumber(ARGV[3])
+for i = 1, adjustments do
+  local key = KEYS[i]
+  local base = 3 + 4 * (i - 1)
+  local bucket = ARGV[base + 2]
+  local delta = ARGV[base + 3]
+  local negative = tonumber(delta) < 0
+  if ARGV[base + 1] == 'fixed' then
+    if not negative or redis.call('EXISTS', key) == 1 then
+      if redis.call('INCRBY', key, delta) < 0 then
+        redis.call('SET', key, '0', 'KEEPTTL')
+      end
+    end
+  else
+    if not negative or redis.call('HEXISTS', key, bucket) == 1 then
+      if redis.call('HINCRBY', key, bucket, delta) < 0 then
+        redis.call('HSET', key, bucket, '0')
+      end
+    end
+  end
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 4]) - now, 0) + grace)
+  end
+end
+local first_lease_arg = 3 + 4 * adjustments
+for i = adjustments + 1, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[first_lease_arg + i - adjustments])
+end
+return 0
+";
+
+/// Moves the expiry of many unexpired leases. KEYS[i]: the leases of the scope of lease i.
+/// ARGV[1]: now (ms). ARGV[2]: the new expiry (ms). ARGV[3]: grace (ms). ARGV[3 + i]: the id of
+/// lease i. Returns, per lease, 1 when renewed and 0 when it was not held.
+const RENEW_LEASES_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZSCORE', key, ARGV[3 + i]) then
+    redis.call('ZADD', key, 'XX', ARGV[2], ARGV[3 + i])
+    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIRE', key, math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[3]))
+    renewed[i] = 1
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
+";
+
 /// Moves the expiry of an unexpired lease. KEYS[1]: the leases of a scope. ARGV: now (ms), lease
 /// id, expiry (ms), grace (ms). Returns 1 when renewed, 0 when the lease is not held.
 const RENEW_LEASE_SCRIPT: &str = r"
@@ -190,6 +299,9 @@ pub struct RedisLimiter {
 #[derive(Clone)]
 struct Scripts {
     acquire: Script,
+    acquire_leased: Script,
+    finish: Script,
+    renew_leases: Script,
     settle: Script,
     acquire_lease: Script,
     renew_lease: Script,
@@ -235,6 +347,9 @@ impl RedisLimiter {
             key_prefix: key_prefix.to_owned(),
             scripts: Scripts {
                 acquire: Script::new(ACQUIRE_SCRIPT),
+                acquire_leased: Script::new(ACQUIRE_LEASED_SCRIPT),
+                finish: Script::new(FINISH_SCRIPT),
+                renew_leases: Script::new(RENEW_LEASES_SCRIPT),
                 settle: Script::new(SETTLE_SCRIPT),
                 acquire_lease: Script::new(ACQUIRE_LEASE_SCRIPT),
                 renew_lease: Script::new(RENEW_LEASE_SCRIPT),
@@ -285,6 +400,57 @@ impl RedisLimiter {
     }
 }
 
+impl RedisLimiter {
+    /// Adds the counter key and the arguments of each check to a script call.
+    fn add_limits(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        checks: &[LimitCheck],
+        cells: &[Cell],
+    ) {
+        for (check, cell) in checks.iter().zip(cells) {
+            invocation
+                .key(self.counter_key(&check.counter, cell))
+                .arg(kind_name(cell))
+                .arg(check.limit)
+                .arg(check.cost)
+                .arg(bucket_index(cell))
+                .arg(cell.expires_at_ms());
+        }
+    }
+}
+
+fn locate(checks: &[LimitCheck], now: DateTime<Utc>) -> Result<Vec<Cell>, LimitError> {
+    checks
+        .iter()
+        .map(|check| Cell::locate(&check.counter, now))
+        .collect()
+}
+
+/// Turns the reply of an acquire script into the decision, checking that Redis admitted
+/// exactly when the counts it returned have room.
+fn decide_reply(
+    reply: &[i64],
+    checks: &[LimitCheck],
+    cells: &[Cell],
+    now: DateTime<Utc>,
+) -> Result<Decision, LimitError> {
+    let (admitted, counts) = split_acquire_reply(reply, cells)?;
+    if admitted != window::all_have_room(checks, &counts) {
+        return Err(LimitError::UnexpectedReply {
+            operation: "acquire",
+            detail: format!("admitted = {admitted} disagrees with the counts {counts:?}"),
+        });
+    }
+    window::decide(checks, cells, &counts, now)
+}
+
+/// Returns the time until the earliest lease expires, from a script's `earliest` (ms, or -1 when
+/// there is none).
+fn lease_retry(earliest: i64, now_ms: i64) -> Option<Duration> {
+    (earliest >= 0).then(|| Duration::from_millis(u64::try_from(earliest - now_ms).unwrap_or(0)))
+}
+
 /// Returns the bucket index of a sliding cell, or 0 for a fixed one, whose key names its window.
 fn bucket_index(cell: &Cell) -> i64 {
     match cell {
@@ -308,38 +474,125 @@ impl Limiter for RedisLimiter {
         now: DateTime<Utc>,
     ) -> Result<Decision, LimitError> {
         validate_checks(checks)?;
-        let cells = checks
-            .iter()
-            .map(|check| Cell::locate(&check.counter, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let cells = locate(checks, now)?;
 
         let mut invocation = self.scripts.acquire.prepare_invoke();
         invocation
             .arg(now.timestamp_millis())
             .arg(window::BUCKETS)
             .arg(EXPIRY_GRACE_MS);
-        for (check, cell) in checks.iter().zip(&cells) {
-            invocation
-                .key(self.counter_key(&check.counter, cell))
-                .arg(kind_name(cell))
-                .arg(check.limit)
-                .arg(check.cost)
-                .arg(bucket_index(cell))
-                .arg(cell.expires_at_ms());
-        }
+        self.add_limits(&mut invocation, checks, &cells);
         let reply: Vec<i64> = invocation
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(Self::redis_error("acquire"))?;
+        decide_reply(&reply, checks, &cells, now)
+    }
 
-        let (admitted, counts) = split_acquire_reply(&reply, &cells)?;
-        if admitted != window::all_have_room(checks, &counts) {
-            return Err(LimitError::UnexpectedReply {
-                operation: "acquire",
-                detail: format!("admitted = {admitted} disagrees with the counts {counts:?}"),
+    async fn acquire_leased(
+        &self,
+        checks: &[LimitCheck],
+        lease: &LeaseRequest,
+        now: DateTime<Utc>,
+    ) -> Result<LeasedDecision, LimitError> {
+        validate_checks(checks)?;
+        let cells = locate(checks, now)?;
+        let now_ms = now.timestamp_millis();
+        let expires_ms = now_ms.saturating_add(duration_millis(lease.ttl));
+        window::instant(expires_ms)?;
+
+        let mut invocation = self.scripts.acquire_leased.prepare_invoke();
+        invocation
+            .key(self.lease_key(&lease.scope))
+            .arg(now_ms)
+            .arg(window::BUCKETS)
+            .arg(EXPIRY_GRACE_MS)
+            .arg(lease.cap)
+            .arg(&lease.id)
+            .arg(expires_ms);
+        self.add_limits(&mut invocation, checks, &cells);
+        let reply: Vec<i64> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("acquire_leased"))?;
+        if let [2, active, earliest] = reply.as_slice() {
+            return Ok(LeasedDecision::LeaseRejected {
+                active: u64::try_from(*active).unwrap_or(0),
+                retry_after: lease_retry(*earliest, now_ms),
             });
         }
-        window::decide(checks, &cells, &counts, now)
+        decide_reply(&reply, checks, &cells, now).map(LeasedDecision::Decided)
+    }
+
+    async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
+        let now_ms = now.timestamp_millis();
+        let mut invocation = self.scripts.finish.prepare_invoke();
+        let mut counters = 0_usize;
+        let mut adjustment_args = Vec::new();
+        for end in ends {
+            validate_adjustments(&end.adjustments)?;
+            for adjustment in &end.adjustments {
+                let cell = Cell::locate(&adjustment.counter, end.charged_at)?;
+                if adjustment.delta == 0 || !cell.counts_at(now_ms) {
+                    continue;
+                }
+                counters += 1;
+                invocation.key(self.counter_key(&adjustment.counter, &cell));
+                adjustment_args.push((
+                    kind_name(&cell),
+                    bucket_index(&cell),
+                    adjustment.delta,
+                    cell.expires_at_ms(),
+                ));
+            }
+        }
+        let leases: Vec<&HeldLease> = ends.iter().filter_map(|end| end.lease.as_ref()).collect();
+        if counters == 0 && leases.is_empty() {
+            return Ok(());
+        }
+        invocation.arg(now_ms).arg(EXPIRY_GRACE_MS).arg(counters);
+        for (kind, bucket, delta, expires_ms) in adjustment_args {
+            invocation.arg(kind).arg(bucket).arg(delta).arg(expires_ms);
+        }
+        for lease in leases {
+            invocation.key(self.lease_key(&lease.scope)).arg(&lease.id);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("finish"))?;
+        Ok(())
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: &[HeldLease],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LimitError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_ms = now.timestamp_millis();
+        let expires_ms = now_ms.saturating_add(duration_millis(ttl));
+        window::instant(expires_ms)?;
+
+        let mut invocation = self.scripts.renew_leases.prepare_invoke();
+        invocation.arg(now_ms).arg(expires_ms).arg(EXPIRY_GRACE_MS);
+        for lease in leases {
+            invocation.key(self.lease_key(&lease.scope)).arg(&lease.id);
+        }
+        let renewed: Vec<i64> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(Self::redis_error("renew_leases"))?;
+        if renewed.len() != leases.len() {
+            return Err(LimitError::UnexpectedReply {
+                operation: "renew_leases",
+                detail: format!("{} values for {} leases", renewed.len(), leases.len()),
+            });
+        }
+        Ok(renewed.into_iter().map(|flag| flag == 1).collect())
     }
 
     async fn settle(
