@@ -87,13 +87,18 @@ if admitted == 1 then
   for i = first_key, #KEYS do
     local key = KEYS[i]
     local base = first_arg + 5 * (i - first_key)
-    if tonumber(ARGV[base + 3]) > 0 then
+    local cost = tonumber(ARGV[base + 3])
+    if cost > 0 then
+      local count
       if ARGV[base + 1] == 'fixed' then
-        redis.call('INCRBY', key, ARGV[base + 3])
+        count = redis.call('INCRBY', key, cost)
       else
-        redis.call('HINCRBY', key, ARGV[base + 4], ARGV[base + 3])
+        count = redis.call('HINCRBY', key, ARGV[base + 4], cost)
       end
-      redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
+      -- A new window or bucket is the only charge that moves the key's expiry later.
+      if count == cost then
+        redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
+      end
     end
   end
   if lease then
