@@ -33,6 +33,7 @@ install=false
 build=true
 keep_logs=""
 limits_redis=""
+limits_profile="all"
 
 usage() {
     cat <<EOF
@@ -59,6 +60,9 @@ Options:
                         token limits per minute (sliding, throttle) and per day (fixed, block)
                         on the org and the user, and an org cap on concurrent requests, all
                         high enough to admit every request
+  --limits-profile P    with --limits-redis: all (the limits above, six counters) or
+                        org-minute (only the org's request and token limits per minute and
+                        its cap) [default: $limits_profile]
   --keep-logs DIR       copy the raw outputs of wrk, hey, pidstat and the servers into DIR
   --no-build            use the release binaries already built
   --install             install the missing tools with apt-get first (needs root)
@@ -86,6 +90,7 @@ parse_args() {
             --postgres-url) postgres_url="${2:?--postgres-url needs a value}"; shift 2 ;;
             --keep-logs) keep_logs="${2:?--keep-logs needs a value}"; shift 2 ;;
             --limits-redis) limits_redis="${2:?--limits-redis needs a value}"; shift 2 ;;
+            --limits-profile) limits_profile="${2:?--limits-profile needs a value}"; shift 2 ;;
             --no-build) build=false; shift ;;
             --install) install=true; shift ;;
             -h | --help) usage; exit 0 ;;
@@ -104,6 +109,8 @@ parse_args() {
         [[ "$number" =~ ^[0-9]+$ ]] \
             || fail "invalid --latency-ms or --chunk-delay-ms '$number': pass a whole number of milliseconds"
     done
+    [[ "$limits_profile" == all || "$limits_profile" == org-minute ]] \
+        || fail "invalid --limits-profile '$limits_profile': pass all or org-minute"
     postgres_url="${postgres_url%/}"
 }
 
@@ -405,11 +412,12 @@ concurrent_requests = 100000
 
 [limits.org.requests]
 per_minute = { limit = 100000000, window = "sliding", action = "throttle" }
-per_day = { limit = 1000000000, window = "fixed", action = "block" }
 
 [limits.org.tokens]
 per_minute = { limit = 100000000000, window = "sliding", action = "throttle" }
-per_day = { limit = 1000000000000, window = "fixed", action = "block" }
+EOF
+        if [[ "$limits_profile" == all ]]; then
+            cat >>"$work_dir/synaxisd.toml" <<EOF
 
 [limits.user.requests]
 per_minute = { limit = 100000000, window = "sliding", action = "throttle" }
@@ -417,7 +425,21 @@ per_minute = { limit = 100000000, window = "sliding", action = "throttle" }
 [limits.user.tokens]
 per_minute = { limit = 100000000000, window = "sliding", action = "throttle" }
 EOF
-        echo "rate limits on Redis at $limits_redis"
+            # Per-day limits are added to the org's tables above through dotted keys.
+            cat >>"$work_dir/synaxisd.toml" <<EOF
+
+[limits.org.requests.per_day]
+limit = 1000000000
+window = "fixed"
+action = "block"
+
+[limits.org.tokens.per_day]
+limit = 1000000000000
+window = "fixed"
+action = "block"
+EOF
+        fi
+        echo "rate limits on Redis at $limits_redis, profile $limits_profile"
     fi
     operator_token="$(random_hex 24)"
     # Exported for synaxisd only: synaxisctl gets the token through SYNAXIS_TOKEN.
