@@ -5,7 +5,8 @@
 //!
 //! Keys, below the configured prefix:
 //! - `limit:<scope>:<metric>:<window>:fixed:<window start ms>`: the count of a fixed window.
-//! - `limit:<scope>:<metric>:<window>:sliding`: a hash from bucket index to count.
+//! - `limit:<scope>:<metric>:<window>:sliding`: a hash from bucket index to count, with the
+//!   total `t` and the lowest bucket index `o` (see the `counter_functions` macro).
 //! - `lease:<scope>`: a sorted set of lease ids scored by expiry time in milliseconds.
 //!
 //! Every key expires [`EXPIRY_GRACE_MS`] after its last charge stops counting.
@@ -28,18 +29,122 @@ use super::{
 /// differ by less than this all see the same counts.
 pub const EXPIRY_GRACE_MS: i64 = 60_000;
 
+/// Lua functions that read and change the counters. A fixed window is a string with its count.
+/// A sliding window is a hash from bucket index to count, with two more fields: `t`, the total
+/// of the bucket fields, and `o`, the lowest bucket index among them. A read finds the total of
+/// the counted span in `t` while no bucket has left the span (`o` is still in it), so that a
+/// check reads two fields. Only when a bucket has left does it read every field, delete the old
+/// ones and write `t` and `o` again, which happens at most once per bucket length and key.
+/// Buckets ahead of the reader's span, written by a gateway whose clock runs ahead, count in
+/// `t` as if they were in the reader's current bucket.
+macro_rules! counter_functions {
+    () => {
+        r"
+local function sliding_total(key, current, buckets)
+  local oldest = current - buckets
+  local state = redis.call('HMGET', key, 't', 'o')
+  if not state[1] then
+    return 0, nil
+  end
+  local lowest = tonumber(state[2])
+  if lowest and lowest >= oldest then
+    return tonumber(state[1]), lowest
+  end
+  local total = 0
+  lowest = nil
+  local fields = redis.call('HGETALL', key)
+  for f = 1, #fields, 2 do
+    local name = fields[f]
+    if name ~= 't' and name ~= 'o' then
+      local index = tonumber(name)
+      if index < oldest then
+        redis.call('HDEL', key, name)
+      else
+        total = total + tonumber(fields[f + 1])
+        if not lowest or index < lowest then
+          lowest = index
+        end
+      end
+    end
+  end
+  if lowest then
+    redis.call('HSET', key, 't', total, 'o', lowest)
+  else
+    redis.call('HDEL', key, 't', 'o')
+  end
+  return total, lowest
+end
+
+local function sliding_add(key, bucket, delta)
+  local index = tonumber(bucket)
+  local count = redis.call('HINCRBY', key, bucket, delta)
+  local applied = delta
+  if count < 0 then
+    redis.call('HSET', key, bucket, '0')
+    applied = delta - count
+    count = 0
+  end
+  if redis.call('HINCRBY', key, 't', applied) < 0 then
+    redis.call('HSET', key, 't', '0')
+  end
+  -- Only a new bucket can be lower than `o`.
+  if count == delta then
+    local lowest = tonumber(redis.call('HGET', key, 'o'))
+    if not lowest or index < lowest then
+      redis.call('HSET', key, 'o', index)
+    end
+  end
+  return count
+end
+
+local function sliding_buckets(key, current, buckets)
+  local names = {}
+  for offset = 0, buckets do
+    names[offset + 1] = current - buckets + offset
+  end
+  local values = redis.call('HMGET', key, unpack(names))
+  local counts = {}
+  local total = 0
+  for i = 1, buckets + 1 do
+    counts[i] = tonumber(values[i] or '0')
+    total = total + counts[i]
+  end
+  local all = sliding_total(key, current, buckets)
+  counts[buckets + 1] = counts[buckets + 1] + (all - total)
+  return counts
+end
+
+local function settle_one(key, kind, bucket, delta, ends_at, now, grace)
+  local negative = tonumber(delta) < 0
+  if kind == 'fixed' then
+    if not negative or redis.call('EXISTS', key) == 1 then
+      if redis.call('INCRBY', key, delta) < 0 then
+        redis.call('SET', key, '0', 'KEEPTTL')
+      end
+    end
+  elseif not negative or redis.call('HEXISTS', key, bucket) == 1 then
+    sliding_add(key, bucket, tonumber(delta))
+  end
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, math.max(tonumber(ends_at) - now, 0) + grace)
+  end
+end
+"
+    };
+}
+
 /// The body of [`ACQUIRE_SCRIPT`] and [`ACQUIRE_LEASED_SCRIPT`]: checks every limit of one call
 /// and charges all of them only when all have room. Before it, a prelude sets `first_key`, the
 /// index in KEYS of the first counter, `first_arg`, the index in ARGV of the first limit's
 /// arguments minus 1, and `lease`, a function run after the charges (or `nil`).
 ///
-/// KEYS[first_key + i - 1]: the counter of limit i, a string for a fixed window or a hash of
-/// buckets for a sliding window.
+/// KEYS[first_key + i - 1]: the counter of limit i.
 /// ARGV[1]: now (ms). ARGV[2]: buckets per sliding window. ARGV[3]: expiry grace (ms).
 /// ARGV[first_arg + 5 * (i - 1) + 1 .. + 5]: per limit, its kind (`fixed` or `sliding`), limit,
 /// cost, current bucket index (sliding only), and the ms from which the charge stops counting.
-/// Returns 1 (admitted) or 0, then for each limit its counts before the charge: one for a fixed
-/// window, or the buckets of the counted span, oldest first.
+/// Returns 1 (admitted) and then each limit's counted total before the charge; or 0 (rejected)
+/// and then each limit's counts before the charge: one for a fixed window, or the buckets of the
+/// counted span, oldest first.
 macro_rules! acquire_body {
     () => {
         r"
@@ -52,60 +157,62 @@ local pending = {}
 for i = first_key, #KEYS do
   local key = KEYS[i]
   local base = first_arg + 5 * (i - first_key)
-  local counts = {}
+  local total
   if ARGV[base + 1] == 'fixed' then
-    counts[1] = tonumber(redis.call('GET', key) or '0')
+    total = tonumber(redis.call('GET', key) or '0')
   else
-    local oldest = tonumber(ARGV[base + 4]) - buckets
-    for offset = 1, buckets + 1 do
-      counts[offset] = 0
-    end
-    local fields = redis.call('HGETALL', key)
-    for f = 1, #fields, 2 do
-      local offset = tonumber(fields[f]) - oldest
-      if offset < 0 then
-        redis.call('HDEL', key, fields[f])
-      elseif offset <= buckets then
-        counts[offset + 1] = tonumber(fields[f + 1])
-      end
-    end
+    total = sliding_total(key, tonumber(ARGV[base + 4]), buckets)
   end
   -- A counter listed twice in one call includes the cost of its earlier entries.
-  counts[#counts] = counts[#counts] + (pending[key] or 0)
-  local total = 0
-  for _, count in ipairs(counts) do
-    total = total + count
-    reply[#reply + 1] = count
-  end
+  total = total + (pending[key] or 0)
+  reply[#reply + 1] = total
   local cost = tonumber(ARGV[base + 3])
   if total + cost > tonumber(ARGV[base + 2]) then
     admitted = 0
   end
   pending[key] = (pending[key] or 0) + cost
 end
-if admitted == 1 then
+if admitted == 0 then
+  reply = {0}
+  pending = {}
   for i = first_key, #KEYS do
     local key = KEYS[i]
     local base = first_arg + 5 * (i - first_key)
-    local cost = tonumber(ARGV[base + 3])
-    if cost > 0 then
-      local count
-      if ARGV[base + 1] == 'fixed' then
-        count = redis.call('INCRBY', key, cost)
-      else
-        count = redis.call('HINCRBY', key, ARGV[base + 4], cost)
-      end
-      -- A new window or bucket is the only charge that moves the key's expiry later.
-      if count == cost then
-        redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
-      end
+    local counts
+    if ARGV[base + 1] == 'fixed' then
+      counts = {tonumber(redis.call('GET', key) or '0')}
+    else
+      counts = sliding_buckets(key, tonumber(ARGV[base + 4]), buckets)
+    end
+    counts[#counts] = counts[#counts] + (pending[key] or 0)
+    for _, count in ipairs(counts) do
+      reply[#reply + 1] = count
+    end
+    pending[key] = (pending[key] or 0) + tonumber(ARGV[base + 3])
+  end
+  return reply
+end
+for i = first_key, #KEYS do
+  local key = KEYS[i]
+  local base = first_arg + 5 * (i - first_key)
+  local cost = tonumber(ARGV[base + 3])
+  if cost > 0 then
+    local count
+    if ARGV[base + 1] == 'fixed' then
+      count = redis.call('INCRBY', key, cost)
+    else
+      count = sliding_add(key, ARGV[base + 4], cost)
+    end
+    -- A new window or bucket is the only charge that moves the key's expiry later.
+    if count == cost then
+      redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
     end
   end
-  if lease then
-    lease()
-  end
 end
-reply[1] = admitted
+if lease then
+  lease()
+end
+reply[1] = 1
 return reply
 "
     };
@@ -114,6 +221,7 @@ return reply
 /// Checks every limit of one call and charges all of them only when all have room; see
 /// [`acquire_body`] for the keys, arguments and reply.
 const ACQUIRE_SCRIPT: &str = concat!(
+    counter_functions!(),
     "local first_key, first_arg, lease = 1, 3, nil\n",
     acquire_body!()
 );
@@ -126,6 +234,7 @@ const ACQUIRE_SCRIPT: &str = concat!(
 /// Returns {2, active leases, earliest expiry or -1} when the cap has no room, else the reply
 /// of [`acquire_body`].
 const ACQUIRE_LEASED_SCRIPT: &str = concat!(
+    counter_functions!(),
     r"
 local first_key, first_arg = 2, 6
 local lease_now = tonumber(ARGV[1])
@@ -153,33 +262,18 @@ end
 /// KEYS[i]: the counter of adjustment i. ARGV[1]: now (ms). ARGV[2]: expiry grace (ms).
 /// ARGV[3 + 4 * (i - 1) .. 6 + 4 * (i - 1)]: per adjustment, its kind, bucket index (sliding
 /// only), delta, and the ms from which the charge stops counting.
-const SETTLE_SCRIPT: &str = r"
+const SETTLE_SCRIPT: &str = concat!(
+    counter_functions!(),
+    r"
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   local base = 2 + 4 * (i - 1)
-  local bucket = ARGV[base + 2]
-  local delta = ARGV[base + 3]
-  local negative = tonumber(delta) < 0
-  if ARGV[base + 1] == 'fixed' then
-    if not negative or redis.call('EXISTS', key) == 1 then
-      if redis.call('INCRBY', key, delta) < 0 then
-        redis.call('SET', key, '0', 'KEEPTTL')
-      end
-    end
-  else
-    if not negative or redis.call('HEXISTS', key, bucket) == 1 then
-      if redis.call('HINCRBY', key, bucket, delta) < 0 then
-        redis.call('HSET', key, bucket, '0')
-      end
-    end
-  end
-  if redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 4]) - now, 0) + grace)
-  end
+  settle_one(key, ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], now, grace)
 end
 return 0
-";
+"
+);
 
 /// Drops expired leases, then adds or renews one when it is held or the cap allows it.
 ///
@@ -209,39 +303,23 @@ return {0, active, -1}
 /// ARGV[1]: now (ms). ARGV[2]: expiry grace (ms). ARGV[3]: the number of adjustments.
 /// ARGV[4 + 4 * (i - 1) .. 7 + 4 * (i - 1)]: per adjustment, its kind, bucket index (sliding
 /// only), delta, and the ms from which the charge stops counting. Then one lease id per lease.
-const FINISH_SCRIPT: &str = r"
+const FINISH_SCRIPT: &str = concat!(
+    counter_functions!(),
+    r"
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 local adjustments = tonumber(ARGV[3])
 for i = 1, adjustments do
-  local key = KEYS[i]
   local base = 3 + 4 * (i - 1)
-  local bucket = ARGV[base + 2]
-  local delta = ARGV[base + 3]
-  local negative = tonumber(delta) < 0
-  if ARGV[base + 1] == 'fixed' then
-    if not negative or redis.call('EXISTS', key) == 1 then
-      if redis.call('INCRBY', key, delta) < 0 then
-        redis.call('SET', key, '0', 'KEEPTTL')
-      end
-    end
-  else
-    if not negative or redis.call('HEXISTS', key, bucket) == 1 then
-      if redis.call('HINCRBY', key, bucket, delta) < 0 then
-        redis.call('HSET', key, bucket, '0')
-      end
-    end
-  end
-  if redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 4]) - now, 0) + grace)
-  end
+  settle_one(KEYS[i], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], now, grace)
 end
 local first_lease_arg = 3 + 4 * adjustments
 for i = adjustments + 1, #KEYS do
   redis.call('ZREM', KEYS[i], ARGV[first_lease_arg + i - adjustments])
 end
 return 0
-";
+"
+);
 
 /// Moves the expiry of many unexpired leases. KEYS[i]: the leases of the scope of lease i.
 /// ARGV[1]: now (ms). ARGV[2]: the new expiry (ms). ARGV[3]: grace (ms). ARGV[3 + i]: the id of
@@ -367,7 +445,7 @@ impl RedisLimiter {
         &self.key_prefix
     }
 
-    /// Checks that Redis answers.
+    /// Checks that Redis replies to `PING`.
     pub async fn ping(&self) -> Result<(), LimitError> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.connection.clone())
@@ -722,15 +800,22 @@ impl Limiter for RedisLimiter {
     }
 }
 
-/// Splits the reply of [`ACQUIRE_SCRIPT`] into the admitted flag and the counts of each cell.
+/// Splits the reply of an acquire script into the admitted flag and the counts of each cell.
+/// An admitted reply carries one total per cell, which goes into the cell's current bucket: the
+/// newest bucket with a count is then the current one, as it is after a charge.
 fn split_acquire_reply(reply: &[i64], cells: &[Cell]) -> Result<(bool, Vec<Vec<u64>>), LimitError> {
     let unexpected = |detail: String| LimitError::UnexpectedReply {
         operation: "acquire",
         detail,
     };
-    let expected_len = 1 + cells.iter().map(Cell::span_len).sum::<usize>();
-    let Some((admitted, mut rest)) = reply.split_first() else {
+    let Some((flag, mut rest)) = reply.split_first() else {
         return Err(unexpected("an empty reply".to_owned()));
+    };
+    let admitted = *flag == 1;
+    let expected_len = if admitted {
+        1 + cells.len()
+    } else {
+        1 + cells.iter().map(Cell::span_len).sum::<usize>()
     };
     if reply.len() != expected_len {
         return Err(unexpected(format!(
@@ -741,14 +826,20 @@ fn split_acquire_reply(reply: &[i64], cells: &[Cell]) -> Result<(bool, Vec<Vec<u
 
     let mut counts = Vec::with_capacity(cells.len());
     for cell in cells {
-        let (span, next) = rest.split_at(cell.span_len());
-        let span = span
+        let taken = if admitted { 1 } else { cell.span_len() };
+        let (span, next) = rest.split_at(taken);
+        let mut span = span
             .iter()
             .map(|count| u64::try_from(*count))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| unexpected(format!("a negative count in {span:?}")))?;
+        if admitted && span.len() < cell.span_len() {
+            let total = span.pop().unwrap_or(0);
+            span = vec![0; cell.span_len() - 1];
+            span.push(total);
+        }
         counts.push(span);
         rest = next;
     }
-    Ok((*admitted == 1, counts))
+    Ok((admitted, counts))
 }
