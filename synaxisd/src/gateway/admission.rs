@@ -505,9 +505,6 @@ static SCOPE_TOKENS: HeaderName = HeaderName::from_static("x-synaxis-ratelimit-s
 /// `x-synaxis-ratelimit-scope-*` names that limit's scope and window, such as `org/minute`.
 fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let admission = crate::limits::Admission {
-        statuses: statuses.to_vec(),
-    };
     let names = [
         (
             Metric::Requests,
@@ -529,7 +526,7 @@ fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
         ),
     ];
     for (metric, [limit, remaining, reset, scope]) in names {
-        let Some(status) = admission.closest_to_limit(metric) else {
+        let Some(status) = crate::limits::closest_to_limit(statuses, metric) else {
             continue;
         };
         headers.insert(limit.clone(), HeaderValue::from(status.limit));

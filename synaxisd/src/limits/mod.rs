@@ -109,11 +109,17 @@ impl Admission {
     /// that `x-ratelimit-*` headers report. Ties go to the fewer remaining, then to the earlier
     /// check.
     pub fn closest_to_limit(&self, metric: Metric) -> Option<&LimitStatus> {
-        self.statuses
-            .iter()
-            .filter(|status| status.counter.metric == metric)
-            .min_by(|a, b| compare_remaining_share(a, b).then(a.remaining.cmp(&b.remaining)))
+        closest_to_limit(&self.statuses, metric)
     }
+}
+
+/// Returns the status of `metric` among `statuses` with the smallest remaining share of its
+/// limit, as [`Admission::closest_to_limit`] does.
+pub fn closest_to_limit(statuses: &[LimitStatus], metric: Metric) -> Option<&LimitStatus> {
+    statuses
+        .iter()
+        .filter(|status| status.counter.metric == metric)
+        .min_by(|a, b| compare_remaining_share(a, b).then(a.remaining.cmp(&b.remaining)))
 }
 
 /// Compares `remaining / limit` of two statuses exactly, by cross-multiplying. A limit of 0 has

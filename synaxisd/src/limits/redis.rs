@@ -114,19 +114,30 @@ local function sliding_buckets(key, current, buckets)
   return counts
 end
 
+-- Sets the expiry of a key that a new window or bucket went into: on a new key, and later
+-- on an existing one, whose expiry may already be later for a newer bucket.
+local function extend_expiry(key, ends_at, now, grace)
+  local ttl = math.max(tonumber(ends_at) - now, 0) + grace
+  redis.call('PEXPIRE', key, ttl, 'NX')
+  redis.call('PEXPIRE', key, ttl, 'GT')
+end
+
 local function settle_one(key, kind, bucket, delta, ends_at, now, grace)
-  local negative = tonumber(delta) < 0
+  delta = tonumber(delta)
   if kind == 'fixed' then
-    if not negative or redis.call('EXISTS', key) == 1 then
-      if redis.call('INCRBY', key, delta) < 0 then
-        redis.call('SET', key, '0', 'KEEPTTL')
-      end
+    local count = redis.call('INCRBY', key, delta)
+    if count == delta and delta < 0 then
+      -- The counter was missing or at zero, and stays empty.
+      redis.call('DEL', key)
+    elseif count == delta then
+      extend_expiry(key, ends_at, now, grace)
+    elseif count < 0 then
+      redis.call('SET', key, '0', 'KEEPTTL')
     end
-  elseif not negative or redis.call('HEXISTS', key, bucket) == 1 then
-    sliding_add(key, bucket, tonumber(delta))
-  end
-  if redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, math.max(tonumber(ends_at) - now, 0) + grace)
+  elseif delta > 0 or redis.call('HEXISTS', key, bucket) == 1 then
+    if sliding_add(key, bucket, delta) == delta and delta > 0 then
+      extend_expiry(key, ends_at, now, grace)
+    end
   end
 end
 "
@@ -205,7 +216,7 @@ for i = first_key, #KEYS do
     end
     -- A new window or bucket is the only charge that moves the key's expiry later.
     if count == cost then
-      redis.call('PEXPIRE', key, math.max(tonumber(ARGV[base + 5]) - now, 0) + grace)
+      extend_expiry(key, ARGV[base + 5], now, grace)
     end
   end
 end
@@ -238,20 +249,22 @@ const ACQUIRE_LEASED_SCRIPT: &str = concat!(
     r"
 local first_key, first_arg = 2, 6
 local lease_now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', lease_now)
-local held = redis.call('ZSCORE', KEYS[1], ARGV[5])
+-- Expired leases are dropped only when the set looks full, since they count until then.
 local active = redis.call('ZCARD', KEYS[1])
-if not held and active >= tonumber(ARGV[4]) then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if first[2] then
-    return {2, active, tonumber(first[2])}
+if active >= tonumber(ARGV[4]) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', lease_now)
+  active = redis.call('ZCARD', KEYS[1])
+  if active >= tonumber(ARGV[4]) and not redis.call('ZSCORE', KEYS[1], ARGV[5]) then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if first[2] then
+      return {2, active, tonumber(first[2])}
+    end
+    return {2, active, -1}
   end
-  return {2, active, -1}
 end
 local function lease()
   redis.call('ZADD', KEYS[1], ARGV[6], ARGV[5])
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(last[2]) - lease_now, 0) + tonumber(ARGV[3]))
+  extend_expiry(KEYS[1], ARGV[6], lease_now, tonumber(ARGV[3]))
 end
 ",
     acquire_body!()
