@@ -888,3 +888,73 @@ async fn redis_connect_failure_names_address() {
         "{error}"
     );
 }
+
+/// Two limiters on one Redis, as two gateway processes are, send rounds of concurrent attempts
+/// at a sliding limit over ten minutes of simulated time. Every round shares one time, and time
+/// moves between rounds. No minute may contain more admissions than the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_limiters_share_sliding_bound() {
+    const LIMIT: usize = 20;
+    const WINDOW_MS: i64 = 60_000;
+    let Some(url) = service_url(REDIS_URL_ENV) else {
+        return;
+    };
+    let prefix = redis_key_prefix();
+    let mut limiters = Vec::new();
+    for _ in 0..2 {
+        let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
+            .await
+            .expect("connect redis");
+        limiters.push(Arc::new(limiter));
+    }
+    let limit = check(
+        "org:o",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Sliding,
+        LIMIT as u64,
+        1,
+    );
+    let mut rng = StdRng::seed_from_u64(20_261_205);
+    let mut now = at("2026-01-15T11:59:57.250Z");
+    let end = now + chrono::Duration::minutes(10);
+
+    let mut admitted_ms = Vec::new();
+    while now < end {
+        now += millis(rng.random_range(0..=4_000));
+        let attempts = rng.random_range(1..=12);
+        let mut tasks = Vec::with_capacity(attempts);
+        for attempt in 0..attempts {
+            let limiter = limiters[attempt % 2].clone();
+            let checks = [limit.clone()];
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire(&checks, now).await.expect("acquire")
+            }));
+        }
+        for task in tasks {
+            if task.await.expect("task").is_admitted() {
+                admitted_ms.push(now.timestamp_millis());
+            }
+        }
+    }
+
+    assert!(
+        admitted_ms.len() > 5 * LIMIT,
+        "admitted {}",
+        admitted_ms.len()
+    );
+    let mut fullest = 0;
+    for start in &admitted_ms {
+        let in_window = admitted_ms
+            .iter()
+            .filter(|time| (*start..=start + WINDOW_MS).contains(*time))
+            .count();
+        assert!(
+            in_window <= LIMIT,
+            "{in_window} admitted in the minute from {start} ms"
+        );
+        fullest = fullest.max(in_window);
+    }
+    assert_eq!(fullest, LIMIT, "some minute reaches the limit");
+    check_and_delete_keys(&url, &prefix).await;
+}
