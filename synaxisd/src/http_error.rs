@@ -340,16 +340,25 @@ impl RateLimited {
             limit,
             ..
         } = self;
+        let one = *limit == 1;
         let head = match self.kind {
             RateLimitKind::Concurrency => {
-                format!("The organization's limit of {limit} concurrent requests is reached.")
+                let requests = if one { "request" } else { "requests" };
+                format!("The organization's limit of {limit} concurrent {requests} is reached.")
             }
-            _ => format!("The {scope}'s limit of {limit} {limit_name} is reached."),
+            _ => {
+                let name = if one {
+                    limit_name.replacen("s per ", " per ", 1)
+                } else {
+                    limit_name.clone()
+                };
+                format!("The {scope}'s limit of {limit} {name} is reached.")
+            }
         };
         match self.retry_after {
             Some(wait) => format!("{head} Retry after {} s.", whole_seconds(wait)),
             None => format!(
-                "{head} This request alone is larger than the limit: lower `max_tokens` or shorten the input."
+                "{head} This request alone is larger than the limit: it is charged its input plus `max_tokens`, or plus the server's output estimate (`limits.output_tokens_estimate`) when `max_tokens` is not set. Send a smaller `max_tokens` or a shorter input."
             ),
         }
     }
@@ -358,18 +367,23 @@ impl RateLimited {
         let Self { limit, .. } = self;
         let head = match self.kind {
             RateLimitKind::Concurrency => {
-                format!("O limite de {limit} requisições simultâneas da organização foi atingido.")
+                let requests = if *limit == 1 {
+                    "requisição simultânea"
+                } else {
+                    "requisições simultâneas"
+                };
+                format!("O limite de {limit} {requests} da organização foi atingido.")
             }
             _ => format!(
                 "O limite de {limit} {} da {} foi atingido.",
-                limit_name_pt_br(&self.limit_name),
+                limit_name_pt_br(&self.limit_name, *limit == 1),
                 policy_pt_br(self.scope)
             ),
         };
         match self.retry_after {
             Some(wait) => format!("{head} Tente de novo em {} s.", whole_seconds(wait)),
             None => format!(
-                "{head} Esta requisição sozinha passa do limite: reduza `max_tokens` ou encurte a entrada."
+                "{head} Esta requisição sozinha passa do limite: ela é cobrada pela entrada mais `max_tokens`, ou mais a estimativa de saída do servidor (`limits.output_tokens_estimate`) quando `max_tokens` não é definido. Envie um `max_tokens` menor ou uma entrada mais curta."
             ),
         }
     }
@@ -380,13 +394,16 @@ pub fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// Names a limit such as `requests per minute` in Brazilian Portuguese.
-fn limit_name_pt_br(name: &str) -> String {
+/// Names a limit such as `requests per minute` in Brazilian Portuguese, in the singular for a
+/// limit of one.
+fn limit_name_pt_br(name: &str, one: bool) -> String {
     let (metric, window) = name.split_once(" per ").unwrap_or((name, ""));
-    let metric = match metric {
-        "requests" => "requisições",
-        "tokens" => "tokens",
-        other => other,
+    let metric = match (metric, one) {
+        ("requests", false) => "requisições",
+        ("requests", true) => "requisição",
+        ("tokens", false) => "tokens",
+        ("tokens", true) => "token",
+        (other, _) => other,
     };
     let window = match window {
         "minute" => "minuto",
@@ -443,5 +460,58 @@ impl From<TenancyError> for ApiError {
             TenancyError::Denied(reason) => Self::PermissionDenied(reason),
             TenancyError::Store(error) => error.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(kind: RateLimitKind, limit: u64, retry_after: Option<Duration>) -> ApiError {
+        ApiError::RateLimited(Box::new(RateLimited {
+            kind,
+            scope: "organization",
+            limit_name: "requests per minute".to_owned(),
+            limit,
+            retry_after,
+            headers: HeaderMap::new(),
+        }))
+    }
+
+    #[test]
+    fn rate_limit_messages_agree_in_number() {
+        let wait = Some(Duration::from_millis(1_500));
+        let one = limited(RateLimitKind::Blocked, 1, wait);
+        assert_eq!(
+            one.message(Locale::En),
+            "The organization's limit of 1 request per minute is reached. Retry after 2 s."
+        );
+        assert_eq!(
+            one.message(Locale::PtBr),
+            "O limite de 1 requisição por minuto da organização foi atingido. Tente de novo em 2 s."
+        );
+        let many = limited(RateLimitKind::Throttled, 5, wait);
+        assert!(many.message(Locale::En).contains("5 requests per minute"));
+        assert!(
+            many.message(Locale::PtBr)
+                .contains("5 requisições por minuto")
+        );
+        let cap = limited(RateLimitKind::Concurrency, 1, wait);
+        assert!(cap.message(Locale::En).contains("1 concurrent request is"));
+        assert!(
+            cap.message(Locale::PtBr)
+                .contains("1 requisição simultânea")
+        );
+    }
+
+    #[test]
+    fn oversized_request_message_names_the_estimate() {
+        let error = limited(RateLimitKind::Blocked, 500, None);
+        let message = error.message(Locale::En);
+        assert!(
+            message.contains("limits.output_tokens_estimate"),
+            "{message}"
+        );
+        assert!(!message.contains("Retry after"), "{message}");
     }
 }
