@@ -62,6 +62,12 @@ impl CommandError {
             | Self::Prompt(PromptError::Missing(_))
             | Self::LimitsFile(LimitsFileError::Invalid { .. } | LimitsFileError::Mixed { .. })
             | Self::MissingToken => Exit::Usage,
+            // A `--file` path that does not exist is a wrong argument, like an invalid file.
+            Self::LimitsFile(LimitsFileError::Read { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Exit::Usage
+            }
             Self::Prompt(PromptError::Terminal { .. })
             | Self::LimitsFile(LimitsFileError::Read { .. })
             | Self::AuditChainBroken { .. }
@@ -92,6 +98,18 @@ mod tests {
             message: "not found".to_owned(),
         });
         assert_eq!(error.exit(), Exit::NotFound);
+    }
+
+    #[test]
+    fn exit_of_limits_file_read_error() {
+        let read = |kind| {
+            CommandError::LimitsFile(LimitsFileError::Read {
+                input: crate::limits_file::Input::Stdin,
+                error: io::Error::from(kind),
+            })
+        };
+        assert_eq!(read(io::ErrorKind::NotFound).exit(), Exit::Usage);
+        assert_eq!(read(io::ErrorKind::PermissionDenied).exit(), Exit::Failure);
     }
 
     #[test]
