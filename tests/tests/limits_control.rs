@@ -223,13 +223,18 @@ fn set_show_and_clear(daemon: &Daemon, dir: &Path, org: &str, team: &str, user: 
         json!({"requests": {}, "tokens": {}}),
         "an empty file clears"
     );
-    let shown = json_of(&ctl(
+    let shown = ctl(
         daemon,
         &["--output", "json", "limits", "show", "--user", user],
         "",
         "en",
-    ));
-    assert_eq!(shown, json!({"requests": {}, "tokens": {}}));
+    );
+    assert_eq!(json_of(&shown), json!({"requests": {}, "tokens": {}}));
+    let note = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        note.contains("[limits.user]"),
+        "an empty set says which configured limits apply: {note}"
+    );
 }
 
 /// Returns the standard output of a command, failing the test unless it succeeded.

@@ -28,6 +28,9 @@ pub async fn run(
             let segments = path.each_ref().map(String::as_str);
             let reply = client.get::<LimitSet>(&segments, &[]).await?;
             printer.one(&reply)?;
+            if reply.body.is_empty() {
+                eprintln!("{}", printer.language().no_stored_limits());
+            }
         }
     }
     Ok(())

@@ -69,6 +69,18 @@ Limits file:
   the scope's own set, so that synaxisd's configured limits for such scopes apply.";
 
 impl Language {
+    /// Returns the note printed on standard error when a scope has no limit set of its own.
+    pub fn no_stored_limits(self) -> &'static str {
+        match self {
+            Self::En => {
+                "No limit set is stored for this scope, so synaxisd applies its configured limits for such scopes ([limits.org], [limits.team] or [limits.user] of its config)."
+            }
+            Self::PtBr => {
+                "Nenhum conjunto de limites está guardado para este escopo, então o synaxisd aplica os limites configurados para esses escopos ([limits.org], [limits.team] ou [limits.user] da configuração dele)."
+            }
+        }
+    }
+
     pub fn missing_token(self) -> &'static str {
         match self {
             Self::En => {
