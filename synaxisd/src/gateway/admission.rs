@@ -167,6 +167,9 @@ const MAX_FINISH_BATCH: usize = 512;
 
 /// Settles and releases what finished requests hand over, all that arrived since the last call
 /// in one limiter call, until every sender is dropped.
+///
+/// NOTE: shutdown does not wait for this task, so the settles and releases of the last requests
+/// can be lost: their leases then expire by themselves, and their token estimates stay counted.
 async fn run_finisher(
     limiter: Arc<dyn Limiter>,
     clock: Arc<dyn Clock>,
