@@ -122,6 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
     let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits);
+    let finisher = admission.take_finisher();
     let gateway = Gateway::new(&config, recorder, admission, &process_env)?;
     let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
@@ -151,8 +152,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writer: tracker,
     };
     server::serve(listener, server::router(state), shutdown_signal(), drain).await?;
+
+    // The server and every request are gone, so the finisher's channel closes once it has sent
+    // the last settles and lease releases.
+    if let Some(finisher) = finisher
+        && tokio::time::timeout(FINISHER_GRACE, finisher)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the last settles and lease releases did not finish in time; leases expire by themselves"
+        );
+    }
     Ok(())
 }
+
+/// Maximum wait at shutdown for the last settles and lease releases.
+const FINISHER_GRACE: Duration = Duration::from_secs(5);
 
 /// Builds the limiter of `limits.store`, and says which configured limits act as `block`
 /// because their `credit_charge` action is not enforced.

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use synaxis_shared::limits::{Action, LimitSet};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::LimitsConfig;
@@ -48,6 +49,7 @@ pub struct Admission {
     defaults: Defaults,
     /// Hands finished requests' settles and lease releases to the finisher task.
     finisher: mpsc::UnboundedSender<Finish>,
+    finisher_task: Mutex<Option<JoinHandle<()>>>,
     /// Held leases, by id to scope, which the lease keeper renews.
     leases: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -167,9 +169,6 @@ const MAX_FINISH_BATCH: usize = 512;
 
 /// Settles and releases what finished requests hand over, all that arrived since the last call
 /// in one limiter call, until every sender is dropped.
-///
-/// NOTE: shutdown does not wait for this task, so the settles and releases of the last requests
-/// can be lost: their leases then expire by themselves, and their token estimates stay counted.
 async fn run_finisher(
     limiter: Arc<dyn Limiter>,
     clock: Arc<dyn Clock>,
@@ -232,7 +231,7 @@ impl Admission {
     ) -> Self {
         let lease_ttl = Duration::from_secs(config.lease_ttl_secs);
         let (finisher, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run_finisher(limiter.clone(), clock.clone(), receiver));
+        let finisher_task = tokio::spawn(run_finisher(limiter.clone(), clock.clone(), receiver));
         let leases = Arc::new(Mutex::new(HashMap::new()));
         tokio::spawn(run_lease_keeper(
             limiter.clone(),
@@ -253,8 +252,18 @@ impl Admission {
                 user: config.user.clone(),
             },
             finisher,
+            finisher_task: Mutex::new(Some(finisher_task)),
             leases,
         }
+    }
+
+    /// Returns the finisher task, once. It ends when the admission and every reservation are
+    /// dropped, after its last settles and releases, so that shutdown can wait for it.
+    pub fn take_finisher(&self) -> Option<JoinHandle<()>> {
+        self.finisher_task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 
     /// Returns the estimate of output tokens for a request whose `max_tokens` is `max_tokens`.
