@@ -1324,3 +1324,95 @@ fn counter_key_time(key: &str) -> u64 {
         .and_then(|start| start.parse().ok())
         .expect("a window start at the end of the key")
 }
+
+/// Two daemons share a sliding limit of 30 requests per minute for 75 seconds of real time,
+/// past several bucket and minute boundaries, under a steady load of 4 requests per second.
+/// Requests go one at a time, alternating between the daemons, so that each admitted request's
+/// charge lies between its send time and its response time. No window of one minute may then
+/// contain more than 30 admissions, and some window must reach the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_keep_a_sliding_limit_across_windows() {
+    const LIMIT: usize = 30;
+    const RUN: Duration = Duration::from_secs(75);
+    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
+        return;
+    };
+    let Some(redis_url) = service_url(REDIS_URL_ENV) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url)
+        .await
+        .expect("create database");
+    let upstream = FakeUpstream::start(FakeConfig::default())
+        .await
+        .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = redis_key_prefix();
+    let config = redis_limits(
+        &redis_url,
+        &prefix,
+        "processes = 2",
+        r#"
+[limits.org.requests]
+per_minute = { limit = 30, window = "sliding", action = "block" }
+"#,
+    );
+    let daemons = tokio::task::block_in_place(|| {
+        start_daemons(2, &database.url, &upstream, dir.path(), &config)
+    });
+    let tenant = tokio::task::block_in_place(|| create_tenant(&daemons[0], "acme"));
+
+    let client = reqwest::Client::new();
+    let body = chat_body(Some(16), false);
+    let urls: Vec<String> = daemons.iter().map(Daemon::url).collect();
+    // The interval paces the load; the test waits for no state of the daemons.
+    let mut pace = tokio::time::interval(Duration::from_millis(250));
+    let started = Instant::now();
+    // (sent, arrived) in ms since the Unix epoch, of every admitted request.
+    let mut admitted: Vec<(u64, u64)> = Vec::new();
+    let mut sent_count = 0_usize;
+    while started.elapsed() < RUN && sent_count < 400 {
+        pace.tick().await;
+        let sent_ms = unix_millis();
+        let reply = chat(&client, &urls[sent_count % 2], &tenant.secret, &body).await;
+        sent_count += 1;
+        match reply.status {
+            StatusCode::OK => admitted.push((sent_ms, reply.arrived_ms)),
+            _ => assert!(
+                reply.is_rejection("quota_exceeded"),
+                "unexpected {} {:?}",
+                reply.status,
+                reply.code
+            ),
+        }
+    }
+
+    assert!(
+        admitted.len() > LIMIT,
+        "admitted {} in 75 s",
+        admitted.len()
+    );
+    let mut fullest = 0;
+    for (first_sent, first_arrived) in &admitted {
+        // Every request counted here was charged within a minute of the first one's charge.
+        let in_window = admitted
+            .iter()
+            .filter(|(sent, arrived)| *sent >= *first_arrived && *arrived < first_sent + MINUTE_MS)
+            .count()
+            + 1;
+        assert!(
+            in_window <= LIMIT,
+            "{in_window} admissions within one minute from {first_sent} ms"
+        );
+        fullest = fullest.max(in_window);
+    }
+    assert!(
+        fullest >= LIMIT - 1,
+        "the busiest minute admitted only {fullest} of {LIMIT}"
+    );
+
+    for daemon in daemons {
+        tokio::task::block_in_place(|| daemon.stop());
+    }
+    database.drop_database().await.expect("drop database");
+}
