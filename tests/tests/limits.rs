@@ -2,7 +2,8 @@
 //! exactly by two daemons on Redis, and token limits charged on an estimate and settled to the
 //! real usage. They check the `Retry-After` of `block` and `throttle` limits, and concurrency
 //! slots released when their requests end or freed by lease expiry after their holder is
-//! killed. The last test covers the fallback to local limits while Redis is down.
+//! killed. One test covers the fallback to local limits while Redis is down, and one runs two
+//! daemons for 75 seconds against a sliding limit.
 //!
 //! Fixed minute windows reset at every UTC minute boundary, so the tests that count inside one
 //! window first make sure that enough of the current minute remains (see
