@@ -144,7 +144,7 @@ impl MetricLimits {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSet {
-    /// The most requests in flight at once; only organizations have this cap.
+    /// The maximum number of requests in flight at once, a cap that only organizations have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent_requests: Option<u64>,
     #[serde(default)]
@@ -167,7 +167,7 @@ impl LimitSet {
         requests.chain(tokens)
     }
 
-    /// Returns whether the set holds no limit at all.
+    /// Returns whether the set contains no limit at all.
     pub fn is_empty(&self) -> bool {
         self.concurrent_requests.is_none() && self.rules().next().is_none()
     }

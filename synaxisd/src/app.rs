@@ -170,7 +170,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Maximum wait at shutdown for the last settles and lease releases.
 const FINISHER_GRACE: Duration = Duration::from_secs(5);
 
-/// Builds the limiter of `limits.store`, and says which configured limits act as `block`
+/// Builds the limiter of `limits.store`, and logs which configured limits act as `block`
 /// because their `credit_charge` action is not enforced.
 async fn open_limiter(
     config: &LimitsConfig,

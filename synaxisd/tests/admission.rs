@@ -21,7 +21,7 @@ use synaxisd::limits::memory::MemoryLimiter;
 use synaxisd::metrics::Metrics;
 use synaxisd::store::{AuthenticatedKey, KeyLimits};
 
-/// One second before a UTC minute ends.
+/// Returns the time one second before a UTC minute ends.
 fn start() -> DateTime<Utc> {
     "2026-03-01T12:00:59Z".parse().expect("RFC 3339 time")
 }
@@ -176,7 +176,7 @@ async fn throttle_waits_and_succeeds_when_the_window_frees() {
 }
 
 #[tokio::test]
-async fn throttle_refuses_at_once_when_the_window_frees_after_the_wait() {
+async fn throttle_rejects_when_reset_follows_wait() {
     let setup = setup(2_000);
     setup
         .clock
@@ -278,7 +278,7 @@ async fn token_estimate_settles_to_real_usage() {
         .expect("a token charge is reserved")
         .finish(250);
 
-    // The settle runs in a task of its own: poll until a request sees its result.
+    // The settle runs in a task of its own: poll until a request reads its result.
     let mut remaining = String::new();
     for _ in 0..100 {
         settle_tasks().await;

@@ -293,40 +293,77 @@ fn second_key(daemon: &Daemon, tenant: &Tenant) -> String {
     created["secret"].as_str().expect("secret").to_owned()
 }
 
+/// Two daemons on the Redis of the environment, with the org limit sets `sets` and
+/// `processes = 2`, sharing one test database, and a tenant made on the first.
+struct SharedDaemons {
+    database: TestDatabase,
+    redis_url: String,
+    prefix: String,
+    daemons: Vec<Daemon>,
+    tenant: Tenant,
+    _upstream: FakeUpstream,
+    _dir: tempfile::TempDir,
+}
+
+impl SharedDaemons {
+    /// Starts the daemons, or returns `None` when the test should skip for a missing service.
+    async fn start(sets: &str) -> Option<Self> {
+        let admin_url = service_url(DATABASE_URL_ENV)?;
+        let redis_url = service_url(REDIS_URL_ENV)?;
+        let database = TestDatabase::create(&admin_url)
+            .await
+            .expect("create database");
+        let upstream = FakeUpstream::start(FakeConfig::default())
+            .await
+            .expect("fake upstream");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prefix = redis_key_prefix();
+        let config = redis_limits(&redis_url, &prefix, "processes = 2", sets);
+        let daemons = tokio::task::block_in_place(|| {
+            start_daemons(2, &database.url, &upstream, dir.path(), &config)
+        });
+        let tenant = tokio::task::block_in_place(|| create_tenant(&daemons[0], "acme"));
+        Some(Self {
+            database,
+            redis_url,
+            prefix,
+            daemons,
+            tenant,
+            _upstream: upstream,
+            _dir: dir,
+        })
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.daemons.iter().map(Daemon::url).collect()
+    }
+
+    async fn stop(self) {
+        for daemon in self.daemons {
+            tokio::task::block_in_place(|| daemon.stop());
+        }
+        self.database.drop_database().await.expect("drop database");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_daemons_share_a_fixed_limit_exactly() {
-    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
-        return;
-    };
-    let Some(redis_url) = service_url(REDIS_URL_ENV) else {
-        return;
-    };
-    let database = TestDatabase::create(&admin_url)
-        .await
-        .expect("create database");
-    let upstream = FakeUpstream::start(FakeConfig::default())
-        .await
-        .expect("fake upstream");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = redis_key_prefix();
-    let config = redis_limits(
-        &redis_url,
-        &prefix,
-        "processes = 2",
+    let Some(shared) = SharedDaemons::start(
         r#"
 [limits.org.requests]
 per_minute = { limit = 100, window = "fixed", action = "block" }
 "#,
-    );
-    let daemons = tokio::task::block_in_place(|| {
-        start_daemons(2, &database.url, &upstream, dir.path(), &config)
-    });
-    let tenant = tokio::task::block_in_place(|| create_tenant(&daemons[0], "acme"));
+    )
+    .await
+    else {
+        return;
+    };
+    let (redis_url, prefix, tenant) = (&shared.redis_url, &shared.prefix, &shared.tenant);
 
     ensure_minute_room(Duration::from_secs(15)).await;
     let client = reqwest::Client::new();
     let body = chat_body(Some(16), false);
-    let urls: Vec<String> = daemons.iter().map(Daemon::url).collect();
+    let urls = shared.urls();
     let requests = (0..500).map(|index| chat(&client, &urls[index % 2], &tenant.secret, &body));
     let replies = join_all(requests).await;
     let finished_ms = unix_millis();
@@ -358,9 +395,9 @@ per_minute = { limit = 100, window = "fixed", action = "block" }
         );
     }
 
-    let key = org_minute_key(&prefix, &tenant.org_id, "requests", finished_ms);
+    let key = org_minute_key(prefix, &tenant.org_id, "requests", finished_ms);
     assert_eq!(
-        redis_count(&redis_url, &key).await,
+        redis_count(redis_url, &key).await,
         100,
         "the shared counter {key} counts only admitted requests"
     );
@@ -377,10 +414,7 @@ per_minute = { limit = 100, window = "fixed", action = "block" }
         "refusals counted by the two daemons: {refusals}"
     );
 
-    for daemon in daemons {
-        tokio::task::block_in_place(|| daemon.stop());
-    }
-    database.drop_database().await.expect("drop database");
+    shared.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1138,7 +1172,7 @@ async fn wait_for_sent(sent: &[Arc<AtomicUsize>], targets: &[usize], timeout: Du
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_outage_falls_back_to_local_shares_and_returns() {
+async fn redis_outage_falls_back_and_returns() {
     let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
         return;
     };
@@ -1335,37 +1369,20 @@ fn counter_key_time(key: &str) -> u64 {
 async fn two_daemons_keep_a_sliding_limit_across_windows() {
     const LIMIT: usize = 30;
     const RUN: Duration = Duration::from_secs(75);
-    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
-        return;
-    };
-    let Some(redis_url) = service_url(REDIS_URL_ENV) else {
-        return;
-    };
-    let database = TestDatabase::create(&admin_url)
-        .await
-        .expect("create database");
-    let upstream = FakeUpstream::start(FakeConfig::default())
-        .await
-        .expect("fake upstream");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let prefix = redis_key_prefix();
-    let config = redis_limits(
-        &redis_url,
-        &prefix,
-        "processes = 2",
+    let Some(shared) = SharedDaemons::start(
         r#"
 [limits.org.requests]
 per_minute = { limit = 30, window = "sliding", action = "block" }
 "#,
-    );
-    let daemons = tokio::task::block_in_place(|| {
-        start_daemons(2, &database.url, &upstream, dir.path(), &config)
-    });
-    let tenant = tokio::task::block_in_place(|| create_tenant(&daemons[0], "acme"));
+    )
+    .await
+    else {
+        return;
+    };
 
     let client = reqwest::Client::new();
     let body = chat_body(Some(16), false);
-    let urls: Vec<String> = daemons.iter().map(Daemon::url).collect();
+    let urls = shared.urls();
     // The interval paces the load; the test waits for no state of the daemons.
     let mut pace = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
@@ -1375,7 +1392,7 @@ per_minute = { limit = 30, window = "sliding", action = "block" }
     while started.elapsed() < RUN && sent_count < 400 {
         pace.tick().await;
         let sent_ms = unix_millis();
-        let reply = chat(&client, &urls[sent_count % 2], &tenant.secret, &body).await;
+        let reply = chat(&client, &urls[sent_count % 2], &shared.tenant.secret, &body).await;
         sent_count += 1;
         match reply.status {
             StatusCode::OK => admitted.push((sent_ms, reply.arrived_ms)),
@@ -1412,8 +1429,5 @@ per_minute = { limit = 30, window = "sliding", action = "block" }
         "the busiest minute admitted only {fullest} of {LIMIT}"
     );
 
-    for daemon in daemons {
-        tokio::task::block_in_place(|| daemon.stop());
-    }
-    database.drop_database().await.expect("drop database");
+    shared.stop().await;
 }

@@ -497,8 +497,8 @@ fn or_default<'a>(stored: &'a LimitSet, default: &'a LimitSet) -> &'a LimitSet {
     if stored.is_empty() { default } else { stored }
 }
 
-/// A limiter error that is not an outage, such as an amount above the maximum: the request
-/// fails rather than go unlimited.
+/// Turns a limiter error that is not an outage, such as an amount above the maximum, into a 500,
+/// so that the request fails rather than go unlimited.
 fn limiter_failed(error: LimitError) -> ApiError {
     tracing::error!(%error, "the limiter failed");
     ApiError::Internal

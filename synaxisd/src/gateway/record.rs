@@ -163,7 +163,7 @@ impl PendingRecord {
         self.prompt = Some((endpoint, body));
     }
 
-    /// Keeps what the request's admission holds until the record is finished.
+    /// Keeps the request's reservation of limits until the record is finished.
     pub fn reserve(&mut self, reservation: Reservation) {
         self.reservation = Some(reservation);
     }

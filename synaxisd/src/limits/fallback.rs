@@ -1,12 +1,12 @@
-//! The production limiter: Redis while it answers, and local counters while it does not, so that
-//! an outage never leaves requests unlimited.
+//! The production limiter: Redis while it responds, and local counters while it does not, so
+//! that an outage never leaves requests unlimited.
 //!
 //! While Redis is unreachable, each process enforces its share of every limit and concurrency
 //! cap on its own: the limit divided by `limits.processes`, rounded down, and at least 1. The
 //! region as a whole then admits at most `limit` per window (or `processes` when the limit is
 //! smaller than that), plus, in the window in which the outage starts, what Redis had counted
-//! before it, because local counters start empty. A task checks Redis every second and the
-//! limiter returns to it as soon as it answers; the local counters are then dropped.
+//! before it, because local counters start empty. A task pings Redis every second, and the
+//! limiter returns to Redis as soon as it responds. The local counters are then dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -27,14 +27,14 @@ use super::{
 /// Time between checks of an unreachable Redis.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where the fallback limiter reports its state.
+/// The metrics of the fallback limiter's state.
 #[derive(Clone, Debug, Default)]
 pub struct FallbackMetrics {
-    /// 1 while local limits answer, else 0.
+    /// 1 while local limits apply, else 0.
     pub active: Gauge,
     /// Switches from Redis to local limits.
     pub switches: Counter,
-    /// Calls answered by local limits.
+    /// Calls decided by local limits.
     pub local_calls: Counter,
 }
 
@@ -53,7 +53,7 @@ pub struct FallbackLimiter {
 
 impl FallbackLimiter {
     /// Connects to Redis at `url` and starts the task that watches it. When Redis cannot be
-    /// reached now, the limiter starts on local limits and moves to Redis once it answers.
+    /// reached now, the limiter starts on local limits and moves to Redis once it responds.
     pub async fn start(
         url: &str,
         key_prefix: &str,
@@ -83,7 +83,7 @@ impl FallbackLimiter {
         Ok(limiter)
     }
 
-    /// Returns whether local limits answer now.
+    /// Returns whether local limits apply now.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
     }
@@ -111,7 +111,7 @@ impl FallbackLimiter {
 
     fn recover(&self) {
         if self.degraded.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis answers again; limits are enforced on Redis");
+            tracing::info!("Redis responds again, so limits are enforced on Redis");
             self.metrics.active.set(0);
             self.local.clear();
         }
@@ -130,6 +130,24 @@ impl FallbackLimiter {
                 ..check.clone()
             })
             .collect()
+    }
+
+    /// Makes `call` on Redis while Redis is in use. Returns `None` when local limits must
+    /// apply instead, because Redis was already out or the call found it unreachable.
+    async fn on_redis<'a, T, F>(
+        &'a self,
+        call: impl FnOnce(&'a RedisLimiter) -> F,
+    ) -> Option<Result<T, LimitError>>
+    where
+        F: Future<Output = Result<T, LimitError>>,
+    {
+        match call(self.healthy_redis()?).await {
+            Err(error) if is_outage(&error) => {
+                self.fall_back(&error);
+                None
+            }
+            other => Some(other),
+        }
     }
 }
 
@@ -154,7 +172,7 @@ async fn watch(limiter: Weak<FallbackLimiter>) {
         if !limiter.is_degraded() {
             continue;
         }
-        let answered = match limiter.redis.get() {
+        let responded = match limiter.redis.get() {
             Some(redis) => redis.ping().await.is_ok(),
             None => {
                 match RedisLimiter::connect(&limiter.url, &limiter.key_prefix, limiter.timeout)
@@ -168,7 +186,7 @@ async fn watch(limiter: Weak<FallbackLimiter>) {
                 }
             }
         };
-        if answered {
+        if responded {
             limiter.recover();
         }
     }
@@ -181,11 +199,8 @@ impl Limiter for FallbackLimiter {
         checks: &[LimitCheck],
         now: DateTime<Utc>,
     ) -> Result<Decision, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.acquire(checks, now).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self.on_redis(|redis| redis.acquire(checks, now)).await {
+            return result;
         }
         self.metrics.local_calls.inc();
         self.local.acquire(&self.local_checks(checks), now).await
@@ -197,11 +212,11 @@ impl Limiter for FallbackLimiter {
         charged_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.settle(adjustments, charged_at, now).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.settle(adjustments, charged_at, now))
+            .await
+        {
+            return result;
         }
         self.local.settle(adjustments, charged_at, now).await
     }
@@ -214,11 +229,11 @@ impl Limiter for FallbackLimiter {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<LeaseDecision, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.acquire_lease(scope, cap, lease_id, now, ttl).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.acquire_lease(scope, cap, lease_id, now, ttl))
+            .await
+        {
+            return result;
         }
         self.metrics.local_calls.inc();
         self.local
@@ -233,11 +248,11 @@ impl Limiter for FallbackLimiter {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<bool, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.renew_lease(scope, lease_id, now, ttl).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.renew_lease(scope, lease_id, now, ttl))
+            .await
+        {
+            return result;
         }
         self.local.renew_lease(scope, lease_id, now, ttl).await
     }
@@ -248,11 +263,11 @@ impl Limiter for FallbackLimiter {
         lease_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.release_lease(scope, lease_id, now).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.release_lease(scope, lease_id, now))
+            .await
+        {
+            return result;
         }
         self.local.release_lease(scope, lease_id, now).await
     }
@@ -263,11 +278,11 @@ impl Limiter for FallbackLimiter {
         lease: &LeaseRequest,
         now: DateTime<Utc>,
     ) -> Result<LeasedDecision, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.acquire_leased(checks, lease, now).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.acquire_leased(checks, lease, now))
+            .await
+        {
+            return result;
         }
         self.metrics.local_calls.inc();
         let local_lease = LeaseRequest {
@@ -280,11 +295,8 @@ impl Limiter for FallbackLimiter {
     }
 
     async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.finish(ends, now).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self.on_redis(|redis| redis.finish(ends, now)).await {
+            return result;
         }
         self.local.finish(ends, now).await
     }
@@ -295,11 +307,11 @@ impl Limiter for FallbackLimiter {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<Vec<bool>, LimitError> {
-        if let Some(redis) = self.healthy_redis() {
-            match redis.renew_leases(leases, now, ttl).await {
-                Err(error) if is_outage(&error) => self.fall_back(&error),
-                other => return other,
-            }
+        if let Some(result) = self
+            .on_redis(|redis| redis.renew_leases(leases, now, ttl))
+            .await
+        {
+            return result;
         }
         self.local.renew_leases(leases, now, ttl).await
     }

@@ -153,9 +153,9 @@ end
 /// ARGV[1]: now (ms). ARGV[2]: buckets per sliding window. ARGV[3]: expiry grace (ms).
 /// ARGV[first_arg + 5 * (i - 1) + 1 .. + 5]: per limit, its kind (`fixed` or `sliding`), limit,
 /// cost, current bucket index (sliding only), and the ms from which the charge stops counting.
-/// Returns 1 (admitted) and then each limit's counted total before the charge; or 0 (rejected)
-/// and then each limit's counts before the charge: one for a fixed window, or the buckets of the
-/// counted span, oldest first.
+/// When all limits have room, returns 1 and then each limit's counted total before the charge.
+/// Otherwise returns 0 and then each limit's counts: one for a fixed window, or the buckets of
+/// the counted span, oldest first.
 macro_rules! acquire_body {
     () => {
         r"
@@ -270,24 +270,6 @@ end
     acquire_body!()
 );
 
-/// Adds signed adjustments to counters, never below zero. A negative one creates no count.
-///
-/// KEYS[i]: the counter of adjustment i. ARGV[1]: now (ms). ARGV[2]: expiry grace (ms).
-/// ARGV[3 + 4 * (i - 1) .. 6 + 4 * (i - 1)]: per adjustment, its kind, bucket index (sliding
-/// only), delta, and the ms from which the charge stops counting.
-const SETTLE_SCRIPT: &str = concat!(
-    counter_functions!(),
-    r"
-local now = tonumber(ARGV[1])
-local grace = tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
-  local base = 2 + 4 * (i - 1)
-  settle_one(key, ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], now, grace)
-end
-return 0
-"
-);
-
 /// Drops expired leases, then adds or renews one when it is held or the cap allows it.
 ///
 /// KEYS[1]: the leases of a scope. ARGV: now (ms), cap, lease id, expiry (ms), grace (ms).
@@ -354,20 +336,6 @@ end
 return renewed
 ";
 
-/// Moves the expiry of an unexpired lease. KEYS[1]: the leases of a scope. ARGV: now (ms), lease
-/// id, expiry (ms), grace (ms). Returns 1 when renewed, 0 when the lease is not held.
-const RENEW_LEASE_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[2])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], math.max(tonumber(last[2]) - now, 0) + tonumber(ARGV[4]))
-return 1
-";
-
 /// Removes a lease. KEYS[1]: the leases of a scope. ARGV: now (ms), lease id. Returns 1 when the
 /// removed lease was unexpired, else 0.
 const RELEASE_LEASE_SCRIPT: &str = r"
@@ -398,9 +366,7 @@ struct Scripts {
     acquire_leased: Script,
     finish: Script,
     renew_leases: Script,
-    settle: Script,
     acquire_lease: Script,
-    renew_lease: Script,
     release_lease: Script,
 }
 
@@ -446,9 +412,7 @@ impl RedisLimiter {
                 acquire_leased: Script::new(ACQUIRE_LEASED_SCRIPT),
                 finish: Script::new(FINISH_SCRIPT),
                 renew_leases: Script::new(RENEW_LEASES_SCRIPT),
-                settle: Script::new(SETTLE_SCRIPT),
                 acquire_lease: Script::new(ACQUIRE_LEASE_SCRIPT),
-                renew_lease: Script::new(RENEW_LEASE_SCRIPT),
                 release_lease: Script::new(RELEASE_LEASE_SCRIPT),
             },
         })
@@ -623,7 +587,8 @@ impl Limiter for RedisLimiter {
     async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
         let now_ms = now.timestamp_millis();
         let mut invocation = self.scripts.finish.prepare_invoke();
-        let mut counters = 0_usize;
+
+        // Keys go in order: the counters of the adjustments, then the lease sets.
         let mut adjustment_args = Vec::new();
         for end in ends {
             validate_adjustments(&end.adjustments)?;
@@ -632,7 +597,6 @@ impl Limiter for RedisLimiter {
                 if adjustment.delta == 0 || !cell.counts_at(now_ms) {
                     continue;
                 }
-                counters += 1;
                 invocation.key(self.counter_key(&adjustment.counter, &cell));
                 adjustment_args.push((
                     kind_name(&cell),
@@ -643,16 +607,21 @@ impl Limiter for RedisLimiter {
             }
         }
         let leases: Vec<&HeldLease> = ends.iter().filter_map(|end| end.lease.as_ref()).collect();
-        if counters == 0 && leases.is_empty() {
+        if adjustment_args.is_empty() && leases.is_empty() {
             return Ok(());
         }
-        invocation.arg(now_ms).arg(EXPIRY_GRACE_MS).arg(counters);
+
+        invocation
+            .arg(now_ms)
+            .arg(EXPIRY_GRACE_MS)
+            .arg(adjustment_args.len());
         for (kind, bucket, delta, expires_ms) in adjustment_args {
             invocation.arg(kind).arg(bucket).arg(delta).arg(expires_ms);
         }
         for lease in leases {
             invocation.key(self.lease_key(&lease.scope)).arg(&lease.id);
         }
+
         let _: i64 = invocation
             .invoke_async(&mut self.connection.clone())
             .await
@@ -697,34 +666,12 @@ impl Limiter for RedisLimiter {
         charged_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), LimitError> {
-        validate_adjustments(adjustments)?;
-        let now_ms = now.timestamp_millis();
-
-        let mut invocation = self.scripts.settle.prepare_invoke();
-        invocation.arg(now_ms).arg(EXPIRY_GRACE_MS);
-        let mut any = false;
-        for adjustment in adjustments {
-            let cell = Cell::locate(&adjustment.counter, charged_at)?;
-            if adjustment.delta == 0 || !cell.counts_at(now_ms) {
-                continue;
-            }
-            any = true;
-            invocation
-                .key(self.counter_key(&adjustment.counter, &cell))
-                .arg(kind_name(&cell))
-                .arg(bucket_index(&cell))
-                .arg(adjustment.delta)
-                .arg(cell.expires_at_ms());
-        }
-        if !any {
-            return Ok(());
-        }
-
-        let _: i64 = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(Self::redis_error("settle"))?;
-        Ok(())
+        let end = Finish {
+            adjustments: adjustments.to_vec(),
+            charged_at,
+            lease: None,
+        };
+        self.finish(std::slice::from_ref(&end), now).await
     }
 
     async fn acquire_lease(
@@ -776,22 +723,12 @@ impl Limiter for RedisLimiter {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<bool, LimitError> {
-        let now_ms = now.timestamp_millis();
-        let expires_ms = now_ms.saturating_add(duration_millis(ttl));
-        window::instant(expires_ms)?;
-
-        let renewed: i64 = self
-            .scripts
-            .renew_lease
-            .key(self.lease_key(scope))
-            .arg(now_ms)
-            .arg(lease_id)
-            .arg(expires_ms)
-            .arg(EXPIRY_GRACE_MS)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(Self::redis_error("renew_lease"))?;
-        Ok(renewed == 1)
+        let lease = HeldLease {
+            scope: scope.to_owned(),
+            id: lease_id.to_owned(),
+        };
+        let renewed = self.renew_leases(&[lease], now, ttl).await?;
+        Ok(renewed.first().copied().unwrap_or(false))
     }
 
     async fn release_lease(
