@@ -330,7 +330,7 @@ async fn accept_request(
         *arrived += 1;
     });
 
-    tokio::time::sleep(state.config.latency).await;
+    pause(state.config.latency).await;
 
     if state.config.reset_connection {
         return Err(Box::new(reset_response()));
@@ -397,7 +397,8 @@ fn sse_event(name: Option<&str>, data: &Value) -> Bytes {
     }
 }
 
-/// Waits `delay` between stream chunks.
+/// Waits `delay`, and returns at once when it is zero: a zero-length tokio sleep still waits
+/// for the next tick of the timer, up to a millisecond.
 async fn pause(delay: Duration) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
