@@ -773,6 +773,107 @@ async fn batched_renewal_keeps_leases(limiter: Arc<dyn Limiter>) {
     ));
 }
 
+/// Calls that arrive together, with leases and limits in several scopes, are decided one after
+/// another: the Redis limiter sends them to Redis in shared calls, and each must still count
+/// the charges and leases of the ones admitted before it.
+async fn concurrent_leased_acquires_share_counts(limiter: Arc<dyn Limiter>) {
+    const CALLS: usize = 60;
+    let now = at("2026-01-15T12:00:30Z");
+    let tokens = check(
+        "org:o",
+        Metric::Tokens,
+        Window::Minute,
+        WindowKind::Sliding,
+        1_000,
+        30,
+    );
+    let requests = check(
+        "user:u",
+        Metric::Requests,
+        Window::Day,
+        WindowKind::Fixed,
+        40,
+        1,
+    );
+    let checks = [tokens.clone(), requests.clone()];
+    let round = |cap: u64, round: usize| {
+        let limiter = limiter.clone();
+        let checks = checks.to_vec();
+        async move {
+            let barrier = Arc::new(Barrier::new(CALLS));
+            let mut tasks = Vec::with_capacity(CALLS);
+            for call in 0..CALLS {
+                let limiter = limiter.clone();
+                let barrier = barrier.clone();
+                let checks = checks.clone();
+                let lease = LeaseRequest {
+                    scope: "org:o".to_owned(),
+                    cap,
+                    id: format!("lease-{round}-{call}"),
+                    ttl: Duration::from_secs(30),
+                };
+                tasks.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    let decision = limiter.acquire_leased(&checks, &lease, now).await;
+                    (lease.id, decision.expect("acquire leased"))
+                }));
+            }
+            let mut admitted_leases = Vec::new();
+            let mut rejections = Vec::new();
+            let mut lease_rejections = 0;
+            for task in tasks {
+                match task.await.expect("task") {
+                    (id, LeasedDecision::Decided(Decision::Admitted(_))) => {
+                        admitted_leases.push(id)
+                    }
+                    (_, LeasedDecision::Decided(Decision::Rejected(rejection))) => {
+                        rejections.push(rejection);
+                    }
+                    (_, LeasedDecision::LeaseRejected { active, .. }) => {
+                        assert_eq!(active, cap, "a rejected lease reports the full cap");
+                        lease_rejections += 1;
+                    }
+                }
+            }
+            (admitted_leases, rejections, lease_rejections)
+        }
+    };
+
+    // The cap binds first: 20 of 60 are admitted, charging 600 tokens and 20 requests.
+    let (admitted_leases, rejections, lease_rejections) = round(20, 1).await;
+    assert_eq!(admitted_leases.len(), 20);
+    assert_eq!(rejections.len(), 0);
+    assert_eq!(lease_rejections, 40);
+    assert_eq!(
+        remaining(limiter.as_ref(), &checks, now).await,
+        vec![400, 20]
+    );
+
+    // With the leases released and a higher cap, the tokens bind: 13 more fit in 400.
+    let ends: Vec<Finish> = admitted_leases
+        .into_iter()
+        .map(|id| Finish {
+            adjustments: Vec::new(),
+            charged_at: now,
+            lease: Some(HeldLease {
+                scope: "org:o".to_owned(),
+                id,
+            }),
+        })
+        .collect();
+    limiter.finish(&ends, now).await.expect("finish");
+    let (held, refusals, lease_refusals) = round(100, 2).await;
+    assert_eq!((held.len(), refusals.len(), lease_refusals), (13, 47, 0));
+    for refusal in &refusals {
+        assert_eq!(refusal.index, 0, "the token limit refuses");
+        assert_eq!(
+            refusal.status.remaining, 10,
+            "refusals see every admitted charge"
+        );
+    }
+    assert_eq!(remaining(limiter.as_ref(), &checks, now).await, vec![10, 7]);
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -814,6 +915,7 @@ contract_tests!(
     settle_moves_token_counters,
     settle_reaches_charged_sliding_bucket,
     concurrent_acquires_admit_exactly_limit,
+    concurrent_leased_acquires_share_counts,
     leases_cap_release_and_expire,
     leased_acquire_takes_both_or_neither,
     batched_finish_settles_and_releases,

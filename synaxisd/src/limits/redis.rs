@@ -1,7 +1,9 @@
 //! The Redis limiter, shared by every gateway process of a region. Each method is one Lua script
 //! run by `EVALSHA`, so a call is atomic and takes one round trip, whatever the number of scopes
-//! and windows it checks. The caller's time goes into every script as milliseconds since the
-//! Unix epoch; the scripts never read the clock of Redis.
+//! and windows it checks. Acquisitions from concurrent requests of one process share a call: a
+//! task sends the ones that wait together in one script call, which reads each counter once
+//! and writes it once for all of them. The caller's time goes into every script as
+//! milliseconds since the Unix epoch; the scripts never read the clock of Redis.
 //!
 //! Keys, below the configured prefix:
 //! - `limit:<scope>:<metric>:<window>:fixed:<window start ms>`: the count of a fixed window.
@@ -11,6 +13,7 @@
 //!
 //! Every key expires [`EXPIRY_GRACE_MS`] after its last charge stops counting.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
+use tokio::sync::{mpsc, oneshot};
 
 use super::window::{self, Cell};
 use super::{
@@ -144,130 +148,237 @@ end
     };
 }
 
-/// The body of [`ACQUIRE_SCRIPT`] and [`ACQUIRE_LEASED_SCRIPT`]: checks every limit of one call
-/// and charges all of them only when all have room. Before it, a prelude sets `first_key`, the
-/// index in KEYS of the first counter, `first_arg`, the index in ARGV of the first limit's
-/// arguments minus 1, and `lease`, a function run after the charges (or `nil`).
+/// Checks and charges the limits of many requests, in the order they came, each with or without
+/// a concurrency lease. Each request is admitted when its lease (if any) and every one of its
+/// limits have room, counting the charges of the requests admitted before it in the same call,
+/// and then its charges count for the requests after it. A rejected request charges nothing.
+/// The script reads each counter and lease set once per call. It writes the charges of all
+/// admitted requests at the end, one write per counter and bucket.
 ///
-/// KEYS[first_key + i - 1]: the counter of limit i.
-/// ARGV[1]: now (ms). ARGV[2]: buckets per sliding window. ARGV[3]: expiry grace (ms).
-/// ARGV[first_arg + 5 * (i - 1) + 1 .. + 5]: per limit, its kind (`fixed` or `sliding`), limit,
-/// cost, current bucket index (sliding only), and the ms from which the charge stops counting.
-/// When all limits have room, returns 1 and then each limit's counted total before the charge.
-/// Otherwise returns 0 and then each limit's counts: one for a fixed window, or the buckets of
-/// the counted span, oldest first.
-macro_rules! acquire_body {
-    () => {
-        r"
-local now = tonumber(ARGV[1])
-local buckets = tonumber(ARGV[2])
-local grace = tonumber(ARGV[3])
-local admitted = 1
-local reply = {0}
-local pending = {}
-for i = first_key, #KEYS do
-  local key = KEYS[i]
-  local base = first_arg + 5 * (i - first_key)
-  local total
-  if ARGV[base + 1] == 'fixed' then
-    total = tonumber(redis.call('GET', key) or '0')
-  else
-    total = sliding_total(key, tonumber(ARGV[base + 4]), buckets)
-  end
-  -- A counter listed twice in one call includes the cost of its earlier entries.
-  total = total + (pending[key] or 0)
-  reply[#reply + 1] = total
-  local cost = tonumber(ARGV[base + 3])
-  if total + cost > tonumber(ARGV[base + 2]) then
-    admitted = 0
-  end
-  pending[key] = (pending[key] or 0) + cost
-end
-if admitted == 0 then
-  reply = {0}
-  pending = {}
-  for i = first_key, #KEYS do
-    local key = KEYS[i]
-    local base = first_arg + 5 * (i - first_key)
-    local counts
-    if ARGV[base + 1] == 'fixed' then
-      counts = {tonumber(redis.call('GET', key) or '0')}
-    else
-      counts = sliding_buckets(key, tonumber(ARGV[base + 4]), buckets)
-    end
-    counts[#counts] = counts[#counts] + (pending[key] or 0)
-    for _, count in ipairs(counts) do
-      reply[#reply + 1] = count
-    end
-    pending[key] = (pending[key] or 0) + tonumber(ARGV[base + 3])
-  end
-  return reply
-end
-for i = first_key, #KEYS do
-  local key = KEYS[i]
-  local base = first_arg + 5 * (i - first_key)
-  local cost = tonumber(ARGV[base + 3])
-  if cost > 0 then
-    local count
-    if ARGV[base + 1] == 'fixed' then
-      count = redis.call('INCRBY', key, cost)
-    else
-      count = sliding_add(key, ARGV[base + 4], cost)
-    end
-    -- A new window or bucket is the only charge that moves the key's expiry later.
-    if count == cost then
-      extend_expiry(key, ARGV[base + 5], now, grace)
-    end
-  end
-end
-if lease then
-  lease()
-end
-reply[1] = 1
-return reply
-"
-    };
-}
-
-/// Checks every limit of one call and charges all of them only when all have room; see
-/// [`acquire_body`] for the keys, arguments and reply.
-const ACQUIRE_SCRIPT: &str = concat!(
-    counter_functions!(),
-    "local first_key, first_arg, lease = 1, 3, nil\n",
-    acquire_body!()
-);
-
-/// Takes a concurrency lease and charges every limit in one step, or does neither.
-///
-/// KEYS[1]: the leases of the scope; KEYS[2..]: the counters, as in [`acquire_body`].
-/// ARGV[1..3]: as in [`acquire_body`]. ARGV[4]: the cap. ARGV[5]: the lease id. ARGV[6]: the
-/// lease's expiry (ms). ARGV[7..]: the limits' arguments, as in [`acquire_body`].
-/// Returns {2, active leases, earliest expiry or -1} when the cap has no room, else the reply
-/// of [`acquire_body`].
-const ACQUIRE_LEASED_SCRIPT: &str = concat!(
+/// KEYS: every counter and lease set that the requests name, each once.
+/// ARGV[1]: buckets per sliding window. ARGV[2]: expiry grace (ms). ARGV[3]: the number of
+/// requests. Then per request: now (ms), the index in KEYS of its lease set (0 without a lease),
+/// the cap, the lease id, the lease's expiry (ms), and the number of its limits. After those,
+/// per limit: the index in KEYS of its counter, its kind (`fixed` or `sliding`), limit, cost,
+/// current bucket index (sliding only), and the ms from which the charge stops counting.
+/// Returns one reply per request: {2, active leases, earliest expiry or -1} when the cap has no
+/// room; {1, then each limit's counted total before the charge} when admitted; otherwise {0,
+/// then each limit's counts: one for a fixed window, or the buckets of the counted span, oldest
+/// first}. A counter listed twice for one request includes the cost of its earlier entries.
+const ACQUIRE_BATCH_SCRIPT: &str = concat!(
     counter_functions!(),
     r"
-local first_key, first_arg = 2, 6
-local lease_now = tonumber(ARGV[1])
--- Expired leases are dropped only when the set looks full, since they count until then.
-local active = redis.call('ZCARD', KEYS[1])
-if active >= tonumber(ARGV[4]) then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', lease_now)
-  active = redis.call('ZCARD', KEYS[1])
-  if active >= tonumber(ARGV[4]) and not redis.call('ZSCORE', KEYS[1], ARGV[5]) then
-    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    if first[2] then
-      return {2, active, tonumber(first[2])}
+local buckets = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+-- Per counter: its stored count (fixed), or {bucket index, stored total} (sliding).
+local stored = {}
+-- Per counter: bucket index (0 for a fixed window) -> amount charged by this call.
+local charged = {}
+local kinds = {}
+-- Per counter: the latest ms from which a charge of this call stops counting.
+local ends = {}
+-- Per lease set: {active leases, this call's included; whether expired ones were dropped}.
+local lease_sets = {}
+-- Per lease set: the expiry and id of each lease this call takes, for one ZADD.
+local new_leases = {}
+local latest = 0
+
+local function counted(key, kind, current)
+  local total
+  if kind == 'fixed' then
+    total = stored[key]
+    if not total then
+      total = tonumber(redis.call('GET', key) or '0')
+      stored[key] = total
     end
-    return {2, active, -1}
+    local extra = charged[key]
+    if extra then
+      total = total + (extra[0] or 0)
+    end
+    return total
+  end
+  local state = stored[key]
+  if not state or state[1] ~= current then
+    state = {current, (sliding_total(key, current, buckets))}
+    stored[key] = state
+  end
+  total = state[2]
+  local extra = charged[key]
+  if extra then
+    local oldest = current - buckets
+    for bucket, amount in pairs(extra) do
+      if bucket >= oldest then
+        total = total + amount
+      end
+    end
+  end
+  return total
+end
+
+local function sliding_span(key, current)
+  local counts = sliding_buckets(key, current, buckets)
+  local extra = charged[key]
+  if extra then
+    local oldest = current - buckets
+    for bucket, amount in pairs(extra) do
+      if bucket >= oldest then
+        local position = math.min(bucket - oldest + 1, buckets + 1)
+        counts[position] = counts[position] + amount
+      end
+    end
+  end
+  return counts
+end
+
+-- Returns 'new' or 'held' when the lease fits under the cap, else nil. Expired leases are
+-- dropped only when the set looks full, since they count until then.
+local function lease_room(key, cap, id, now)
+  local set = lease_sets[key]
+  if not set then
+    set = {redis.call('ZCARD', key), false}
+    lease_sets[key] = set
+  end
+  if set[1] < cap then
+    return 'new'
+  end
+  if not set[2] then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    set[1] = redis.call('ZCARD', key) + #(new_leases[key] or {}) / 2
+    set[2] = true
+    if set[1] < cap then
+      return 'new'
+    end
+  end
+  if redis.call('ZSCORE', key, id) then
+    return 'held'
+  end
+  return nil
+end
+
+local function earliest_lease(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    return tonumber(first[2])
+  end
+  return -1
+end
+
+local replies = {}
+local at = 4
+for r = 1, tonumber(ARGV[3]) do
+  local now = tonumber(ARGV[at])
+  local lease_index = tonumber(ARGV[at + 1])
+  local count = tonumber(ARGV[at + 5])
+  local first = at + 6
+  if now > latest then
+    latest = now
+  end
+  local lease_key = nil
+  local room = 'none'
+  if lease_index > 0 then
+    lease_key = KEYS[lease_index]
+    room = lease_room(lease_key, tonumber(ARGV[at + 2]), ARGV[at + 3], now)
+  end
+  if not room then
+    replies[r] = {2, lease_sets[lease_key][1], earliest_lease(lease_key)}
+  else
+    local reply = {1}
+    local pending = {}
+    local admitted = true
+    for i = 0, count - 1 do
+      local base = first + 6 * i
+      local key = KEYS[tonumber(ARGV[base])]
+      local total = counted(key, ARGV[base + 1], tonumber(ARGV[base + 4])) + (pending[key] or 0)
+      reply[#reply + 1] = total
+      local cost = tonumber(ARGV[base + 3])
+      if total + cost > tonumber(ARGV[base + 2]) then
+        admitted = false
+      end
+      pending[key] = (pending[key] or 0) + cost
+    end
+    if admitted then
+      for i = 0, count - 1 do
+        local base = first + 6 * i
+        local cost = tonumber(ARGV[base + 3])
+        if cost > 0 then
+          local key = KEYS[tonumber(ARGV[base])]
+          local bucket = 0
+          if ARGV[base + 1] == 'sliding' then
+            bucket = tonumber(ARGV[base + 4])
+          end
+          local extra = charged[key]
+          if not extra then
+            extra = {}
+            charged[key] = extra
+            kinds[key] = ARGV[base + 1]
+          end
+          extra[bucket] = (extra[bucket] or 0) + cost
+          local stop = tonumber(ARGV[base + 5])
+          if not ends[key] or stop > ends[key] then
+            ends[key] = stop
+          end
+        end
+      end
+      if lease_key then
+        if room == 'new' then
+          lease_sets[lease_key][1] = lease_sets[lease_key][1] + 1
+        end
+        local list = new_leases[lease_key]
+        if not list then
+          list = {}
+          new_leases[lease_key] = list
+        end
+        list[#list + 1] = ARGV[at + 4]
+        list[#list + 1] = ARGV[at + 3]
+      end
+    else
+      reply = {0}
+      pending = {}
+      for i = 0, count - 1 do
+        local base = first + 6 * i
+        local key = KEYS[tonumber(ARGV[base])]
+        local counts
+        if ARGV[base + 1] == 'fixed' then
+          counts = {counted(key, 'fixed', 0)}
+        else
+          counts = sliding_span(key, tonumber(ARGV[base + 4]))
+        end
+        counts[#counts] = counts[#counts] + (pending[key] or 0)
+        for _, value in ipairs(counts) do
+          reply[#reply + 1] = value
+        end
+        pending[key] = (pending[key] or 0) + tonumber(ARGV[base + 3])
+      end
+    end
+    replies[r] = reply
+  end
+  at = first + 6 * count
+end
+
+for key, extra in pairs(charged) do
+  for bucket, amount in pairs(extra) do
+    local count
+    if kinds[key] == 'fixed' then
+      count = redis.call('INCRBY', key, amount)
+    else
+      count = sliding_add(key, bucket, amount)
+    end
+    -- A new window or bucket is the only charge that moves the key's expiry later.
+    if count == amount then
+      extend_expiry(key, ends[key], latest, grace)
+    end
   end
 end
-local function lease()
-  redis.call('ZADD', KEYS[1], ARGV[6], ARGV[5])
-  extend_expiry(KEYS[1], ARGV[6], lease_now, tonumber(ARGV[3]))
+for key, list in pairs(new_leases) do
+  redis.call('ZADD', key, unpack(list))
+  local last = 0
+  for i = 1, #list, 2 do
+    last = math.max(last, tonumber(list[i]))
+  end
+  extend_expiry(key, last, latest, grace)
 end
-",
-    acquire_body!()
+return replies
+"
 );
 
 /// Drops expired leases, then adds or renews one when it is held or the cap allows it.
@@ -350,20 +461,22 @@ end
 return 0
 ";
 
+/// Requests gathered at most into one call of [`ACQUIRE_BATCH_SCRIPT`].
+const MAX_BATCH: usize = 256;
+
 /// A limiter whose counters and leases live in Redis. Clones share one multiplexed connection,
-/// which reconnects by itself after Redis restarts.
+/// which reconnects by itself after Redis restarts, and one batching task for acquisitions.
 #[derive(Clone)]
 pub struct RedisLimiter {
     connection: ConnectionManager,
     address: String,
     key_prefix: String,
     scripts: Scripts,
+    acquisitions: mpsc::UnboundedSender<Acquisition>,
 }
 
 #[derive(Clone)]
 struct Scripts {
-    acquire: Script,
-    acquire_leased: Script,
     finish: Script,
     renew_leases: Script,
     acquire_lease: Script,
@@ -403,13 +516,18 @@ impl RedisLimiter {
                 source,
             })?;
 
+        let (acquisitions, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_acquisitions(
+            connection.clone(),
+            Script::new(ACQUIRE_BATCH_SCRIPT),
+            queue,
+        ));
         Ok(Self {
             connection,
             address,
             key_prefix: key_prefix.to_owned(),
+            acquisitions,
             scripts: Scripts {
-                acquire: Script::new(ACQUIRE_SCRIPT),
-                acquire_leased: Script::new(ACQUIRE_LEASED_SCRIPT),
                 finish: Script::new(FINISH_SCRIPT),
                 renew_leases: Script::new(RENEW_LEASES_SCRIPT),
                 acquire_lease: Script::new(ACQUIRE_LEASE_SCRIPT),
@@ -461,23 +579,160 @@ impl RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Adds the counter key and the arguments of each check to a script call.
-    fn add_limits(
+    /// Queues one request's acquisition for the batching task and waits for its reply.
+    async fn acquire_batched(
         &self,
-        invocation: &mut redis::ScriptInvocation<'_>,
+        now_ms: i64,
+        lease: Option<LeaseArgs>,
         checks: &[LimitCheck],
         cells: &[Cell],
-    ) {
-        for (check, cell) in checks.iter().zip(cells) {
-            invocation
-                .key(self.counter_key(&check.counter, cell))
-                .arg(kind_name(cell))
-                .arg(check.limit)
-                .arg(check.cost)
-                .arg(bucket_index(cell))
-                .arg(cell.expires_at_ms());
+    ) -> Result<Vec<i64>, LimitError> {
+        let limits = checks
+            .iter()
+            .zip(cells)
+            .map(|(check, cell)| LimitArgs {
+                key: self.counter_key(&check.counter, cell),
+                kind: kind_name(cell),
+                limit: check.limit,
+                cost: check.cost,
+                bucket: bucket_index(cell),
+                ends_ms: cell.expires_at_ms(),
+            })
+            .collect();
+        let (reply, receiver) = oneshot::channel();
+        let stopped = || LimitError::Redis {
+            operation: "acquire",
+            source: redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the limiter's batching task has stopped",
+            )),
+        };
+        self.acquisitions
+            .send(Acquisition {
+                now_ms,
+                lease,
+                limits,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        receiver.await.map_err(|_| stopped())?
+    }
+}
+
+/// One request's part of a call of [`ACQUIRE_BATCH_SCRIPT`], and where its reply goes.
+struct Acquisition {
+    now_ms: i64,
+    lease: Option<LeaseArgs>,
+    limits: Vec<LimitArgs>,
+    reply: oneshot::Sender<Result<Vec<i64>, LimitError>>,
+}
+
+struct LeaseArgs {
+    key: String,
+    cap: u64,
+    id: String,
+    expires_ms: i64,
+}
+
+struct LimitArgs {
+    key: String,
+    kind: &'static str,
+    limit: u64,
+    cost: u64,
+    bucket: i64,
+    ends_ms: i64,
+}
+
+/// Sends the queued acquisitions to Redis, all that wait (up to [`MAX_BATCH`]) in one script
+/// call, one call at a time. A lone request goes out at once. Requests that arrive during a
+/// call wait for the next one, so under load each call serves many requests.
+async fn run_acquisitions(
+    mut connection: ConnectionManager,
+    script: Script,
+    mut queue: mpsc::UnboundedReceiver<Acquisition>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let replies: Result<Vec<Vec<i64>>, _> = batch_invocation(&script, &batch)
+            .invoke_async(&mut connection)
+            .await;
+        match replies {
+            Ok(replies) if replies.len() == batch.len() => {
+                for (acquisition, reply) in batch.drain(..).zip(replies) {
+                    // The caller may have stopped waiting, and then the reply has no reader.
+                    let _ = acquisition.reply.send(Ok(reply));
+                }
+            }
+            Ok(replies) => {
+                let detail = format!("{} replies for {} requests", replies.len(), batch.len());
+                for acquisition in batch.drain(..) {
+                    let _ = acquisition.reply.send(Err(LimitError::UnexpectedReply {
+                        operation: "acquire",
+                        detail: detail.clone(),
+                    }));
+                }
+            }
+            Err(source) => {
+                for acquisition in batch.drain(..) {
+                    let _ = acquisition.reply.send(Err(LimitError::Redis {
+                        operation: "acquire",
+                        source: source.clone(),
+                    }));
+                }
+            }
         }
     }
+}
+
+/// Builds the call of [`ACQUIRE_BATCH_SCRIPT`] for `batch`, naming each key once.
+fn batch_invocation<'a>(script: &'a Script, batch: &[Acquisition]) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    let mut keys = HashMap::new();
+    invocation
+        .arg(window::BUCKETS)
+        .arg(EXPIRY_GRACE_MS)
+        .arg(batch.len());
+    for acquisition in batch {
+        invocation.arg(acquisition.now_ms);
+        match &acquisition.lease {
+            Some(lease) => {
+                let index = key_index(&mut invocation, &mut keys, &lease.key);
+                invocation
+                    .arg(index)
+                    .arg(lease.cap)
+                    .arg(&lease.id)
+                    .arg(lease.expires_ms);
+            }
+            None => {
+                invocation.arg(0).arg(0).arg("").arg(0);
+            }
+        }
+        invocation.arg(acquisition.limits.len());
+        for limit in &acquisition.limits {
+            let index = key_index(&mut invocation, &mut keys, &limit.key);
+            invocation
+                .arg(index)
+                .arg(limit.kind)
+                .arg(limit.limit)
+                .arg(limit.cost)
+                .arg(limit.bucket)
+                .arg(limit.ends_ms);
+        }
+    }
+    invocation
+}
+
+/// Returns the 1-based index of `key` in the call's KEYS, adding it on its first use.
+fn key_index<'k>(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    keys: &mut HashMap<&'k str, usize>,
+    key: &'k str,
+) -> usize {
+    let next = keys.len() + 1;
+    *keys.entry(key).or_insert_with(|| {
+        invocation.key(key);
+        next
+    })
 }
 
 fn locate(checks: &[LimitCheck], now: DateTime<Utc>) -> Result<Vec<Cell>, LimitError> {
@@ -536,16 +791,9 @@ impl Limiter for RedisLimiter {
         validate_checks(checks)?;
         let cells = locate(checks, now)?;
 
-        let mut invocation = self.scripts.acquire.prepare_invoke();
-        invocation
-            .arg(now.timestamp_millis())
-            .arg(window::BUCKETS)
-            .arg(EXPIRY_GRACE_MS);
-        self.add_limits(&mut invocation, checks, &cells);
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(Self::redis_error("acquire"))?;
+        let reply = self
+            .acquire_batched(now.timestamp_millis(), None, checks, &cells)
+            .await?;
         decide_reply(&reply, checks, &cells, now)
     }
 
@@ -561,20 +809,15 @@ impl Limiter for RedisLimiter {
         let expires_ms = now_ms.saturating_add(duration_millis(lease.ttl));
         window::instant(expires_ms)?;
 
-        let mut invocation = self.scripts.acquire_leased.prepare_invoke();
-        invocation
-            .key(self.lease_key(&lease.scope))
-            .arg(now_ms)
-            .arg(window::BUCKETS)
-            .arg(EXPIRY_GRACE_MS)
-            .arg(lease.cap)
-            .arg(&lease.id)
-            .arg(expires_ms);
-        self.add_limits(&mut invocation, checks, &cells);
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(Self::redis_error("acquire_leased"))?;
+        let lease_args = LeaseArgs {
+            key: self.lease_key(&lease.scope),
+            cap: lease.cap,
+            id: lease.id.clone(),
+            expires_ms,
+        };
+        let reply = self
+            .acquire_batched(now_ms, Some(lease_args), checks, &cells)
+            .await?;
         if let [2, active, earliest] = reply.as_slice() {
             return Ok(LeasedDecision::LeaseRejected {
                 active: u64::try_from(*active).unwrap_or(0),
