@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::plans::Overrides;
 use crate::{KeyId, Locale, OrgId, RegionId, Role, TeamId, UserId};
 
 /// A list response: `{"data": [...]}`.
@@ -24,6 +25,9 @@ pub struct CreateOrgRequest {
     /// Unique short name; derived from `name` when absent.
     #[serde(default)]
     pub slug: Option<String>,
+    /// The plan to join, at its newest version; the configured default plan when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// A partial update: absent fields keep their value.
@@ -46,6 +50,13 @@ pub struct Org {
     pub allowed_models: Vec<String>,
     pub active: bool,
     pub created_at: DateTime<Utc>,
+    /// The plan's id in the plan catalog, such as `free`.
+    pub plan: String,
+    /// The plan version the org is on until it is migrated.
+    pub plan_version: u32,
+    /// Per-field values that replace the plan's.
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub plan_overrides: Overrides,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod locale;
+pub mod plans;
 pub mod region;
 pub mod role;
 

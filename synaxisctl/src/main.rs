@@ -125,6 +125,7 @@ async fn dispatch(
         Resource::User { action } => commands::user(action, client, prompter, printer).await,
         Resource::Key { action } => commands::key(action, client, prompter, printer).await,
         Resource::Limits { action } => commands::limits(action, client, printer).await,
+        Resource::Plan { action } => commands::plan(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),

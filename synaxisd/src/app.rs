@@ -24,6 +24,7 @@ use crate::store::{self, Store};
 use crate::tenancy::Tenancy;
 use crate::tenancy::cache::AuthCache;
 use crate::tenancy::keys::KeyHasher;
+use crate::tenancy::plans::PlanCatalog;
 
 /// Name of the setting that contains the pepper's fingerprint.
 const PEPPER_FINGERPRINT: &str = "key_pepper_fingerprint";
@@ -99,12 +100,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     check_pepper(&*store, &hasher, &config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let region = config.server.region.clone();
+    let plans = match &config.plans.file {
+        Some(path) => PlanCatalog::load(path)?,
+        None => PlanCatalog::builtin()?,
+    };
     let tenancy = Tenancy::new(
         store.clone(),
         clock.clone(),
         hasher,
         region.clone(),
         config.home_region().key_prefix.clone(),
+        Arc::new(plans),
     )
     .with_auth_cache(AuthCache::new(
         metrics.auth_cache_hits.clone(),

@@ -10,9 +10,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use synaxis_shared::api::KeyScope;
 use synaxis_shared::error::{ErrorBody, ErrorDetail};
+use synaxis_shared::plans::Quota;
 
 use crate::store::StoreError;
 use crate::tenancy::TenancyError;
+use crate::tenancy::plans::PlanLimit;
 
 pub use synaxis_shared::Locale;
 
@@ -57,6 +59,8 @@ pub enum ApiError {
     UpstreamTimeout,
     #[error("{} limit of the {} reached", .0.limit_name, .0.scope)]
     RateLimited(Box<RateLimited>),
+    #[error("the {} plan's limit of {} is reached", .0.plan_name, .0.field)]
+    PlanLimit(Box<PlanLimit>),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -84,7 +88,7 @@ impl ApiError {
             Self::ModelNotAllowed { .. }
             | Self::WrongKeyScope { .. }
             | Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::PlanLimit(_) => StatusCode::CONFLICT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
@@ -113,6 +117,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::RateLimited(limited) => limited.kind.code(),
+            Self::PlanLimit(_) => "plan_limit_reached",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -133,6 +138,7 @@ impl ApiError {
             | Self::ModelNotFound(_)
             | Self::NotFound { .. }
             | Self::Conflict(_)
+            | Self::PlanLimit(_)
             | Self::RouteNotFound
             | Self::MethodNotAllowed
             | Self::UpstreamRejected { .. } => "invalid_request_error",
@@ -193,6 +199,7 @@ impl ApiError {
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::RateLimited(limited) => limited.message_en(),
+            Self::PlanLimit(limit) => plan_limit_message(limit, Locale::En),
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -240,6 +247,7 @@ impl ApiError {
             }
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::RateLimited(limited) => limited.message_pt_br(),
+            Self::PlanLimit(limit) => plan_limit_message(limit, Locale::PtBr),
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),
@@ -438,6 +446,79 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Returns the message of a reached plan limit: the limit, the plan that sets it, and the plan
+/// that lifts it.
+fn plan_limit_message(limit: &PlanLimit, locale: Locale) -> String {
+    let plan = &limit.plan_name;
+    let Some(count) = limit.limit else {
+        // Only the window kinds are not a count: a plan without sliding windows.
+        return match (locale, &limit.lifted_by) {
+            (Locale::En, Some((lifter, _))) => format!(
+                "The {plan} plan allows only fixed rate-limit windows, and this limit set uses a sliding one. Use fixed windows, or move the organization to the {lifter} plan, which allows sliding windows."
+            ),
+            (Locale::En, None) => format!(
+                "The {plan} plan allows only fixed rate-limit windows, and this limit set uses a sliding one. Use fixed windows."
+            ),
+            (Locale::PtBr, Some((lifter, _))) => format!(
+                "O plano {plan} permite apenas janelas fixas de limite de taxa, e este conjunto de limites usa uma janela deslizante. Use janelas fixas, ou mude a organização para o plano {lifter}, que permite janelas deslizantes."
+            ),
+            (Locale::PtBr, None) => format!(
+                "O plano {plan} permite apenas janelas fixas de limite de taxa, e este conjunto de limites usa uma janela deslizante. Use janelas fixas."
+            ),
+        };
+    };
+    let (en_one, en_many, pt_one, pt_many) = match limit.field {
+        "teams" => (
+            "team per organization",
+            "teams per organization",
+            "equipe por organização",
+            "equipes por organização",
+        ),
+        "users_per_team" => (
+            "active user per team",
+            "active users per team",
+            "usuário ativo por equipe",
+            "usuários ativos por equipe",
+        ),
+        _ => (
+            "active key per user",
+            "active keys per user",
+            "chave ativa por usuário",
+            "chaves ativas por usuário",
+        ),
+    };
+    match locale {
+        Locale::En => {
+            let unit = if count == 1 { en_one } else { en_many };
+            let lift = match &limit.lifted_by {
+                Some((lifter, Quota::Unlimited)) => format!(
+                    "Move the organization to the {lifter} plan, which has no such limit (`synaxisctl plan migrate`)."
+                ),
+                Some((lifter, Quota::Limited(more))) => format!(
+                    "Move the organization to the {lifter} plan, which allows {more} (`synaxisctl plan migrate`)."
+                ),
+                None => "No plan allows more: ask the operator for an override.".to_owned(),
+            };
+            format!("The {plan} plan allows {count} {unit}, and that limit is reached. {lift}")
+        }
+        Locale::PtBr => {
+            let unit = if count == 1 { pt_one } else { pt_many };
+            let lift = match &limit.lifted_by {
+                Some((lifter, Quota::Unlimited)) => format!(
+                    "Mude a organização para o plano {lifter}, que não tem esse limite (`synaxisctl plan migrate`)."
+                ),
+                Some((lifter, Quota::Limited(more))) => format!(
+                    "Mude a organização para o plano {lifter}, que permite {more} (`synaxisctl plan migrate`)."
+                ),
+                None => {
+                    "Nenhum plano permite mais: peça ao operador uma exceção (override).".to_owned()
+                }
+            };
+            format!("O plano {plan} permite {count} {unit}, e esse limite foi atingido. {lift}")
+        }
+    }
+}
+
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 impl From<StoreError> for ApiError {
@@ -459,6 +540,7 @@ impl From<TenancyError> for ApiError {
             TenancyError::Invalid { field, message } => Self::invalid(field, message),
             TenancyError::Denied(reason) => Self::PermissionDenied(reason),
             TenancyError::Store(error) => error.into(),
+            TenancyError::PlanLimit(limit) => Self::PlanLimit(limit),
         }
     }
 }

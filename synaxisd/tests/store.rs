@@ -27,6 +27,7 @@ use synaxisd::store::{
 };
 use synaxisd::tenancy::keys::KeyHasher;
 use synaxisd::tenancy::limits::LimitsOf;
+use synaxisd::tenancy::plans::PlanCatalog;
 use synaxisd::tenancy::rbac::{Actor, Member};
 use synaxisd::tenancy::{Caller, Tenancy, TenancyError};
 
@@ -42,7 +43,15 @@ fn start_time() -> DateTime<Utc> {
 
 fn tenancy(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Tenancy {
     let hasher = KeyHasher::new(&SecretString::from("p".repeat(32)));
-    Tenancy::new(store, clock, hasher, region(), "us".to_owned())
+    let plans = PlanCatalog::builtin().expect("built-in plan catalog");
+    Tenancy::new(
+        store,
+        clock,
+        hasher,
+        region(),
+        "us".to_owned(),
+        Arc::new(plans),
+    )
 }
 
 fn operator() -> Caller {
@@ -66,6 +75,7 @@ async fn org_user(tenancy: &Tenancy, slug: &str, email: &str) -> (Org, User) {
             CreateOrgRequest {
                 name: format!("Org {slug}"),
                 slug: Some(slug.to_owned()),
+                plan: Some("enterprise".to_owned()),
             },
         )
         .await
@@ -140,6 +150,7 @@ async fn duplicate_slug_is_conflict(store: Arc<dyn Store>) {
             CreateOrgRequest {
                 name: "Other".to_owned(),
                 slug: Some("acme".to_owned()),
+                plan: None,
             },
         )
         .await
@@ -395,6 +406,142 @@ async fn request_records_round_trip(store: Arc<dyn Store>) {
         .await
         .expect("list");
     assert_eq!(by_org, vec![newer]);
+}
+
+async fn plan_org(tenancy: &Tenancy, slug: &str, plan: &str) -> Org {
+    tenancy
+        .create_org(
+            &operator(),
+            CreateOrgRequest {
+                name: format!("Org {slug}"),
+                slug: Some(slug.to_owned()),
+                plan: Some(plan.to_owned()),
+            },
+        )
+        .await
+        .expect("create org")
+}
+
+fn team_request(org: &Org, name: &str) -> CreateTeamRequest {
+    CreateTeamRequest {
+        org_id: org.id,
+        name: name.to_owned(),
+        allowed_models: Vec::new(),
+    }
+}
+
+/// Teams created at the same time never pass the plan's cap, whatever the interleaving.
+async fn concurrent_teams_stop_at_plan_cap(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store, Arc::new(ManualClock::new(start_time())));
+    let org = plan_org(&tenancy, "pro", "pro").await;
+
+    let mut tasks = Vec::new();
+    for index in 0..12 {
+        let tenancy = tenancy.clone();
+        let request = team_request(&org, &format!("team-{index}"));
+        tasks.push(tokio::spawn(async move {
+            tenancy.create_team(&operator(), request).await
+        }));
+    }
+    let mut created = 0;
+    let mut capped = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => created += 1,
+            Err(TenancyError::PlanLimit(limit)) => {
+                assert_eq!(limit.field, "teams");
+                assert_eq!(limit.limit, Some(5));
+                capped += 1;
+            }
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(created, 5, "Pro allows 5 teams");
+    assert_eq!(capped, 7);
+}
+
+/// The Free plan's caps on teams, users per team and keys per user name the plan that lifts
+/// them, and an override lifts one.
+async fn free_plan_caps_resources(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store, Arc::new(ManualClock::new(start_time())));
+    let org = plan_org(&tenancy, "free", "free").await;
+    let team = tenancy
+        .create_team(&operator(), team_request(&org, "first"))
+        .await
+        .expect("first team");
+
+    let error = tenancy
+        .create_team(&operator(), team_request(&org, "second"))
+        .await
+        .expect_err("second team of a Free org");
+    let TenancyError::PlanLimit(limit) = error else {
+        panic!("expected a plan limit, got {error:?}");
+    };
+    assert_eq!(limit.plan_name, "Free");
+    assert_eq!(limit.limit, Some(1));
+    let (lifter, _) = limit.lifted_by.expect("a plan lifts it");
+    assert_eq!(lifter, "Pro");
+
+    for index in 0..3 {
+        let mut request = user_request(&org, &format!("u{index}@free.test"), Role::Developer);
+        request.team_id = Some(team.id);
+        tenancy
+            .create_user(&operator(), request)
+            .await
+            .expect("user within the cap");
+    }
+    let mut fourth = user_request(&org, "u3@free.test", Role::Developer);
+    fourth.team_id = Some(team.id);
+    let error = tenancy
+        .create_user(&operator(), fourth.clone())
+        .await
+        .expect_err("fourth user of a Free team");
+    assert!(
+        matches!(&error, TenancyError::PlanLimit(limit) if limit.field == "users_per_team"),
+        "{error:?}"
+    );
+    // A user outside any team does not count against a team's cap.
+    fourth.team_id = None;
+    let user = tenancy
+        .create_user(&operator(), fourth)
+        .await
+        .expect("user without a team");
+
+    for _ in 0..2 {
+        tenancy
+            .create_key(&operator(), key_request(&user))
+            .await
+            .expect("key within the cap");
+    }
+    let error = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect_err("third key of a Free user");
+    assert!(
+        matches!(&error, TenancyError::PlanLimit(limit) if limit.field == "keys_per_user"),
+        "{error:?}"
+    );
+
+    let justified = Caller {
+        justification: Some("support ticket 7".to_owned()),
+        ..operator()
+    };
+    let entitlements = tenancy
+        .set_overrides(
+            &justified,
+            "free",
+            Ok(serde_json::json!({"keys_per_user": 3})),
+        )
+        .await
+        .expect("override");
+    assert_eq!(
+        entitlements.overrides.keys_per_user,
+        Some(synaxis_shared::plans::Quota::Limited(3))
+    );
+    tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("key within the overridden cap");
 }
 
 macro_rules! contract_tests {
@@ -1242,6 +1389,8 @@ contract_tests!(
     key_without_team_has_empty_team_limits,
     rejected_limit_sets_are_audited,
     key_limits_set_and_clear,
+    concurrent_teams_stop_at_plan_cap,
+    free_plan_caps_resources,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

@@ -456,7 +456,7 @@ EOF
     echo "synaxisd (pid $synaxisd_pid) at $synaxisd_url"
 
     local org_id user_id
-    org_id="$(synaxisctl org create --name "Load benchmark" | jq -r .id)"
+    org_id="$(synaxisctl org create --name "Load benchmark" --plan enterprise | jq -r .id)"
     user_id="$(synaxisctl user create --org "$org_id" --email load@bench.test | jq -r .id)"
     synaxis_key="$(synaxisctl key create --user "$user_id" --name load | jq -r .secret)"
     [[ "$synaxis_key" == sk-syn-* ]] || fail "key create printed no key secret"

@@ -54,6 +54,8 @@ fn populate(daemon: &Daemon) -> i64 {
             "Acme",
             "--slug",
             "acme",
+            "--plan",
+            "enterprise",
         ],
     ));
     let team = id(&ctl_json(

@@ -67,6 +67,9 @@ enum Shape {
     Uuid,
     Timestamp,
     Hex64,
+    /// Any value but null, such as an entitlement's, which is a number, text, a boolean or a
+    /// list.
+    NotNull,
     Nullable(Box<Shape>),
     Array(Box<Shape>),
     Object(Vec<(&'static str, Shape)>),
@@ -98,6 +101,35 @@ fn org_shape() -> Shape {
         ("allowed_models", array(Shape::String)),
         ("active", Shape::Boolean),
         ("created_at", Shape::Timestamp),
+        ("plan", Shape::String),
+        ("plan_version", Shape::Integer),
+    ])
+}
+
+/// `org show`: the org, with its effective entitlements under `entitlements`.
+fn org_details_shape() -> Shape {
+    let Shape::Object(mut fields) = org_shape() else {
+        unreachable!("org_shape is an object");
+    };
+    fields.push(("entitlements", entitlements_shape()));
+    Shape::Object(fields)
+}
+
+fn entitlements_shape() -> Shape {
+    object([
+        ("plan", Shape::String),
+        ("plan_name", Shape::String),
+        ("plan_version", Shape::Integer),
+        ("latest_version", Shape::Integer),
+        (
+            "fields",
+            array(object([
+                ("name", Shape::String),
+                ("value", Shape::NotNull),
+                ("source", Shape::String),
+            ])),
+        ),
+        ("overrides", object([])),
     ])
 }
 
@@ -244,6 +276,11 @@ fn check_shape(value: &Value, shape: &Shape, path: &str, mismatches: &mut Vec<St
                 mismatch("an RFC 3339 timestamp");
             }
         }
+        Shape::NotNull => {
+            if value.is_null() {
+                mismatch("a value other than null");
+            }
+        }
         Shape::Hex64 => {
             let is_hex64 = value.as_str().is_some_and(|text| {
                 text.len() == 64
@@ -341,7 +378,16 @@ fn json_output_has_stable_shapes() {
 
     // One of each resource, with every array non-empty and every optional field set where
     // the CLI can set it.
-    let org = ctl(&["org", "create", "--name", "Shape Labs", "--slug", "shapes"]);
+    let org = ctl(&[
+        "org",
+        "create",
+        "--name",
+        "Shape Labs",
+        "--slug",
+        "shapes",
+        "--plan",
+        "enterprise",
+    ]);
     let org_id = string_at(&org, "/id").to_owned();
     ctl(&["org", "update", "shapes", "--allow-model", "gpt-4o*"]);
     let team = ctl(&[
@@ -423,7 +469,7 @@ fn json_output_has_stable_shapes() {
 
     let cases: [(&[&str], Shape); 9] = [
         (&["org", "list"], list_of(org_shape())),
-        (&["org", "show", "shapes"], org_shape()),
+        (&["org", "show", "shapes"], org_details_shape()),
         (&["team", "list", "--org", &org_id], list_of(team_shape())),
         (&["team", "show", &team_id], team_shape()),
         (&["user", "list", "--org", &org_id], list_of(user_shape())),

@@ -614,7 +614,16 @@ async fn check_limits_control(database_url: &str) {
 
     let org = id(&ctl_json(
         &daemon,
-        &["org", "create", "--name", "Acme", "--slug", "acme"],
+        &[
+            "org",
+            "create",
+            "--name",
+            "Acme",
+            "--slug",
+            "acme",
+            "--plan",
+            "enterprise",
+        ],
     ));
     let team = id(&ctl_json(
         &daemon,

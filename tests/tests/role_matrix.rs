@@ -151,7 +151,7 @@ async fn fixture(api: &Api) -> Fixture {
         .operator(
             Method::POST,
             "/control/v1/orgs",
-            Some(json!({"name": "Acme", "slug": "acme"})),
+            Some(json!({"name": "Acme", "slug": "acme", "plan": "enterprise"})),
         )
         .await;
     let org_id = org["id"].as_str().expect("org id").to_owned();
@@ -204,6 +204,21 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
             Some(json!({"name": "Acme Labs"})),
         ),
         "org.revoke" => (Method::POST, format!("/control/v1/orgs/{org}/revoke"), None),
+        "org.entitlements" => (
+            Method::GET,
+            format!("/control/v1/orgs/{org}/entitlements"),
+            None,
+        ),
+        "plan.override" => (
+            Method::PATCH,
+            format!("/control/v1/orgs/{org}/entitlements"),
+            Some(json!({"sso": null})),
+        ),
+        "plan.migrate" => (
+            Method::POST,
+            format!("/control/v1/orgs/{org}/plan"),
+            Some(json!({})),
+        ),
         "team.create" => (
             Method::POST,
             "/control/v1/teams".to_owned(),

@@ -26,10 +26,14 @@ pub enum OrgAction {
         /// Unique short name. The server derives it from the name when omitted.
         #[arg(long)]
         slug: Option<String>,
+        /// Plan to join, at its newest version, such as free, pro or enterprise. The server's
+        /// default plan when omitted.
+        #[arg(long)]
+        plan: Option<String>,
     },
     /// List all organizations.
     List,
-    /// Show one organization.
+    /// Show one organization with its effective entitlements and where each comes from.
     Show {
         /// Organization id (a UUID) or slug.
         #[arg(value_parser = parse_org_reference)]
@@ -53,6 +57,58 @@ pub enum OrgAction {
         #[arg(value_parser = parse_org_reference)]
         org: String,
     },
+    /// Set or remove per-field overrides of an organization's plan. Overrides survive plan
+    /// changes and migrations. Requires --justification.
+    #[command(group(clap::ArgGroup::new("overrides").required(true).multiple(true).args(["set", "unset"])))]
+    Override {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// FIELD=VALUE, such as teams=3, keys_per_user=unlimited or sso=true. Repeatable.
+        #[arg(long, value_name = "FIELD=VALUE", value_parser = parse_override)]
+        set: Vec<(String, serde_json::Value)>,
+        /// A field whose override to remove, so that the plan's value applies again.
+        /// Repeatable.
+        #[arg(long, value_name = "FIELD")]
+        unset: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// Move an organization to a plan version: the newest version of its own plan by default.
+    /// Its overrides stay. Requires --justification.
+    Migrate {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Plan to move to, such as pro. The organization's own plan when omitted.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Version to move to. The plan's newest when omitted.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+/// Parses `FIELD=VALUE` of `org override --set`. The value is read as JSON when it is a
+/// number, a boolean or a JSON array, and as text otherwise.
+fn parse_override(text: &str) -> Result<(String, serde_json::Value), String> {
+    let Some((field, value)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}` is not FIELD=VALUE: write it as teams=3 or sso=true"
+        ));
+    };
+    let field = field.trim();
+    if field.is_empty() {
+        return Err(format!("`{text}` names no field: write it as teams=3"));
+    }
+    let value = value.trim();
+    let parsed = serde_json::from_str::<serde_json::Value>(value)
+        .ok()
+        .filter(|parsed| parsed.is_number() || parsed.is_boolean() || parsed.is_array())
+        .unwrap_or_else(|| serde_json::Value::String(value.to_owned()));
+    Ok((field.to_owned(), parsed))
 }
 
 #[derive(Debug, Subcommand)]

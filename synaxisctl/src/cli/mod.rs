@@ -12,7 +12,8 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, ContextAction, KeyAction, LimitsAction, OrgAction, TeamAction, UserAction,
+    AuditAction, ContextAction, KeyAction, LimitsAction, OrgAction, PlanAction, TeamAction,
+    UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -160,6 +161,11 @@ pub enum Resource {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Move organizations between plan versions.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
     /// Set and show the rate limits of organizations, teams and users.
     Limits {
         #[command(subcommand)]
@@ -185,7 +191,9 @@ impl Resource {
             self,
             Self::Limits {
                 action: LimitsAction::Set { .. }
-            }
+            } | Self::Org {
+                action: OrgAction::Override { .. }
+            } | Self::Plan { .. }
         )
     }
 }

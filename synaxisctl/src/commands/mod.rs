@@ -6,6 +6,7 @@ mod context;
 mod key;
 mod limits;
 mod org;
+mod plan;
 mod team;
 mod user;
 
@@ -16,6 +17,7 @@ pub use context::{ContextFlags, run as context};
 pub use key::run as key;
 pub use limits::run as limits;
 pub use org::run as org;
+pub use plan::run as plan;
 pub use team::run as team;
 pub use user::run as user;
 

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use synaxis_shared::api::{CreateOrgRequest, Org, UpdateOrgRequest};
+use synaxis_shared::plans::OrgEntitlements;
 
 use super::CommandError;
 use crate::cli::OrgAction;
@@ -17,9 +18,9 @@ pub async fn run(
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
     match action {
-        OrgAction::Create { name, slug } => {
+        OrgAction::Create { name, slug, plan } => {
             let name = prompter.require(name, Field::OrgName)?;
-            let request = CreateOrgRequest { name, slug };
+            let request = CreateOrgRequest { name, slug, plan };
             let reply = client.post::<Org, _>(&["orgs"], &request).await?;
             printer.one(&reply)?;
         }
@@ -29,7 +30,10 @@ pub async fn run(
         }
         OrgAction::Show { org } => {
             let reply = client.get::<Org>(&["orgs", &org], &[]).await?;
-            printer.one(&reply)?;
+            let entitlements = client
+                .get::<OrgEntitlements>(&["orgs", &org, "entitlements"], &[])
+                .await?;
+            printer.org_details(&reply, &entitlements)?;
         }
         OrgAction::Update { org, name, models } => {
             let request = UpdateOrgRequest {
@@ -41,6 +45,19 @@ pub async fn run(
         }
         OrgAction::Revoke { org } => {
             let reply = client.post_empty::<Org>(&["orgs", &org, "revoke"]).await?;
+            printer.one(&reply)?;
+        }
+        OrgAction::Override { org, set, unset } => {
+            let mut changes = serde_json::Map::new();
+            for field in unset {
+                changes.insert(field, serde_json::Value::Null);
+            }
+            for (field, value) in set {
+                changes.insert(field, value);
+            }
+            let reply = client
+                .patch::<OrgEntitlements, _>(&["orgs", &org, "entitlements"], &changes)
+                .await?;
             printer.one(&reply)?;
         }
     }

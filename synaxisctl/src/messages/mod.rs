@@ -81,6 +81,22 @@ impl Language {
         }
     }
 
+    /// Names the source of an entitlement that comes from the org's plan version.
+    pub fn plan_source(self, plan: &str, version: u32) -> String {
+        match self {
+            Self::En => format!("plan {plan} v{version}"),
+            Self::PtBr => format!("plano {plan} v{version}"),
+        }
+    }
+
+    /// Names the source of an entitlement that an override sets.
+    pub fn override_source(self) -> String {
+        match self {
+            Self::En => "override".to_owned(),
+            Self::PtBr => "exceção (override)".to_owned(),
+        }
+    }
+
     pub fn missing_token(self) -> &'static str {
         match self {
             Self::En => {

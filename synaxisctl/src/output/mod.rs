@@ -7,7 +7,8 @@ use std::io::{self, Write};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use serde_json::{Value, json};
-use synaxis_shared::api::{CreatedKey, List};
+use synaxis_shared::api::{CreatedKey, List, Org};
+use synaxis_shared::plans::OrgEntitlements;
 
 pub use record::Record;
 
@@ -43,6 +44,30 @@ impl<W: Write> Printer<W> {
             OutputFormat::Json => self.write_json(&reply.raw),
             OutputFormat::Table => {
                 let table = self.detail_table(&reply.body);
+                self.write_table(&table)
+            }
+        }
+    }
+
+    /// Prints an organization and its effective entitlements: two tables, or the org's JSON
+    /// with the entitlements under `entitlements`.
+    pub fn org_details(
+        &mut self,
+        org: &Reply<Org>,
+        entitlements: &Reply<OrgEntitlements>,
+    ) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => {
+                let mut raw = org.raw.clone();
+                if let Some(fields) = raw.as_object_mut() {
+                    fields.insert("entitlements".to_owned(), entitlements.raw.clone());
+                }
+                self.write_json(&raw)
+            }
+            OutputFormat::Table => {
+                let table = self.detail_table(&org.body);
+                self.write_table(&table)?;
+                let table = self.detail_table(&entitlements.body);
                 self.write_table(&table)
             }
         }
@@ -241,7 +266,9 @@ mod tests {
                 "primary_region": "eu-west-1",
                 "allowed_models": [],
                 "active": true,
-                "created_at": "2025-01-02T03:04:05Z"
+                "created_at": "2025-01-02T03:04:05Z",
+                "plan": "free",
+                "plan_version": 1
             },
             {
                 "id": "6a2d2a6f-9b64-4d66-8e3d-3a2a9a1a2b22",
@@ -250,7 +277,9 @@ mod tests {
                 "primary_region": "sa-east-1",
                 "allowed_models": ["gpt-4o*"],
                 "active": false,
-                "created_at": "2025-02-03T04:05:06Z"
+                "created_at": "2025-02-03T04:05:06Z",
+                "plan": "pro",
+                "plan_version": 2
             }
         ]});
         let mut printer = Printer::new(Vec::new(), OutputFormat::Table, Language::En);

@@ -3,6 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
 use synaxis_shared::limits::{LimitRule, LimitSet};
+use synaxis_shared::plans::{FIELDS, OrgEntitlements, Source};
 
 use crate::config::ContextSummary;
 use crate::language::Language;
@@ -33,6 +34,7 @@ impl Record for Org {
         "slug",
         "name",
         "primary_region",
+        "plan",
         "active",
         "created_at",
     ];
@@ -43,10 +45,48 @@ impl Record for Org {
             ("slug", self.slug.clone()),
             ("name", self.name.clone()),
             ("primary_region", self.primary_region.to_string()),
+            ("plan", self.plan.clone()),
+            ("plan_version", self.plan_version.to_string()),
             ("allowed_models", models(&self.allowed_models, language)),
             ("active", self.active.to_string()),
             ("created_at", timestamp(&self.created_at)),
         ]
+    }
+}
+
+impl Record for OrgEntitlements {
+    const COLUMNS: &'static [&'static str] = &["plan", "plan_version"];
+
+    /// The plan, then one row per entitlement with its value and its source.
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            ("plan", format!("{} ({})", self.plan_name, self.plan)),
+            ("plan_version", self.plan_version.to_string()),
+            ("latest_version", self.latest_version.to_string()),
+        ];
+        for field in &self.fields {
+            let Some(name) = FIELDS.iter().find(|name| **name == field.name) else {
+                continue;
+            };
+            let value = match &field.value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map_or_else(|| item.to_string(), str::to_owned)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => other.to_string(),
+            };
+            let source = match field.source {
+                Source::Plan => language.plan_source(&self.plan, self.plan_version),
+                Source::Override => language.override_source(),
+            };
+            fields.push((name, format!("{value} ({source})")));
+        }
+        fields
     }
 }
 
@@ -309,6 +349,9 @@ mod tests {
             allowed_models: Vec::new(),
             active: true,
             created_at: created_at(),
+            plan: "free".to_owned(),
+            plan_version: 1,
+            plan_overrides: Default::default(),
         };
         assert_columns_are_ordered_fields(&org);
         let fields = org.fields(Language::PtBr);

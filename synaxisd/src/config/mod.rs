@@ -62,6 +62,18 @@ pub struct Config {
     pub routing: RoutingConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub plans: PlansConfig,
+}
+
+/// Where the plan catalog comes from.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlansConfig {
+    /// A TOML plan catalog such as `config/plans.toml`; the catalog built into the binary when
+    /// absent.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -28,6 +28,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/control/v1/orgs/{org}/revoke", post(orgs::revoke))
         .route(
+            "/control/v1/orgs/{org}/entitlements",
+            get(orgs::entitlements).patch(orgs::set_overrides),
+        )
+        .route("/control/v1/orgs/{org}/plan", post(orgs::migrate_plan))
+        .route(
             "/control/v1/orgs/{org}/limits",
             get(limits::show_org).put(limits::set_org),
         )

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use synaxis_shared::api::{CreateOrgRequest, List, Org, UpdateOrgRequest};
+use synaxis_shared::plans::{MigratePlanRequest, OrgEntitlements};
 
 use super::ControlCaller;
 use super::extract::JsonBody;
@@ -61,4 +62,47 @@ pub async fn revoke(
 
     tracing::info!(org.id = %org.id, "organization revoked");
     Ok(Json(org))
+}
+
+/// Shows an organization's effective entitlements and where each comes from.
+pub async fn entitlements(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+) -> Result<Json<OrgEntitlements>, ApiError> {
+    Ok(Json(state.tenancy.org_entitlements(&caller, &org).await?))
+}
+
+/// Sets or removes per-field overrides of an organization's plan; `null` removes one.
+pub async fn set_overrides(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+    JsonBody(changes): JsonBody<serde_json::Value>,
+) -> Result<Json<OrgEntitlements>, ApiError> {
+    let entitlements = state
+        .tenancy
+        .set_overrides(&caller, &org, Ok(changes))
+        .await?;
+
+    tracing::info!(org = %org, "organization plan overrides set");
+    Ok(Json(entitlements))
+}
+
+/// Moves an organization to a plan version.
+pub async fn migrate_plan(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+    JsonBody(request): JsonBody<MigratePlanRequest>,
+) -> Result<Json<OrgEntitlements>, ApiError> {
+    let entitlements = state.tenancy.migrate_plan(&caller, &org, request).await?;
+
+    tracing::info!(
+        org = %org,
+        plan = %entitlements.plan,
+        version = entitlements.plan_version,
+        "organization moved to a plan version"
+    );
+    Ok(Json(entitlements))
 }

@@ -37,6 +37,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A creation would pass the cap that the caller set: `count` exist already.
+    #[error("the cap is reached: {count} exist already")]
+    CapReached { count: u64 },
 }
 
 impl StoreError {
@@ -59,25 +62,39 @@ pub trait TenancyStore: Send + Sync {
     /// Stores the name, model policy and active flag of an existing organization.
     async fn update_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError>;
 
-    /// Inserts a team; a name taken in the org is a conflict.
-    async fn create_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError>;
+    /// Inserts a team; a name taken in the org is a conflict. With a `cap`, the insert happens
+    /// only while the org has fewer teams, and otherwise fails with [`StoreError::CapReached`].
+    async fn create_team(
+        &self,
+        team: &Team,
+        cap: Option<u64>,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
     async fn get_team(&self, id: TeamId) -> Result<Team, StoreError>;
     async fn list_teams(&self, org_id: OrgId) -> Result<Vec<Team>, StoreError>;
     /// Stores the name and model policy of an existing team.
     async fn update_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError>;
 
-    /// Inserts a user; an email already taken in this region, in any case, is a conflict.
-    async fn create_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError>;
+    /// Inserts a user; an email already taken in this region, in any case, is a conflict. With
+    /// a `cap`, a user of a team is inserted only while the team has fewer active users.
+    async fn create_user(
+        &self,
+        user: &User,
+        cap: Option<u64>,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
     async fn get_user(&self, id: UserId) -> Result<User, StoreError>;
     async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>, StoreError>;
     /// Stores the role, team, locale and active flag of an existing user.
     async fn update_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError>;
 
-    /// Inserts a key with the hash of its secret.
+    /// Inserts a key with the hash of its secret. With a `cap`, the key is inserted only while
+    /// its user has fewer active keys.
     async fn create_key(
         &self,
         key: &Key,
         key_hash: &str,
+        cap: Option<u64>,
         audit: &AuditDraft,
     ) -> Result<(), StoreError>;
     async fn get_key(&self, id: KeyId) -> Result<Key, StoreError>;

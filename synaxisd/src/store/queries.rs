@@ -6,7 +6,8 @@
 //! PostgreSQL: each store provides it as `insert_request_batch`.
 
 pub(crate) const ORG_COLUMNS: &str =
-    "id, slug, name, primary_region, allowed_models, active, created_at";
+    "id, slug, name, primary_region, allowed_models, active, created_at, plan, plan_version,
+     plan_overrides";
 pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
@@ -36,7 +37,7 @@ macro_rules! impl_store_queries {
         };
         use crate::store::rows::{
             AuditRow, AuthRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
-            encode_limits, parse_limits,
+            encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
         use crate::store::{
@@ -46,6 +47,25 @@ macro_rules! impl_store_queries {
         };
 
         impl $store {
+            /// Takes the write lock on row `id` of `table` inside `tx`, then runs `count`, a
+            /// `SELECT COUNT(*)` bound to `id`. Creations under the same row that check a cap
+            /// this way run one at a time, so none can pass the cap.
+            async fn count_locked(
+                tx: &mut Transaction<'_, $db>,
+                table: &'static str,
+                id: uuid::Uuid,
+                count: &'static str,
+            ) -> Result<u64, StoreError> {
+                let mut lock = QueryBuilder::<$db>::new("UPDATE ");
+                lock.push(table).push(" SET id = id WHERE id = ").push_bind(id);
+                let locked = lock.build().execute(&mut **tx).await?;
+                if locked.rows_affected() == 0 {
+                    return Err(StoreError::not_found(table.trim_end_matches('s'), id));
+                }
+                let (count,): (i64,) = sqlx::query_as(count).bind(id).fetch_one(&mut **tx).await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
             /// Appends `draft` to the chain inside `tx`. Moving the head first takes the
             /// database's write lock on it, so that concurrent appends queue in order.
             async fn append_audit_in(
@@ -97,8 +117,9 @@ macro_rules! impl_store_queries {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO organizations (id, slug, name, primary_region, allowed_models,
-                                                active, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                                active, created_at, plan, plan_version,
+                                                plan_overrides)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(org.id.0)
                 .bind(&org.slug)
@@ -107,6 +128,9 @@ macro_rules! impl_store_queries {
                 .bind(ModelList(org.allowed_models.clone()))
                 .bind(org.active)
                 .bind(org.created_at)
+                .bind(&org.plan)
+                .bind(i64::from(org.plan_version))
+                .bind(encode_overrides(&org.plan_overrides))
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| {
@@ -154,13 +178,17 @@ macro_rules! impl_store_queries {
             async fn update_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
-                    "UPDATE organizations SET name = $2, allowed_models = $3, active = $4
+                    "UPDATE organizations SET name = $2, allowed_models = $3, active = $4,
+                                              plan = $5, plan_version = $6, plan_overrides = $7
                      WHERE id = $1",
                 )
                 .bind(org.id.0)
                 .bind(&org.name)
                 .bind(ModelList(org.allowed_models.clone()))
                 .bind(org.active)
+                .bind(&org.plan)
+                .bind(i64::from(org.plan_version))
+                .bind(encode_overrides(&org.plan_overrides))
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
@@ -171,8 +199,25 @@ macro_rules! impl_store_queries {
                 Ok(())
             }
 
-            async fn create_team(&self, team: &Team, audit: &AuditDraft) -> Result<(), StoreError> {
+            async fn create_team(
+                &self,
+                team: &Team,
+                cap: Option<u64>,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let Some(cap) = cap {
+                    let count = Self::count_locked(
+                        &mut tx,
+                        "organizations",
+                        team.org_id.0,
+                        "SELECT COUNT(*) FROM teams WHERE org_id = $1",
+                    )
+                    .await?;
+                    if count >= cap {
+                        return Err(StoreError::CapReached { count });
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO teams (id, org_id, name, allowed_models, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -236,8 +281,25 @@ macro_rules! impl_store_queries {
                 Ok(())
             }
 
-            async fn create_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError> {
+            async fn create_user(
+                &self,
+                user: &User,
+                cap: Option<u64>,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let (Some(cap), Some(team_id)) = (cap, user.team_id) {
+                    let count = Self::count_locked(
+                        &mut tx,
+                        "teams",
+                        team_id.0,
+                        "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
+                    )
+                    .await?;
+                    if count >= cap {
+                        return Err(StoreError::CapReached { count });
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO users (id, org_id, team_id, email, role, locale,
                                         data_residency_region, active, created_at)
@@ -314,9 +376,22 @@ macro_rules! impl_store_queries {
                 &self,
                 key: &Key,
                 key_hash: &str,
+                cap: Option<u64>,
                 audit: &AuditDraft,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let Some(cap) = cap {
+                    let count = Self::count_locked(
+                        &mut tx,
+                        "users",
+                        key.user_id.0,
+                        "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND active",
+                    )
+                    .await?;
+                    if count >= cap {
+                        return Err(StoreError::CapReached { count });
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, user_id, name, key_hash, scope, region,
                                            allowed_models, rpm_limit, tpm_limit, active,

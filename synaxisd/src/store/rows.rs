@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
 use synaxis_shared::limits::LimitSet;
+use synaxis_shared::plans::Overrides;
 use uuid::Uuid;
 
 use super::types::{ModelList, Money};
@@ -51,6 +52,9 @@ pub(crate) struct OrgRow {
     allowed_models: ModelList,
     active: bool,
     created_at: DateTime<Utc>,
+    plan: String,
+    plan_version: i64,
+    plan_overrides: Option<String>,
 }
 
 impl TryFrom<OrgRow> for Org {
@@ -65,8 +69,35 @@ impl TryFrom<OrgRow> for Org {
             allowed_models: row.allowed_models.0,
             active: row.active,
             created_at: row.created_at,
+            plan: row.plan,
+            plan_version: u32::try_from(row.plan_version).map_err(|_| {
+                corrupt("organizations.plan_version", &row.plan_version.to_string())
+            })?,
+            plan_overrides: parse_overrides(row.plan_overrides.as_deref())?,
         })
     }
+}
+
+/// Reads the JSON text of `organizations.plan_overrides`; NULL is no override.
+fn parse_overrides(value: Option<&str>) -> Result<Overrides, StoreError> {
+    let Some(text) = value else {
+        return Ok(Overrides::default());
+    };
+    serde_json::from_str(text).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "invalid overrides in `organizations.plan_overrides`: {error}"
+        ))
+    })
+}
+
+/// Writes plan overrides as JSON text, or NULL when there are none.
+pub(crate) fn encode_overrides(overrides: &Overrides) -> Option<String> {
+    if overrides.is_empty() {
+        return None;
+    }
+    let text = serde_json::to_string(overrides)
+        .unwrap_or_else(|_| unreachable!("overrides hold only numbers, strings and booleans"));
+    Some(text)
 }
 
 #[derive(sqlx::FromRow)]

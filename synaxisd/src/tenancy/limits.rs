@@ -2,9 +2,11 @@
 //! justification. [`rbac`](super::rbac) decides who may set which scope's limits.
 
 use synaxis_shared::api::JUSTIFICATION_HEADER;
-use synaxis_shared::limits::LimitSet;
-use synaxis_shared::{TeamId, UserId};
+use synaxis_shared::limits::{LimitSet, WindowKind};
+use synaxis_shared::plans::Quota;
+use synaxis_shared::{OrgId, TeamId, UserId};
 
+use super::plans::PlanLimit;
 use super::rbac::{Action, Target};
 use super::{Caller, Tenancy, TenancyError, check};
 use crate::store::LimitScope;
@@ -75,6 +77,9 @@ impl Tenancy {
                 let message = format!("invalid `{key}`: {reason}");
                 return Err(TenancyError::invalid(key, message));
             }
+            if let Some(org_id) = target.org_id {
+                self.check_window_kinds(org_id, &limits).await?;
+            }
             self.store.set_limits(scope, &limits, &draft).await?;
             match scope {
                 LimitScope::Org(id) => self.auth_cache.evict_org(id),
@@ -92,6 +97,38 @@ impl Tenancy {
         }
         .await;
         self.audited(draft, result).await
+    }
+
+    /// Rejects sliding windows in a limit set of an org whose plan allows only fixed ones.
+    async fn check_window_kinds(
+        &self,
+        org_id: OrgId,
+        limits: &LimitSet,
+    ) -> Result<(), TenancyError> {
+        let uses_sliding = limits
+            .rules()
+            .any(|(_, _, rule)| rule.window == WindowKind::Sliding);
+        if !uses_sliding {
+            return Ok(());
+        }
+        let org = self.store.get_org(org_id).await?;
+        let (entitlements, plan) = self.plans.entitlements_of(&org)?;
+        if entitlements.rate_limit_windows.allows_sliding() {
+            return Ok(());
+        }
+        let lifted_by = self
+            .plans
+            .plans()
+            .filter(|other| other.rank > plan.rank)
+            .filter(|other| other.latest().1.rate_limit_windows.allows_sliding())
+            .min_by_key(|other| other.rank)
+            .map(|other| (other.name.clone(), Quota::Unlimited));
+        Err(TenancyError::PlanLimit(Box::new(PlanLimit {
+            field: "rate_limit_windows",
+            plan_name: plan.name.clone(),
+            limit: None,
+            lifted_by,
+        })))
     }
 
     /// Loads the owner of a limit set and returns its scope and the target that permissions

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod keys;
 pub mod limits;
 pub mod models;
+pub mod plans;
 pub mod rbac;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::clock::Clock;
 use crate::store::{AuthenticatedKey, KeyFilter, KeyRotation, Store, StoreError, UserFilter};
 use cache::AuthCache;
 use keys::KeyHasher;
+use plans::{PlanCatalog, PlanLimit, over_cap};
 use rbac::{Action, Actor, Denial, Target, authorize};
 
 /// Longest accepted grace period of a rotated key's old secret.
@@ -38,6 +40,8 @@ pub enum TenancyError {
     Denied(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the {} plan's limit of {} is reached", .0.plan_name, .0.field)]
+    PlanLimit(Box<PlanLimit>),
 }
 
 impl TenancyError {
@@ -84,6 +88,7 @@ pub struct Tenancy {
     region: RegionId,
     key_prefix: String,
     auth_cache: Arc<AuthCache>,
+    plans: Arc<PlanCatalog>,
 }
 
 impl Tenancy {
@@ -93,6 +98,7 @@ impl Tenancy {
         hasher: KeyHasher,
         region: RegionId,
         key_prefix: String,
+        plans: Arc<PlanCatalog>,
     ) -> Self {
         Self {
             store,
@@ -101,7 +107,12 @@ impl Tenancy {
             region,
             key_prefix,
             auth_cache: Arc::new(AuthCache::default()),
+            plans,
         }
+    }
+
+    pub fn plans(&self) -> &PlanCatalog {
+        &self.plans
     }
 
     /// Replaces the auth cache, so that it counts into the daemon's metrics.
@@ -195,6 +206,10 @@ impl Tenancy {
         }
         let slug = request.slug.unwrap_or_else(|| slugify(name));
         validate_slug(&slug)?;
+        let plan_id = request
+            .plan
+            .unwrap_or_else(|| self.plans.default_plan().to_owned());
+        let plan = self.plans.require("plan", &plan_id)?;
 
         let org = Org {
             id: OrgId::new(),
@@ -204,6 +219,9 @@ impl Tenancy {
             allowed_models: Vec::new(),
             active: true,
             created_at: self.clock.now(),
+            plan: plan.id.clone(),
+            plan_version: plan.latest().0,
+            plan_overrides: Default::default(),
         };
         // The failure entry of a create names no target, because none was created.
         let mut success = draft.clone();
@@ -317,6 +335,7 @@ impl Tenancy {
                 &org_target(request.org_id, "organization", request.org_id),
             )?;
             let org = self.store.get_org(request.org_id).await?;
+            let (cap, limit) = self.resource_cap(&org, "teams", |plan| plan.teams)?;
             let name = validate_team_name(&request.name)?;
             let allowed_models = models::normalize(request.allowed_models)
                 .map_err(|message| TenancyError::invalid("allowed_models", message))?;
@@ -330,7 +349,10 @@ impl Tenancy {
             };
             let mut success = draft.clone();
             success.target_id = Some(team.id.to_string());
-            self.store.create_team(&team, &success).await?;
+            self.store
+                .create_team(&team, cap, &success)
+                .await
+                .map_err(|error| over_cap(error, limit))?;
             Ok(team)
         }
         .await;
@@ -414,6 +436,8 @@ impl Tenancy {
             if let Some(team_id) = request.team_id {
                 self.check_team_in_org(team_id, org.id).await?;
             }
+            let (cap, limit) =
+                self.resource_cap(&org, "users_per_team", |plan| plan.users_per_team)?;
 
             let user = User {
                 id: UserId::new(),
@@ -428,7 +452,10 @@ impl Tenancy {
             };
             let mut success = draft.clone();
             success.target_id = Some(user.id.to_string());
-            self.store.create_user(&user, &success).await?;
+            self.store
+                .create_user(&user, cap, &success)
+                .await
+                .map_err(|error| over_cap(error, limit))?;
             Ok(user)
         }
         .await;
@@ -581,6 +608,9 @@ impl Tenancy {
                 .tpm_limit
                 .map(|limit| validate_key_limit("tpm_limit", limit))
                 .transpose()?;
+            let org = self.store.get_org(user.org_id).await?;
+            let (cap, limit) =
+                self.resource_cap(&org, "keys_per_user", |plan| plan.keys_per_user)?;
 
             let secret = keys::generate(&self.key_prefix);
             let key = Key {
@@ -603,7 +633,10 @@ impl Tenancy {
             let mut success = draft.clone();
             success.target_id = Some(key.id.to_string());
             let hash = self.hasher.hash(secret.expose_secret());
-            self.store.create_key(&key, &hash, &success).await?;
+            self.store
+                .create_key(&key, &hash, cap, &success)
+                .await
+                .map_err(|error| over_cap(error, limit))?;
 
             Ok(CreatedKey {
                 key,

@@ -46,6 +46,8 @@ pub enum Action {
     KeyRevoke,
     LimitsRead,
     LimitsSet,
+    PlanOverride,
+    PlanMigrate,
     AuditRead,
     AuditVerify,
 }
@@ -71,6 +73,8 @@ impl Action {
             Self::KeyRevoke => "key.revoke",
             Self::LimitsRead => "limits.read",
             Self::LimitsSet => "limits.set",
+            Self::PlanOverride => "plan.override",
+            Self::PlanMigrate => "plan.migrate",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
         }
@@ -167,9 +171,11 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
     };
 
     match action {
-        Action::OrgCreate | Action::OrgRevoke | Action::AuditVerify => {
-            forbid("only the operator may")
-        }
+        Action::OrgCreate
+        | Action::OrgRevoke
+        | Action::PlanOverride
+        | Action::PlanMigrate
+        | Action::AuditVerify => forbid("only the operator may"),
         Action::OrgRead
         | Action::TeamRead
         | Action::UserRead

@@ -296,7 +296,16 @@ pub struct Tenant {
 pub fn create_tenant(daemon: &Daemon, slug: &str) -> Tenant {
     let org = ctl_json(
         daemon,
-        &["org", "create", "--name", "Acme Labs", "--slug", slug],
+        &[
+            "org",
+            "create",
+            "--name",
+            "Acme Labs",
+            "--slug",
+            slug,
+            "--plan",
+            "enterprise",
+        ],
     );
     let org_id = org["id"].as_str().expect("org id").to_owned();
     let email = format!("dev@{slug}.test");
