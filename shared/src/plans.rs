@@ -278,7 +278,7 @@ impl Entitlements {
     }
 }
 
-/// Where an effective entitlement comes from.
+/// The source of an effective entitlement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {

@@ -542,6 +542,31 @@ async fn free_plan_caps_resources(store: Arc<dyn Store>) {
         .create_key(&operator(), key_request(&user))
         .await
         .expect("key within the overridden cap");
+
+    let sliding: LimitSet = serde_json::from_value(serde_json::json!({
+        "requests": {"per_minute": {"limit": 10, "window": "sliding", "action": "block"}}
+    }))
+    .expect("limit set");
+    let error = tenancy
+        .set_limits(&justified, LimitsOf::Org("free"), Ok(sliding))
+        .await
+        .expect_err("a sliding window on the Free plan");
+    let TenancyError::PlanLimit(limit) = error else {
+        panic!("expected a plan limit, got {error:?}");
+    };
+    assert_eq!(limit.field, "rate_limit_windows");
+    assert_eq!(
+        limit.lifted_by.map(|(plan, _)| plan),
+        Some("Pro".to_owned())
+    );
+    let fixed: LimitSet = serde_json::from_value(serde_json::json!({
+        "requests": {"per_minute": {"limit": 10, "action": "block"}}
+    }))
+    .expect("limit set");
+    tenancy
+        .set_limits(&justified, LimitsOf::Org("free"), Ok(fixed))
+        .await
+        .expect("a fixed window on the Free plan");
 }
 
 macro_rules! contract_tests {

@@ -361,14 +361,14 @@ pub(super) fn over_cap(error: StoreError, limit: PlanLimit) -> TenancyError {
     }
 }
 
-fn require_justification(caller: &Caller, what: &str) -> Result<(), TenancyError> {
+fn require_justification(caller: &Caller, change: &str) -> Result<(), TenancyError> {
     if caller.justification.is_some() {
         return Ok(());
     }
     Err(TenancyError::invalid(
         JUSTIFICATION_HEADER,
         format!(
-            "{what} requires a justification: send it in the `{JUSTIFICATION_HEADER}` header, or pass --justification \"TEXT\" to synaxisctl"
+            "{change} requires a justification: send it in the `{JUSTIFICATION_HEADER}` header, or pass --justification \"TEXT\" to synaxisctl"
         ),
     ))
 }
