@@ -127,7 +127,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
-    let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits);
+    let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits)
+        .with_plans(tenancy.plans_arc());
     let finisher = admission.take_finisher();
     let gateway = Gateway::new(&config, recorder, admission, &process_env)?;
     let state = AppState::new(AppStateInner {

@@ -292,6 +292,18 @@ fn policy_pt_br(policy: &str) -> &str {
     }
 }
 
+/// Names the owner of a rate limit in Brazilian Portuguese, with its preposition.
+fn scope_pt_br(scope: &str) -> &str {
+    match scope {
+        "key" => "da chave",
+        "user" => "do usuário",
+        "team" => "da equipe",
+        "organization" => "da organização",
+        "plan" => "do plano",
+        other => other,
+    }
+}
+
 /// Names a stored entity in Brazilian Portuguese.
 fn entity_pt_br(entity: &str) -> &str {
     match entity {
@@ -383,9 +395,9 @@ impl RateLimited {
                 format!("O limite de {limit} {requests} da organização foi atingido.")
             }
             _ => format!(
-                "O limite de {limit} {} da {} foi atingido.",
+                "O limite de {limit} {} {} foi atingido.",
                 limit_name_pt_br(&self.limit_name, *limit == 1),
-                policy_pt_br(self.scope)
+                scope_pt_br(self.scope)
             ),
         };
         match self.retry_after {

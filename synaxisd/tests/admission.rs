@@ -19,7 +19,8 @@ use synaxisd::gateway::admission::{Admission, Grant};
 use synaxisd::http_error::{ApiError, RateLimitKind, RateLimited};
 use synaxisd::limits::memory::MemoryLimiter;
 use synaxisd::metrics::Metrics;
-use synaxisd::store::{AuthenticatedKey, KeyLimits};
+use synaxisd::store::{AuthenticatedKey, KeyLimits, OrgPlan};
+use synaxisd::tenancy::plans::PlanCatalog;
 
 /// Returns the time one second before a UTC minute ends.
 fn start() -> DateTime<Utc> {
@@ -62,6 +63,7 @@ fn key_with(org: LimitSet) -> AuthenticatedKey {
             org,
             ..KeyLimits::default()
         },
+        org_plan: OrgPlan::default(),
     }
 }
 
@@ -356,4 +358,109 @@ async fn oversized_request_gets_no_retry_after() {
     let response =
         axum::response::IntoResponse::into_response(ApiError::RateLimited(Box::new(limited)));
     assert!(response.headers().get("retry-after").is_none());
+}
+
+/// A catalog with one plan whose version 1 allows 2 requests per day, 1,000 tokens per month and
+/// 5 concurrent requests.
+fn small_plan_catalog() -> Arc<PlanCatalog> {
+    let text = r#"
+default_plan = "small"
+
+[plans.small]
+name = "Small"
+rank = 1
+
+[plans.small.versions.1]
+teams = 1
+users_per_team = 1
+keys_per_user = 1
+concurrent_requests = 5
+requests_per_day = 2
+tokens_per_month = 1000
+rate_limit_windows = "fixed_only"
+billing_currencies = ["USD"]
+audit_log_access = false
+sso = false
+monthly_fee_usd = "0"
+"#;
+    Arc::new(PlanCatalog::parse(text, "test").expect("catalog"))
+}
+
+fn key_on_small_plan() -> AuthenticatedKey {
+    let mut key = key_with(LimitSet::default());
+    key.org_plan = OrgPlan {
+        plan: "small".to_owned(),
+        version: 1,
+        overrides: Default::default(),
+    };
+    key
+}
+
+fn setup_with_plans() -> Setup {
+    let clock = Arc::new(ManualClock::new(start()));
+    // Without a wait, a full cap refuses at once, and the clock never needs to move.
+    let config = LimitsConfig {
+        throttle_wait_ms: 0,
+        ..LimitsConfig::default()
+    };
+    let admission = Admission::new(
+        Arc::new(MemoryLimiter::new()),
+        clock.clone(),
+        Arc::new(Metrics::default()),
+        &config,
+    )
+    .with_plans(small_plan_catalog());
+    Setup {
+        admission: Arc::new(admission),
+        clock,
+    }
+}
+
+#[tokio::test]
+async fn plan_quota_blocks_past_requests_per_day() {
+    let setup = setup_with_plans();
+    let key = key_on_small_plan();
+    for _ in 0..2 {
+        admit(&setup, &key, 10)
+            .await
+            .expect("within the daily quota");
+    }
+
+    let limited = refusal(admit(&setup, &key, 10).await);
+    assert_eq!(limited.kind, RateLimitKind::Blocked);
+    assert_eq!(limited.scope, "plan");
+    assert_eq!(limited.limit, 2);
+    assert_eq!(
+        ApiError::RateLimited(Box::new(limited.clone())).message(Locale::PtBr),
+        format!(
+            "O limite de 2 requisições por dia do plano foi atingido. Tente de novo em {} s.",
+            limited.retry_after.expect("retry after").as_secs()
+        )
+    );
+}
+
+#[tokio::test]
+async fn plan_override_lifts_quota_and_sets_cap() {
+    let setup = setup_with_plans();
+    let mut key = key_on_small_plan();
+    key.org_plan
+        .overrides
+        .apply(&serde_json::json!({"requests_per_day": "unlimited", "concurrent_requests": 1}))
+        .expect("overrides");
+    let first = admit(&setup, &key, 10).await.expect("one slot");
+    let second = refusal(admit(&setup, &key, 10).await);
+    assert_eq!(
+        second.kind,
+        RateLimitKind::Concurrency,
+        "the overridden cap is 1"
+    );
+    assert_eq!(second.limit, 1);
+
+    first.reservation.expect("the lease is reserved").finish(0);
+    settle_tasks().await;
+    for _ in 0..3 {
+        let grant = admit(&setup, &key, 10).await.expect("no daily quota");
+        grant.reservation.expect("reserved").finish(0);
+        settle_tasks().await;
+    }
 }

@@ -457,6 +457,12 @@ EOF
 
     local org_id user_id
     org_id="$(synaxisctl org create --name "Load benchmark" --plan enterprise | jq -r .id)"
+    # Without --limits-redis, no limit applies: the plan's cap on concurrent requests is lifted
+    # too, so that the runs measure the gateway without a limiter call.
+    if [[ -z "$limits_redis" ]]; then
+        synaxisctl --justification "load benchmark without limits" \
+            org override "$org_id" --set concurrent_requests=unlimited >/dev/null
+    fi
     user_id="$(synaxisctl user create --org "$org_id" --email load@bench.test | jq -r .id)"
     synaxis_key="$(synaxisctl key create --user "$user_id" --name load | jq -r .secret)"
     [[ "$synaxis_key" == sk-syn-* ]] || fail "key create printed no key secret"

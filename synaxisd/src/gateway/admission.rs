@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use synaxis_shared::limits::{Action, LimitSet};
+use synaxis_shared::plans::Quota;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -29,6 +30,7 @@ use crate::limits::{
 };
 use crate::metrics::Metrics;
 use crate::store::AuthenticatedKey;
+use crate::tenancy::plans::PlanCatalog;
 
 /// Maximum sleep between two checks of a token limit or a concurrency cap, which a settled
 /// estimate or a released lease can free before the window moves.
@@ -52,6 +54,8 @@ pub struct Admission {
     finisher_task: Mutex<Option<JoinHandle<()>>>,
     /// Held leases, by id to scope, which the lease keeper renews.
     leases: Arc<Mutex<HashMap<String, String>>>,
+    /// The plan catalog whose quotas apply to each org; none without it.
+    plans: Option<Arc<PlanCatalog>>,
 }
 
 /// The limit sets of scopes that have none stored.
@@ -254,6 +258,7 @@ impl Admission {
             finisher,
             finisher_task: Mutex::new(Some(finisher_task)),
             leases,
+            plans: None,
         }
     }
 
@@ -272,6 +277,58 @@ impl Admission {
     }
 
     /// Lists the limits that apply to requests of `key`.
+    /// Enforces the quotas of each org's plan: its requests per day, tokens per month and
+    /// concurrent requests.
+    pub fn with_plans(mut self, plans: Arc<PlanCatalog>) -> Self {
+        self.plans = Some(plans);
+        self
+    }
+
+    /// Adds the quotas of the key's org plan to `limits`, and returns the plan's cap on
+    /// concurrent requests. Quotas count in counters of their own (`plan:<org id>`), apart from
+    /// the org's limit set. An org whose plan or version the catalog lacks gets no quotas.
+    fn plan_quotas(&self, key: &AuthenticatedKey, limits: &mut Vec<Planned>) -> Option<u64> {
+        let catalog = self.plans.as_ref()?;
+        let org_plan = &key.org_plan;
+        let entitlements = catalog
+            .plan(&org_plan.plan)
+            .and_then(|plan| plan.versions.get(&org_plan.version))?;
+        let overrides = &org_plan.overrides;
+        let scope = format!("plan:{}", key.key.org_id);
+        for (metric, window, quota) in [
+            (
+                Metric::Requests,
+                Window::Day,
+                overrides
+                    .requests_per_day
+                    .unwrap_or(entitlements.requests_per_day),
+            ),
+            (
+                Metric::Tokens,
+                Window::Month,
+                overrides
+                    .tokens_per_month
+                    .unwrap_or(entitlements.tokens_per_month),
+            ),
+        ] {
+            if let Quota::Limited(limit) = quota {
+                limits.push(Planned {
+                    check: LimitCheck {
+                        counter: Counter::new(scope.clone(), metric, window, WindowKind::Fixed),
+                        limit,
+                        cost: 0,
+                    },
+                    action: Action::Block,
+                    scope: "plan",
+                });
+            }
+        }
+        overrides
+            .concurrent_requests
+            .unwrap_or(entitlements.concurrent_requests)
+            .limit()
+    }
+
     pub fn plan(&self, key: &AuthenticatedKey) -> Plan {
         let mut limits = Vec::new();
         let own = &key.key;
@@ -337,6 +394,11 @@ impl Admission {
             {
                 concurrency = Some((name, cap));
             }
+        }
+        if let Some(plan_cap) = self.plan_quotas(key, &mut limits) {
+            let name = format!("org:{}", own.org_id);
+            let cap = concurrency.map_or(plan_cap, |(_, cap)| cap.min(plan_cap));
+            concurrency = Some((name, cap));
         }
         Plan {
             limits,

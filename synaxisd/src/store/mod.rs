@@ -184,6 +184,16 @@ pub struct AuthenticatedKey {
     pub team_allowed_models: Vec<String>,
     pub org_allowed_models: Vec<String>,
     pub limits: KeyLimits,
+    /// The org's plan, plan version and overrides, whose quotas admission enforces.
+    pub org_plan: OrgPlan,
+}
+
+/// The plan that an org is on: its id, version and per-field overrides.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgPlan {
+    pub plan: String,
+    pub version: u32,
+    pub overrides: synaxis_shared::plans::Overrides,
 }
 
 /// The limit sets of a key's user, team and org; empty where none is set. The key's own

@@ -532,7 +532,9 @@ macro_rules! impl_store_queries {
                             u.role AS user_role, u.team_id AS user_team_id,
                             u.locale AS user_locale, u.limits AS user_limits,
                             t.allowed_models AS team_allowed_models, t.limits AS team_limits,
-                            o.allowed_models AS org_allowed_models, o.limits AS org_limits
+                            o.allowed_models AS org_allowed_models, o.limits AS org_limits,
+                            o.plan AS org_plan, o.plan_version AS org_plan_version,
+                            o.plan_overrides AS org_plan_overrides
                      FROM api_keys k
                      JOIN users u ON u.id = k.user_id
                      JOIN organizations o ON o.id = k.org_id

@@ -7,7 +7,7 @@ use synaxis_shared::plans::Overrides;
 use uuid::Uuid;
 
 use super::types::{ModelList, Money};
-use super::{AuthenticatedKey, KeyLimits, RequestRecord, StoreError, parse_region};
+use super::{AuthenticatedKey, KeyLimits, OrgPlan, RequestRecord, StoreError, parse_region};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
@@ -217,6 +217,9 @@ pub(crate) struct AuthRow {
     team_limits: Option<String>,
     org_allowed_models: ModelList,
     org_limits: Option<String>,
+    org_plan: String,
+    org_plan_version: i64,
+    org_plan_overrides: Option<String>,
 }
 
 impl TryFrom<AuthRow> for AuthenticatedKey {
@@ -243,6 +246,16 @@ impl TryFrom<AuthRow> for AuthenticatedKey {
                 user: parse_limits("users.limits", row.user_limits.as_deref())?,
                 team: parse_limits("teams.limits", row.team_limits.as_deref())?,
                 org: parse_limits("organizations.limits", row.org_limits.as_deref())?,
+            },
+            org_plan: OrgPlan {
+                plan: row.org_plan,
+                version: u32::try_from(row.org_plan_version).map_err(|_| {
+                    corrupt(
+                        "organizations.plan_version",
+                        &row.org_plan_version.to_string(),
+                    )
+                })?,
+                overrides: parse_overrides(row.org_plan_overrides.as_deref())?,
             },
         })
     }

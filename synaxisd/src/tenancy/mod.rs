@@ -115,6 +115,10 @@ impl Tenancy {
         &self.plans
     }
 
+    pub fn plans_arc(&self) -> Arc<PlanCatalog> {
+        self.plans.clone()
+    }
+
     /// Replaces the auth cache, so that it counts into the daemon's metrics.
     pub fn with_auth_cache(mut self, cache: AuthCache) -> Self {
         self.auth_cache = Arc::new(cache);
