@@ -14,6 +14,7 @@ use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
     KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, User,
 };
+use synaxis_shared::credits::{AddCreditRequest, CreditKind};
 use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
 use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
@@ -567,6 +568,104 @@ async fn free_plan_caps_resources(store: Arc<dyn Store>) {
         .set_limits(&justified, LimitsOf::Org("free"), Ok(fixed))
         .await
         .expect("a fixed window on the Free plan");
+}
+
+/// The ledger's balance is the exact sum of its entries, also when top-ups race each other.
+async fn credit_ledger_sums_entries(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store, Arc::new(ManualClock::new(start_time())));
+    plan_org(&tenancy, "ledger", "pro").await;
+    let justified = Caller {
+        justification: Some("invoice 17".to_owned()),
+        ..operator()
+    };
+    let add = |kind: CreditKind, amount: &str| AddCreditRequest {
+        kind,
+        amount_usd: Decimal::from_str(amount).expect("amount"),
+        reference: None,
+    };
+
+    let error = tenancy
+        .add_credit(&operator(), "ledger", add(CreditKind::Topup, "25.00"))
+        .await
+        .expect_err("no justification");
+    assert!(matches!(error, TenancyError::Invalid { .. }), "{error:?}");
+    for (kind, amount) in [
+        (CreditKind::Topup, "0"),
+        (CreditKind::Refund, "-1"),
+        (CreditKind::Adjustment, "0"),
+        (CreditKind::Usage, "-1"),
+    ] {
+        let error = tenancy
+            .add_credit(&justified, "ledger", add(kind, amount))
+            .await
+            .expect_err("invalid credit");
+        assert!(
+            matches!(error, TenancyError::Invalid { .. }),
+            "{kind:?} {amount}: {error:?}"
+        );
+    }
+
+    tenancy
+        .add_credit(&justified, "ledger", add(CreditKind::Topup, "25.00"))
+        .await
+        .expect("top-up");
+    tenancy
+        .add_credit(&justified, "ledger", add(CreditKind::Refund, "5.10"))
+        .await
+        .expect("refund");
+    let adjusted = tenancy
+        .add_credit(
+            &justified,
+            "ledger",
+            add(CreditKind::Adjustment, "-0.0000015"),
+        )
+        .await
+        .expect("adjustment");
+    assert_eq!(adjusted.seq, 3);
+    assert_eq!(
+        adjusted.balance_usd,
+        Decimal::from_str("30.0999985").expect("decimal")
+    );
+
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let tenancy = tenancy.clone();
+        let justified = justified.clone();
+        let request = add(CreditKind::Topup, "1.01");
+        tasks.push(tokio::spawn(async move {
+            tenancy.add_credit(&justified, "ledger", request).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("concurrent top-up");
+    }
+
+    let balance = tenancy
+        .credit_balance(&operator(), "ledger")
+        .await
+        .expect("balance");
+    assert_eq!(
+        balance.balance_usd,
+        Decimal::from_str("50.2999985").expect("decimal")
+    );
+    assert_eq!(balance.entries, 23);
+    assert_eq!(
+        balance.minimum_balance_usd,
+        Decimal::from_str("5.00").expect("decimal")
+    );
+    let history = tenancy
+        .credit_history(&operator(), "ledger", 0, 1000)
+        .await
+        .expect("history");
+    let positions: Vec<u64> = history.iter().map(|entry| entry.seq).collect();
+    assert_eq!(positions, (1..=23).collect::<Vec<u64>>());
+    let sum: Decimal = history.iter().map(|entry| entry.amount_usd).sum();
+    assert_eq!(sum, balance.balance_usd);
+    let page = tenancy
+        .credit_history(&operator(), "ledger", 21, 1000)
+        .await
+        .expect("page");
+    assert_eq!(page.len(), 2);
 }
 
 macro_rules! contract_tests {
@@ -1416,6 +1515,7 @@ contract_tests!(
     key_limits_set_and_clear,
     concurrent_teams_stop_at_plan_cap,
     free_plan_caps_resources,
+    credit_ledger_sums_entries,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

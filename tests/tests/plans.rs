@@ -1,6 +1,7 @@
 //! End-to-end tests of plans through `synaxisctl`. A Free org's second team is rejected with
 //! exit status 5 and a message naming the limit and the plan that lifts it. A new version of a
-//! plan reaches an org only through `plan migrate`, which leaves its overrides alone.
+//! plan reaches an org only through `plan migrate`, which leaves its overrides alone. Credit
+//! added to an org's ledger keeps its exact amounts.
 
 // Helpers of a test fail it by panicking, as assertions do.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -159,6 +160,46 @@ async fn check_plans(database_url: &str) {
         entitlement(&shown, "monthly_fee_usd"),
         (Value::from("59"), "plan".to_owned())
     );
+
+    // The org's credit ledger: amounts stay exact decimals, and a negative adjustment parses.
+    let topup = ctl_json(
+        &daemon,
+        &[
+            "--justification",
+            "invoice 17",
+            "credits",
+            "topup",
+            "mid",
+            "--amount",
+            "25.00",
+        ],
+    );
+    assert_eq!(topup["balance_usd"], "25.00");
+    let adjusted = ctl_json(
+        &daemon,
+        &[
+            "--justification",
+            "double charge",
+            "credits",
+            "adjust",
+            "mid",
+            "--amount",
+            "-3.50",
+        ],
+    );
+    assert_eq!(adjusted["seq"], 2);
+    assert_eq!(adjusted["balance_usd"], "21.50");
+    let balance = ctl_json(&daemon, &["credits", "show", "mid"]);
+    assert_eq!(balance["balance_usd"], "21.50");
+    assert_eq!(balance["minimum_balance_usd"], "5.00");
+    let history = ctl_json(&daemon, &["credits", "history", "mid"]);
+    let kinds: Vec<&str> = history["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| entry["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["topup", "adjustment"]);
 
     // The human table names each value's source.
     let table = ctl(&daemon, "en", &["org", "show", "mid"]);

@@ -214,6 +214,17 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
             format!("/control/v1/orgs/{org}/entitlements"),
             Some(json!({"sso": null})),
         ),
+        "credits.read" => (Method::GET, format!("/control/v1/orgs/{org}/credits"), None),
+        "credits.history" => (
+            Method::GET,
+            format!("/control/v1/orgs/{org}/credits/history"),
+            None,
+        ),
+        "credits.add" => (
+            Method::POST,
+            format!("/control/v1/orgs/{org}/credits"),
+            Some(json!({"kind": "topup", "amount_usd": "1.00"})),
+        ),
         "plan.migrate" => (
             Method::POST,
             format!("/control/v1/orgs/{org}/plan"),

@@ -75,6 +75,72 @@ pub enum OrgAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CreditsAction {
+    /// Add bought credit to an organization's ledger. Requires --justification.
+    Topup {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Amount in USD, such as 25.00.
+        #[arg(long, value_name = "USD", value_parser = parse_amount)]
+        amount: rust_decimal::Decimal,
+        /// An invoice, payment or ticket that the entry refers to.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Give credit back to an organization. Requires --justification.
+    Refund {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Amount in USD, such as 5.00.
+        #[arg(long, value_name = "USD", value_parser = parse_amount)]
+        amount: rust_decimal::Decimal,
+        /// An invoice, payment or ticket that the entry refers to.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Correct an organization's balance by a positive or negative amount. Requires
+    /// --justification.
+    Adjust {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Amount in USD, such as -3.50 or 2.
+        #[arg(long, value_name = "USD", value_parser = parse_amount, allow_negative_numbers = true)]
+        amount: rust_decimal::Decimal,
+        /// An invoice, payment or ticket that the entry refers to.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Show an organization's credit balance and its plan's minimum balance.
+    Show {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+    },
+    /// List an organization's ledger entries, oldest first.
+    History {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Only entries after this position; pass the last `seq` of the previous page.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Entries at most, 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+/// Parses a USD amount such as `25.00` as a decimal, never as a float.
+fn parse_amount(text: &str) -> Result<rust_decimal::Decimal, String> {
+    text.trim()
+        .parse::<rust_decimal::Decimal>()
+        .map_err(|_| format!("`{text}` is not an amount in USD: write it as 25.00 or -3.50"))
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PlanAction {
     /// Move an organization to a plan version: the newest version of its own plan by default.
     /// Its overrides stay. Requires --justification.

@@ -12,8 +12,8 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, ContextAction, KeyAction, LimitsAction, OrgAction, PlanAction, TeamAction,
-    UserAction,
+    AuditAction, ContextAction, CreditsAction, KeyAction, LimitsAction, OrgAction, PlanAction,
+    TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -161,6 +161,11 @@ pub enum Resource {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Show and add to the prepaid credit of organizations.
+    Credits {
+        #[command(subcommand)]
+        action: CreditsAction,
+    },
     /// Move organizations between plan versions.
     Plan {
         #[command(subcommand)]
@@ -194,6 +199,11 @@ impl Resource {
             } | Self::Org {
                 action: OrgAction::Override { .. }
             } | Self::Plan { .. }
+                | Self::Credits {
+                    action: CreditsAction::Topup { .. }
+                        | CreditsAction::Refund { .. }
+                        | CreditsAction::Adjust { .. }
+                }
         )
     }
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod context;
+mod credits;
 mod key;
 mod limits;
 mod org;
@@ -14,6 +15,7 @@ use std::io;
 
 pub use audit::run as audit;
 pub use context::{ContextFlags, run as context};
+pub use credits::run as credits;
 pub use key::run as key;
 pub use limits::run as limits;
 pub use org::run as org;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
+use synaxis_shared::credits::{CreditBalance, CreditEntry};
 use synaxis_shared::limits::{LimitRule, LimitSet};
 use synaxis_shared::plans::{FIELDS, OrgEntitlements, Source};
 
@@ -87,6 +88,42 @@ impl Record for OrgEntitlements {
             fields.push((name, format!("{value} ({source})")));
         }
         fields
+    }
+}
+
+impl Record for CreditBalance {
+    const COLUMNS: &'static [&'static str] = &["org_id", "balance_usd"];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("org_id", self.org_id.to_string()),
+            ("balance_usd", self.balance_usd.to_string()),
+            ("minimum_balance_usd", self.minimum_balance_usd.to_string()),
+            ("entries", self.entries.to_string()),
+        ]
+    }
+}
+
+impl Record for CreditEntry {
+    const COLUMNS: &'static [&'static str] = &[
+        "seq",
+        "kind",
+        "amount_usd",
+        "balance_usd",
+        "reference",
+        "created_at",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("org_id", self.org_id.to_string()),
+            ("seq", self.seq.to_string()),
+            ("kind", self.kind.as_str().to_owned()),
+            ("amount_usd", self.amount_usd.to_string()),
+            ("balance_usd", self.balance_usd.to_string()),
+            ("reference", optional(self.reference.as_ref())),
+            ("created_at", timestamp(&self.created_at)),
+        ]
     }
 }
 

@@ -33,6 +33,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/control/v1/orgs/{org}/plan", post(orgs::migrate_plan))
         .route(
+            "/control/v1/orgs/{org}/credits",
+            get(orgs::credits).post(orgs::add_credit),
+        )
+        .route(
+            "/control/v1/orgs/{org}/credits/history",
+            get(orgs::credit_history),
+        )
+        .route(
             "/control/v1/orgs/{org}/limits",
             get(limits::show_org).put(limits::set_org),
         )

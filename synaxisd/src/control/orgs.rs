@@ -1,9 +1,10 @@
 //! Organization routes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use synaxis_shared::api::{CreateOrgRequest, List, Org, UpdateOrgRequest};
+use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry};
 use synaxis_shared::plans::{MigratePlanRequest, OrgEntitlements};
 
 use super::ControlCaller;
@@ -105,4 +106,59 @@ pub async fn migrate_plan(
         "organization moved to a plan version"
     );
     Ok(Json(entitlements))
+}
+
+/// Shows an organization's credit balance.
+pub async fn credits(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+) -> Result<Json<CreditBalance>, ApiError> {
+    Ok(Json(state.tenancy.credit_balance(&caller, &org).await?))
+}
+
+/// Adds a top-up, refund or adjustment to an organization's credit ledger.
+pub async fn add_credit(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+    JsonBody(request): JsonBody<AddCreditRequest>,
+) -> Result<(StatusCode, Json<CreditEntry>), ApiError> {
+    let entry = state.tenancy.add_credit(&caller, &org, request).await?;
+
+    tracing::info!(
+        org = %org,
+        kind = entry.kind.as_str(),
+        seq = entry.seq,
+        "credit ledger entry added"
+    );
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// Query of `GET /control/v1/orgs/{org}/credits/history`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    after_seq: u64,
+    #[serde(default = "default_history_limit")]
+    limit: u64,
+}
+
+fn default_history_limit() -> u64 {
+    100
+}
+
+/// Lists an organization's credit ledger, oldest first.
+pub async fn credit_history(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<List<CreditEntry>>, ApiError> {
+    let data = state
+        .tenancy
+        .credit_history(&caller, &org, query.after_seq, query.limit)
+        .await?;
+    Ok(Json(List { data }))
 }

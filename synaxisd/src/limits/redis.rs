@@ -831,8 +831,10 @@ impl Limiter for RedisLimiter {
         let now_ms = now.timestamp_millis();
         let mut invocation = self.scripts.finish.prepare_invoke();
 
-        // Keys go in order: the counters of the adjustments, then the lease sets.
-        let mut adjustment_args = Vec::new();
+        // Adjustments of the same window or bucket are summed first, so that Redis changes each
+        // once however many requests ended together. Keys go in order: the counters of the
+        // adjustments, then the lease sets.
+        let mut summed: HashMap<(String, i64), (&'static str, i64, i64)> = HashMap::new();
         for end in ends {
             validate_adjustments(&end.adjustments)?;
             for adjustment in &end.adjustments {
@@ -840,14 +842,25 @@ impl Limiter for RedisLimiter {
                 if adjustment.delta == 0 || !cell.counts_at(now_ms) {
                     continue;
                 }
-                invocation.key(self.counter_key(&adjustment.counter, &cell));
-                adjustment_args.push((
-                    kind_name(&cell),
+                let key = (
+                    self.counter_key(&adjustment.counter, &cell),
                     bucket_index(&cell),
-                    adjustment.delta,
-                    cell.expires_at_ms(),
-                ));
+                );
+                let entry =
+                    summed
+                        .entry(key)
+                        .or_insert((kind_name(&cell), 0, cell.expires_at_ms()));
+                entry.1 = entry.1.saturating_add(adjustment.delta);
+                entry.2 = entry.2.max(cell.expires_at_ms());
             }
+        }
+        let mut adjustment_args = Vec::with_capacity(summed.len());
+        for ((key, bucket), (kind, delta, expires_ms)) in summed {
+            if delta == 0 {
+                continue;
+            }
+            invocation.key(key);
+            adjustment_args.push((kind, bucket, delta, expires_ms));
         }
         let leases: Vec<&HeldLease> = ends.iter().filter_map(|end| end.lease.as_ref()).collect();
         if adjustment_args.is_empty() && leases.is_empty() {

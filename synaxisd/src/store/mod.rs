@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+use synaxis_shared::credits::{CreditEntry, CreditKind};
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
@@ -164,8 +165,42 @@ pub trait SettingsStore: Send + Sync {
     async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<String, StoreError>;
 }
 
+/// A new entry of an org's credit ledger; the store gives it its position and balance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCredit {
+    pub org_id: OrgId,
+    pub kind: CreditKind,
+    pub amount_usd: Decimal,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The append-only credit ledgers of organizations.
 #[async_trait]
-pub trait Store: TenancyStore + AuditStore + RequestStore + SettingsStore + Debug {
+pub trait CreditStore: Send + Sync {
+    /// Appends an entry after the org's last one, with the audit entry when given, in one
+    /// transaction that holds the org's row lock, and returns it with its position and the new
+    /// balance.
+    async fn append_credit(
+        &self,
+        credit: &NewCredit,
+        audit: Option<&AuditDraft>,
+    ) -> Result<CreditEntry, StoreError>;
+    /// Returns the org's balance and its number of entries.
+    async fn credit_balance(&self, org_id: OrgId) -> Result<(Decimal, u64), StoreError>;
+    /// Lists the org's entries after position `after_seq`, oldest first, at most `limit`.
+    async fn list_credits(
+        &self,
+        org_id: OrgId,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<CreditEntry>, StoreError>;
+}
+
+#[async_trait]
+pub trait Store:
+    TenancyStore + AuditStore + RequestStore + SettingsStore + CreditStore + Debug
+{
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Prepares storage for request records of these regions (PostgreSQL partitions).

@@ -28,6 +28,8 @@ macro_rules! impl_store_queries {
         use chrono::{DateTime, Utc};
         use sqlx::{QueryBuilder, Transaction};
         use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+        use rust_decimal::Decimal;
+        use synaxis_shared::credits::CreditEntry;
         use synaxis_shared::limits::LimitSet;
         use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
@@ -36,12 +38,12 @@ macro_rules! impl_store_queries {
             AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, CreditRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
         use crate::store::{
-            AuditFilter, AuditStore, AuthenticatedKey, KeyFilter, KeyRotation, LimitScope,
+            AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
             UserFilter, conflict_on_unique,
         };
@@ -631,6 +633,93 @@ macro_rules! impl_store_queries {
                         .fetch_one(&self.pool)
                         .await?;
                 Ok(AuditHead { seq, hash })
+            }
+        }
+
+        #[async_trait]
+        impl CreditStore for $store {
+            async fn append_credit(
+                &self,
+                credit: &NewCredit,
+                audit: Option<&AuditDraft>,
+            ) -> Result<CreditEntry, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let locked = sqlx::query("UPDATE organizations SET id = id WHERE id = $1")
+                    .bind(credit.org_id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                if locked.rows_affected() == 0 {
+                    return Err(StoreError::not_found("organization", credit.org_id));
+                }
+                let last: Option<(i64, Money)> = sqlx::query_as(
+                    "SELECT seq, balance_usd FROM credit_ledger WHERE org_id = $1
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(credit.org_id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (last_seq, balance) = last.map_or((0, Decimal::ZERO), |(seq, balance)| (seq, balance.0));
+                let seq = last_seq + 1;
+                let balance = balance + credit.amount_usd;
+                sqlx::query(
+                    "INSERT INTO credit_ledger (id, org_id, seq, kind, amount_usd, balance_usd,
+                                                reference, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(uuid::Uuid::new_v4())
+                .bind(credit.org_id.0)
+                .bind(seq)
+                .bind(credit.kind.as_str())
+                .bind(Money(credit.amount_usd))
+                .bind(Money(balance))
+                .bind(credit.reference.as_deref())
+                .bind(credit.created_at)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(audit) = audit {
+                    Self::append_audit_in(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(CreditEntry {
+                    org_id: credit.org_id,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    kind: credit.kind,
+                    amount_usd: credit.amount_usd,
+                    balance_usd: balance,
+                    reference: credit.reference.clone(),
+                    created_at: credit.created_at,
+                })
+            }
+
+            async fn credit_balance(&self, org_id: OrgId) -> Result<(Decimal, u64), StoreError> {
+                let last: Option<(i64, Money)> = sqlx::query_as(
+                    "SELECT seq, balance_usd FROM credit_ledger WHERE org_id = $1
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(org_id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(last.map_or((Decimal::ZERO, 0), |(seq, balance)| {
+                    (balance.0, u64::try_from(seq).unwrap_or(0))
+                }))
+            }
+
+            async fn list_credits(
+                &self,
+                org_id: OrgId,
+                after_seq: u64,
+                limit: u64,
+            ) -> Result<Vec<CreditEntry>, StoreError> {
+                let rows = sqlx::query_as::<_, CreditRow>(
+                    "SELECT org_id, seq, kind, amount_usd, balance_usd, reference, created_at
+                     FROM credit_ledger WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(org_id.0)
+                .bind(i64::try_from(after_seq).unwrap_or(i64::MAX))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                convert_all(rows)
             }
         }
 

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
+use synaxis_shared::credits::CreditEntry;
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::plans::Overrides;
 use uuid::Uuid;
@@ -257,6 +258,37 @@ impl TryFrom<AuthRow> for AuthenticatedKey {
                 })?,
                 overrides: parse_overrides(row.org_plan_overrides.as_deref())?,
             },
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CreditRow {
+    org_id: Uuid,
+    seq: i64,
+    kind: String,
+    amount_usd: Money,
+    balance_usd: Money,
+    reference: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<CreditRow> for CreditEntry {
+    type Error = StoreError;
+
+    fn try_from(row: CreditRow) -> Result<Self, StoreError> {
+        Ok(CreditEntry {
+            org_id: row.org_id.into(),
+            seq: u64::try_from(row.seq)
+                .map_err(|_| corrupt("credit_ledger.seq", &row.seq.to_string()))?,
+            kind: row
+                .kind
+                .parse()
+                .map_err(|_| corrupt("credit_ledger.kind", &row.kind))?,
+            amount_usd: row.amount_usd.0,
+            balance_usd: row.balance_usd.0,
+            reference: row.reference,
+            created_at: row.created_at,
         })
     }
 }

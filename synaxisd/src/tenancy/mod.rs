@@ -3,6 +3,7 @@
 //! transaction as the change, a denial or failure as an entry of its own.
 
 pub mod cache;
+pub mod credits;
 pub mod keys;
 pub mod limits;
 pub mod models;

@@ -361,7 +361,7 @@ pub(super) fn over_cap(error: StoreError, limit: PlanLimit) -> TenancyError {
     }
 }
 
-fn require_justification(caller: &Caller, change: &str) -> Result<(), TenancyError> {
+pub(super) fn require_justification(caller: &Caller, change: &str) -> Result<(), TenancyError> {
     if caller.justification.is_some() {
         return Ok(());
     }

@@ -48,6 +48,8 @@ pub enum Action {
     LimitsSet,
     PlanOverride,
     PlanMigrate,
+    CreditsRead,
+    CreditsAdd,
     AuditRead,
     AuditVerify,
 }
@@ -75,6 +77,8 @@ impl Action {
             Self::LimitsSet => "limits.set",
             Self::PlanOverride => "plan.override",
             Self::PlanMigrate => "plan.migrate",
+            Self::CreditsRead => "credits.read",
+            Self::CreditsAdd => "credits.add",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
         }
@@ -175,7 +179,10 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::OrgRevoke
         | Action::PlanOverride
         | Action::PlanMigrate
+        | Action::CreditsAdd
         | Action::AuditVerify => forbid("only the operator may"),
+        Action::CreditsRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
+        Action::CreditsRead => forbid("it requires the owner, admin or billing role"),
         Action::OrgRead
         | Action::TeamRead
         | Action::UserRead
