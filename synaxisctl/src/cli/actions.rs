@@ -77,42 +77,12 @@ pub enum OrgAction {
 #[derive(Debug, Subcommand)]
 pub enum CreditsAction {
     /// Add bought credit to an organization's ledger. Requires --justification.
-    Topup {
-        /// Organization id (a UUID) or slug.
-        #[arg(value_parser = parse_org_reference)]
-        org: String,
-        /// Amount in USD, such as 25.00.
-        #[arg(long, value_name = "USD", value_parser = parse_amount)]
-        amount: rust_decimal::Decimal,
-        /// An invoice, payment or ticket that the entry refers to.
-        #[arg(long)]
-        reference: Option<String>,
-    },
+    Topup(CreditArgs),
     /// Give credit back to an organization. Requires --justification.
-    Refund {
-        /// Organization id (a UUID) or slug.
-        #[arg(value_parser = parse_org_reference)]
-        org: String,
-        /// Amount in USD, such as 5.00.
-        #[arg(long, value_name = "USD", value_parser = parse_amount)]
-        amount: rust_decimal::Decimal,
-        /// An invoice, payment or ticket that the entry refers to.
-        #[arg(long)]
-        reference: Option<String>,
-    },
+    Refund(CreditArgs),
     /// Correct an organization's balance by a positive or negative amount. Requires
     /// --justification.
-    Adjust {
-        /// Organization id (a UUID) or slug.
-        #[arg(value_parser = parse_org_reference)]
-        org: String,
-        /// Amount in USD, such as -3.50 or 2.
-        #[arg(long, value_name = "USD", value_parser = parse_amount, allow_negative_numbers = true)]
-        amount: rust_decimal::Decimal,
-        /// An invoice, payment or ticket that the entry refers to.
-        #[arg(long)]
-        reference: Option<String>,
-    },
+    Adjust(CreditArgs),
     /// Show an organization's credit balance and its plan's minimum balance.
     Show {
         /// Organization id (a UUID) or slug.
@@ -131,6 +101,20 @@ pub enum CreditsAction {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
+}
+
+/// The organization, amount and reference of a new ledger entry.
+#[derive(Debug, Args)]
+pub struct CreditArgs {
+    /// Organization id (a UUID) or slug.
+    #[arg(value_parser = parse_org_reference)]
+    pub org: String,
+    /// Amount in USD, such as 25.00, or -3.50 for an adjustment that takes credit away.
+    #[arg(long, value_name = "USD", value_parser = parse_amount, allow_negative_numbers = true)]
+    pub amount: rust_decimal::Decimal,
+    /// An invoice, payment or ticket that the entry refers to.
+    #[arg(long)]
+    pub reference: Option<String>,
 }
 
 /// Parses a USD amount such as `25.00` as a decimal, never as a float.

@@ -12,8 +12,8 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, ContextAction, CreditsAction, KeyAction, LimitsAction, OrgAction, PlanAction,
-    TeamAction, UserAction,
+    AuditAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction, OrgAction,
+    PlanAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -200,9 +200,9 @@ impl Resource {
                 action: OrgAction::Override { .. }
             } | Self::Plan { .. }
                 | Self::Credits {
-                    action: CreditsAction::Topup { .. }
-                        | CreditsAction::Refund { .. }
-                        | CreditsAction::Adjust { .. }
+                    action: CreditsAction::Topup(_)
+                        | CreditsAction::Refund(_)
+                        | CreditsAction::Adjust(_)
                 }
         )
     }

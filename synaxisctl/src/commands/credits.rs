@@ -6,7 +6,7 @@ use synaxis_shared::api::List;
 use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry, CreditKind};
 
 use super::CommandError;
-use crate::cli::CreditsAction;
+use crate::cli::{CreditArgs, CreditsAction};
 use crate::client::Client;
 use crate::output::Printer;
 
@@ -34,21 +34,9 @@ pub async fn run(
             printer.list(&reply)?;
             return Ok(());
         }
-        CreditsAction::Topup {
-            org,
-            amount,
-            reference,
-        } => (org, credit(CreditKind::Topup, amount, reference)),
-        CreditsAction::Refund {
-            org,
-            amount,
-            reference,
-        } => (org, credit(CreditKind::Refund, amount, reference)),
-        CreditsAction::Adjust {
-            org,
-            amount,
-            reference,
-        } => (org, credit(CreditKind::Adjustment, amount, reference)),
+        CreditsAction::Topup(args) => credit(CreditKind::Topup, args),
+        CreditsAction::Refund(args) => credit(CreditKind::Refund, args),
+        CreditsAction::Adjust(args) => credit(CreditKind::Adjustment, args),
     };
     let reply = client
         .post::<CreditEntry, _>(&["orgs", &org, "credits"], &request)
@@ -57,14 +45,12 @@ pub async fn run(
     Ok(())
 }
 
-fn credit(
-    kind: CreditKind,
-    amount_usd: rust_decimal::Decimal,
-    reference: Option<String>,
-) -> AddCreditRequest {
-    AddCreditRequest {
+/// Returns the org and the request of a new ledger entry.
+fn credit(kind: CreditKind, args: CreditArgs) -> (String, AddCreditRequest) {
+    let request = AddCreditRequest {
         kind,
-        amount_usd,
-        reference,
-    }
+        amount_usd: args.amount,
+        reference: args.reference,
+    };
+    (args.org, request)
 }

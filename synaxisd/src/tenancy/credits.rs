@@ -2,6 +2,7 @@
 //! with a justification.
 
 use rust_decimal::Decimal;
+use synaxis_shared::api::Org;
 use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry, CreditKind};
 
 use super::rbac::Action;
@@ -18,12 +19,7 @@ impl Tenancy {
         caller: &Caller,
         id_or_slug: &str,
     ) -> Result<CreditBalance, TenancyError> {
-        let org = self.load_org(id_or_slug).await?;
-        check(
-            &caller.actor,
-            Action::CreditsRead,
-            &org_target(org.id, "organization", id_or_slug),
-        )?;
+        let org = self.credits_org(caller, id_or_slug).await?;
         let (balance_usd, entries) = self.store.credit_balance(org.id).await?;
         let (entitlements, _) = self.plans.entitlements_of(&org)?;
         Ok(CreditBalance {
@@ -42,14 +38,20 @@ impl Tenancy {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<CreditEntry>, TenancyError> {
+        let org = self.credits_org(caller, id_or_slug).await?;
+        let limit = limit.clamp(1, MAX_HISTORY);
+        Ok(self.store.list_credits(org.id, after_seq, limit).await?)
+    }
+
+    /// Loads the org whose credits the caller reads, when the caller may read them.
+    async fn credits_org(&self, caller: &Caller, id_or_slug: &str) -> Result<Org, TenancyError> {
         let org = self.load_org(id_or_slug).await?;
         check(
             &caller.actor,
             Action::CreditsRead,
             &org_target(org.id, "organization", id_or_slug),
         )?;
-        let limit = limit.clamp(1, MAX_HISTORY);
-        Ok(self.store.list_credits(org.id, after_seq, limit).await?)
+        Ok(org)
     }
 
     /// Adds a top-up, a refund or an adjustment to an org's ledger. Top-ups and refunds are
