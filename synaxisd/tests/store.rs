@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
-    KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, User,
+    KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, UpdateUserRequest, User,
 };
 use synaxis_shared::credits::{AddCreditRequest, CreditKind};
 use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
@@ -348,7 +348,7 @@ async fn inactive_user_or_org_disables_keys(store: Arc<dyn Store>) {
         ..user.clone()
     };
     store
-        .update_user(&reactivated, &draft)
+        .update_user(&reactivated, None, &draft)
         .await
         .expect("reactivate user");
     assert!(
@@ -501,12 +501,27 @@ async fn free_plan_caps_resources(store: Arc<dyn Store>) {
         matches!(&error, TenancyError::PlanLimit(limit) if limit.field == "users_per_team"),
         "{error:?}"
     );
-    // A user outside any team does not count against a team's cap.
+    // A user outside any team does not count against a team's cap, and cannot join a full one.
     fourth.team_id = None;
     let user = tenancy
         .create_user(&operator(), fourth)
         .await
         .expect("user without a team");
+    let error = tenancy
+        .update_user(
+            &operator(),
+            user.id,
+            UpdateUserRequest {
+                team_id: Some(team.id),
+                ..UpdateUserRequest::default()
+            },
+        )
+        .await
+        .expect_err("joining a full Free team");
+    assert!(
+        matches!(&error, TenancyError::PlanLimit(limit) if limit.field == "users_per_team"),
+        "{error:?}"
+    );
 
     for _ in 0..2 {
         tenancy

@@ -86,8 +86,15 @@ pub trait TenancyStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn get_user(&self, id: UserId) -> Result<User, StoreError>;
     async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>, StoreError>;
-    /// Stores the role, team, locale and active flag of an existing user.
-    async fn update_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError>;
+    /// Stores the role, team, locale and active flag of an existing user. With a `cap`, which a
+    /// caller passes when the user joins a team, the update happens only while that team has
+    /// fewer active users.
+    async fn update_user(
+        &self,
+        user: &User,
+        cap: Option<u64>,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
 
     /// Inserts a key with the hash of its secret. With a `cap`, the key is inserted only while
     /// its user has fewer active keys.

@@ -353,8 +353,25 @@ macro_rules! impl_store_queries {
                 convert_all(rows)
             }
 
-            async fn update_user(&self, user: &User, audit: &AuditDraft) -> Result<(), StoreError> {
+            async fn update_user(
+                &self,
+                user: &User,
+                cap: Option<u64>,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let (Some(cap), Some(team_id)) = (cap, user.team_id) {
+                    let count = Self::count_locked(
+                        &mut tx,
+                        "teams",
+                        team_id.0,
+                        "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
+                    )
+                    .await?;
+                    if count >= cap {
+                        return Err(StoreError::CapReached { count });
+                    }
+                }
                 let updated = sqlx::query(
                     "UPDATE users SET team_id = $2, role = $3, locale = $4, active = $5
                      WHERE id = $1",

@@ -536,8 +536,16 @@ impl Tenancy {
             };
             check(&caller.actor, Action::UserUpdate, &target)?;
 
+            // An active user who joins a team counts against its cap.
+            let mut team_cap = None;
             if let Some(team_id) = request.team_id {
                 self.check_team_in_org(team_id, user.org_id).await?;
+                if user.active && user.team_id != Some(team_id) {
+                    let org = self.store.get_org(user.org_id).await?;
+                    team_cap = Some(
+                        self.resource_cap(&org, "users_per_team", |plan| plan.users_per_team)?,
+                    );
+                }
                 user.team_id = Some(team_id);
             }
             if let Some(role) = request.role {
@@ -546,7 +554,14 @@ impl Tenancy {
             if let Some(locale) = request.locale {
                 user.locale = locale;
             }
-            self.store.update_user(&user, &draft).await?;
+            match team_cap {
+                Some((cap, limit)) => self
+                    .store
+                    .update_user(&user, cap, &draft)
+                    .await
+                    .map_err(|error| over_cap(error, limit))?,
+                None => self.store.update_user(&user, None, &draft).await?,
+            }
             self.auth_cache.evict_user(user.id);
             Ok(user)
         }
@@ -568,7 +583,7 @@ impl Tenancy {
             )?;
 
             user.active = false;
-            self.store.update_user(&user, &draft).await?;
+            self.store.update_user(&user, None, &draft).await?;
             self.auth_cache.evict_user(user.id);
             Ok(user)
         }
