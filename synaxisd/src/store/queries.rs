@@ -49,6 +49,26 @@ macro_rules! impl_store_queries {
         };
 
         impl $store {
+            /// Fails with [`StoreError::CapReached`] when `cap` is set and the row `id` of
+            /// `table` already has `cap` children or more, counted by `count`; see
+            /// [`Self::count_locked`]. Without a cap or a row, it does nothing.
+            async fn check_cap(
+                tx: &mut Transaction<'_, $db>,
+                cap: Option<u64>,
+                table: &'static str,
+                id: Option<uuid::Uuid>,
+                count: &'static str,
+            ) -> Result<(), StoreError> {
+                let (Some(cap), Some(id)) = (cap, id) else {
+                    return Ok(());
+                };
+                let count = Self::count_locked(tx, table, id, count).await?;
+                if count >= cap {
+                    return Err(StoreError::CapReached { count });
+                }
+                Ok(())
+            }
+
             /// Takes the write lock on row `id` of `table` inside `tx`, then runs `count`, a
             /// `SELECT COUNT(*)` bound to `id`. Creations under the same row that check a cap
             /// this way run one at a time, so none can pass the cap.
@@ -208,18 +228,14 @@ macro_rules! impl_store_queries {
                 audit: &AuditDraft,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let Some(cap) = cap {
-                    let count = Self::count_locked(
-                        &mut tx,
-                        "organizations",
-                        team.org_id.0,
-                        "SELECT COUNT(*) FROM teams WHERE org_id = $1",
-                    )
-                    .await?;
-                    if count >= cap {
-                        return Err(StoreError::CapReached { count });
-                    }
-                }
+                Self::check_cap(
+                    &mut tx,
+                    cap,
+                    "organizations",
+                    Some(team.org_id.0),
+                    "SELECT COUNT(*) FROM teams WHERE org_id = $1",
+                )
+                .await?;
                 sqlx::query(
                     "INSERT INTO teams (id, org_id, name, allowed_models, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -290,18 +306,14 @@ macro_rules! impl_store_queries {
                 audit: &AuditDraft,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let (Some(cap), Some(team_id)) = (cap, user.team_id) {
-                    let count = Self::count_locked(
-                        &mut tx,
-                        "teams",
-                        team_id.0,
-                        "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
-                    )
-                    .await?;
-                    if count >= cap {
-                        return Err(StoreError::CapReached { count });
-                    }
-                }
+                Self::check_cap(
+                    &mut tx,
+                    cap,
+                    "teams",
+                    user.team_id.map(|id| id.0),
+                    "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
+                )
+                .await?;
                 sqlx::query(
                     "INSERT INTO users (id, org_id, team_id, email, role, locale,
                                         data_residency_region, active, created_at)
@@ -360,18 +372,14 @@ macro_rules! impl_store_queries {
                 audit: &AuditDraft,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let (Some(cap), Some(team_id)) = (cap, user.team_id) {
-                    let count = Self::count_locked(
-                        &mut tx,
-                        "teams",
-                        team_id.0,
-                        "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
-                    )
-                    .await?;
-                    if count >= cap {
-                        return Err(StoreError::CapReached { count });
-                    }
-                }
+                Self::check_cap(
+                    &mut tx,
+                    cap,
+                    "teams",
+                    user.team_id.map(|id| id.0),
+                    "SELECT COUNT(*) FROM users WHERE team_id = $1 AND active",
+                )
+                .await?;
                 let updated = sqlx::query(
                     "UPDATE users SET team_id = $2, role = $3, locale = $4, active = $5
                      WHERE id = $1",
@@ -399,18 +407,14 @@ macro_rules! impl_store_queries {
                 audit: &AuditDraft,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
-                if let Some(cap) = cap {
-                    let count = Self::count_locked(
-                        &mut tx,
-                        "users",
-                        key.user_id.0,
-                        "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND active",
-                    )
-                    .await?;
-                    if count >= cap {
-                        return Err(StoreError::CapReached { count });
-                    }
-                }
+                Self::check_cap(
+                    &mut tx,
+                    cap,
+                    "users",
+                    Some(key.user_id.0),
+                    "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND active",
+                )
+                .await?;
                 sqlx::query(
                     "INSERT INTO api_keys (id, org_id, user_id, name, key_hash, scope, region,
                                            allowed_models, rpm_limit, tpm_limit, active,
