@@ -128,7 +128,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
     let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits)
-        .with_plans(tenancy.plans_arc());
+        .with_plans(tenancy.plans().clone());
     let finisher = admission.take_finisher();
     let gateway = Gateway::new(&config, recorder, admission, &process_env)?;
     let state = AppState::new(AppStateInner {

@@ -862,13 +862,15 @@ async fn concurrent_leased_acquires_share_counts(limiter: Arc<dyn Limiter>) {
         })
         .collect();
     limiter.finish(&ends, now).await.expect("finish");
-    let (held, refusals, lease_refusals) = round(100, 2).await;
-    assert_eq!((held.len(), refusals.len(), lease_refusals), (13, 47, 0));
-    for refusal in &refusals {
-        assert_eq!(refusal.index, 0, "the token limit refuses");
+    let (admitted_leases, rejections, lease_rejections) = round(100, 2).await;
+    assert_eq!(admitted_leases.len(), 13);
+    assert_eq!(rejections.len(), 47);
+    assert_eq!(lease_rejections, 0);
+    for rejection in &rejections {
+        assert_eq!(rejection.index, 0, "the token limit rejects");
         assert_eq!(
-            refusal.status.remaining, 10,
-            "refusals see every admitted charge"
+            rejection.status.remaining, 10,
+            "rejections see every admitted charge"
         );
     }
     assert_eq!(remaining(limiter.as_ref(), &checks, now).await, vec![10, 7]);

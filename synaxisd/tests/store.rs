@@ -461,8 +461,8 @@ async fn concurrent_teams_stop_at_plan_cap(store: Arc<dyn Store>) {
     assert_eq!(capped, 7);
 }
 
-/// The Free plan's caps on teams, users per team and keys per user name the plan that lifts
-/// them, and an override lifts one.
+/// Checks that the Free plan's caps on teams, users per team and keys per user name the plan
+/// that lifts them, and that an override lifts one.
 async fn free_plan_caps_resources(store: Arc<dyn Store>) {
     let tenancy = tenancy(store, Arc::new(ManualClock::new(start_time())));
     let org = plan_org(&tenancy, "free", "free").await;
@@ -585,7 +585,8 @@ async fn free_plan_caps_resources(store: Arc<dyn Store>) {
         .expect("a fixed window on the Free plan");
 }
 
-/// The ledger's balance is the exact sum of its entries, also when top-ups race each other.
+/// Checks that the ledger's balance is the exact sum of its entries, also when top-ups race
+/// each other.
 async fn credit_ledger_sums_entries(store: Arc<dyn Store>) {
     let tenancy = tenancy(store, Arc::new(ManualClock::new(start_time())));
     plan_org(&tenancy, "ledger", "pro").await;

@@ -125,19 +125,19 @@ async fn check_plans(database_url: &str) {
     daemon.stop();
     daemon = start(database_url, dir.path(), &catalog);
 
-    let shown = ctl_json(&daemon, &["org", "show", "mid"]);
-    assert_eq!(shown["plan_version"], 1, "the org stays on its version");
-    assert_eq!(shown["entitlements"]["latest_version"], 2);
+    let mid_org = ctl_json(&daemon, &["org", "show", "mid"]);
+    assert_eq!(mid_org["plan_version"], 1, "the org stays on its version");
+    assert_eq!(mid_org["entitlements"]["latest_version"], 2);
     assert_eq!(
-        entitlement(&shown, "teams"),
+        entitlement(&mid_org, "teams"),
         (Value::from(7), "override".to_owned())
     );
     assert_eq!(
-        entitlement(&shown, "keys_per_user"),
+        entitlement(&mid_org, "keys_per_user"),
         (Value::from(10), "plan".to_owned())
     );
     assert_eq!(
-        entitlement(&shown, "monthly_fee_usd"),
+        entitlement(&mid_org, "monthly_fee_usd"),
         (Value::from("49"), "plan".to_owned())
     );
 
@@ -145,19 +145,19 @@ async fn check_plans(database_url: &str) {
         &daemon,
         &["--justification", "yearly review", "plan", "migrate", "mid"],
     );
-    let shown = ctl_json(&daemon, &["org", "show", "mid"]);
-    assert_eq!(shown["plan_version"], 2);
+    let mid_org = ctl_json(&daemon, &["org", "show", "mid"]);
+    assert_eq!(mid_org["plan_version"], 2);
     assert_eq!(
-        entitlement(&shown, "teams"),
+        entitlement(&mid_org, "teams"),
         (Value::from(7), "override".to_owned()),
         "the override survives the migration"
     );
     assert_eq!(
-        entitlement(&shown, "keys_per_user"),
+        entitlement(&mid_org, "keys_per_user"),
         (Value::from(15), "plan".to_owned())
     );
     assert_eq!(
-        entitlement(&shown, "monthly_fee_usd"),
+        entitlement(&mid_org, "monthly_fee_usd"),
         (Value::from("59"), "plan".to_owned())
     );
 

@@ -58,7 +58,7 @@ impl Record for Org {
 impl Record for OrgEntitlements {
     const COLUMNS: &'static [&'static str] = &["plan", "plan_version"];
 
-    /// The plan, then one row per entitlement with its value and its source.
+    /// Returns the plan, then one row per entitlement with its value and its source.
     fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("plan", format!("{} ({})", self.plan_name, self.plan)),

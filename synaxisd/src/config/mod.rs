@@ -66,7 +66,7 @@ pub struct Config {
     pub plans: PlansConfig,
 }
 
-/// Where the plan catalog comes from.
+/// The source of the plan catalog.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlansConfig {

@@ -290,9 +290,7 @@ impl Admission {
     fn plan_quotas(&self, key: &AuthenticatedKey, limits: &mut Vec<Planned>) -> Option<u64> {
         let catalog = self.plans.as_ref()?;
         let org_plan = &key.org_plan;
-        let entitlements = catalog
-            .plan(&org_plan.plan)
-            .and_then(|plan| plan.versions.get(&org_plan.version))?;
+        let entitlements = catalog.version(&org_plan.plan, org_plan.version)?;
         let overrides = &org_plan.overrides;
         let scope = format!("plan:{}", key.key.org_id);
         for (metric, window, quota) in [

@@ -461,7 +461,7 @@ end
 return 0
 ";
 
-/// Requests gathered at most into one call of [`ACQUIRE_BATCH_SCRIPT`].
+/// The largest number of requests that one call of [`ACQUIRE_BATCH_SCRIPT`] carries.
 const MAX_BATCH: usize = 256;
 
 /// A limiter whose counters and leases live in Redis. Clones share one multiplexed connection,

@@ -63,7 +63,7 @@ pub trait TenancyStore: Send + Sync {
     /// Stores the name, model policy and active flag of an existing organization.
     async fn update_org(&self, org: &Org, audit: &AuditDraft) -> Result<(), StoreError>;
 
-    /// Inserts a team; a name taken in the org is a conflict. With a `cap`, the insert happens
+    /// Inserts a team. A name taken in the org is a conflict. With a `cap`, the insert happens
     /// only while the org has fewer teams, and otherwise fails with [`StoreError::CapReached`].
     async fn create_team(
         &self,

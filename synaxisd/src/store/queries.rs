@@ -50,7 +50,7 @@ macro_rules! impl_store_queries {
 
         impl $store {
             /// Fails with [`StoreError::CapReached`] when `cap` is set and the row `id` of
-            /// `table` already has `cap` children or more, counted by `count`; see
+            /// `table` already has `cap` children or more, counted by `count` as in
             /// [`Self::count_locked`]. Without a cap or a row, it does nothing.
             async fn check_cap(
                 tx: &mut Transaction<'_, $db>,
@@ -78,14 +78,25 @@ macro_rules! impl_store_queries {
                 id: uuid::Uuid,
                 count: &'static str,
             ) -> Result<u64, StoreError> {
+                Self::lock_row(tx, table, id).await?;
+                let (count,): (i64,) = sqlx::query_as(count).bind(id).fetch_one(&mut **tx).await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            /// Takes the write lock on row `id` of `table` until `tx` ends, with an update that
+            /// changes nothing, which both databases accept. A missing row is not found.
+            async fn lock_row(
+                tx: &mut Transaction<'_, $db>,
+                table: &'static str,
+                id: uuid::Uuid,
+            ) -> Result<(), StoreError> {
                 let mut lock = QueryBuilder::<$db>::new("UPDATE ");
                 lock.push(table).push(" SET id = id WHERE id = ").push_bind(id);
                 let locked = lock.build().execute(&mut **tx).await?;
                 if locked.rows_affected() == 0 {
                     return Err(StoreError::not_found(table.trim_end_matches('s'), id));
                 }
-                let (count,): (i64,) = sqlx::query_as(count).bind(id).fetch_one(&mut **tx).await?;
-                Ok(u64::try_from(count).unwrap_or(0))
+                Ok(())
             }
 
             /// Appends `draft` to the chain inside `tx`. Moving the head first takes the
@@ -664,14 +675,11 @@ macro_rules! impl_store_queries {
                 credit: &NewCredit,
                 audit: Option<&AuditDraft>,
             ) -> Result<CreditEntry, StoreError> {
+                // The org's lock orders concurrent appends, so each reads the balance that the
+                // one before it wrote.
                 let mut tx = self.pool.begin().await?;
-                let locked = sqlx::query("UPDATE organizations SET id = id WHERE id = $1")
-                    .bind(credit.org_id.0)
-                    .execute(&mut *tx)
-                    .await?;
-                if locked.rows_affected() == 0 {
-                    return Err(StoreError::not_found("organization", credit.org_id));
-                }
+                Self::lock_row(&mut tx, "organizations", credit.org_id.0).await?;
+
                 let last: Option<(i64, Money)> = sqlx::query_as(
                     "SELECT seq, balance_usd FROM credit_ledger WHERE org_id = $1
                      ORDER BY seq DESC LIMIT 1",
@@ -682,6 +690,7 @@ macro_rules! impl_store_queries {
                 let (last_seq, balance) = last.map_or((0, Decimal::ZERO), |(seq, balance)| (seq, balance.0));
                 let seq = last_seq + 1;
                 let balance = balance + credit.amount_usd;
+
                 sqlx::query(
                     "INSERT INTO credit_ledger (id, org_id, seq, kind, amount_usd, balance_usd,
                                                 reference, created_at)
@@ -701,6 +710,7 @@ macro_rules! impl_store_queries {
                     Self::append_audit_in(&mut tx, audit).await?;
                 }
                 tx.commit().await?;
+
                 Ok(CreditEntry {
                     org_id: credit.org_id,
                     seq: u64::try_from(seq).unwrap_or(0),

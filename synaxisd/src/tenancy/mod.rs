@@ -112,12 +112,8 @@ impl Tenancy {
         }
     }
 
-    pub fn plans(&self) -> &PlanCatalog {
+    pub fn plans(&self) -> &Arc<PlanCatalog> {
         &self.plans
-    }
-
-    pub fn plans_arc(&self) -> Arc<PlanCatalog> {
-        self.plans.clone()
     }
 
     /// Replaces the auth cache, so that it counts into the daemon's metrics.

@@ -158,8 +158,13 @@ impl PlanCatalog {
         })
     }
 
-    /// Returns the effective entitlements of `org`: its plan version's with its overrides.
-    pub fn entitlements_of(&self, org: &Org) -> Result<(Entitlements, &Plan), TenancyError> {
+    /// Returns the entitlements of `version` of plan `plan`, when the catalog has them.
+    pub fn version(&self, plan: &str, version: u32) -> Option<&Entitlements> {
+        self.plans.get(plan)?.versions.get(&version)
+    }
+
+    /// Returns the plan of `org` and the entitlements of its version, before its overrides.
+    pub fn version_of(&self, org: &Org) -> Result<(&Plan, &Entitlements), TenancyError> {
         let plan = self.plan(&org.plan).ok_or_else(|| {
             TenancyError::invalid(
                 "plan",
@@ -178,6 +183,12 @@ impl PlanCatalog {
                 ),
             )
         })?;
+        Ok((plan, entitlements))
+    }
+
+    /// Returns the effective entitlements of `org`: its plan version's with its overrides.
+    pub fn entitlements_of(&self, org: &Org) -> Result<(Entitlements, &Plan), TenancyError> {
+        let (plan, entitlements) = self.version_of(org)?;
         Ok((entitlements.with_overrides(&org.plan_overrides), plan))
     }
 
@@ -227,16 +238,7 @@ impl Tenancy {
     }
 
     fn describe_entitlements(&self, org: &Org) -> Result<OrgEntitlements, TenancyError> {
-        let plan = self.plans.require("plan", &org.plan)?;
-        let entitlements = plan.versions.get(&org.plan_version).ok_or_else(|| {
-            TenancyError::invalid(
-                "plan_version",
-                format!(
-                    "plan `{}` has no version {}: move the org with `synaxisctl plan migrate`",
-                    org.plan, org.plan_version
-                ),
-            )
-        })?;
+        let (plan, entitlements) = self.plans.version_of(org)?;
         Ok(OrgEntitlements::new(
             &plan.id,
             &plan.name,
@@ -245,6 +247,38 @@ impl Tenancy {
             entitlements,
             &org.plan_overrides,
         ))
+    }
+
+    /// Runs `change` on an org's plan fields as `action`, which requires a justification
+    /// (`reason` names the change in the error), stores the org and returns its entitlements.
+    async fn change_plan(
+        &self,
+        caller: &Caller,
+        id_or_slug: &str,
+        action: Action,
+        reason: &str,
+        change: impl FnOnce(&mut Org) -> Result<(), TenancyError>,
+    ) -> Result<OrgEntitlements, TenancyError> {
+        let mut draft = self.draft(caller, action, "organization");
+        let result = async {
+            let mut org = self.load_org(id_or_slug).await?;
+            draft.target_id = Some(org.id.to_string());
+            draft.org_id = Some(org.id);
+            check(
+                &caller.actor,
+                action,
+                &org_target(org.id, "organization", id_or_slug),
+            )?;
+            require_justification(caller, reason)?;
+
+            change(&mut org)?;
+            let described = self.describe_entitlements(&org)?;
+            self.store.update_org(&org, &draft).await?;
+            self.auth_cache.evict_org(org.id);
+            Ok(described)
+        }
+        .await;
+        self.audited(draft, result).await
     }
 
     /// Sets or removes per-field overrides of an org's plan. `changes` is a JSON object from
@@ -256,28 +290,18 @@ impl Tenancy {
         id_or_slug: &str,
         changes: Result<serde_json::Value, TenancyError>,
     ) -> Result<OrgEntitlements, TenancyError> {
-        let mut draft = self.draft(caller, Action::PlanOverride, "organization");
-        let result = async {
-            let mut org = self.load_org(id_or_slug).await?;
-            draft.target_id = Some(org.id.to_string());
-            draft.org_id = Some(org.id);
-            check(
-                &caller.actor,
-                Action::PlanOverride,
-                &org_target(org.id, "organization", id_or_slug),
-            )?;
-            require_justification(caller, "overriding a plan's entitlements")?;
-            let changes = changes?;
-            org.plan_overrides
-                .apply(&changes)
-                .map_err(|message| TenancyError::invalid("overrides", message))?;
-            let described = self.describe_entitlements(&org)?;
-            self.store.update_org(&org, &draft).await?;
-            self.auth_cache.evict_org(org.id);
-            Ok(described)
-        }
-        .await;
-        self.audited(draft, result).await
+        self.change_plan(
+            caller,
+            id_or_slug,
+            Action::PlanOverride,
+            "overriding a plan's entitlements",
+            |org| {
+                org.plan_overrides
+                    .apply(&changes?)
+                    .map_err(|message| TenancyError::invalid("overrides", message))
+            },
+        )
+        .await
     }
 
     /// Moves an org to a version of a plan (its own plan and the newest version by default).
@@ -288,45 +312,35 @@ impl Tenancy {
         id_or_slug: &str,
         request: MigratePlanRequest,
     ) -> Result<OrgEntitlements, TenancyError> {
-        let mut draft = self.draft(caller, Action::PlanMigrate, "organization");
-        let result = async {
-            let mut org = self.load_org(id_or_slug).await?;
-            draft.target_id = Some(org.id.to_string());
-            draft.org_id = Some(org.id);
-            check(
-                &caller.actor,
-                Action::PlanMigrate,
-                &org_target(org.id, "organization", id_or_slug),
-            )?;
-            require_justification(caller, "moving an organization to another plan")?;
-            let plan_id = request.plan.unwrap_or_else(|| org.plan.clone());
-            let plan = self.plans.require("plan", &plan_id)?;
-            let version = match request.version {
-                Some(version) if plan.versions.contains_key(&version) => version,
-                Some(version) => {
-                    return Err(TenancyError::invalid(
-                        "version",
-                        format!(
-                            "plan `{plan_id}` has no version {version}: use one of {}",
-                            plan.versions
-                                .keys()
-                                .map(u32::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ));
-                }
-                None => plan.latest().0,
-            };
-            org.plan = plan.id.clone();
-            org.plan_version = version;
-            let described = self.describe_entitlements(&org)?;
-            self.store.update_org(&org, &draft).await?;
-            self.auth_cache.evict_org(org.id);
-            Ok(described)
-        }
-        .await;
-        self.audited(draft, result).await
+        let catalog = &self.plans;
+        self.change_plan(
+            caller,
+            id_or_slug,
+            Action::PlanMigrate,
+            "moving an organization to another plan",
+            |org| {
+                let plan_id = request.plan.unwrap_or_else(|| org.plan.clone());
+                let plan = catalog.require("plan", &plan_id)?;
+                let version = match request.version {
+                    Some(version) if plan.versions.contains_key(&version) => version,
+                    Some(version) => {
+                        let known: Vec<String> = plan.versions.keys().map(u32::to_string).collect();
+                        return Err(TenancyError::invalid(
+                            "version",
+                            format!(
+                                "plan `{plan_id}` has no version {version}: use one of {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    None => plan.latest().0,
+                };
+                org.plan = plan.id.clone();
+                org.plan_version = version;
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// Returns the cap that the plan of `org` sets on one kind of resource, read by `field`,
