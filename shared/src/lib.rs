@@ -2,6 +2,7 @@
 //! the control and inference APIs.
 
 pub mod api;
+pub mod budgets;
 pub mod credits;
 pub mod error;
 pub mod ids;

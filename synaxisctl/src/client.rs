@@ -179,6 +179,15 @@ impl Client {
         self.send(self.http.put(url).json(body)).await
     }
 
+    /// Sends `DELETE /control/v1/{segments}`.
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<Reply<T>, ClientError> {
+        let url = self.url(segments)?;
+        self.send(self.http.delete(url)).await
+    }
+
     /// Sends `POST /control/v1/{segments}` without a body.
     pub async fn post_empty<T: DeserializeOwned>(
         &self,

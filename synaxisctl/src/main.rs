@@ -127,6 +127,7 @@ async fn dispatch(
         Resource::Limits { action } => commands::limits(action, client, printer).await,
         Resource::Plan { action } => commands::plan(action, client, printer).await,
         Resource::Credits { action } => commands::credits(action, client, printer).await,
+        Resource::Budget { action } => commands::budget(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
+use crate::billing::budgets::Budgets;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LimitStoreKind, LimitsConfig};
 use crate::gateway::Gateway;
@@ -127,10 +128,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
-    let admission = Admission::new(limiter, clock, metrics.clone(), &config.limits)
+    let admission = Admission::new(limiter, clock.clone(), metrics.clone(), &config.limits)
         .with_plans(tenancy.plans().clone());
     let finisher = admission.take_finisher();
-    let gateway = Gateway::new(&config, recorder, admission, &process_env)?;
+    let budgets = Arc::new(Budgets::new(
+        store.clone(),
+        clock.clone(),
+        Duration::from_secs(config.budgets.hold_ttl_secs),
+    ));
+    let sweeper_stop = CancellationToken::new();
+    let sweeper = tokio::spawn(budgets.clone().sweep(sweeper_stop.clone()));
+    let gateway = Gateway::new(&config, recorder, admission, budgets, &process_env)?;
     let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
         tenancy,
@@ -159,6 +167,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         writer: tracker,
     };
     server::serve(listener, server::router(state), shutdown_signal(), drain).await?;
+    sweeper_stop.cancel();
+    if let Err(error) = sweeper.await {
+        tracing::warn!(%error, "the budget hold sweeper failed");
+    }
 
     // The server and every request are gone, so the finisher's channel closes once it has sent
     // the last settles and lease releases.

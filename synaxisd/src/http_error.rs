@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
 use synaxis_shared::api::KeyScope;
+use synaxis_shared::budgets::Budget;
 use synaxis_shared::error::{ErrorBody, ErrorDetail};
 use synaxis_shared::plans::Quota;
 
@@ -61,6 +63,8 @@ pub enum ApiError {
     RateLimited(Box<RateLimited>),
     #[error("the {} plan's limit of {} is reached", .0.plan_name, .0.field)]
     PlanLimit(Box<PlanLimit>),
+    #[error("the {} budget has too little left for this request", .0.budget.scope)]
+    BudgetExceeded(Box<BudgetExceeded>),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -90,6 +94,7 @@ impl ApiError {
             | Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) | Self::PlanLimit(_) => StatusCode::CONFLICT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -118,6 +123,7 @@ impl ApiError {
             Self::UpstreamRejected { .. } => "upstream_rejected",
             Self::RateLimited(limited) => limited.kind.code(),
             Self::PlanLimit(_) => "plan_limit_reached",
+            Self::BudgetExceeded(_) => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -143,6 +149,7 @@ impl ApiError {
             | Self::MethodNotAllowed
             | Self::UpstreamRejected { .. } => "invalid_request_error",
             Self::RateLimited(_) => "rate_limit_error",
+            Self::BudgetExceeded(_) => "insufficient_quota",
             Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
                 "api_error"
             }
@@ -200,6 +207,7 @@ impl ApiError {
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::RateLimited(limited) => limited.message_en(),
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::En),
+            Self::BudgetExceeded(exceeded) => exceeded.message(Locale::En),
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -248,6 +256,7 @@ impl ApiError {
             Self::UpstreamRejected { message, .. } => message.clone(),
             Self::RateLimited(limited) => limited.message_pt_br(),
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::PtBr),
+            Self::BudgetExceeded(exceeded) => exceeded.message(Locale::PtBr),
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),
@@ -528,6 +537,47 @@ fn plan_limit_message(limit: &PlanLimit, locale: Locale) -> String {
             };
             format!("O plano {plan} permite {count} {unit}, e esse limite foi atingido. {lift}")
         }
+    }
+}
+
+/// A request refused because a budget has less left than the request's worst-case cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetExceeded {
+    pub budget: Budget,
+    /// The request's worst-case cost, which admission tried to reserve.
+    pub cost_usd: Decimal,
+}
+
+impl BudgetExceeded {
+    fn message(&self, locale: Locale) -> String {
+        let budget = &self.budget;
+        let (scope, id) = (budget.scope, budget.id);
+        let (max, left, spent, reserved, cost) = (
+            usd(budget.max_usd),
+            usd(budget.remaining_usd),
+            usd(budget.spent_usd),
+            usd(budget.reserved_usd),
+            usd(self.cost_usd),
+        );
+        match locale {
+            Locale::En => format!(
+                "The {scope} budget of ${max} has ${left} left (${spent} spent, ${reserved} reserved by requests in flight), less than this request's worst-case cost of ${cost}. Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD`, or send a lower max_tokens."
+            ),
+            Locale::PtBr => format!(
+                "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`, ou envie um max_tokens menor.",
+                scope.pt_br()
+            ),
+        }
+    }
+}
+
+/// Formats a USD amount without trailing zeros past the cents: `10.00`, `0.000125`.
+fn usd(amount: Decimal) -> String {
+    let amount = amount.normalize();
+    if amount.scale() < 2 {
+        format!("{amount:.2}")
+    } else {
+        amount.to_string()
     }
 }
 

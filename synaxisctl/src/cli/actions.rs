@@ -125,6 +125,64 @@ fn parse_amount(text: &str) -> Result<rust_decimal::Decimal, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BudgetAction {
+    /// Set the spend limit in USD of a key, team or organization, creating it when missing.
+    /// Requests whose worst-case cost does not fit in what is left get 402 budget_exceeded.
+    /// Requires --justification.
+    Set {
+        #[command(flatten)]
+        owner: BudgetOwner,
+        /// Maximum spend in USD, such as 25.00, with at most 6 decimal places.
+        #[arg(long, value_name = "USD", value_parser = parse_amount)]
+        max_usd: rust_decimal::Decimal,
+        /// Start the spend again from zero; a changed budget otherwise keeps what was spent.
+        #[arg(long)]
+        reset_spend: bool,
+    },
+    /// Show a budget: its maximum, spend, reservations of requests in flight and what is left.
+    Show {
+        #[command(flatten)]
+        owner: BudgetOwner,
+    },
+    /// Remove a budget, so that new requests are no longer limited by it, and print it as it
+    /// was last. Requires --justification.
+    Remove {
+        #[command(flatten)]
+        owner: BudgetOwner,
+    },
+}
+
+/// The owner of a budget: exactly one of a key, a team and an organization.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct BudgetOwner {
+    /// Key id (a UUID).
+    #[arg(long = "key", value_name = "KEY_ID")]
+    key_id: Option<KeyId>,
+    /// Team id (a UUID).
+    #[arg(long = "team", value_name = "TEAM_ID")]
+    team_id: Option<TeamId>,
+    /// Organization id (a UUID) or slug.
+    #[arg(long, value_name = "ORG", value_parser = parse_org_reference)]
+    org: Option<String>,
+}
+
+impl BudgetOwner {
+    /// Returns the path of the budget under `/control/v1`, such as
+    /// `["keys", "0b7e6c1a-...", "budget"]`.
+    pub fn path(&self) -> [String; 3] {
+        let (resource, id) = match (self.key_id, self.team_id, &self.org) {
+            (Some(key_id), _, _) => ("keys", key_id.to_string()),
+            (None, Some(team_id), _) => ("teams", team_id.to_string()),
+            (None, None, Some(org)) => ("orgs", org.clone()),
+            // clap's group requires one of the three flags.
+            (None, None, None) => unreachable!("the owner group requires --key, --team or --org"),
+        };
+        [resource.to_owned(), id, "budget".to_owned()]
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PlanAction {
     /// Move an organization to a plan version: the newest version of its own plan by default.
     /// Its overrides stay. Requires --justification.

@@ -12,7 +12,7 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction, OrgAction,
+    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction, OrgAction,
     PlanAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
@@ -166,6 +166,11 @@ pub enum Resource {
         #[command(subcommand)]
         action: CreditsAction,
     },
+    /// Set and show the spend limits in USD of keys, teams and organizations.
+    Budget {
+        #[command(subcommand)]
+        action: BudgetAction,
+    },
     /// Move organizations between plan versions.
     Plan {
         #[command(subcommand)]
@@ -199,6 +204,9 @@ impl Resource {
             } | Self::Org {
                 action: OrgAction::Override { .. }
             } | Self::Plan { .. }
+                | Self::Budget {
+                    action: BudgetAction::Set { .. } | BudgetAction::Remove { .. }
+                }
                 | Self::Credits {
                     action: CreditsAction::Topup(_)
                         | CreditsAction::Refund(_)

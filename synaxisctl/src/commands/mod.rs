@@ -2,6 +2,7 @@
 //! reply. `context` edits the config file and sends no request.
 
 mod audit;
+mod budget;
 mod context;
 mod credits;
 mod key;
@@ -14,6 +15,7 @@ mod user;
 use std::io;
 
 pub use audit::run as audit;
+pub use budget::run as budget;
 pub use context::{ContextFlags, run as context};
 pub use credits::run as credits;
 pub use key::run as key;

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
+use synaxis_shared::budgets::Budget;
 use synaxis_shared::credits::{CreditBalance, CreditEntry};
 use synaxis_shared::limits::{LimitRule, LimitSet};
 use synaxis_shared::plans::{FIELDS, OrgEntitlements, Source};
@@ -100,6 +101,24 @@ impl Record for CreditBalance {
             ("balance_usd", self.balance_usd.to_string()),
             ("minimum_balance_usd", self.minimum_balance_usd.to_string()),
             ("entries", self.entries.to_string()),
+        ]
+    }
+}
+
+impl Record for Budget {
+    const COLUMNS: &'static [&'static str] =
+        &["scope", "id", "max_usd", "spent_usd", "reserved_usd", "remaining_usd"];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("scope", self.scope.as_str().to_owned()),
+            ("id", self.id.to_string()),
+            ("org_id", self.org_id.to_string()),
+            ("max_usd", self.max_usd.to_string()),
+            ("spent_usd", self.spent_usd.to_string()),
+            ("reserved_usd", self.reserved_usd.to_string()),
+            ("remaining_usd", self.remaining_usd.to_string()),
+            ("updated_at", timestamp(&self.updated_at)),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! Prices and costs. Amounts are `Decimal` in USD; floats never touch money.
 
+pub mod budgets;
 pub mod tokens;
 
 use rust_decimal::{Decimal, RoundingStrategy};

@@ -64,6 +64,31 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub plans: PlansConfig,
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
+}
+
+/// Settings of budget holds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// Seconds a request's hold on its budgets lives. A process that stops before settling its
+    /// requests leaves holds that any process releases after this time; a request that runs
+    /// longer keeps its budgets only for this time, and its cost is still added when it ends.
+    #[serde(default = "default_hold_ttl_secs")]
+    pub hold_ttl_secs: u64,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        Self {
+            hold_ttl_secs: default_hold_ttl_secs(),
+        }
+    }
+}
+
+fn default_hold_ttl_secs() -> u64 {
+    900
 }
 
 /// The source of the plan catalog.

@@ -1,10 +1,11 @@
-//! The control API (`/control/v1/...`): organizations, teams, users, keys, limit sets and the
-//! audit log.
+//! The control API (`/control/v1/...`): organizations, teams, users, keys, limit sets, budgets,
+//! plans, credits and the audit log.
 //! Callers are the operator (operator token) or users through management keys, limited by
 //! their role.
 
 mod audit;
 mod auth;
+mod budgets;
 mod extract;
 mod keys;
 mod limits;
@@ -41,6 +42,12 @@ pub fn routes() -> Router<AppState> {
             get(orgs::credit_history),
         )
         .route(
+            "/control/v1/orgs/{org}/budget",
+            get(budgets::show_org)
+                .put(budgets::set_org)
+                .delete(budgets::remove_org),
+        )
+        .route(
             "/control/v1/orgs/{org}/limits",
             get(limits::show_org).put(limits::set_org),
         )
@@ -48,6 +55,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/control/v1/teams/{team}",
             get(teams::show).patch(teams::update),
+        )
+        .route(
+            "/control/v1/teams/{team}/budget",
+            get(budgets::show_team)
+                .put(budgets::set_team)
+                .delete(budgets::remove_team),
         )
         .route(
             "/control/v1/teams/{team}/limits",
@@ -67,6 +80,12 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/control/v1/keys/{key}",
             get(keys::show).patch(keys::update),
+        )
+        .route(
+            "/control/v1/keys/{key}/budget",
+            get(budgets::show_key)
+                .put(budgets::set_key)
+                .delete(budgets::remove_key),
         )
         .route("/control/v1/keys/{key}/rotate", post(keys::rotate))
         .route("/control/v1/keys/{key}/revoke", post(keys::revoke))

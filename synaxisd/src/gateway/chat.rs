@@ -25,6 +25,7 @@ use super::provider::{
 use super::record::{Outcome, PendingRecord, prompt_estimate};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
+use crate::billing::budgets::worst_case_cost;
 use crate::http_error::{ApiError, Locale};
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
@@ -88,19 +89,40 @@ async fn handle(
 
     let admission = &state.gateway.admission;
     let plan = admission.plan(&key);
-    let tokens = if plan.counts_tokens() {
+    let has_budgets = !key.budgets.is_empty();
+    let (input_tokens, output_tokens) = if plan.counts_tokens() || has_budgets {
         let output = match endpoint {
             Endpoint::Embeddings => 0,
             _ => admission.output_estimate(prepared.max_tokens),
         };
-        u64::try_from(prompt_estimate(endpoint, &body)).unwrap_or(0) + output
+        let input = u64::try_from(prompt_estimate(endpoint, &body)).unwrap_or(0);
+        (input, output)
+    } else {
+        (0, 0)
+    };
+    let Some(request_id) = record.request_id() else {
+        return fail(record, ApiError::Internal, user_locale).await;
+    };
+    if has_budgets {
+        let prices = prepared.route.deployments.iter().map(|deployment| &deployment.prices);
+        let worst_case = worst_case_cost(prices, input_tokens, output_tokens);
+        match state
+            .gateway
+            .budgets
+            .reserve(request_id, &key.budgets, worst_case)
+            .await
+        {
+            Ok(Some(hold)) => record.hold_budget(hold),
+            Ok(None) => {}
+            Err(error) => return fail(record, error, user_locale).await,
+        }
+    }
+    let tokens = if plan.counts_tokens() {
+        input_tokens + output_tokens
     } else {
         0
     };
-    let lease_id = record
-        .request_id()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
+    let lease_id = request_id.to_string();
     let admitted = tokio::select! {
         admitted = admission.admit(plan, tokens, &lease_id) => admitted,
         () = state.shutdown.cancelled() => Err(ApiError::ShuttingDown),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 
+use crate::billing::budgets::Budgets;
 use crate::config::{Config, RoutingConfig, UpstreamKind};
 use crate::server::AppState;
 use crate::store::AuthenticatedKey;
@@ -48,6 +49,7 @@ pub struct Gateway {
     pub routing: RoutingConfig,
     pub recorder: Recorder,
     pub admission: Admission,
+    pub budgets: Arc<Budgets>,
 }
 
 impl Gateway {
@@ -55,6 +57,7 @@ impl Gateway {
         config: &Config,
         recorder: Recorder,
         admission: Admission,
+        budgets: Arc<Budgets>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SetupError> {
         let mut providers: HashMap<&str, Arc<dyn Provider>> = HashMap::new();
@@ -110,6 +113,7 @@ impl Gateway {
             routing: config.routing.clone(),
             recorder,
             admission,
+            budgets,
         })
     }
 

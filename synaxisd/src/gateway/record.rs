@@ -22,7 +22,8 @@ use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
 use crate::config::Prices;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::store::{RequestRecord, Store};
+use crate::billing::budgets::BudgetHold;
+use crate::store::{BudgetCharge, RequestRecord, Store};
 
 /// Status recorded when the client went away before the response ended (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -41,7 +42,7 @@ const WRITE_ATTEMPTS: u32 = 5;
 pub struct Recorder {
     clock: Arc<dyn Clock>,
     region: RegionId,
-    sender: mpsc::UnboundedSender<RequestRecord>,
+    sender: mpsc::UnboundedSender<Finished>,
     metrics: Arc<Metrics>,
     /// Tracks the records not yet finished, one token each.
     unfinished: TaskTracker,
@@ -103,8 +104,16 @@ impl Recorder {
             prompt: None,
             delivered: String::new(),
             reservation: None,
+            budget_hold: None,
         }
     }
+}
+
+/// A finished record, with the charge that settles its budget hold when it has one.
+#[derive(Debug)]
+pub struct Finished {
+    record: RequestRecord,
+    charge: Option<BudgetCharge>,
 }
 
 /// End state of a request: status, error code, usage and cost.
@@ -135,7 +144,7 @@ pub struct PendingRecord {
     started: Instant,
     /// The route, as a metrics label.
     route: &'static str,
-    sender: mpsc::UnboundedSender<RequestRecord>,
+    sender: mpsc::UnboundedSender<Finished>,
     metrics: Arc<Metrics>,
     /// Dropped with the record, after it was sent.
     _unfinished: TaskTrackerToken,
@@ -148,6 +157,8 @@ pub struct PendingRecord {
     delivered: String,
     /// The admission's token charges and lease, settled and released with the record.
     reservation: Option<Reservation>,
+    /// The request's hold on its budgets, settled to its cost when the record is stored.
+    budget_hold: Option<BudgetHold>,
 }
 
 impl PendingRecord {
@@ -161,6 +172,11 @@ impl PendingRecord {
     /// Keeps the request body of `endpoint`, to count its input if no usage report arrives.
     pub fn set_prompt(&mut self, endpoint: Endpoint, body: Bytes) {
         self.prompt = Some((endpoint, body));
+    }
+
+    /// Keeps the request's budget hold until the record is stored.
+    pub fn hold_budget(&mut self, hold: BudgetHold) {
+        self.budget_hold = Some(hold);
     }
 
     /// Keeps the request's reservation of limits until the record is finished.
@@ -203,21 +219,21 @@ impl PendingRecord {
 
     /// Finishes the record with `outcome` and hands it to the writer.
     pub fn finish(mut self, outcome: Outcome) {
-        if let Some(record) = self.take_with(outcome) {
-            self.send(record);
+        if let Some(finished) = self.take_with(outcome) {
+            self.send(finished);
         }
     }
 
-    fn send(&self, record: RequestRecord) {
-        if let Err(error) = self.sender.send(record) {
+    fn send(&self, finished: Finished) {
+        if let Err(error) = self.sender.send(finished) {
             tracing::error!(
-                request.id = %error.0.request_id,
+                request.id = %error.0.record.request_id,
                 "the record writer has stopped; a request record is lost"
             );
         }
     }
 
-    fn take_with(&mut self, outcome: Outcome) -> Option<RequestRecord> {
+    fn take_with(&mut self, outcome: Outcome) -> Option<Finished> {
         let mut record = self.record.take()?;
         if let Some(reservation) = self.reservation.take() {
             let tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens;
@@ -235,7 +251,11 @@ impl PendingRecord {
             status: record.status_code,
             region: record.stored_region.to_string(),
         });
-        Some(record)
+        let charge = self
+            .budget_hold
+            .take()
+            .map(|hold| hold.charge(record.cost_usd));
+        Some(Finished { record, charge })
     }
 }
 
@@ -252,8 +272,8 @@ impl Drop for PendingRecord {
             usage,
             cost_usd: self.cost_of(usage),
         };
-        if let Some(record) = self.take_with(outcome) {
-            self.send(record);
+        if let Some(finished) = self.take_with(outcome) {
+            self.send(finished);
         }
     }
 }
@@ -292,7 +312,7 @@ pub(crate) fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
 #[derive(Debug)]
 pub struct RecordWriter {
     store: Arc<dyn Store>,
-    receiver: mpsc::UnboundedReceiver<RequestRecord>,
+    receiver: mpsc::UnboundedReceiver<Finished>,
 }
 
 impl RecordWriter {
@@ -321,7 +341,7 @@ impl RecordWriter {
     /// Adds the records that arrive within [`LINGER`] of the first one to `batch`, up to
     /// [`MAX_BATCH`]. Fewer, larger writes cost the database less per record, and the writer
     /// sleeps through the wait instead of waking for each record.
-    async fn gather(&mut self, batch: &mut Vec<RequestRecord>) {
+    async fn gather(&mut self, batch: &mut Vec<Finished>) {
         if batch.len() < MAX_BATCH {
             tokio::time::sleep(LINGER).await;
         }
@@ -333,28 +353,29 @@ impl RecordWriter {
         }
     }
 
-    /// Stores and empties `batch`, retrying with backoff.
-    async fn write(&self, batch: &mut Vec<RequestRecord>) {
+    /// Stores and empties `batch`, and settles its budget holds, retrying with backoff.
+    async fn write(&self, batch: &mut Vec<Finished>) {
+        let (records, charges): (Vec<RequestRecord>, Vec<Option<BudgetCharge>>) = batch
+            .drain(..)
+            .map(|finished| (finished.record, finished.charge))
+            .unzip();
+        let charges: Vec<BudgetCharge> = charges.into_iter().flatten().collect();
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.store.insert_requests(batch).await {
-                Ok(()) => {
-                    batch.clear();
-                    return;
-                }
+            match self.store.insert_requests(&records, &charges).await {
+                Ok(()) => return,
                 Err(error) => {
-                    tracing::warn!(%error, attempt, records = batch.len(), "failed to store request records; retrying");
+                    tracing::warn!(%error, attempt, records = records.len(), "failed to store request records; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
             }
         }
         // TODO: records that still fail are lost; a durable local spool should hold them until
-        // the store is back.
+        // the store is back. Their budget holds expire and are released.
         tracing::error!(
-            records = batch.len(),
+            records = records.len(),
             "request records lost after repeated store failures"
         );
-        batch.clear();
     }
 }

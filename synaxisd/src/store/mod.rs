@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
+use synaxis_shared::budgets::{Budget, BudgetRef};
 use synaxis_shared::credits::{CreditEntry, CreditKind};
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
@@ -158,8 +159,13 @@ pub trait AuditStore: Send + Sync {
 #[async_trait]
 pub trait RequestStore: Send + Sync {
     async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError>;
-    /// Inserts records in one statement; all or none are stored.
-    async fn insert_requests(&self, records: &[RequestRecord]) -> Result<(), StoreError>;
+    /// Inserts records in one statement and settles the budget holds of `charges` in the same
+    /// transaction; all or none are stored.
+    async fn insert_requests(
+        &self,
+        records: &[RequestRecord],
+        charges: &[BudgetCharge],
+    ) -> Result<(), StoreError>;
     /// Returns matching records, newest first.
     async fn list_requests(&self, filter: &RequestFilter)
     -> Result<Vec<RequestRecord>, StoreError>;
@@ -204,9 +210,68 @@ pub trait CreditStore: Send + Sync {
     ) -> Result<Vec<CreditEntry>, StoreError>;
 }
 
+/// The end of a request's budget holds: its real cost is added to the spend of `budgets`, and
+/// what it still holds is released.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetCharge {
+    pub request_id: RequestId,
+    /// The budgets that the request held an amount of when it was admitted.
+    pub budgets: Vec<BudgetRef>,
+    pub cost_usd: Decimal,
+}
+
+/// The answer to a reservation on budgets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BudgetReservation {
+    /// The amount is held on these budgets, the ones of those asked about that exist.
+    Held(Vec<BudgetRef>),
+    /// This budget has too little left; nothing is held.
+    Exceeded(Budget),
+}
+
+/// Spend limits of keys, teams and organizations, and the holds of requests in flight.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Creates or changes a budget, appending `audit` in the same transaction. A changed budget
+    /// keeps its spend unless `reset_spend` is set, and always keeps its reservations.
+    async fn set_budget(
+        &self,
+        budget: BudgetRef,
+        org_id: OrgId,
+        max_micros: i64,
+        reset_spend: bool,
+        now: DateTime<Utc>,
+        audit: &AuditDraft,
+    ) -> Result<Budget, StoreError>;
+    async fn get_budget(&self, budget: BudgetRef) -> Result<Option<Budget>, StoreError>;
+    /// Removes a budget and returns it as it was; removing a missing one changes nothing and
+    /// returns `None`.
+    async fn remove_budget(
+        &self,
+        budget: BudgetRef,
+        audit: &AuditDraft,
+    ) -> Result<Option<Budget>, StoreError>;
+    /// Holds `amount_micros` for `request_id` on each of `budgets` that exists, all or none: a
+    /// budget whose spend and reservations plus the amount would pass its maximum refuses, and
+    /// then nothing is held. Budgets are locked in their order, so `budgets` must be sorted.
+    async fn reserve_budgets(
+        &self,
+        request_id: RequestId,
+        budgets: &[BudgetRef],
+        amount_micros: i64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<BudgetReservation, StoreError>;
+    /// Settles `charges` without a request record: for requests that end before one is stored,
+    /// such as those refused after their reservation.
+    async fn settle_budgets(&self, charges: &[BudgetCharge]) -> Result<(), StoreError>;
+    /// Releases the holds that expired by `now`, those of requests whose process stopped before
+    /// settling them, and returns how many it released.
+    async fn release_expired_budget_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
-    TenancyStore + AuditStore + RequestStore + SettingsStore + CreditStore + Debug
+    TenancyStore + AuditStore + RequestStore + SettingsStore + CreditStore + BudgetStore + Debug
 {
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -228,6 +293,8 @@ pub struct AuthenticatedKey {
     pub limits: KeyLimits,
     /// The org's plan, plan version and overrides, whose quotas admission enforces.
     pub org_plan: OrgPlan,
+    /// The budgets of the key, its team and its org that exist, in that order.
+    pub budgets: Vec<BudgetRef>,
 }
 
 /// The plan that an org is on: its id, version and per-field overrides.

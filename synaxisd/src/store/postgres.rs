@@ -38,7 +38,10 @@ impl_store_queries!(PgStore, Postgres);
 impl PgStore {
     /// Inserts `records` with one statement that binds a column array each, so that batches of
     /// any size share one prepared statement.
-    async fn insert_request_batch(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+    async fn insert_request_batch(
+        tx: &mut Transaction<'_, Postgres>,
+        records: &[RequestRecord],
+    ) -> Result<(), StoreError> {
         fn column<T>(records: &[RequestRecord], field: impl Fn(&RequestRecord) -> T) -> Vec<T> {
             records.iter().map(field).collect()
         }
@@ -70,7 +73,7 @@ impl PgStore {
         .bind(column(records, |record| record.cost_usd))
         .bind(column(records, |record| record.started_at))
         .bind(column(records, |record| record.duration_ms))
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }

@@ -38,11 +38,17 @@ macro_rules! impl_store_queries {
             AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, CreditRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, BudgetRow, CreditRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
+        use std::collections::BTreeMap;
+
+        use synaxis_shared::RequestId;
+        use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
+
         use crate::store::{
+            BudgetCharge, BudgetReservation, BudgetStore,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
             UserFilter, conflict_on_unique,
@@ -568,7 +574,14 @@ macro_rules! impl_store_queries {
                             t.allowed_models AS team_allowed_models, t.limits AS team_limits,
                             o.allowed_models AS org_allowed_models, o.limits AS org_limits,
                             o.plan AS org_plan, o.plan_version AS org_plan_version,
-                            o.plan_overrides AS org_plan_overrides
+                            o.plan_overrides AS org_plan_overrides,
+                            EXISTS (SELECT 1 FROM budgets b
+                                    WHERE b.scope = 'key' AND b.scope_id = k.id) AS key_budget,
+                            EXISTS (SELECT 1 FROM budgets b
+                                    WHERE b.scope = 'team' AND b.scope_id = u.team_id)
+                                AS team_budget,
+                            EXISTS (SELECT 1 FROM budgets b
+                                    WHERE b.scope = 'org' AND b.scope_id = k.org_id) AS org_budget
                      FROM api_keys k
                      JOIN users u ON u.id = k.user_id
                      JOIN organizations o ON o.id = k.org_id
@@ -754,6 +767,226 @@ macro_rules! impl_store_queries {
             }
         }
 
+        impl $store {
+            /// Settles `charges` inside `tx`: deletes each request's holds, then adds its cost to
+            /// the spend of its budgets and takes the released holds off their reservations, one
+            /// update per budget in sorted order, the order in which reservations lock them.
+            async fn settle_in(
+                tx: &mut Transaction<'_, $db>,
+                charges: &[BudgetCharge],
+            ) -> Result<(), StoreError> {
+                // Per budget: the spend to add and the reservation to release.
+                let mut changes: BTreeMap<BudgetRef, (i64, i64)> = BTreeMap::new();
+                for charge in charges {
+                    let released: Vec<(String, uuid::Uuid, i64)> = sqlx::query_as(
+                        "DELETE FROM budget_holds WHERE request_id = $1
+                         RETURNING scope, scope_id, amount_micros",
+                    )
+                    .bind(charge.request_id.0)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    let cost = to_micros(charge.cost_usd)
+                        .unwrap_or_else(|| to_micros_ceil(charge.cost_usd));
+                    for budget in &charge.budgets {
+                        changes.entry(*budget).or_default().0 += cost;
+                    }
+                    for (scope, id, amount) in released {
+                        let scope = scope
+                            .parse()
+                            .map_err(|_| StoreError::Corrupt(format!("budget_holds.scope `{scope}`")))?;
+                        changes.entry(BudgetRef { scope, id }).or_default().1 += amount;
+                    }
+                }
+                Self::apply_budget_changes(tx, &changes).await
+            }
+
+            async fn apply_budget_changes(
+                tx: &mut Transaction<'_, $db>,
+                changes: &BTreeMap<BudgetRef, (i64, i64)>,
+            ) -> Result<(), StoreError> {
+                for (budget, (spent, released)) in changes {
+                    if *spent == 0 && *released == 0 {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE budgets SET spent_micros = spent_micros + $1,
+                                            reserved_micros = reserved_micros - $2
+                         WHERE scope = $3 AND scope_id = $4",
+                    )
+                    .bind(spent)
+                    .bind(released)
+                    .bind(budget.scope.as_str())
+                    .bind(budget.id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            async fn budget_row(
+                executor: impl sqlx::Executor<'_, Database = $db>,
+                budget: BudgetRef,
+            ) -> Result<Option<Budget>, StoreError> {
+                let row = sqlx::query_as::<_, BudgetRow>(
+                    "SELECT scope, scope_id, org_id, max_micros, spent_micros, reserved_micros,
+                            updated_at
+                     FROM budgets WHERE scope = $1 AND scope_id = $2",
+                )
+                .bind(budget.scope.as_str())
+                .bind(budget.id)
+                .fetch_optional(executor)
+                .await?;
+                row.map(Budget::try_from).transpose()
+            }
+        }
+
+        #[async_trait]
+        impl BudgetStore for $store {
+            async fn set_budget(
+                &self,
+                budget: BudgetRef,
+                org_id: OrgId,
+                max_micros: i64,
+                reset_spend: bool,
+                now: DateTime<Utc>,
+                audit: &AuditDraft,
+            ) -> Result<Budget, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query_as::<_, BudgetRow>(
+                    "INSERT INTO budgets (scope, scope_id, org_id, max_micros, spent_micros,
+                                          reserved_micros, updated_at)
+                     VALUES ($1, $2, $3, $4, 0, 0, $5)
+                     ON CONFLICT (scope, scope_id) DO UPDATE
+                     SET max_micros = excluded.max_micros,
+                         updated_at = excluded.updated_at,
+                         spent_micros = CASE WHEN $6 THEN 0 ELSE budgets.spent_micros END
+                     RETURNING scope, scope_id, org_id, max_micros, spent_micros,
+                               reserved_micros, updated_at",
+                )
+                .bind(budget.scope.as_str())
+                .bind(budget.id)
+                .bind(org_id.0)
+                .bind(max_micros)
+                .bind(now)
+                .bind(reset_spend)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Budget::try_from(row)
+            }
+
+            async fn get_budget(&self, budget: BudgetRef) -> Result<Option<Budget>, StoreError> {
+                Self::budget_row(&self.pool, budget).await
+            }
+
+            async fn remove_budget(
+                &self,
+                budget: BudgetRef,
+                audit: &AuditDraft,
+            ) -> Result<Option<Budget>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let removed = sqlx::query_as::<_, BudgetRow>(
+                    "DELETE FROM budgets WHERE scope = $1 AND scope_id = $2
+                     RETURNING scope, scope_id, org_id, max_micros, spent_micros,
+                               reserved_micros, updated_at",
+                )
+                .bind(budget.scope.as_str())
+                .bind(budget.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if removed.is_none() {
+                    return Ok(None);
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                removed.map(Budget::try_from).transpose()
+            }
+
+            async fn reserve_budgets(
+                &self,
+                request_id: RequestId,
+                budgets: &[BudgetRef],
+                amount_micros: i64,
+                expires_at: DateTime<Utc>,
+            ) -> Result<BudgetReservation, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut held = Vec::with_capacity(budgets.len());
+                for budget in budgets {
+                    // The condition is checked on the locked row, so concurrent reservations
+                    // queue and each sees the amounts that the ones before it held.
+                    let reserved = sqlx::query(
+                        "UPDATE budgets SET reserved_micros = reserved_micros + $1
+                         WHERE scope = $2 AND scope_id = $3
+                           AND spent_micros + reserved_micros + $1 <= max_micros",
+                    )
+                    .bind(amount_micros)
+                    .bind(budget.scope.as_str())
+                    .bind(budget.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if reserved {
+                        held.push(*budget);
+                        continue;
+                    }
+                    if let Some(exceeded) = Self::budget_row(&mut *tx, *budget).await? {
+                        tx.rollback().await?;
+                        return Ok(BudgetReservation::Exceeded(exceeded));
+                    }
+                }
+                for budget in &held {
+                    sqlx::query(
+                        "INSERT INTO budget_holds (request_id, scope, scope_id, amount_micros,
+                                                   expires_at)
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(request_id.0)
+                    .bind(budget.scope.as_str())
+                    .bind(budget.id)
+                    .bind(amount_micros)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(BudgetReservation::Held(held))
+            }
+
+            async fn settle_budgets(&self, charges: &[BudgetCharge]) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::settle_in(&mut tx, charges).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn release_expired_budget_holds(
+                &self,
+                now: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let released: Vec<(String, uuid::Uuid, i64)> = sqlx::query_as(
+                    "DELETE FROM budget_holds WHERE expires_at <= $1
+                     RETURNING scope, scope_id, amount_micros",
+                )
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let count = u64::try_from(released.len()).unwrap_or(u64::MAX);
+                let mut changes: BTreeMap<BudgetRef, (i64, i64)> = BTreeMap::new();
+                for (scope, id, amount) in released {
+                    let scope = scope
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("budget_holds.scope `{scope}`")))?;
+                    changes.entry(BudgetRef { scope, id }).or_default().1 += amount;
+                }
+                Self::apply_budget_changes(&mut tx, &changes).await?;
+                tx.commit().await?;
+                Ok(count)
+            }
+        }
+
         #[async_trait]
         impl SettingsStore for $store {
             async fn put_setting_if_absent(
@@ -809,11 +1042,21 @@ macro_rules! impl_store_queries {
                 Ok(())
             }
 
-            async fn insert_requests(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
-                if records.is_empty() {
+            async fn insert_requests(
+                &self,
+                records: &[RequestRecord],
+                charges: &[BudgetCharge],
+            ) -> Result<(), StoreError> {
+                if records.is_empty() && charges.is_empty() {
                     return Ok(());
                 }
-                self.insert_request_batch(records).await
+                let mut tx = self.pool.begin().await?;
+                if !records.is_empty() {
+                    Self::insert_request_batch(&mut tx, records).await?;
+                }
+                Self::settle_in(&mut tx, charges).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn list_requests(

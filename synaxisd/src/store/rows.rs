@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
+use synaxis_shared::budgets::{Budget, BudgetRef, BudgetScope, from_micros};
 use synaxis_shared::credits::CreditEntry;
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::plans::Overrides;
@@ -221,12 +222,23 @@ pub(crate) struct AuthRow {
     org_plan: String,
     org_plan_version: i64,
     org_plan_overrides: Option<String>,
+    key_budget: bool,
+    team_budget: bool,
+    org_budget: bool,
 }
 
 impl TryFrom<AuthRow> for AuthenticatedKey {
     type Error = StoreError;
 
     fn try_from(row: AuthRow) -> Result<Self, StoreError> {
+        let budgets = [
+            (row.key_budget, BudgetScope::Key, Some(row.key.id)),
+            (row.team_budget, BudgetScope::Team, row.user_team_id),
+            (row.org_budget, BudgetScope::Org, Some(row.key.org_id)),
+        ]
+        .into_iter()
+        .filter_map(|(exists, scope, id)| Some(BudgetRef { scope, id: id? }).filter(|_| exists))
+        .collect();
         Ok(AuthenticatedKey {
             key: row.key.try_into()?,
             role: row
@@ -258,6 +270,7 @@ impl TryFrom<AuthRow> for AuthenticatedKey {
                 })?,
                 overrides: parse_overrides(row.org_plan_overrides.as_deref())?,
             },
+            budgets,
         })
     }
 }
@@ -399,4 +412,40 @@ where
     T: TryFrom<R, Error = StoreError>,
 {
     rows.into_iter().map(T::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BudgetRow {
+    scope: String,
+    scope_id: Uuid,
+    org_id: Uuid,
+    max_micros: i64,
+    spent_micros: i64,
+    reserved_micros: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<BudgetRow> for Budget {
+    type Error = StoreError;
+
+    fn try_from(row: BudgetRow) -> Result<Self, StoreError> {
+        let remaining = row
+            .max_micros
+            .saturating_sub(row.spent_micros)
+            .saturating_sub(row.reserved_micros)
+            .max(0);
+        Ok(Budget {
+            scope: row
+                .scope
+                .parse()
+                .map_err(|_| corrupt("budgets.scope", &row.scope))?,
+            id: row.scope_id,
+            org_id: row.org_id.into(),
+            max_usd: from_micros(row.max_micros),
+            spent_usd: from_micros(row.spent_micros),
+            reserved_usd: from_micros(row.reserved_micros),
+            remaining_usd: from_micros(remaining),
+            updated_at: row.updated_at,
+        })
+    }
 }

@@ -80,7 +80,10 @@ impl_store_queries!(SqliteStore, Sqlite);
 
 impl SqliteStore {
     /// Inserts `records` with one multi-row `INSERT`.
-    async fn insert_request_batch(&self, records: &[RequestRecord]) -> Result<(), StoreError> {
+    async fn insert_request_batch(
+        tx: &mut Transaction<'_, Sqlite>,
+        records: &[RequestRecord],
+    ) -> Result<(), StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO requests (");
         query.push(REQUEST_COLUMNS).push(") ");
         query.push_values(records, |mut row, record| {
@@ -101,7 +104,7 @@ impl SqliteStore {
                 .push_bind(record.started_at)
                 .push_bind(record.duration_ms);
         });
-        query.build().execute(&self.pool).await?;
+        query.build().execute(&mut **tx).await?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! who may change them, and key authentication. Every state-changing call is audited: a success in the same
 //! transaction as the change, a denial or failure as an entry of its own.
 
+pub mod budgets;
 pub mod cache;
 pub mod credits;
 pub mod keys;

@@ -50,6 +50,8 @@ pub enum Action {
     PlanMigrate,
     CreditsRead,
     CreditsAdd,
+    BudgetRead,
+    BudgetSet,
     AuditRead,
     AuditVerify,
 }
@@ -79,6 +81,8 @@ impl Action {
             Self::PlanMigrate => "plan.migrate",
             Self::CreditsRead => "credits.read",
             Self::CreditsAdd => "credits.add",
+            Self::BudgetRead => "budget.read",
+            Self::BudgetSet => "budget.set",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
         }
@@ -187,7 +191,8 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::TeamRead
         | Action::UserRead
         | Action::KeyRead
-        | Action::LimitsRead => Ok(()),
+        | Action::LimitsRead
+        | Action::BudgetRead => Ok(()),
         Action::OrgUpdate if role == Role::Owner => Ok(()),
         Action::OrgUpdate => forbid("it requires the owner role"),
         Action::TeamCreate | Action::TeamUpdate | Action::AuditRead if is_manager(role) => Ok(()),
@@ -235,22 +240,33 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
             forbid("it requires the owner or admin role, or the developer role on one's own keys")
         }
         Action::KeyUpdate => forbid("it requires the owner or admin role"),
-        // Limits that bind the caller are set by someone above them: an admin sets neither
-        // the org's, nor their own team's, nor their own.
-        Action::LimitsSet if role == Role::Owner => Ok(()),
-        Action::LimitsSet if role != Role::Admin => forbid("it requires the owner or admin role"),
-        Action::LimitsSet => match target.limits_of {
-            Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => {
-                forbid("an admin may not set the limits of their own team")
+        // Limits and budgets that bind the caller are set by someone above them: an admin sets
+        // neither the org's, nor their own team's, nor their own (a key's bind its user).
+        Action::LimitsSet | Action::BudgetSet if role == Role::Owner => Ok(()),
+        Action::LimitsSet | Action::BudgetSet if role != Role::Admin => {
+            forbid("it requires the owner or admin role")
+        }
+        Action::LimitsSet | Action::BudgetSet => {
+            let what = if action == Action::BudgetSet {
+                "budgets"
+            } else {
+                "limits"
+            };
+            match target.limits_of {
+                Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => {
+                    forbid(&format!("an admin may not set the {what} of their own team"))
+                }
+                Some(LimitScope::Team(_)) => Ok(()),
+                Some(LimitScope::User(_)) if is_self => {
+                    forbid(&format!("an admin may not set their own {what}"))
+                }
+                Some(LimitScope::User(_)) if outranks_subject => Ok(()),
+                Some(LimitScope::User(_)) => forbid(&format!("only an owner may set an owner's {what}")),
+                Some(LimitScope::Org(_)) | None => {
+                    forbid(&format!("the organization's {what} require the owner role"))
+                }
             }
-            Some(LimitScope::Team(_)) => Ok(()),
-            Some(LimitScope::User(_)) if is_self => forbid("an admin may not set their own limits"),
-            Some(LimitScope::User(_)) if outranks_subject => Ok(()),
-            Some(LimitScope::User(_)) => forbid("only an owner may set an owner's limits"),
-            Some(LimitScope::Org(_)) | None => {
-                forbid("the organization's limits require the owner role")
-            }
-        },
+        }
     }
 }
 

@@ -1,0 +1,194 @@
+//! Budgets of keys, teams and organizations: reading them, and setting or removing them with a
+//! written justification. [`rbac`](super::rbac) decides who may change which budget, as for
+//! limit sets: a key's budget binds its user, a team's its members.
+
+use rust_decimal::Decimal;
+use synaxis_shared::budgets::{Budget, BudgetRef, BudgetScope, SetBudgetRequest, to_micros};
+use synaxis_shared::{KeyId, TeamId};
+
+use super::rbac::{Action, Target};
+use super::{Caller, Tenancy, TenancyError, check};
+use crate::store::{LimitScope, StoreError};
+
+/// A budget as the caller named it: a key or a team by id, an org by id or slug.
+#[derive(Clone, Copy, Debug)]
+pub enum BudgetOf<'a> {
+    Key(KeyId),
+    Team(TeamId),
+    Org(&'a str),
+}
+
+impl BudgetOf<'_> {
+    fn entity(self) -> &'static str {
+        match self {
+            Self::Key(_) => "key",
+            Self::Team(_) => "team",
+            Self::Org(_) => "organization",
+        }
+    }
+}
+
+impl Tenancy {
+    /// Returns a budget with its spend and reservations; not found when none is set.
+    pub async fn get_budget(&self, caller: &Caller, of: BudgetOf<'_>) -> Result<Budget, TenancyError> {
+        let (budget, target) = self.budget_target(of).await?;
+        check(&caller.actor, Action::BudgetRead, &target)?;
+        self.store
+            .get_budget(budget)
+            .await?
+            .ok_or_else(|| missing_budget(budget).into())
+    }
+
+    /// Sets the maximum of a budget, creating it when missing. The call requires a
+    /// justification.
+    pub async fn set_budget(
+        &self,
+        caller: &Caller,
+        of: BudgetOf<'_>,
+        request: SetBudgetRequest,
+    ) -> Result<Budget, TenancyError> {
+        let mut draft = self.draft(caller, Action::BudgetSet, of.entity());
+        let result = async {
+            let (budget, target) = self.budget_target(of).await?;
+            draft.target_id = Some(budget.id.to_string());
+            draft.org_id = target.org_id;
+            check(&caller.actor, Action::BudgetSet, &target)?;
+            super::plans::require_justification(caller, "changing a budget")?;
+            let max_micros = max_micros(request.max_usd)?;
+            let org_id = target.org_id.ok_or(TenancyError::Invalid {
+                field: "org".to_owned(),
+                message: "the budget's organization is unknown".to_owned(),
+            })?;
+            let stored = self
+                .store
+                .set_budget(
+                    budget,
+                    org_id,
+                    max_micros,
+                    request.reset_spend,
+                    self.clock.now(),
+                    &draft,
+                )
+                .await?;
+            self.evict_budget(budget);
+            Ok(stored)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    /// Removes a budget and returns it as it was last: new requests are no longer limited by
+    /// it. The call requires a justification.
+    pub async fn remove_budget(
+        &self,
+        caller: &Caller,
+        of: BudgetOf<'_>,
+    ) -> Result<Budget, TenancyError> {
+        let mut draft = self.draft(caller, Action::BudgetSet, of.entity());
+        let result = async {
+            let (budget, target) = self.budget_target(of).await?;
+            draft.target_id = Some(budget.id.to_string());
+            draft.org_id = target.org_id;
+            check(&caller.actor, Action::BudgetSet, &target)?;
+            super::plans::require_justification(caller, "removing a budget")?;
+            let removed = self
+                .store
+                .remove_budget(budget, &draft)
+                .await?
+                .ok_or_else(|| missing_budget(budget))?;
+            self.evict_budget(budget);
+            Ok(removed)
+        }
+        .await;
+        self.audited(draft, result).await
+    }
+
+    /// Evicts the cached lookups of the keys that the budget applies to, so that this process
+    /// reserves on it, or stops reserving, from the next request.
+    fn evict_budget(&self, budget: BudgetRef) {
+        match budget.scope {
+            BudgetScope::Key => self.auth_cache.evict_key(budget.id.into()),
+            BudgetScope::Team => self.auth_cache.evict_team(budget.id.into()),
+            BudgetScope::Org => self.auth_cache.evict_org(budget.id.into()),
+        }
+    }
+
+    /// Loads the owner of a budget and returns the budget's reference and the target that
+    /// permissions are checked on, which is the one of the owner's limit set: a key's is its
+    /// user's.
+    async fn budget_target(&self, of: BudgetOf<'_>) -> Result<(BudgetRef, Target), TenancyError> {
+        let (budget, org_id, subject, limits_of, named) = match of {
+            BudgetOf::Key(id) => {
+                let key = self.store.get_key(id).await?;
+                let user = self.store.get_user(key.user_id).await?;
+                (
+                    BudgetRef {
+                        scope: BudgetScope::Key,
+                        id: id.0,
+                    },
+                    key.org_id,
+                    Some((user.id, user.role)),
+                    LimitScope::User(user.id),
+                    id.to_string(),
+                )
+            }
+            BudgetOf::Team(id) => {
+                let team = self.store.get_team(id).await?;
+                (
+                    BudgetRef {
+                        scope: BudgetScope::Team,
+                        id: id.0,
+                    },
+                    team.org_id,
+                    None,
+                    LimitScope::Team(id),
+                    id.to_string(),
+                )
+            }
+            BudgetOf::Org(id_or_slug) => {
+                let org = self.load_org(id_or_slug).await?;
+                (
+                    BudgetRef {
+                        scope: BudgetScope::Org,
+                        id: org.id.0,
+                    },
+                    org.id,
+                    None,
+                    LimitScope::Org(org.id),
+                    id_or_slug.to_owned(),
+                )
+            }
+        };
+        let target = Target {
+            org_id: Some(org_id),
+            subject,
+            limits_of: Some(limits_of),
+            named: (of.entity(), named),
+            ..Target::default()
+        };
+        Ok((budget, target))
+    }
+}
+
+fn missing_budget(budget: BudgetRef) -> StoreError {
+    StoreError::not_found("budget", format!("{} {}", budget.scope, budget.id))
+}
+
+/// Converts a budget's maximum to micro-dollars, refusing negative amounts and fractions of a
+/// micro-dollar.
+fn max_micros(max_usd: Decimal) -> Result<i64, TenancyError> {
+    if max_usd.is_sign_negative() {
+        return Err(TenancyError::invalid(
+            "max_usd",
+            format!("a budget cannot be negative ({max_usd}): give 0 or more USD"),
+        ));
+    }
+    to_micros(max_usd).ok_or_else(|| {
+        TenancyError::invalid(
+            "max_usd",
+            format!(
+                "{max_usd} has more than 6 decimal places or is too large: give USD with at most 6 decimals, such as 25.50"
+            ),
+        )
+    })
+}
