@@ -58,7 +58,9 @@ impl FromStr for BudgetScope {
             "key" => Ok(Self::Key),
             "team" => Ok(Self::Team),
             "org" => Ok(Self::Org),
-            other => Err(format!("unknown budget scope `{other}`: use key, team or org")),
+            other => Err(format!(
+                "unknown budget scope `{other}`: use key, team or org"
+            )),
         }
     }
 }

@@ -64,6 +64,7 @@ fn key_with(org: LimitSet) -> AuthenticatedKey {
             ..KeyLimits::default()
         },
         org_plan: OrgPlan::default(),
+        budgets: Vec::new(),
     }
 }
 

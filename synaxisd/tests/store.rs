@@ -14,6 +14,7 @@ use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
     KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, UpdateUserRequest, User,
 };
+use synaxis_shared::budgets::{BudgetRef, BudgetScope, SetBudgetRequest, to_micros};
 use synaxis_shared::credits::{AddCreditRequest, CreditKind};
 use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
 use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
@@ -23,9 +24,10 @@ use synaxisd::clock::ManualClock;
 use synaxisd::store::postgres::PgStore;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{
-    AuditFilter, AuditStore, KeyFilter, KeyLimits, LimitScope, RequestFilter, RequestRecord, Store,
-    StoreError, UserFilter,
+    AuditFilter, AuditStore, BudgetCharge, BudgetReservation, KeyFilter, KeyLimits, LimitScope,
+    RequestFilter, RequestRecord, Store, StoreError, UserFilter,
 };
+use synaxisd::tenancy::budgets::BudgetOf;
 use synaxisd::tenancy::keys::KeyHasher;
 use synaxisd::tenancy::limits::LimitsOf;
 use synaxisd::tenancy::plans::PlanCatalog;
@@ -684,6 +686,235 @@ async fn credit_ledger_sums_entries(store: Arc<dyn Store>) {
     assert_eq!(page.len(), 2);
 }
 
+fn usd(amount: &str) -> Decimal {
+    Decimal::from_str(amount).expect("decimal")
+}
+
+fn set_budget(max_usd: &str) -> SetBudgetRequest {
+    SetBudgetRequest {
+        max_usd: usd(max_usd),
+        reset_spend: false,
+    }
+}
+
+/// Reserves `amount` USD for a new request on `budgets` and returns the request's id, or
+/// `None` when a budget refused.
+async fn reserve(
+    store: &Arc<dyn Store>,
+    budgets: &[BudgetRef],
+    amount: &str,
+    expires_at: DateTime<Utc>,
+) -> Option<(RequestId, Vec<BudgetRef>)> {
+    let request = RequestId::new();
+    let micros = to_micros(usd(amount)).expect("micros");
+    match store
+        .reserve_budgets(request, budgets, micros, expires_at)
+        .await
+        .expect("reserve")
+    {
+        BudgetReservation::Held(held) => Some((request, held)),
+        BudgetReservation::Exceeded(_) => None,
+    }
+}
+
+/// Checks that concurrent reservations never hold more than a budget's maximum, at the key and
+/// the org, that settling replaces holds with costs, and that the key's lookup lists its
+/// budgets.
+async fn concurrent_reservations_stay_within_budgets(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    let key = created.key.id;
+    let error = tenancy
+        .set_budget(&operator(), BudgetOf::Key(key), set_budget("1"))
+        .await
+        .expect_err("no justification");
+    assert!(matches!(error, TenancyError::Invalid { .. }), "{error:?}");
+    for bad in ["-1", "0.0000001"] {
+        let error = tenancy
+            .set_budget(&justified_operator(), BudgetOf::Key(key), set_budget(bad))
+            .await
+            .expect_err("invalid maximum");
+        assert!(
+            matches!(&error, TenancyError::Invalid { field, .. } if field == "max_usd"),
+            "{bad}: {error:?}"
+        );
+    }
+    tenancy
+        .set_budget(
+            &justified_operator(),
+            BudgetOf::Key(key),
+            set_budget("1.00"),
+        )
+        .await
+        .expect("key budget");
+    tenancy
+        .set_budget(
+            &justified_operator(),
+            BudgetOf::Org("acme"),
+            set_budget("5.00"),
+        )
+        .await
+        .expect("org budget");
+    let found = tenancy
+        .authenticate(&created.secret)
+        .await
+        .expect("lookup")
+        .expect("usable key");
+    let budgets = vec![
+        BudgetRef {
+            scope: BudgetScope::Key,
+            id: key.0,
+        },
+        BudgetRef {
+            scope: BudgetScope::Org,
+            id: org.id.0,
+        },
+    ];
+    assert_eq!(found.budgets, budgets);
+
+    let expires_at = start_time() + Duration::minutes(15);
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let store = store.clone();
+        let budgets = budgets.clone();
+        tasks.push(tokio::spawn(async move {
+            reserve(&store, &budgets, "0.10", expires_at).await
+        }));
+    }
+    let mut held = Vec::new();
+    for task in tasks {
+        if let Some(hold) = task.await.expect("task") {
+            held.push(hold);
+        }
+    }
+    assert_eq!(held.len(), 10, "$1.00 holds ten reservations of $0.10");
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Org(&org.id.to_string()))
+        .await
+        .expect("org budget");
+    assert_eq!(shown.reserved_usd, usd("1.00"));
+    assert_eq!(shown.remaining_usd, usd("4.00"));
+
+    let charges: Vec<BudgetCharge> = held
+        .into_iter()
+        .map(|(request_id, budgets)| BudgetCharge {
+            request_id,
+            budgets,
+            cost_usd: usd("0.04"),
+        })
+        .collect();
+    store.settle_budgets(&charges).await.expect("settle");
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Key(key))
+        .await
+        .expect("key budget");
+    assert_eq!(
+        (shown.spent_usd, shown.reserved_usd, shown.remaining_usd),
+        (usd("0.40"), usd("0"), usd("0.60"))
+    );
+    let mut more = 0;
+    while reserve(&store, &budgets, "0.10", expires_at)
+        .await
+        .is_some()
+    {
+        more += 1;
+    }
+    assert_eq!(more, 6, "the settled spend leaves room for six more");
+
+    let removed = tenancy
+        .remove_budget(&justified_operator(), BudgetOf::Key(key))
+        .await
+        .expect("remove");
+    assert_eq!(removed.reserved_usd, usd("0.60"));
+    let error = tenancy
+        .get_budget(&operator(), BudgetOf::Key(key))
+        .await
+        .expect_err("removed");
+    assert!(
+        matches!(error, TenancyError::Store(StoreError::NotFound { .. })),
+        "{error:?}"
+    );
+}
+
+/// Checks that expired holds are released without spend, that a late settlement still adds
+/// its cost, and that a reset starts the spend again.
+async fn expired_budget_holds_are_released(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (org, _) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let (team, _) = team_with_member(&tenancy, &org).await;
+    tenancy
+        .set_budget(
+            &justified_operator(),
+            BudgetOf::Team(team.id),
+            set_budget("2"),
+        )
+        .await
+        .expect("team budget");
+    let budgets = [BudgetRef {
+        scope: BudgetScope::Team,
+        id: team.id.0,
+    }];
+    let expires_at = start_time() + Duration::minutes(15);
+    let (request_id, held) = reserve(&store, &budgets, "1.50", expires_at)
+        .await
+        .expect("held");
+    assert!(
+        reserve(&store, &budgets, "1.00", expires_at)
+            .await
+            .is_none()
+    );
+
+    let released = store
+        .release_expired_budget_holds(expires_at - Duration::seconds(1))
+        .await
+        .expect("sweep");
+    assert_eq!(released, 0, "the hold has not expired yet");
+    let released = store
+        .release_expired_budget_holds(expires_at)
+        .await
+        .expect("sweep");
+    assert_eq!(released, 1);
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Team(team.id))
+        .await
+        .expect("team budget");
+    assert_eq!((shown.spent_usd, shown.reserved_usd), (usd("0"), usd("0")));
+
+    store
+        .settle_budgets(&[BudgetCharge {
+            request_id,
+            budgets: held,
+            cost_usd: usd("0.25"),
+        }])
+        .await
+        .expect("late settle");
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Team(team.id))
+        .await
+        .expect("team budget");
+    assert_eq!(
+        (shown.spent_usd, shown.reserved_usd),
+        (usd("0.25"), usd("0"))
+    );
+
+    let reset = tenancy
+        .set_budget(
+            &justified_operator(),
+            BudgetOf::Team(team.id),
+            SetBudgetRequest {
+                max_usd: usd("3"),
+                reset_spend: true,
+            },
+        )
+        .await
+        .expect("reset");
+    assert_eq!((reset.max_usd, reset.spent_usd), (usd("3"), usd("0")));
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1010,9 +1241,12 @@ async fn request_records_insert_in_batches(store: Arc<dyn Store>) {
     let batch: Vec<RequestRecord> = (0..3)
         .map(|second| record(&key, start_time() + Duration::seconds(second), "0.000001"))
         .collect();
-    store.insert_requests(&batch).await.expect("insert batch");
     store
-        .insert_requests(&[])
+        .insert_requests(&batch, &[])
+        .await
+        .expect("insert batch");
+    store
+        .insert_requests(&[], &[])
         .await
         .expect("an empty batch stores nothing");
 
@@ -1532,6 +1766,8 @@ contract_tests!(
     concurrent_teams_stop_at_plan_cap,
     free_plan_caps_resources,
     credit_ledger_sums_entries,
+    concurrent_reservations_stay_within_budgets,
+    expired_budget_holds_are_released,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

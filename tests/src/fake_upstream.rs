@@ -15,8 +15,8 @@
 //! - `GET /v1/models`, and `GET /_fake/requests` with the request bodies received so far.
 //!
 //! Every `POST` endpoint counts in [`FakeUpstream::received`] and is subject to the failure
-//! modes of [`FakeConfig`]: failing the first requests with an error status, resetting the
-//! connection, and cutting streams. A refused connection needs no fake, because it is a port
+//! modes of [`FakeConfig`]: failing the first requests, or every Nth, with an error status,
+//! resetting the connection, and cutting streams. A refused connection needs no fake, because it is a port
 //! that nothing listens on: tests use `http://127.0.0.1:9/v1`, the discard port, which no
 //! test machine serves.
 //!
@@ -67,6 +67,8 @@ pub struct FakeConfig {
     pub fail_first: u32,
     /// Status of the failing requests, with an error body in the endpoint's wire format.
     pub fail_status: u16,
+    /// When set to N, every Nth request, counted from the first, fails with `fail_status`.
+    pub fail_every: Option<u32>,
     /// Close the connection of every request without sending a response.
     pub reset_connection: bool,
     /// Cut every stream after this many server-sent events (`[DONE]` included) by aborting
@@ -93,6 +95,7 @@ impl Default for FakeConfig {
             tool_call: None,
             fail_first: 0,
             fail_status: 500,
+            fail_every: None,
             reset_connection: false,
             cut_after_chunk: None,
             pause_before_cut: Duration::ZERO,
@@ -336,11 +339,21 @@ async fn accept_request(
         return Err(Box::new(reset_response()));
     }
     let fail_first = state.config.fail_first;
+    let status =
+        StatusCode::from_u16(state.config.fail_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if u32::try_from(position).is_ok_and(|position| position < fail_first) {
-        let status = StatusCode::from_u16(state.config.fail_status)
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = format!(
             "the fake upstream fails the first {fail_first} requests; this is request {}",
+            position + 1
+        );
+        return Err(Box::new(wire.error(status, &message)));
+    }
+    if let Some(every) = state.config.fail_every
+        && every > 0
+        && (position + 1) % usize::try_from(every).unwrap_or(usize::MAX) == 0
+    {
+        let message = format!(
+            "the fake upstream fails every {every}th request; this is request {}",
             position + 1
         );
         return Err(Box::new(wire.error(status, &message)));

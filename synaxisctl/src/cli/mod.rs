@@ -12,8 +12,8 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction, OrgAction,
-    PlanAction, TeamAction, UserAction,
+    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction,
+    OrgAction, PlanAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 

@@ -106,8 +106,14 @@ impl Record for CreditBalance {
 }
 
 impl Record for Budget {
-    const COLUMNS: &'static [&'static str] =
-        &["scope", "id", "max_usd", "spent_usd", "reserved_usd", "remaining_usd"];
+    const COLUMNS: &'static [&'static str] = &[
+        "scope",
+        "id",
+        "max_usd",
+        "spent_usd",
+        "reserved_usd",
+        "remaining_usd",
+    ];
 
     fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
         vec![

@@ -110,7 +110,10 @@ impl Budgets {
             {
                 Ok(0) => {}
                 Ok(released) => {
-                    tracing::warn!(released, "released expired budget holds of requests that never settled");
+                    tracing::warn!(
+                        released,
+                        "released expired budget holds of requests that never settled"
+                    );
                 }
                 Err(error) => tracing::warn!(%error, "releasing expired budget holds failed"),
             }
@@ -125,14 +128,15 @@ pub fn worst_case_cost<'a>(
     input_tokens: u64,
     output_tokens: u64,
 ) -> Decimal {
-    let (input, output) = prices
-        .into_iter()
-        .fold((Decimal::ZERO, Decimal::ZERO), |(input, output), prices| {
-            (
-                input.max(prices.input_per_million),
-                output.max(prices.output_per_million),
-            )
-        });
+    let (input, output) =
+        prices
+            .into_iter()
+            .fold((Decimal::ZERO, Decimal::ZERO), |(input, output), prices| {
+                (
+                    input.max(prices.input_per_million),
+                    output.max(prices.output_per_million),
+                )
+            });
     let per_million = Decimal::from(1_000_000);
     (Decimal::from(input_tokens) * input + Decimal::from(output_tokens) * output) / per_million
 }

@@ -104,7 +104,11 @@ async fn handle(
         return fail(record, ApiError::Internal, user_locale).await;
     };
     if has_budgets {
-        let prices = prepared.route.deployments.iter().map(|deployment| &deployment.prices);
+        let prices = prepared
+            .route
+            .deployments
+            .iter()
+            .map(|deployment| &deployment.prices);
         let worst_case = worst_case_cost(prices, input_tokens, output_tokens);
         match state
             .gateway

@@ -18,11 +18,11 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::admission::Reservation;
 use super::provider::Endpoint;
+use crate::billing::budgets::BudgetHold;
 use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
 use crate::config::Prices;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::billing::budgets::BudgetHold;
 use crate::store::{BudgetCharge, RequestRecord, Store};
 
 /// Status recorded when the client went away before the response ended (nginx's convention).

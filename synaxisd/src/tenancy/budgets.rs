@@ -30,7 +30,11 @@ impl BudgetOf<'_> {
 
 impl Tenancy {
     /// Returns a budget with its spend and reservations; not found when none is set.
-    pub async fn get_budget(&self, caller: &Caller, of: BudgetOf<'_>) -> Result<Budget, TenancyError> {
+    pub async fn get_budget(
+        &self,
+        caller: &Caller,
+        of: BudgetOf<'_>,
+    ) -> Result<Budget, TenancyError> {
         let (budget, target) = self.budget_target(of).await?;
         check(&caller.actor, Action::BudgetRead, &target)?;
         self.store

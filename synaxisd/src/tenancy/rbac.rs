@@ -253,15 +253,17 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
                 "limits"
             };
             match target.limits_of {
-                Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => {
-                    forbid(&format!("an admin may not set the {what} of their own team"))
-                }
+                Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => forbid(
+                    &format!("an admin may not set the {what} of their own team"),
+                ),
                 Some(LimitScope::Team(_)) => Ok(()),
                 Some(LimitScope::User(_)) if is_self => {
                     forbid(&format!("an admin may not set their own {what}"))
                 }
                 Some(LimitScope::User(_)) if outranks_subject => Ok(()),
-                Some(LimitScope::User(_)) => forbid(&format!("only an owner may set an owner's {what}")),
+                Some(LimitScope::User(_)) => {
+                    forbid(&format!("only an owner may set an owner's {what}"))
+                }
                 Some(LimitScope::Org(_)) | None => {
                     forbid(&format!("the organization's {what} require the owner role"))
                 }

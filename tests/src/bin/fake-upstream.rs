@@ -58,6 +58,9 @@ struct Args {
     /// Number of requests, counted from the first, that fail with `--fail-status`.
     #[arg(long, default_value_t = 0)]
     fail_first: u32,
+    /// Fail every Nth request, counted from the first, with `--fail-status`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    fail_every: Option<u32>,
     /// HTTP status of the failing requests, such as 500 or 429; the error body has the
     /// endpoint's wire format.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(400..=599))]
@@ -100,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         tool_call: args.tool_call_name.map(|name| (name, args.tool_call_input)),
         fail_first: args.fail_first,
         fail_status: args.fail_status,
+        fail_every: args.fail_every,
         reset_connection: args.reset_connection,
         cut_after_chunk: args.cut_after_chunk,
         pause_before_cut: Duration::from_millis(args.pause_before_cut_ms),

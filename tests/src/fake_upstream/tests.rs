@@ -490,6 +490,27 @@ async fn fail_first_fails_then_succeeds() {
 }
 
 #[tokio::test]
+async fn fail_every_fails_each_nth_request() {
+    let upstream = start(FakeConfig {
+        fail_every: Some(3),
+        ..FakeConfig::default()
+    })
+    .await;
+    let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(
+            post(&upstream, "/v1/chat/completions", &chat)
+                .await
+                .status(),
+        );
+    }
+
+    assert_eq!(statuses, [200, 200, 500, 200, 200, 500, 200]);
+}
+
+#[tokio::test]
 async fn fail_first_default_status_is_500() {
     let upstream = start(FakeConfig {
         fail_first: 1,

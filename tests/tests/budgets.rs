@@ -1,0 +1,302 @@
+//! End-to-end tests of budgets on two `synaxisd` processes that share one PostgreSQL database.
+//! A budget with room for exactly one request at a fixed `max_tokens` admits exactly one of 20
+//! requests sent together across both processes, and refuses the others with 402
+//! `budget_exceeded`, at the key, the team and the org. The fake upstream fails every third
+//! call, so that failed requests release their holds too. Afterwards each budget's spend equals
+//! the cost of its request records, and no hold is left.
+
+// Helpers of a test fail it by panicking, as assertions do.
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use synaxis_tests::fake_upstream::{FakeConfig, FakeUpstream};
+use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
+use synaxisd::billing::tokens;
+
+use common::{Daemon, DaemonOptions, create_tenant, ctl_json};
+
+const MODEL: &str = "metered";
+const MAX_TOKENS: u64 = 16;
+/// Prices in USD per million tokens: $0.001 per input token and $0.002 per output token.
+const INPUT_PER_MILLION: u64 = 1_000;
+const OUTPUT_PER_MILLION: u64 = 2_000;
+const REQUESTS: usize = 20;
+const ROUNDS: usize = 3;
+
+fn chat_body() -> Value {
+    json!({
+        "model": MODEL,
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": "Count to three."}],
+    })
+}
+
+/// Input tokens that the gateway counts for [`chat_body`], with the same tokenizer.
+fn prompt_tokens() -> u64 {
+    let body = chat_body();
+    u64::try_from(tokens::count_messages(body.get("messages"))).expect("a positive count")
+}
+
+/// The worst-case cost that admission reserves for [`chat_body`].
+fn worst_case() -> Decimal {
+    let micros = prompt_tokens() * INPUT_PER_MILLION + MAX_TOKENS * OUTPUT_PER_MILLION;
+    Decimal::new(i64::try_from(micros).expect("micros"), 6)
+}
+
+fn usd(value: &Value) -> Decimal {
+    Decimal::from_str(value.as_str().expect("an amount as a string")).expect("decimal")
+}
+
+/// One budget under test: the CLI flag and id that name it, and the key that spends it.
+struct Owner {
+    flag: &'static str,
+    id: String,
+    secret: String,
+    key_id: String,
+}
+
+/// Sets `owner`'s budget to `spent` plus one worst-case request and returns the budget.
+fn leave_room_for_one(daemon: &Daemon, owner: &Owner, spent: Decimal) -> Value {
+    let max = (spent + worst_case()).to_string();
+    ctl_json(
+        daemon,
+        &[
+            "--justification",
+            "budget test",
+            "budget",
+            "set",
+            owner.flag,
+            &owner.id,
+            "--max-usd",
+            &max,
+        ],
+    )
+}
+
+/// Sends one chat request and returns its status and `error.code`.
+async fn chat(client: &reqwest::Client, url: &str, secret: &str) -> (StatusCode, Option<String>) {
+    let response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(secret)
+        .json(&chat_body())
+        .send()
+        .await
+        .expect("chat request");
+    let status = response.status();
+    let body: Value = response.json().await.expect("a JSON body");
+    let code = body
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    (status, code)
+}
+
+/// The records of a key as the database holds them: their number and the sum of their costs.
+async fn records(database: &mut PgConnection, key_id: &str) -> (i64, Decimal) {
+    let key_id = uuid::Uuid::parse_str(key_id).expect("key id");
+    let (count, cost): (i64, Option<Decimal>) =
+        sqlx::query_as("SELECT COUNT(*), SUM(cost_usd) FROM requests WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_one(&mut *database)
+            .await
+            .expect("count records");
+    (count, cost.unwrap_or_default())
+}
+
+async fn open_holds(database: &mut PgConnection) -> i64 {
+    let (holds,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_holds")
+        .fetch_one(&mut *database)
+        .await
+        .expect("count holds");
+    holds
+}
+
+/// Waits until the key has `expected` records and no hold is open, since records are stored
+/// in batches after the responses; fails after 20 s.
+async fn wait_for_settlement(database: &mut PgConnection, key_id: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (count, _) = records(database, key_id).await;
+        let holds = open_holds(database).await;
+        if count == expected && holds == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 20 s the key has {count} of {expected} records and {holds} open holds"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates the three owners: a key with its own budget, a key of a team with a budget, and a
+/// key of an org with a budget, each in an org of its own.
+fn owners(daemon: &Daemon) -> Vec<Owner> {
+    let keyed = create_tenant(daemon, "key-budget");
+    let key_owner = Owner {
+        flag: "--key",
+        id: keyed.key_id.clone(),
+        secret: keyed.secret,
+        key_id: keyed.key_id,
+    };
+
+    let teamed = create_tenant(daemon, "team-budget");
+    let team = ctl_json(
+        daemon,
+        &["team", "create", "--org", &teamed.org_id, "--name", "core"],
+    );
+    let team_id = team["id"].as_str().expect("team id").to_owned();
+    let user = ctl_json(
+        daemon,
+        &[
+            "user",
+            "create",
+            "--org",
+            &teamed.org_id,
+            "--email",
+            "member@team-budget.test",
+            "--team",
+            &team_id,
+        ],
+    );
+    let user_id = user["id"].as_str().expect("user id");
+    let created = ctl_json(daemon, &["key", "create", "--user", user_id, "--name", "t"]);
+    let team_owner = Owner {
+        flag: "--team",
+        id: team_id,
+        secret: created["secret"].as_str().expect("secret").to_owned(),
+        key_id: created["key"]["id"].as_str().expect("key id").to_owned(),
+    };
+
+    let org = create_tenant(daemon, "org-budget");
+    let org_owner = Owner {
+        flag: "--org",
+        id: org.org_id,
+        secret: org.secret,
+        key_id: org.key_id,
+    };
+    vec![key_owner, team_owner, org_owner]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_never_overspend_a_budget() {
+    let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
+        return;
+    };
+    let database = TestDatabase::create(&admin_url)
+        .await
+        .expect("create database");
+    let upstream = FakeUpstream::start(FakeConfig {
+        prompt_tokens: prompt_tokens(),
+        completion_tokens: 7,
+        fail_every: Some(3),
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // One attempt per request, so that a failed upstream call fails its request.
+    let config = format!(
+        r#"
+[routing]
+max_attempts = 1
+
+[models.{MODEL}]
+upstream = "fake"
+input_per_million = "{INPUT_PER_MILLION}"
+output_per_million = "{OUTPUT_PER_MILLION}"
+"#
+    );
+    let daemons: Vec<Daemon> = tokio::task::block_in_place(|| {
+        (0..2)
+            .map(|index| {
+                Daemon::start(&DaemonOptions {
+                    database_url: database.url.clone(),
+                    upstream_base_url: upstream.base_url(),
+                    data_dir: dir.path().join(format!("daemon-{index}")),
+                    extra_config: config.clone(),
+                    ..DaemonOptions::default()
+                })
+            })
+            .collect()
+    });
+    let urls: Vec<String> = daemons.iter().map(Daemon::url).collect();
+    let mut connection = PgConnection::connect(&database.url)
+        .await
+        .expect("connect to the test database");
+    let client = reqwest::Client::new();
+    let owners = tokio::task::block_in_place(|| owners(&daemons[0]));
+
+    let mut upstream_failures = 0;
+    for owner in &owners {
+        let mut spent = Decimal::ZERO;
+        for round in 1..=ROUNDS {
+            let budget =
+                tokio::task::block_in_place(|| leave_room_for_one(&daemons[0], owner, spent));
+            assert_eq!(usd(&budget["remaining_usd"]), worst_case());
+
+            let requests =
+                (0..REQUESTS).map(|index| chat(&client, &urls[index % 2], &owner.secret));
+            let replies = join_all(requests).await;
+
+            let refused = replies
+                .iter()
+                .filter(|(status, code)| {
+                    *status == StatusCode::PAYMENT_REQUIRED
+                        && code.as_deref() == Some("budget_exceeded")
+                })
+                .count();
+            let admitted: Vec<_> = replies
+                .iter()
+                .filter(|(status, _)| *status != StatusCode::PAYMENT_REQUIRED)
+                .collect();
+            assert_eq!(
+                refused,
+                REQUESTS - 1,
+                "{} round {round}: {replies:?}",
+                owner.flag
+            );
+            assert_eq!(admitted.len(), 1, "{} round {round}", owner.flag);
+            match admitted[0] {
+                (StatusCode::OK, None) => {}
+                (StatusCode::BAD_GATEWAY, Some(code)) if code == "upstream_error" => {
+                    upstream_failures += 1;
+                }
+                other => panic!("unexpected reply of the admitted request: {other:?}"),
+            }
+
+            let expected = i64::try_from(round * REQUESTS).expect("count");
+            wait_for_settlement(&mut connection, &owner.key_id, expected).await;
+            let (_, cost) = records(&mut connection, &owner.key_id).await;
+            let budget = tokio::task::block_in_place(|| {
+                ctl_json(&daemons[1], &["budget", "show", owner.flag, &owner.id])
+            });
+            assert_eq!(
+                usd(&budget["spent_usd"]),
+                cost,
+                "{} round {round}: the spend is the cost of the records",
+                owner.flag
+            );
+            assert_eq!(usd(&budget["reserved_usd"]), Decimal::ZERO);
+            spent = cost;
+        }
+    }
+    // Nine upstream calls, of which the fake upstream failed the 3rd, 6th and 9th.
+    assert_eq!(upstream_failures, 3, "failed requests were admitted too");
+
+    drop(connection);
+    for daemon in daemons {
+        tokio::task::block_in_place(|| daemon.stop());
+    }
+    database.drop_database().await.expect("drop database");
+}
