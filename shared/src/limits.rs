@@ -204,17 +204,6 @@ impl LimitSet {
         }
         Ok(())
     }
-
-    /// Returns the paths of the limits whose action is `credit_charge`, such as
-    /// `limits.tokens.per_month`.
-    pub fn credit_charge_limits(&self, prefix: &str) -> Vec<String> {
-        self.rules()
-            .filter(|(_, _, rule)| rule.action == Action::CreditCharge)
-            .map(|(metric, window, _)| {
-                format!("{prefix}.{}.per_{}", metric.as_str(), window.as_str())
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -252,10 +241,7 @@ mod tests {
             )
         );
         assert_eq!(rules[2].2.window, WindowKind::Fixed, "fixed is the default");
-        assert_eq!(
-            set.credit_charge_limits("limits"),
-            vec!["limits.tokens.per_month".to_owned()]
-        );
+        assert_eq!(rules[4].2.action, Action::CreditCharge);
     }
 
     #[test]

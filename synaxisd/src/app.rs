@@ -129,7 +129,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
     let admission = Admission::new(limiter, clock.clone(), metrics.clone(), &config.limits)
-        .with_plans(tenancy.plans().clone());
+        .with_plans(tenancy.plans().clone())
+        .with_credits(store.clone());
     let finisher = admission.take_finisher();
     let budgets = Arc::new(Budgets::new(
         store.clone(),
@@ -189,18 +190,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Maximum wait at shutdown for the last settles and lease releases.
 const FINISHER_GRACE: Duration = Duration::from_secs(5);
 
-/// Builds the limiter of `limits.store`, and logs which configured limits act as `block`
-/// because their `credit_charge` action is not enforced.
+/// Builds the limiter of `limits.store`.
 async fn open_limiter(
     config: &LimitsConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<dyn Limiter>> {
-    for key in config.credit_charge_limits() {
-        tracing::warn!(
-            limit = %key,
-            "this limit's action `credit_charge` acts as `block` until credits are enforced"
-        );
-    }
     let limiter: Arc<dyn Limiter> = match (config.store, &config.redis_url) {
         (LimitStoreKind::Redis, Some(url)) => {
             let limiter = FallbackLimiter::start(

@@ -65,6 +65,8 @@ pub enum ApiError {
     PlanLimit(Box<PlanLimit>),
     #[error("the {} budget has too little left for this request", .0.budget.scope)]
     BudgetExceeded(Box<BudgetExceeded>),
+    #[error("the {} {} limit is reached and credits cannot pay for more", .0.scope, .0.limit_name)]
+    InsufficientCredits(Box<InsufficientCredits>),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -94,7 +96,7 @@ impl ApiError {
             | Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Self::Conflict(_) | Self::PlanLimit(_) => StatusCode::CONFLICT,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
+            Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => StatusCode::PAYMENT_REQUIRED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -124,6 +126,7 @@ impl ApiError {
             Self::RateLimited(limited) => limited.kind.code(),
             Self::PlanLimit(_) => "plan_limit_reached",
             Self::BudgetExceeded(_) => "budget_exceeded",
+            Self::InsufficientCredits(_) => "insufficient_credits",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -149,7 +152,7 @@ impl ApiError {
             | Self::MethodNotAllowed
             | Self::UpstreamRejected { .. } => "invalid_request_error",
             Self::RateLimited(_) => "rate_limit_error",
-            Self::BudgetExceeded(_) => "insufficient_quota",
+            Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => "insufficient_quota",
             Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
                 "api_error"
             }
@@ -208,6 +211,7 @@ impl ApiError {
             Self::RateLimited(limited) => limited.message_en(),
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::En),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::En),
+            Self::InsufficientCredits(refused) => refused.message(Locale::En),
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -257,6 +261,7 @@ impl ApiError {
             Self::RateLimited(limited) => limited.message_pt_br(),
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::PtBr),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::PtBr),
+            Self::InsufficientCredits(refused) => refused.message(Locale::PtBr),
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),
@@ -566,6 +571,42 @@ impl BudgetExceeded {
             Locale::PtBr => format!(
                 "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`, ou envie um max_tokens menor.",
                 scope.pt_br()
+            ),
+        }
+    }
+}
+
+/// A request past a `credit_charge` limit, refused because its overage charge would take the
+/// org's credit balance under the minimum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InsufficientCredits {
+    /// Such as `tokens per month`.
+    pub limit_name: String,
+    /// The limit's owner: `plan`, `organization`, `team`, `user` or `key`.
+    pub scope: &'static str,
+    pub balance_usd: Decimal,
+    /// The overage charge of the whole request at most.
+    pub charge_usd: Decimal,
+    pub minimum_balance_usd: Decimal,
+}
+
+impl InsufficientCredits {
+    fn message(&self, locale: Locale) -> String {
+        let (balance, charge, minimum) = (
+            usd(self.balance_usd),
+            usd(self.charge_usd),
+            usd(self.minimum_balance_usd),
+        );
+        let scope = self.scope;
+        match locale {
+            Locale::En => format!(
+                "The {scope} limit of {} is reached, and the organization's credits cannot pay for more: the balance of ${balance}, less this request's overage of up to ${charge}, would fall under the minimum balance of ${minimum}. Top up credits (`synaxisctl credits topup`) or raise the limit.",
+                self.limit_name
+            ),
+            Locale::PtBr => format!(
+                "O limite de {} {} foi atingido, e os créditos da organização não pagam mais: o saldo de US$ {balance}, menos o excedente desta requisição, de até US$ {charge}, ficaria abaixo do saldo mínimo de US$ {minimum}. Adicione créditos (`synaxisctl credits topup`) ou aumente o limite.",
+                limit_name_pt_br(&self.limit_name, false),
+                scope_pt_br(scope)
             ),
         }
     }

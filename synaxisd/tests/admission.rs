@@ -230,12 +230,18 @@ async fn block_refuses_without_waiting_until_the_reset() {
 }
 
 #[tokio::test]
-async fn credit_charge_acts_as_block() {
+async fn credit_charge_without_credits_refuses() {
     let setup = setup(2_000);
     let key = key_with(requests_per_minute(1, Action::CreditCharge));
     admit(&setup, &key, 0).await.expect("first fits");
-    let limited = refusal(admit(&setup, &key, 0).now_or_never().expect("no wait"));
-    assert_eq!(limited.kind, RateLimitKind::Blocked);
+    let refused = admit(&setup, &key, 0).now_or_never().expect("no wait");
+    match refused {
+        Err(ApiError::InsufficientCredits(refused)) => {
+            assert_eq!(refused.limit_name, "requests per minute");
+            assert_eq!(refused.scope, "organization");
+        }
+        other => panic!("expected 402 insufficient_credits, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -1242,11 +1242,11 @@ async fn request_records_insert_in_batches(store: Arc<dyn Store>) {
         .map(|second| record(&key, start_time() + Duration::seconds(second), "0.000001"))
         .collect();
     store
-        .insert_requests(&batch, &[])
+        .insert_requests(&batch, &[], &[])
         .await
         .expect("insert batch");
     store
-        .insert_requests(&[], &[])
+        .insert_requests(&[], &[], &[])
         .await
         .expect("an empty batch stores nothing");
 

@@ -428,14 +428,6 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// Returns the config keys of the limits whose action is `credit_charge`.
-    pub fn credit_charge_limits(&self) -> Vec<String> {
-        let mut keys = self.org.credit_charge_limits("limits.org");
-        keys.extend(self.team.credit_charge_limits("limits.team"));
-        keys.extend(self.user.credit_charge_limits("limits.user"));
-        keys
-    }
-
     fn validate(&self) -> Result<(), ConfigError> {
         for (prefix, set, for_org) in [
             ("limits.org", &self.org, true),

@@ -16,20 +16,23 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use synaxis_shared::OrgId;
+use synaxis_shared::limits::MAX_AMOUNT;
 use synaxis_shared::limits::{Action, LimitSet};
-use synaxis_shared::plans::Quota;
+use synaxis_shared::plans::{Quota, default_minimum_balance, default_overage_per_token};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::LimitsConfig;
-use crate::http_error::{ApiError, RateLimitKind, RateLimited};
+use crate::http_error::{ApiError, InsufficientCredits, RateLimitKind, RateLimited};
 use crate::limits::{
     Adjustment, Counter, Decision, Finish, HeldLease, LeaseRequest, LeasedDecision, LimitCheck,
     LimitError, LimitStatus, Limiter, Metric, Rejection, Window, WindowKind,
 };
 use crate::metrics::Metrics;
-use crate::store::AuthenticatedKey;
+use crate::store::{AuthenticatedKey, Store};
 use crate::tenancy::plans::PlanCatalog;
 
 /// Maximum sleep between two checks of a token limit or a concurrency cap, which a settled
@@ -56,6 +59,9 @@ pub struct Admission {
     leases: Arc<Mutex<HashMap<String, String>>>,
     /// The plan catalog whose quotas apply to each org; none without it.
     plans: Option<Arc<PlanCatalog>>,
+    /// The credit ledgers that pay for `credit_charge` overage. Without them, such limits
+    /// refuse like `block`.
+    credits: Option<Arc<dyn Store>>,
 }
 
 /// The limit sets of scopes that have none stored.
@@ -80,6 +86,48 @@ pub struct Plan {
     limits: Vec<Planned>,
     /// The org's lease scope and cap, when the org has one.
     concurrency: Option<(String, u64)>,
+    /// The terms on which the org's credits pay for use past `credit_charge` limits.
+    credit: CreditTerms,
+}
+
+/// The org whose credits pay for overage, the price of an overage token, and the balance under
+/// which overage is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditTerms {
+    pub org_id: OrgId,
+    pub overage_per_token_usd: Decimal,
+    pub minimum_balance_usd: Decimal,
+}
+
+/// A `credit_charge` limit that a request was admitted past: its count before the request.
+#[derive(Clone, Debug)]
+struct Overdrawn {
+    metric: Metric,
+    limit: u64,
+    used_before: u64,
+}
+
+/// Tokens of a finished request to charge to its org's credits at the overage price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overage {
+    pub org_id: OrgId,
+    pub tokens: u64,
+    pub per_token_usd: Decimal,
+}
+
+impl Overage {
+    /// Returns the charge, unrounded: the tokens at the overage price.
+    pub fn amount_usd(&self) -> Decimal {
+        Decimal::from(self.tokens) * self.per_token_usd
+    }
+}
+
+/// Why [`Admission::charge`] did not admit a request.
+enum Refused {
+    /// A refusal to return to the client.
+    Api(ApiError),
+    /// The `credit_charge` limit at this index has no room: credits may pay for the request.
+    CreditCharge(usize),
 }
 
 impl Plan {
@@ -113,13 +161,39 @@ pub struct Reservation {
     charged_at: DateTime<Utc>,
     lease: Option<HeldLease>,
     ended: bool,
+    /// The `credit_charge` limits that the request was admitted past, and who pays.
+    overdrawn: Vec<Overdrawn>,
+    credit: Option<CreditTerms>,
 }
 
 impl Reservation {
     /// Corrects the token limits from the estimate to `tokens`, the real usage, and releases the
-    /// lease.
-    pub fn finish(mut self, tokens: u64) {
+    /// lease. Returns the overage to charge when the request went past a `credit_charge` limit:
+    /// the tokens that fall past the limit, counting from where the limit stood when the request
+    /// was admitted, or all of them past a request limit.
+    pub fn finish(mut self, tokens: u64) -> Option<Overage> {
         self.end(tokens);
+        let credit = self.credit.take()?;
+        let overage = self
+            .overdrawn
+            .iter()
+            .map(|limit| match limit.metric {
+                Metric::Tokens => tokens.min(
+                    limit
+                        .used_before
+                        .saturating_add(tokens)
+                        .saturating_sub(limit.limit),
+                ),
+                Metric::Requests if limit.used_before >= limit.limit => tokens,
+                Metric::Requests => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        (overage > 0).then_some(Overage {
+            org_id: credit.org_id,
+            tokens: overage,
+            per_token_usd: credit.overage_per_token_usd,
+        })
     }
 
     fn end(&mut self, tokens: u64) {
@@ -259,7 +333,15 @@ impl Admission {
             finisher_task: Mutex::new(Some(finisher_task)),
             leases,
             plans: None,
+            credits: None,
         }
+    }
+
+    /// Lets `credit_charge` limits admit requests past them while the org's credits pay for
+    /// the overage.
+    pub fn with_credits(mut self, credits: Arc<dyn Store>) -> Self {
+        self.credits = Some(credits);
+        self
     }
 
     /// Returns the finisher task, once. It ends when the admission and every reservation are
@@ -293,13 +375,16 @@ impl Admission {
         let entitlements = catalog.version(&org_plan.plan, org_plan.version)?;
         let overrides = &org_plan.overrides;
         let scope = format!("plan:{}", key.key.org_id);
-        for (metric, window, quota) in [
+        // Tokens past the monthly quota are paid from credits; requests past the daily one
+        // wait for the next day.
+        for (metric, window, quota, action) in [
             (
                 Metric::Requests,
                 Window::Day,
                 overrides
                     .requests_per_day
                     .unwrap_or(entitlements.requests_per_day),
+                Action::Block,
             ),
             (
                 Metric::Tokens,
@@ -307,6 +392,7 @@ impl Admission {
                 overrides
                     .tokens_per_month
                     .unwrap_or(entitlements.tokens_per_month),
+                Action::CreditCharge,
             ),
         ] {
             if let Quota::Limited(limit) = quota {
@@ -316,7 +402,7 @@ impl Admission {
                         limit,
                         cost: 0,
                     },
-                    action: Action::Block,
+                    action,
                     scope: "plan",
                 });
             }
@@ -401,6 +487,32 @@ impl Admission {
         Plan {
             limits,
             concurrency,
+            credit: self.credit_terms(key),
+        }
+    }
+
+    /// Returns the overage price and minimum balance of the key's org: its plan's, with its
+    /// overrides, or the defaults when the catalog lacks the plan.
+    fn credit_terms(&self, key: &AuthenticatedKey) -> CreditTerms {
+        let org_plan = &key.org_plan;
+        let plan = self
+            .plans
+            .as_ref()
+            .and_then(|catalog| catalog.version(&org_plan.plan, org_plan.version));
+        let (rate, minimum) = plan.map_or_else(
+            || (default_overage_per_token(), default_minimum_balance()),
+            |entitlements| {
+                (
+                    entitlements.overage_per_token_usd,
+                    entitlements.minimum_balance_usd,
+                )
+            },
+        );
+        let overrides = &org_plan.overrides;
+        CreditTerms {
+            org_id: key.key.org_id,
+            overage_per_token_usd: overrides.overage_per_token_usd.unwrap_or(rate),
+            minimum_balance_usd: overrides.minimum_balance_usd.unwrap_or(minimum),
         }
     }
 
@@ -413,6 +525,7 @@ impl Admission {
         let Plan {
             mut limits,
             concurrency,
+            credit,
         } = plan;
         for planned in &mut limits {
             planned.check.cost = match planned.check.counter.metric {
@@ -420,7 +533,8 @@ impl Admission {
                 Metric::Tokens => tokens,
             };
         }
-        let checks: Vec<LimitCheck> = limits.iter().map(|planned| planned.check.clone()).collect();
+        let mut checks: Vec<LimitCheck> =
+            limits.iter().map(|planned| planned.check.clone()).collect();
         let lease = concurrency.map(|(scope, cap)| LeaseRequest {
             scope,
             cap,
@@ -428,7 +542,35 @@ impl Admission {
             ttl: self.lease_ttl,
         });
 
-        let (charged_at, statuses) = self.charge(&limits, &checks, lease.as_ref()).await?;
+        // A `credit_charge` limit without room is lifted once credits can pay for the whole
+        // request, and the call is repeated.
+        let mut lifted = Vec::new();
+        let (charged_at, statuses) = loop {
+            match self.charge(&limits, &checks, lease.as_ref()).await {
+                Ok(charged) => break charged,
+                Err(Refused::Api(error)) => return Err(error),
+                Err(Refused::CreditCharge(index)) => {
+                    self.check_credits(&limits[index], &credit, tokens).await?;
+                    checks[index].limit = MAX_AMOUNT;
+                    lifted.push(index);
+                }
+            }
+        };
+        let overdrawn: Vec<Overdrawn> = lifted
+            .iter()
+            .filter_map(|&index| {
+                let check = &checks[index];
+                let status = statuses
+                    .iter()
+                    .find(|status| status.counter == check.counter)?;
+                let used_after = MAX_AMOUNT.saturating_sub(status.remaining);
+                Some(Overdrawn {
+                    metric: check.counter.metric,
+                    limit: limits[index].check.limit,
+                    used_before: used_after.saturating_sub(check.cost),
+                })
+            })
+            .collect();
 
         let lease = lease.map(|lease| {
             lock(&self.leases).insert(lease.id.clone(), lease.scope.clone());
@@ -452,8 +594,52 @@ impl Admission {
                 charged_at,
                 lease,
                 ended: false,
+                credit: (!overdrawn.is_empty()).then_some(credit),
+                overdrawn,
             }),
         })
+    }
+
+    /// Refuses with 402 `insufficient_credits` unless the org's balance, less the overage
+    /// charge of all `tokens` of the request, stays at or above the minimum balance.
+    async fn check_credits(
+        &self,
+        planned: &Planned,
+        terms: &CreditTerms,
+        tokens: u64,
+    ) -> Result<(), ApiError> {
+        let Some(credits) = &self.credits else {
+            return Err(ApiError::InsufficientCredits(Box::new(
+                InsufficientCredits {
+                    limit_name: limit_name(&planned.check.counter),
+                    scope: planned.scope,
+                    balance_usd: Decimal::ZERO,
+                    charge_usd: Decimal::ZERO,
+                    minimum_balance_usd: terms.minimum_balance_usd,
+                },
+            )));
+        };
+        let (balance, _) = credits
+            .credit_balance(terms.org_id)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, org.id = %terms.org_id, "reading the credit balance failed");
+                ApiError::Internal
+            })?;
+        let charge = Decimal::from(tokens) * terms.overage_per_token_usd;
+        if balance - charge >= terms.minimum_balance_usd {
+            return Ok(());
+        }
+        self.metrics.count_limit_refusal("insufficient_credits");
+        Err(ApiError::InsufficientCredits(Box::new(
+            InsufficientCredits {
+                limit_name: limit_name(&planned.check.counter),
+                scope: planned.scope,
+                balance_usd: balance,
+                charge_usd: charge,
+                minimum_balance_usd: terms.minimum_balance_usd,
+            },
+        )))
     }
 
     /// Takes the lease, when there is one, and charges every limit in one limiter call. Waits
@@ -463,7 +649,7 @@ impl Admission {
         limits: &[Planned],
         checks: &[LimitCheck],
         lease: Option<&LeaseRequest>,
-    ) -> Result<(DateTime<Utc>, Vec<LimitStatus>), ApiError> {
+    ) -> Result<(DateTime<Utc>, Vec<LimitStatus>), Refused> {
         let deadline =
             self.clock.now() + chrono::Duration::from_std(self.throttle_wait).unwrap_or_default();
         let mut waited = false;
@@ -478,7 +664,7 @@ impl Admission {
                     .map(LeasedDecision::Decided),
             };
             let left = (deadline - now).to_std().unwrap_or_default();
-            let wait = match decision.map_err(limiter_failed)? {
+            let wait = match decision.map_err(|error| Refused::Api(limiter_failed(error)))? {
                 LeasedDecision::Decided(Decision::Admitted(admission)) => {
                     return Ok((now, admission.statuses));
                 }
@@ -488,7 +674,7 @@ impl Admission {
                         self.metrics
                             .count_limit_refusal(RateLimitKind::Concurrency.code());
                         let cap = lease.map_or(0, |lease| lease.cap);
-                        return Err(ApiError::RateLimited(Box::new(RateLimited {
+                        return Err(Refused::Api(ApiError::RateLimited(Box::new(RateLimited {
                             kind: RateLimitKind::Concurrency,
                             scope: "organization",
                             limit_name: "concurrent requests".to_owned(),
@@ -497,12 +683,15 @@ impl Admission {
                             // before the earliest lease expires.
                             retry_after: Some(CONCURRENCY_RETRY),
                             headers: HeaderMap::new(),
-                        })));
+                        }))));
                     }
                     wait
                 }
                 LeasedDecision::Decided(Decision::Rejected(rejection)) => {
                     let planned = &limits[rejection.index];
+                    if planned.action == Action::CreditCharge {
+                        return Err(Refused::CreditCharge(rejection.index));
+                    }
                     let counter = &planned.check.counter;
                     let throttled = planned.action == Action::Throttle;
                     let wait = match rejection.retry_after {
@@ -515,7 +704,7 @@ impl Admission {
                         _ => Duration::ZERO,
                     };
                     if wait.is_zero() {
-                        return Err(self.refusal(planned, &rejection, now));
+                        return Err(Refused::Api(self.refusal(planned, &rejection, now)));
                     }
                     wait
                 }
@@ -541,16 +730,21 @@ impl Admission {
         ApiError::RateLimited(Box::new(RateLimited {
             kind,
             scope: planned.scope,
-            limit_name: format!(
-                "{} per {}",
-                counter.metric.as_str(),
-                counter.window.as_str()
-            ),
+            limit_name: limit_name(counter),
             limit: status.limit,
             retry_after: rejection.retry_after,
             headers: rate_headers(std::slice::from_ref(status), now),
         }))
     }
+}
+
+/// Names a limit in errors, such as `tokens per month`.
+fn limit_name(counter: &Counter) -> String {
+    format!(
+        "{} per {}",
+        counter.metric.as_str(),
+        counter.window.as_str()
+    )
 }
 
 fn or_default<'a>(stored: &'a LimitSet, default: &'a LimitSet) -> &'a LimitSet {

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use synaxis_shared::api::Key;
+use synaxis_shared::credits::CreditKind;
 use synaxis_shared::{RegionId, RequestId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,7 @@ use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
 use crate::config::Prices;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::store::{BudgetCharge, RequestRecord, Store};
+use crate::store::{BudgetCharge, NewCredit, RequestRecord, Store};
 
 /// Status recorded when the client went away before the response ended (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -100,6 +101,7 @@ impl Recorder {
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
             _unfinished: self.unfinished.token(),
+            clock: self.clock.clone(),
             prices: None,
             prompt: None,
             delivered: String::new(),
@@ -114,6 +116,8 @@ impl Recorder {
 pub struct Finished {
     record: RequestRecord,
     charge: Option<BudgetCharge>,
+    /// The overage charge of a request past a `credit_charge` limit.
+    credit: Option<NewCredit>,
 }
 
 /// End state of a request: status, error code, usage and cost.
@@ -146,6 +150,8 @@ pub struct PendingRecord {
     route: &'static str,
     sender: mpsc::UnboundedSender<Finished>,
     metrics: Arc<Metrics>,
+    /// Dates the record's ledger entries.
+    clock: Arc<dyn Clock>,
     /// Dropped with the record, after it was sent.
     _unfinished: TaskTrackerToken,
     /// Prices of the deployment that responded, once one has.
@@ -235,10 +241,10 @@ impl PendingRecord {
 
     fn take_with(&mut self, outcome: Outcome) -> Option<Finished> {
         let mut record = self.record.take()?;
-        if let Some(reservation) = self.reservation.take() {
+        let overage = self.reservation.take().and_then(|reservation| {
             let tokens = outcome.usage.prompt_tokens + outcome.usage.completion_tokens;
-            reservation.finish(u64::try_from(tokens).unwrap_or(0));
-        }
+            reservation.finish(u64::try_from(tokens).unwrap_or(0))
+        });
         record.status_code = outcome.status.as_u16();
         record.error_code = outcome.error_code.map(str::to_owned);
         record.prompt_tokens = outcome.usage.prompt_tokens;
@@ -255,7 +261,21 @@ impl PendingRecord {
             .budget_hold
             .take()
             .map(|hold| hold.charge(record.cost_usd));
-        Some(Finished { record, charge })
+        let credit = overage.map(|overage| NewCredit {
+            org_id: overage.org_id,
+            kind: CreditKind::Overage,
+            amount_usd: -overage.amount_usd(),
+            reference: Some(format!(
+                "request {}: {} tokens past the limit",
+                record.id, overage.tokens
+            )),
+            created_at: self.clock.now(),
+        });
+        Some(Finished {
+            record,
+            charge,
+            credit,
+        })
     }
 }
 
@@ -355,14 +375,21 @@ impl RecordWriter {
 
     /// Stores and empties `batch`, and settles its budget holds, retrying with backoff.
     async fn write(&self, batch: &mut Vec<Finished>) {
-        let (records, charges): (Vec<RequestRecord>, Vec<Option<BudgetCharge>>) = batch
-            .drain(..)
-            .map(|finished| (finished.record, finished.charge))
-            .unzip();
-        let charges: Vec<BudgetCharge> = charges.into_iter().flatten().collect();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut charges = Vec::new();
+        let mut credits = Vec::new();
+        for finished in batch.drain(..) {
+            records.push(finished.record);
+            charges.extend(finished.charge);
+            credits.extend(finished.credit);
+        }
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=WRITE_ATTEMPTS {
-            match self.store.insert_requests(&records, &charges).await {
+            match self
+                .store
+                .insert_requests(&records, &charges, &credits)
+                .await
+            {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(%error, attempt, records = records.len(), "failed to store request records; retrying");

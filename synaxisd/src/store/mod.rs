@@ -159,12 +159,13 @@ pub trait AuditStore: Send + Sync {
 #[async_trait]
 pub trait RequestStore: Send + Sync {
     async fn insert_request(&self, record: &RequestRecord) -> Result<(), StoreError>;
-    /// Inserts records in one statement and settles the budget holds of `charges` in the same
-    /// transaction; all or none are stored.
+    /// Inserts records in one statement, settles the budget holds of `charges` and appends
+    /// `credits` to their orgs' ledgers, all in one transaction: all or none are stored.
     async fn insert_requests(
         &self,
         records: &[RequestRecord],
         charges: &[BudgetCharge],
+        credits: &[NewCredit],
     ) -> Result<(), StoreError>;
     /// Returns matching records, newest first.
     async fn list_requests(&self, filter: &RequestFilter)

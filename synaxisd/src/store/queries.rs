@@ -681,24 +681,22 @@ macro_rules! impl_store_queries {
             }
         }
 
-        #[async_trait]
-        impl CreditStore for $store {
-            async fn append_credit(
-                &self,
+        impl $store {
+            /// Appends `credit` after its org's last entry inside `tx`. The org's row lock
+            /// orders concurrent appends, so each reads the balance that the one before it
+            /// wrote.
+            async fn append_credit_in(
+                tx: &mut Transaction<'_, $db>,
                 credit: &NewCredit,
-                audit: Option<&AuditDraft>,
             ) -> Result<CreditEntry, StoreError> {
-                // The org's lock orders concurrent appends, so each reads the balance that the
-                // one before it wrote.
-                let mut tx = self.pool.begin().await?;
-                Self::lock_row(&mut tx, "organizations", credit.org_id.0).await?;
+                Self::lock_row(tx, "organizations", credit.org_id.0).await?;
 
                 let last: Option<(i64, Money)> = sqlx::query_as(
                     "SELECT seq, balance_usd FROM credit_ledger WHERE org_id = $1
                      ORDER BY seq DESC LIMIT 1",
                 )
                 .bind(credit.org_id.0)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
                 let (last_seq, balance) = last.map_or((0, Decimal::ZERO), |(seq, balance)| (seq, balance.0));
                 let seq = last_seq + 1;
@@ -717,12 +715,8 @@ macro_rules! impl_store_queries {
                 .bind(Money(balance))
                 .bind(credit.reference.as_deref())
                 .bind(credit.created_at)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
-                if let Some(audit) = audit {
-                    Self::append_audit_in(&mut tx, audit).await?;
-                }
-                tx.commit().await?;
 
                 Ok(CreditEntry {
                     org_id: credit.org_id,
@@ -733,6 +727,23 @@ macro_rules! impl_store_queries {
                     reference: credit.reference.clone(),
                     created_at: credit.created_at,
                 })
+            }
+        }
+
+        #[async_trait]
+        impl CreditStore for $store {
+            async fn append_credit(
+                &self,
+                credit: &NewCredit,
+                audit: Option<&AuditDraft>,
+            ) -> Result<CreditEntry, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let entry = Self::append_credit_in(&mut tx, credit).await?;
+                if let Some(audit) = audit {
+                    Self::append_audit_in(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(entry)
             }
 
             async fn credit_balance(&self, org_id: OrgId) -> Result<(Decimal, u64), StoreError> {
@@ -1046,8 +1057,9 @@ macro_rules! impl_store_queries {
                 &self,
                 records: &[RequestRecord],
                 charges: &[BudgetCharge],
+                credits: &[NewCredit],
             ) -> Result<(), StoreError> {
-                if records.is_empty() && charges.is_empty() {
+                if records.is_empty() && charges.is_empty() && credits.is_empty() {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
@@ -1055,6 +1067,12 @@ macro_rules! impl_store_queries {
                     Self::insert_request_batch(&mut tx, records).await?;
                 }
                 Self::settle_in(&mut tx, charges).await?;
+                // Orgs are locked in id order, so that concurrent batches cannot deadlock.
+                let mut credits: Vec<&NewCredit> = credits.iter().collect();
+                credits.sort_by_key(|credit| credit.org_id);
+                for credit in credits {
+                    Self::append_credit_in(&mut tx, credit).await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }

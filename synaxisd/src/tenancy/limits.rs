@@ -86,13 +86,6 @@ impl Tenancy {
                 LimitScope::Team(id) => self.auth_cache.evict_team(id),
                 LimitScope::User(id) => self.auth_cache.evict_user(id),
             }
-            for key in limits.credit_charge_limits(LIMITS_PREFIX) {
-                tracing::warn!(
-                    limit = %key,
-                    scope = %scope.id(),
-                    "this stored limit's action `credit_charge` acts as `block` until credits are enforced"
-                );
-            }
             Ok(limits)
         }
         .await;
