@@ -1,23 +1,24 @@
--- Spend limits in USD of keys, teams and organizations, and the reservations of the requests
--- in flight against them. Amounts are whole micro-dollars (USD 1 = 1,000,000), the precision
--- of a request's cost, so that a reservation is one exact conditional update.
+-- USD spend limits of keys, teams and organizations, and the holds that requests in flight
+-- place on them. Amounts are whole micro-dollars (USD 1 = 1,000,000) because request costs
+-- are rounded to 6 decimal places. Integer amounts make each reservation one exact
+-- conditional update.
 
 CREATE TABLE budgets (
-    -- 'key', 'team' or 'org'.
+    -- Kind of owner: 'key', 'team' or 'org'. scope_id is the owner's id.
     scope            TEXT NOT NULL,
     scope_id         UUID NOT NULL,
     org_id           UUID NOT NULL REFERENCES organizations (id),
     max_micros       BIGINT NOT NULL CHECK (max_micros >= 0),
-    -- The cost of settled requests since the budget was set or its spend was reset.
+    -- Cost of the requests settled since the budget was created or its spend was last reset.
     spent_micros     BIGINT NOT NULL DEFAULT 0,
-    -- The worst-case cost of admitted requests not settled yet.
+    -- Sum of the worst-case costs that admitted requests hold until they settle or expire.
     reserved_micros  BIGINT NOT NULL DEFAULT 0,
     updated_at       TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (scope, scope_id)
 );
 
--- One row per budget that an admitted request holds an amount of, until its record is stored
--- or the hold expires.
+-- One row per budget on which an admitted request reserved an amount. The row is deleted when
+-- the request's record is stored, or by the sweeper after the hold expires.
 CREATE TABLE budget_holds (
     request_id     UUID NOT NULL,
     scope          TEXT NOT NULL,

@@ -1,5 +1,6 @@
-//! Budgets: spend limits in USD of keys, teams and organizations, and the bodies of the budget
-//! routes. Amounts are stored in whole micro-dollars, the precision of a request's cost.
+//! Budgets, the USD spend limits of keys, teams and organizations, and the bodies of the budget
+//! routes. Amounts are stored as whole micro-dollars because request costs are rounded to 6
+//! decimal places.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,10 +12,10 @@ use uuid::Uuid;
 
 use crate::OrgId;
 
-/// Decimal places of a budget amount: micro-dollars.
+/// Number of decimal places of a stored budget amount, which makes the unit a micro-dollar.
 pub const BUDGET_SCALE: u32 = 6;
 
-/// What a budget limits: one key's spend, a team's, or an organization's.
+/// Kind of owner whose spend a budget limits: a key, a team or an organization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetScope {
@@ -34,7 +35,8 @@ impl BudgetScope {
         }
     }
 
-    /// The scope's name in a Brazilian Portuguese sentence, with its article: "da chave".
+    /// Returns the scope's name with its article for Brazilian Portuguese messages, such as
+    /// "da chave".
     pub fn pt_br(self) -> &'static str {
         match self {
             Self::Key => "da chave",
@@ -65,36 +67,36 @@ impl FromStr for BudgetScope {
     }
 }
 
-/// One budget that applies to a request: its scope and the id of its key, team or org.
+/// Reference to one budget: its scope and the id of the key, team or organization that owns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BudgetRef {
     pub scope: BudgetScope,
     pub id: Uuid,
 }
 
-/// A budget as the control API shows it.
+/// Budget as the control API returns it, with its spend and reservations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
     pub scope: BudgetScope,
-    /// The id of the key, team or organization.
+    /// Id of the key, team or organization that owns the budget.
     pub id: Uuid,
     pub org_id: OrgId,
     pub max_usd: Decimal,
-    /// The cost of the requests settled since the budget was set or its spend was reset.
+    /// Cost of the requests settled since the budget was created or its spend was last reset.
     pub spent_usd: Decimal,
-    /// The worst-case cost of the admitted requests that have not ended yet.
+    /// Sum of the worst-case costs of admitted requests whose holds are not settled or expired.
     pub reserved_usd: Decimal,
-    /// What a new request may still reserve: `max - spent - reserved`, at least zero.
+    /// Amount that new requests may still reserve, `max - spent - reserved` but at least zero.
     pub remaining_usd: Decimal,
     pub updated_at: DateTime<Utc>,
 }
 
-/// The body of `PUT .../budget`.
+/// Body of `PUT .../budget`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetBudgetRequest {
     pub max_usd: Decimal,
-    /// Starts the spend again from zero; otherwise a changed budget keeps what was spent.
+    /// Whether to restart the spend from zero. When false, a changed budget keeps its spend.
     #[serde(default)]
     pub reset_spend: bool,
 }
@@ -104,8 +106,8 @@ pub fn from_micros(micros: i64) -> Decimal {
     Decimal::new(micros, BUDGET_SCALE)
 }
 
-/// Converts USD to whole micro-dollars, or `None` when the amount has more than
-/// [`BUDGET_SCALE`] decimal places or does not fit.
+/// Converts USD to whole micro-dollars. Returns `None` when the amount contains a fraction of a
+/// micro-dollar or does not fit in an `i64`.
 pub fn to_micros(usd: Decimal) -> Option<i64> {
     let scaled = usd.checked_mul(Decimal::from(1_000_000))?;
     if scaled.fract() != Decimal::ZERO {
@@ -114,8 +116,9 @@ pub fn to_micros(usd: Decimal) -> Option<i64> {
     i64::try_from(scaled).ok()
 }
 
-/// Converts USD to whole micro-dollars, rounding a fraction of a micro-dollar up, so that a
-/// reservation is never smaller than the amount it covers. Saturates at `i64::MAX`.
+/// Converts USD to whole micro-dollars and rounds a fraction of a micro-dollar up, so that a
+/// hold is never smaller than the amount it covers. Returns `i64::MAX` for any amount that does
+/// not fit in an `i64`, even a negative one.
 pub fn to_micros_ceil(usd: Decimal) -> i64 {
     usd.checked_mul(Decimal::from(1_000_000))
         .map(|scaled| scaled.ceil())
@@ -132,21 +135,21 @@ mod tests {
     }
 
     #[test]
-    fn micros_are_exact_or_refused() {
+    fn to_micros_exact_or_none() {
         assert_eq!(to_micros(usd("12.345678")), Some(12_345_678));
         assert_eq!(to_micros(usd("0.0000001")), None);
         assert_eq!(from_micros(12_345_678), usd("12.345678"));
     }
 
     #[test]
-    fn reservations_round_up() {
+    fn to_micros_ceil_rounds_up_and_saturates() {
         assert_eq!(to_micros_ceil(usd("0.0000001")), 1);
         assert_eq!(to_micros_ceil(usd("0.000002")), 2);
         assert_eq!(to_micros_ceil(Decimal::MAX), i64::MAX);
     }
 
     #[test]
-    fn scopes_order_keys_before_teams_before_orgs() {
+    fn scopes_sort_key_team_org() {
         let mut scopes = vec![BudgetScope::Org, BudgetScope::Key, BudgetScope::Team];
         scopes.sort();
         assert_eq!(scopes, BudgetScope::ALL);

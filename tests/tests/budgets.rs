@@ -1,11 +1,11 @@
 //! End-to-end tests of budgets on two `synaxisd` processes that share one PostgreSQL database.
-//! A budget with room for exactly one request at a fixed `max_tokens` admits exactly one of 20
-//! requests sent together across both processes, and refuses the others with 402
-//! `budget_exceeded`, at the key, the team and the org. The fake upstream fails every third
-//! call, so that failed requests release their holds too. Afterwards each budget's spend equals
-//! the cost of its request records, and no hold is left.
+//! Each budget leaves room for exactly one request at a fixed `max_tokens`. Of 20 concurrent
+//! requests spread across both processes, exactly one is admitted and the others get 402
+//! `budget_exceeded`. The test runs this for a key, a team and an org budget. The fake upstream
+//! fails every third call, so that failed requests must release their holds too. Afterwards each
+//! budget's spend equals the cost of its request records, and no hold is left.
 
-// Helpers of a test fail it by panicking, as assertions do.
+// Test helpers fail the test by panicking, as assertions do.
 #![allow(clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -41,20 +41,23 @@ fn chat_body() -> Value {
     })
 }
 
-/// Input tokens that the gateway counts for [`chat_body`], with the same tokenizer.
+/// Counts the input tokens of [`chat_body`] with the tokenizer that the gateway uses.
 fn prompt_tokens() -> u64 {
     let body = chat_body();
-    u64::try_from(tokens::count_messages(body.get("messages"))).expect("a positive count")
+    u64::try_from(tokens::count_messages(body.get("messages"))).expect("token count fits in u64")
 }
 
-/// The worst-case cost that admission reserves for [`chat_body`].
+/// Computes the worst-case cost that admission reserves for [`chat_body`].
 fn worst_case() -> Decimal {
     let micros = prompt_tokens() * INPUT_PER_MILLION + MAX_TOKENS * OUTPUT_PER_MILLION;
-    Decimal::new(i64::try_from(micros).expect("micros"), 6)
+    Decimal::new(
+        i64::try_from(micros).expect("worst-case micros fit in i64"),
+        6,
+    )
 }
 
 fn usd(value: &Value) -> Decimal {
-    Decimal::from_str(value.as_str().expect("an amount as a string")).expect("decimal")
+    Decimal::from_str(value.as_str().expect("an amount as a string")).expect("a decimal amount")
 }
 
 /// One budget under test: the CLI flag and id that name it, and the key that spends it.
@@ -101,8 +104,8 @@ async fn chat(client: &reqwest::Client, url: &str, secret: &str) -> (StatusCode,
     (status, code)
 }
 
-/// The records of a key as the database holds them: their number and the sum of their costs.
-async fn records(database: &mut PgConnection, key_id: &str) -> (i64, Decimal) {
+/// Returns the number of a key's request records in the database and the sum of their costs.
+async fn record_totals(database: &mut PgConnection, key_id: &str) -> (i64, Decimal) {
     let key_id = uuid::Uuid::parse_str(key_id).expect("key id");
     let (count, cost): (i64, Option<Decimal>) =
         sqlx::query_as("SELECT COUNT(*), SUM(cost_usd) FROM requests WHERE key_id = $1")
@@ -113,7 +116,8 @@ async fn records(database: &mut PgConnection, key_id: &str) -> (i64, Decimal) {
     (count, cost.unwrap_or_default())
 }
 
-async fn open_holds(database: &mut PgConnection) -> i64 {
+/// Counts the budget holds left in the database for all keys.
+async fn count_holds(database: &mut PgConnection) -> i64 {
     let (holds,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_holds")
         .fetch_one(&mut *database)
         .await
@@ -121,13 +125,13 @@ async fn open_holds(database: &mut PgConnection) -> i64 {
     holds
 }
 
-/// Waits until the key has `expected` records and no hold is open, since records are stored
-/// in batches after the responses; fails after 20 s.
+/// Waits until the key has `expected` records and no hold is left, because the record writer
+/// stores records in batches after the responses. Fails the test after 20 s.
 async fn wait_for_settlement(database: &mut PgConnection, key_id: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (count, _) = records(database, key_id).await;
-        let holds = open_holds(database).await;
+        let (count, _) = record_totals(database, key_id).await;
+        let holds = count_holds(database).await;
         if count == expected && holds == 0 {
             return;
         }
@@ -139,21 +143,28 @@ async fn wait_for_settlement(database: &mut PgConnection, key_id: &str, expected
     }
 }
 
-/// Creates the three owners: a key with its own budget, a key of a team with a budget, and a
-/// key of an org with a budget, each in an org of its own.
+/// Creates one budget owner per scope, each in an org of its own: a key, a team with one
+/// member's key, and an org with its key. No budget is set yet.
 fn owners(daemon: &Daemon) -> Vec<Owner> {
-    let keyed = create_tenant(daemon, "key-budget");
+    let key_tenant = create_tenant(daemon, "key-budget");
     let key_owner = Owner {
         flag: "--key",
-        id: keyed.key_id.clone(),
-        secret: keyed.secret,
-        key_id: keyed.key_id,
+        id: key_tenant.key_id.clone(),
+        secret: key_tenant.secret,
+        key_id: key_tenant.key_id,
     };
 
-    let teamed = create_tenant(daemon, "team-budget");
+    let team_tenant = create_tenant(daemon, "team-budget");
     let team = ctl_json(
         daemon,
-        &["team", "create", "--org", &teamed.org_id, "--name", "core"],
+        &[
+            "team",
+            "create",
+            "--org",
+            &team_tenant.org_id,
+            "--name",
+            "core",
+        ],
     );
     let team_id = team["id"].as_str().expect("team id").to_owned();
     let user = ctl_json(
@@ -162,7 +173,7 @@ fn owners(daemon: &Daemon) -> Vec<Owner> {
             "user",
             "create",
             "--org",
-            &teamed.org_id,
+            &team_tenant.org_id,
             "--email",
             "member@team-budget.test",
             "--team",
@@ -170,26 +181,26 @@ fn owners(daemon: &Daemon) -> Vec<Owner> {
         ],
     );
     let user_id = user["id"].as_str().expect("user id");
-    let created = ctl_json(daemon, &["key", "create", "--user", user_id, "--name", "t"]);
+    let member_key = ctl_json(daemon, &["key", "create", "--user", user_id, "--name", "t"]);
     let team_owner = Owner {
         flag: "--team",
         id: team_id,
-        secret: created["secret"].as_str().expect("secret").to_owned(),
-        key_id: created["key"]["id"].as_str().expect("key id").to_owned(),
+        secret: member_key["secret"].as_str().expect("secret").to_owned(),
+        key_id: member_key["key"]["id"].as_str().expect("key id").to_owned(),
     };
 
-    let org = create_tenant(daemon, "org-budget");
+    let org_tenant = create_tenant(daemon, "org-budget");
     let org_owner = Owner {
         flag: "--org",
-        id: org.org_id,
-        secret: org.secret,
-        key_id: org.key_id,
+        id: org_tenant.org_id,
+        secret: org_tenant.secret,
+        key_id: org_tenant.key_id,
     };
     vec![key_owner, team_owner, org_owner]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_never_overspend_a_budget() {
+async fn concurrent_requests_never_overspend_budget() {
     let Some(admin_url) = service_url(DATABASE_URL_ENV) else {
         return;
     };
@@ -249,7 +260,7 @@ output_per_million = "{OUTPUT_PER_MILLION}"
                 (0..REQUESTS).map(|index| chat(&client, &urls[index % 2], &owner.secret));
             let replies = join_all(requests).await;
 
-            let refused = replies
+            let rejected = replies
                 .iter()
                 .filter(|(status, code)| {
                     *status == StatusCode::PAYMENT_REQUIRED
@@ -261,7 +272,7 @@ output_per_million = "{OUTPUT_PER_MILLION}"
                 .filter(|(status, _)| *status != StatusCode::PAYMENT_REQUIRED)
                 .collect();
             assert_eq!(
-                refused,
+                rejected,
                 REQUESTS - 1,
                 "{} round {round}: {replies:?}",
                 owner.flag
@@ -272,12 +283,12 @@ output_per_million = "{OUTPUT_PER_MILLION}"
                 (StatusCode::BAD_GATEWAY, Some(code)) if code == "upstream_error" => {
                     upstream_failures += 1;
                 }
-                other => panic!("unexpected reply of the admitted request: {other:?}"),
+                other => panic!("unexpected response to the admitted request: {other:?}"),
             }
 
             let expected = i64::try_from(round * REQUESTS).expect("count");
             wait_for_settlement(&mut connection, &owner.key_id, expected).await;
-            let (_, cost) = records(&mut connection, &owner.key_id).await;
+            let (_, cost) = record_totals(&mut connection, &owner.key_id).await;
             let budget = tokio::task::block_in_place(|| {
                 ctl_json(&daemons[1], &["budget", "show", owner.flag, &owner.id])
             });
@@ -287,12 +298,21 @@ output_per_million = "{OUTPUT_PER_MILLION}"
                 "{} round {round}: the spend is the cost of the records",
                 owner.flag
             );
-            assert_eq!(usd(&budget["reserved_usd"]), Decimal::ZERO);
+            assert_eq!(
+                usd(&budget["reserved_usd"]),
+                Decimal::ZERO,
+                "{} round {round}: no reservation is left",
+                owner.flag
+            );
             spent = cost;
         }
     }
-    // Nine upstream calls, of which the fake upstream failed the 3rd, 6th and 9th.
-    assert_eq!(upstream_failures, 3, "failed requests were admitted too");
+    // Three owners with three rounds each make nine upstream calls, and the fake upstream fails
+    // the 3rd, 6th and 9th.
+    assert_eq!(
+        upstream_failures, 3,
+        "expected 3 admitted requests to fail upstream"
+    );
 
     drop(connection);
     for daemon in daemons {

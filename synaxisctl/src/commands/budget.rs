@@ -1,4 +1,4 @@
-//! `synaxisctl budget ...`
+//! `synaxisctl budget ...`: sets, shows or removes the budget of a key, team or organization.
 
 use std::io::Write;
 
@@ -14,7 +14,7 @@ pub async fn run(
     client: &Client,
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
-    let reply = match action {
+    let budget = match action {
         BudgetAction::Set {
             owner,
             max_usd,
@@ -39,6 +39,6 @@ pub async fn run(
             client.delete::<Budget>(&segments).await?
         }
     };
-    printer.one(&reply)?;
+    printer.one(&budget)?;
     Ok(())
 }

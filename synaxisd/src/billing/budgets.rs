@@ -1,8 +1,8 @@
-//! Budget holds of inference requests. Admission reserves a request's worst-case cost on the
-//! budgets of its key, team and org in the store, which every `synaxisd` of the region shares;
-//! the request's record settles the hold to the real cost when the record writer stores it,
-//! in the same transaction. A hold whose process stopped first expires and is released by the
-//! sweeper of any process.
+//! Budget holds of inference requests. At admission, a request reserves its worst-case cost on
+//! the budgets of its key, team and org. The budgets are in the store, which every `synaxisd` of
+//! the region shares. When the record writer stores the request's record, the same transaction
+//! settles the hold to the real cost. A hold whose record is never stored, for example because
+//! its process stopped, expires, and the sweeper of any process releases it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,22 +17,26 @@ use crate::config::Prices;
 use crate::http_error::{ApiError, BudgetExceeded};
 use crate::store::{BudgetCharge, BudgetReservation, Store};
 
-/// Largest amount one request reserves, in micro-dollars (USD 1,000,000,000): far above any
-/// budget, and far from overflowing the sums that the store checks.
+/// Maximum amount that one request reserves, in micro-dollars (USD 1,000,000,000). It is far
+/// above any realistic budget, and it keeps the store's `spent + reserved + amount` check far
+/// from `i64` overflow unless a budget's maximum is near `i64::MAX`.
 const MAX_HOLD_MICROS: i64 = 1_000_000_000_000_000;
 
-/// Longest pause of the sweeper between two releases of expired holds.
+/// Maximum interval between two sweeps of expired holds.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Reserves and releases budget holds in the store.
+/// Service that reserves budget holds in the store and releases the expired ones.
 #[derive(Debug)]
 pub struct Budgets {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Time after which a hold expires unless its record settled it first.
+    // NOTE: the config accepts `budgets.hold_ttl_secs = 0`, which makes every hold expire at once
+    // and the sweeper query the store without pausing.
     hold_ttl: Duration,
 }
 
-/// What an admitted request holds on its budgets until its record settles it.
+/// Hold of an admitted request on its budgets, kept until the request's record settles it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetHold {
     pub request_id: RequestId,
@@ -40,7 +44,7 @@ pub struct BudgetHold {
 }
 
 impl BudgetHold {
-    /// Returns the charge that settles the hold to `cost_usd`.
+    /// Converts the hold into the charge that settles it at `cost_usd`.
     pub fn charge(self, cost_usd: Decimal) -> BudgetCharge {
         BudgetCharge {
             request_id: self.request_id,
@@ -59,24 +63,27 @@ impl Budgets {
         }
     }
 
-    /// Holds `worst_case` USD on each of `budgets` (sorted, as the key's lookup lists them) for
-    /// the request `request_id`, or refuses with 402 `budget_exceeded` when one has too little
-    /// left. Returns `None` when none of the budgets exists any more.
+    /// Reserves `worst_case` USD for `request_id` on each of `budgets`, all or none. The amount
+    /// is rounded up to whole micro-dollars and capped at [`MAX_HOLD_MICROS`]. `budgets` must be
+    /// sorted, as the key lookup lists them, because the store locks them in that order.
+    ///
+    /// Returns `None` when none of the budgets exists any more. Fails with 402
+    /// `budget_exceeded` when a budget has too little left, and with 500 when the store fails.
     pub async fn reserve(
         &self,
         request_id: RequestId,
         budgets: &[BudgetRef],
         worst_case: Decimal,
     ) -> Result<Option<BudgetHold>, ApiError> {
-        let amount = to_micros_ceil(worst_case).clamp(0, MAX_HOLD_MICROS);
+        let amount_micros = to_micros_ceil(worst_case).clamp(0, MAX_HOLD_MICROS);
         let expires_at =
             self.clock.now() + chrono::Duration::from_std(self.hold_ttl).unwrap_or_default();
         let reservation = self
             .store
-            .reserve_budgets(request_id, budgets, amount, expires_at)
+            .reserve_budgets(request_id, budgets, amount_micros, expires_at)
             .await
             .map_err(|error| {
-                tracing::error!(%error, "reserving a budget failed");
+                tracing::error!(%error, "failed to reserve budget holds");
                 ApiError::Internal
             })?;
         match reservation {
@@ -94,8 +101,8 @@ impl Budgets {
         }
     }
 
-    /// Releases expired holds every quarter of the hold's life, at most every minute, until
-    /// `stop` is cancelled.
+    /// Releases expired holds every quarter of the hold TTL, or every minute when that is
+    /// shorter, until `stop` is cancelled.
     pub async fn sweep(self: Arc<Self>, stop: CancellationToken) {
         let interval = (self.hold_ttl / 4).min(MAX_SWEEP_INTERVAL);
         loop {
@@ -112,17 +119,18 @@ impl Budgets {
                 Ok(released) => {
                     tracing::warn!(
                         released,
-                        "released expired budget holds of requests that never settled"
+                        "released expired budget holds of requests not settled within the hold TTL"
                     );
                 }
-                Err(error) => tracing::warn!(%error, "releasing expired budget holds failed"),
+                Err(error) => tracing::warn!(%error, "failed to release expired budget holds"),
             }
         }
     }
 }
 
-/// Returns the most that `input_tokens` and `output_tokens` can cost at any of `prices`: the
-/// highest input price and the highest output price, which a fallback may reach.
+/// Computes the maximum cost of `input_tokens` and `output_tokens` at any of `prices`, which are
+/// the deployments that a fallback may reach. It combines the highest input price with the
+/// highest output price, so the result is an upper bound. Returns zero when `prices` is empty.
 pub fn worst_case_cost<'a>(
     prices: impl IntoIterator<Item = &'a Prices>,
     input_tokens: u64,
@@ -155,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn worst_case_takes_the_dearest_price_of_each_kind() {
+    fn worst_case_uses_highest_prices() {
         let deployments = [prices("1", "8"), prices("3", "2")];
         // 1000 input tokens at $3/M and 500 output tokens at $8/M.
         assert_eq!(

@@ -12,8 +12,8 @@ use crate::server::AppState;
 use crate::tenancy::Caller;
 use crate::tenancy::budgets::BudgetOf;
 
-/// Reads the budget owner's id from the path: a UUID for keys and teams, an id or slug for
-/// organizations.
+/// Parses the budget owner's id from the path, which is a UUID for keys and teams and an id or
+/// slug for organizations.
 fn budget_of(scope: BudgetScope, id: &str) -> Result<BudgetOf<'_>, ApiError> {
     Ok(match scope {
         BudgetScope::Key => BudgetOf::Key(parse_id("key", id)?),
@@ -66,7 +66,7 @@ async fn remove(
     Ok(Json(removed))
 }
 
-/// Defines the three handlers of one scope's budget route.
+/// Defines the `GET`, `PUT` and `DELETE` handlers of one scope's budget route.
 macro_rules! budget_handlers {
     ($show:ident, $set:ident, $remove:ident, $scope:expr) => {
         pub async fn $show(

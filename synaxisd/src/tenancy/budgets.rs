@@ -1,6 +1,7 @@
-//! Budgets of keys, teams and organizations: reading them, and setting or removing them with a
-//! written justification. [`rbac`](super::rbac) decides who may change which budget, as for
-//! limit sets: a key's budget binds its user, a team's its members.
+//! Operations on the budgets of keys, teams and organizations. Setting or removing a budget
+//! requires a written justification. [`rbac`](super::rbac) checks budget changes by the rules
+//! for limit sets, because a key's budget binds the key's user and a team's budget binds its
+//! members, as their limits do.
 
 use rust_decimal::Decimal;
 use synaxis_shared::budgets::{Budget, BudgetRef, BudgetScope, SetBudgetRequest, to_micros};
@@ -10,7 +11,7 @@ use super::rbac::{Action, Target};
 use super::{Caller, Tenancy, TenancyError, check};
 use crate::store::{LimitScope, StoreError};
 
-/// A budget as the caller named it: a key or a team by id, an org by id or slug.
+/// Budget owner as the caller named it: a key or team by id, or an organization by id or slug.
 #[derive(Clone, Copy, Debug)]
 pub enum BudgetOf<'a> {
     Key(KeyId),
@@ -29,7 +30,8 @@ impl BudgetOf<'_> {
 }
 
 impl Tenancy {
-    /// Returns a budget with its spend and reservations; not found when none is set.
+    /// Returns a budget with its spend and reservations, or a not-found error when the owner
+    /// has no budget.
     pub async fn get_budget(
         &self,
         caller: &Caller,
@@ -40,11 +42,11 @@ impl Tenancy {
         self.store
             .get_budget(budget)
             .await?
-            .ok_or_else(|| missing_budget(budget).into())
+            .ok_or_else(|| budget_not_found(budget).into())
     }
 
-    /// Sets the maximum of a budget, creating it when missing. The call requires a
-    /// justification.
+    /// Sets a budget's maximum and creates the budget when missing. Requires a justification.
+    /// The change and any rejection are written to the audit log.
     pub async fn set_budget(
         &self,
         caller: &Caller,
@@ -81,8 +83,8 @@ impl Tenancy {
         self.audited(draft, result).await
     }
 
-    /// Removes a budget and returns it as it was last: new requests are no longer limited by
-    /// it. The call requires a justification.
+    /// Removes a budget, so that new requests are no longer limited by it, and returns its last
+    /// state. Requires a justification. The change and any rejection are written to the audit log.
     pub async fn remove_budget(
         &self,
         caller: &Caller,
@@ -99,7 +101,7 @@ impl Tenancy {
                 .store
                 .remove_budget(budget, &draft)
                 .await?
-                .ok_or_else(|| missing_budget(budget))?;
+                .ok_or_else(|| budget_not_found(budget))?;
             self.evict_budget(budget);
             Ok(removed)
         }
@@ -108,7 +110,8 @@ impl Tenancy {
     }
 
     /// Evicts the cached lookups of the keys that the budget applies to, so that this process
-    /// reserves on it, or stops reserving, from the next request.
+    /// reserves on a new budget from its next request. Other processes start when their cached
+    /// lookups expire, within [`AUTH_CACHE_TTL_SECS`](super::cache::AUTH_CACHE_TTL_SECS) seconds.
     fn evict_budget(&self, budget: BudgetRef) {
         match budget.scope {
             BudgetScope::Key => self.auth_cache.evict_key(budget.id.into()),
@@ -117,11 +120,10 @@ impl Tenancy {
         }
     }
 
-    /// Loads the owner of a budget and returns the budget's reference and the target that
-    /// permissions are checked on, which is the one of the owner's limit set: a key's is its
-    /// user's.
+    /// Loads the budget's owner and returns the budget reference with the permission target.
+    /// The target is the owner's limit set, so a key's budget is checked like its user's limits.
     async fn budget_target(&self, of: BudgetOf<'_>) -> Result<(BudgetRef, Target), TenancyError> {
-        let (budget, org_id, subject, limits_of, named) = match of {
+        let (budget, org_id, subject, limits_of, name) = match of {
             BudgetOf::Key(id) => {
                 let key = self.store.get_key(id).await?;
                 let user = self.store.get_user(key.user_id).await?;
@@ -167,19 +169,19 @@ impl Tenancy {
             org_id: Some(org_id),
             subject,
             limits_of: Some(limits_of),
-            named: (of.entity(), named),
+            named: (of.entity(), name),
             ..Target::default()
         };
         Ok((budget, target))
     }
 }
 
-fn missing_budget(budget: BudgetRef) -> StoreError {
+fn budget_not_found(budget: BudgetRef) -> StoreError {
     StoreError::not_found("budget", format!("{} {}", budget.scope, budget.id))
 }
 
-/// Converts a budget's maximum to micro-dollars, refusing negative amounts and fractions of a
-/// micro-dollar.
+/// Converts a budget's maximum to micro-dollars. Rejects negative amounts, fractions of a
+/// micro-dollar and amounts that do not fit in an `i64`.
 fn max_micros(max_usd: Decimal) -> Result<i64, TenancyError> {
     if max_usd.is_sign_negative() {
         return Err(TenancyError::invalid(
