@@ -24,6 +24,9 @@ CREATE TABLE budget_holds (
     scope          TEXT NOT NULL,
     scope_id       UUID NOT NULL,
     amount_micros  BIGINT NOT NULL,
+    -- Set once the hold expired and its amount went back to the budget. The row stays, so
+    -- that the request still adds its cost to the spend if it ends later.
+    released       BOOLEAN NOT NULL DEFAULT FALSE,
     expires_at     TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (request_id, scope)
 );

@@ -24,6 +24,9 @@ CREATE TABLE budget_holds (
     scope          TEXT NOT NULL,
     scope_id       BLOB NOT NULL,
     amount_micros  INTEGER NOT NULL,
+    -- Set once the hold expired and its amount went back to the budget. The row stays, so
+    -- that the request still adds its cost to the spend if it ends later.
+    released       INTEGER NOT NULL DEFAULT 0,
     expires_at     TEXT NOT NULL,
     PRIMARY KEY (request_id, scope)
 );

@@ -801,9 +801,8 @@ async fn concurrent_reservations_stay_within_budgets(store: Arc<dyn Store>) {
 
     let charges: Vec<BudgetCharge> = held
         .into_iter()
-        .map(|(request_id, budgets)| BudgetCharge {
+        .map(|(request_id, _)| BudgetCharge {
             request_id,
-            budgets,
             cost_usd: usd("0.04"),
         })
         .collect();
@@ -816,14 +815,15 @@ async fn concurrent_reservations_stay_within_budgets(store: Arc<dyn Store>) {
         (shown.spent_usd, shown.reserved_usd, shown.remaining_usd),
         (usd("0.40"), usd("0"), usd("0.60"))
     );
-    let mut more = 0;
-    while reserve(&store, &budgets, "0.10", expires_at)
-        .await
-        .is_some()
-    {
-        more += 1;
+    let mut in_flight = Vec::new();
+    while let Some((request_id, _)) = reserve(&store, &budgets, "0.10", expires_at).await {
+        in_flight.push(request_id);
     }
-    assert_eq!(more, 6, "the settled spend leaves room for six more");
+    assert_eq!(
+        in_flight.len(),
+        6,
+        "the settled spend leaves room for six more"
+    );
 
     let removed = tenancy
         .remove_budget(&justified_operator(), BudgetOf::Key(key))
@@ -837,6 +837,37 @@ async fn concurrent_reservations_stay_within_budgets(store: Arc<dyn Store>) {
     assert!(
         matches!(error, TenancyError::Store(StoreError::NotFound { .. })),
         "{error:?}"
+    );
+
+    // Requests admitted under the removed budget settle nothing on a new one.
+    tenancy
+        .set_budget(
+            &justified_operator(),
+            BudgetOf::Key(key),
+            set_budget("1.00"),
+        )
+        .await
+        .expect("new key budget");
+    let charges: Vec<BudgetCharge> = in_flight
+        .into_iter()
+        .map(|request_id| BudgetCharge {
+            request_id,
+            cost_usd: usd("0.04"),
+        })
+        .collect();
+    store.settle_budgets(&charges).await.expect("settle");
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Key(key))
+        .await
+        .expect("new key budget");
+    assert_eq!((shown.spent_usd, shown.reserved_usd), (usd("0"), usd("0")));
+    let shown = tenancy
+        .get_budget(&operator(), BudgetOf::Org("acme"))
+        .await
+        .expect("org budget");
+    assert_eq!(
+        (shown.spent_usd, shown.reserved_usd),
+        (usd("0.64"), usd("0"))
     );
 }
 
@@ -859,7 +890,7 @@ async fn expired_budget_holds_are_released(store: Arc<dyn Store>) {
         id: team.id.0,
     }];
     let expires_at = start_time() + Duration::minutes(15);
-    let (request_id, held) = reserve(&store, &budgets, "1.50", expires_at)
+    let (request_id, _) = reserve(&store, &budgets, "1.50", expires_at)
         .await
         .expect("held");
     assert!(
@@ -887,7 +918,6 @@ async fn expired_budget_holds_are_released(store: Arc<dyn Store>) {
     store
         .settle_budgets(&[BudgetCharge {
             request_id,
-            budgets: held,
             cost_usd: usd("0.25"),
         }])
         .await

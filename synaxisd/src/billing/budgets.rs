@@ -30,9 +30,8 @@ const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Budgets {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// Time after which a hold expires unless its record settled it first.
-    // NOTE: the config accepts `budgets.hold_ttl_secs = 0`, which makes every hold expire at once
-    // and the sweeper query the store without pausing.
+    /// Time after which a hold expires unless its record settled it first; the config keeps it
+    /// between one second and one day.
     hold_ttl: Duration,
 }
 
@@ -40,6 +39,7 @@ pub struct Budgets {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetHold {
     pub request_id: RequestId,
+    /// The budgets that the hold is on.
     pub budgets: Vec<BudgetRef>,
 }
 
@@ -48,7 +48,6 @@ impl BudgetHold {
     pub fn charge(self, cost_usd: Decimal) -> BudgetCharge {
         BudgetCharge {
             request_id: self.request_id,
-            budgets: self.budgets,
             cost_usd,
         }
     }

@@ -87,6 +87,10 @@ impl Default for BudgetsConfig {
     }
 }
 
+/// Longest life of a budget hold: one day, after which the sweeper forgets a hold whose
+/// request never ended.
+pub const MAX_HOLD_TTL_SECS: u64 = 86_400;
+
 fn default_hold_ttl_secs() -> u64 {
     900
 }
@@ -724,6 +728,13 @@ impl Config {
         }
 
         self.limits.validate()?;
+        let ttl = self.budgets.hold_ttl_secs;
+        if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl) {
+            return Err(ConfigError::invalid(
+                "budgets.hold_ttl_secs",
+                format!("{ttl} is out of range: give 1 to {MAX_HOLD_TTL_SECS} seconds (one day)"),
+            ));
+        }
 
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", error.to_string()));

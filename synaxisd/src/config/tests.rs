@@ -139,3 +139,14 @@ fn log_level_is_validated() {
     let error = error_of(&text);
     assert!(error.contains("log.level"), "{error}");
 }
+
+#[test]
+fn hold_ttl_out_of_range_is_named() {
+    for ttl in ["0", "86401"] {
+        let error = error_of(&format!("{VALID}\n[budgets]\nhold_ttl_secs = {ttl}\n"));
+        assert!(error.contains("budgets.hold_ttl_secs"), "{error}");
+    }
+    let config = Config::from_toml(&format!("{VALID}\n[budgets]\nhold_ttl_secs = 60\n"))
+        .expect("a minute is valid");
+    assert_eq!(config.budgets.hold_ttl_secs, 60);
+}

@@ -211,13 +211,11 @@ pub trait CreditStore: Send + Sync {
     ) -> Result<Vec<CreditEntry>, StoreError>;
 }
 
-/// The end of a request's budget holds: its real cost is added to the spend of `budgets`, and
-/// what it still holds is released.
+/// The end of a request's budget holds: its real cost is added to the spend of each budget it
+/// holds, and the amounts still held are released.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetCharge {
     pub request_id: RequestId,
-    /// The budgets that the request held an amount of when it was admitted.
-    pub budgets: Vec<BudgetRef>,
     pub cost_usd: Decimal,
 }
 
@@ -245,8 +243,9 @@ pub trait BudgetStore: Send + Sync {
         audit: &AuditDraft,
     ) -> Result<Budget, StoreError>;
     async fn get_budget(&self, budget: BudgetRef) -> Result<Option<Budget>, StoreError>;
-    /// Removes a budget and returns it as it was; removing a missing one changes nothing and
-    /// returns `None`.
+    /// Removes a budget and the holds on it, and returns it as it was; removing a missing one
+    /// changes nothing and returns `None`. Requests still in flight then settle nothing on it,
+    /// nor on a budget set again in its place.
     async fn remove_budget(
         &self,
         budget: BudgetRef,
@@ -265,8 +264,9 @@ pub trait BudgetStore: Send + Sync {
     /// Settles `charges` without a request record: for requests that end before one is stored,
     /// such as those refused after their reservation.
     async fn settle_budgets(&self, charges: &[BudgetCharge]) -> Result<(), StoreError>;
-    /// Releases the holds that expired by `now`, those of requests whose process stopped before
-    /// settling them, and returns how many it released.
+    /// Releases the amounts of the holds that expired by `now`, those of requests whose process
+    /// stopped before settling them, and returns how many it released. A released hold stays
+    /// for a day, so that a request that ends later still adds its cost to the spend.
     async fn release_expired_budget_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 

@@ -34,8 +34,9 @@ macro_rules! impl_store_queries {
         use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
         use crate::audit::{AuditDraft, AuditHead};
+        use crate::config::MAX_HOLD_TTL_SECS;
         use crate::store::queries::{
-            AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
+            budget_ref, AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
             AuditRow, AuthRow, BudgetRow, CreditRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
@@ -780,8 +781,9 @@ macro_rules! impl_store_queries {
 
         impl $store {
             /// Settles `charges` inside `tx`: deletes each request's holds, then adds its cost to
-            /// the spend of its budgets and takes the released holds off their reservations, one
-            /// update per budget in sorted order, the order in which reservations lock them.
+            /// the spend of the budgets it held and takes the released amounts off their
+            /// reservations, one update per budget in sorted order, the order in which
+            /// reservations lock them.
             async fn settle_in(
                 tx: &mut Transaction<'_, $db>,
                 charges: &[BudgetCharge],
@@ -789,23 +791,21 @@ macro_rules! impl_store_queries {
                 // Per budget: the spend to add and the reservation to release.
                 let mut changes: BTreeMap<BudgetRef, (i64, i64)> = BTreeMap::new();
                 for charge in charges {
-                    let released: Vec<(String, uuid::Uuid, i64)> = sqlx::query_as(
+                    let held: Vec<(String, uuid::Uuid, i64, bool)> = sqlx::query_as(
                         "DELETE FROM budget_holds WHERE request_id = $1
-                         RETURNING scope, scope_id, amount_micros",
+                         RETURNING scope, scope_id, amount_micros, released",
                     )
                     .bind(charge.request_id.0)
                     .fetch_all(&mut **tx)
                     .await?;
                     let cost = to_micros(charge.cost_usd)
                         .unwrap_or_else(|| to_micros_ceil(charge.cost_usd));
-                    for budget in &charge.budgets {
-                        changes.entry(*budget).or_default().0 += cost;
-                    }
-                    for (scope, id, amount) in released {
-                        let scope = scope
-                            .parse()
-                            .map_err(|_| StoreError::Corrupt(format!("budget_holds.scope `{scope}`")))?;
-                        changes.entry(BudgetRef { scope, id }).or_default().1 += amount;
+                    for (scope, id, amount, released) in held {
+                        let change = changes.entry(budget_ref(&scope, id)?).or_default();
+                        change.0 += cost;
+                        if !released {
+                            change.1 += amount;
+                        }
                     }
                 }
                 Self::apply_budget_changes(tx, &changes).await
@@ -909,6 +909,11 @@ macro_rules! impl_store_queries {
                 if removed.is_none() {
                     return Ok(None);
                 }
+                sqlx::query("DELETE FROM budget_holds WHERE scope = $1 AND scope_id = $2")
+                    .bind(budget.scope.as_str())
+                    .bind(budget.id)
+                    .execute(&mut *tx)
+                    .await?;
                 Self::append_audit_in(&mut tx, audit).await?;
                 tx.commit().await?;
                 removed.map(Budget::try_from).transpose()
@@ -977,8 +982,16 @@ macro_rules! impl_store_queries {
                 now: DateTime<Utc>,
             ) -> Result<u64, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // Released holds that expired a day ago belong to requests that never ended.
+                let forget_before =
+                    now - chrono::Duration::seconds(i64::try_from(MAX_HOLD_TTL_SECS).unwrap_or(0));
+                sqlx::query("DELETE FROM budget_holds WHERE expires_at <= $1 AND released")
+                    .bind(forget_before)
+                    .execute(&mut *tx)
+                    .await?;
                 let released: Vec<(String, uuid::Uuid, i64)> = sqlx::query_as(
-                    "DELETE FROM budget_holds WHERE expires_at <= $1
+                    "UPDATE budget_holds SET released = TRUE
+                     WHERE expires_at <= $1 AND NOT released
                      RETURNING scope, scope_id, amount_micros",
                 )
                 .bind(now)
@@ -987,10 +1000,7 @@ macro_rules! impl_store_queries {
                 let count = u64::try_from(released.len()).unwrap_or(u64::MAX);
                 let mut changes: BTreeMap<BudgetRef, (i64, i64)> = BTreeMap::new();
                 for (scope, id, amount) in released {
-                    let scope = scope
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("budget_holds.scope `{scope}`")))?;
-                    changes.entry(BudgetRef { scope, id }).or_default().1 += amount;
+                    changes.entry(budget_ref(&scope, id)?).or_default().1 += amount;
                 }
                 Self::apply_budget_changes(&mut tx, &changes).await?;
                 tx.commit().await?;
@@ -1100,3 +1110,14 @@ macro_rules! impl_store_queries {
 }
 
 pub(crate) use impl_store_queries;
+
+/// Reads a budget reference from a hold's `scope` and `scope_id` columns.
+pub(crate) fn budget_ref(
+    scope: &str,
+    id: uuid::Uuid,
+) -> Result<synaxis_shared::budgets::BudgetRef, super::StoreError> {
+    let scope = scope
+        .parse()
+        .map_err(|_| super::StoreError::Corrupt(format!("budget_holds.scope `{scope}`")))?;
+    Ok(synaxis_shared::budgets::BudgetRef { scope, id })
+}

@@ -11,6 +11,9 @@ use super::rbac::{Action, Target};
 use super::{Caller, Tenancy, TenancyError, check};
 use crate::store::{LimitScope, StoreError};
 
+/// Largest budget in USD, so that sums of micro-dollars stay far from overflowing 64 bits.
+const MAX_BUDGET_USD: i64 = 1_000_000_000;
+
 /// Budget owner as the caller named it: a key or team by id, or an organization by id or slug.
 #[derive(Clone, Copy, Debug)]
 pub enum BudgetOf<'a> {
@@ -189,11 +192,17 @@ fn max_micros(max_usd: Decimal) -> Result<i64, TenancyError> {
             format!("a budget cannot be negative ({max_usd}): give 0 or more USD"),
         ));
     }
+    if max_usd > Decimal::from(MAX_BUDGET_USD) {
+        return Err(TenancyError::invalid(
+            "max_usd",
+            format!("{max_usd} is above the largest budget, {MAX_BUDGET_USD} USD"),
+        ));
+    }
     to_micros(max_usd).ok_or_else(|| {
         TenancyError::invalid(
             "max_usd",
             format!(
-                "{max_usd} has more than 6 decimal places or is too large: give USD with at most 6 decimals, such as 25.50"
+                "{max_usd} has a fraction of a micro-dollar: give USD with at most 6 decimals, such as 25.50"
             ),
         )
     })
