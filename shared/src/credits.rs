@@ -91,4 +91,16 @@ pub struct CreditBalance {
     pub minimum_balance_usd: Decimal,
     /// Entries in the ledger.
     pub entries: u64,
+    /// The org's auto top-up, when it has one.
+    #[serde(default)]
+    pub auto_topup: Option<AutoTopup>,
+}
+
+/// Auto top-up of an org's credits: when the balance falls under `threshold_usd`, the payment
+/// provider adds `amount_usd`. The body of `PUT /control/v1/orgs/{org}/credits/auto-topup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopup {
+    pub threshold_usd: Decimal,
+    pub amount_usd: Decimal,
 }

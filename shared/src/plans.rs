@@ -115,6 +115,10 @@ pub struct Entitlements {
     /// Credit balance in USD under which overage stops being charged.
     #[serde(default = "default_minimum_balance")]
     pub minimum_balance_usd: Decimal,
+    /// Whether the org may have its credits topped up through the payment provider when its
+    /// balance falls under a threshold.
+    #[serde(default)]
+    pub auto_topup: bool,
 }
 
 /// Returns the default overage price, $0.0001 per token.
@@ -157,6 +161,8 @@ pub struct Overrides {
     pub overage_per_token_usd: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_balance_usd: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_topup: Option<bool>,
 }
 
 /// Applies `$apply` to each field name of [`Entitlements`] and [`Overrides`].
@@ -175,7 +181,8 @@ macro_rules! for_each_field {
             sso,
             monthly_fee_usd,
             overage_per_token_usd,
-            minimum_balance_usd
+            minimum_balance_usd,
+            auto_topup
         )
     };
 }
@@ -195,6 +202,7 @@ pub const FIELDS: &[&str] = &[
     "monthly_fee_usd",
     "overage_per_token_usd",
     "minimum_balance_usd",
+    "auto_topup",
 ];
 
 impl Overrides {
@@ -372,6 +380,7 @@ mod tests {
             monthly_fee_usd: Decimal::ZERO,
             overage_per_token_usd: Decimal::new(1, 4),
             minimum_balance_usd: Decimal::new(500, 2),
+            auto_topup: false,
         }
     }
 

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
 use crate::billing::budgets::Budgets;
+use crate::billing::payments::{AutoTopups, InvoiceProvider};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LimitStoreKind, LimitsConfig};
 use crate::gateway::Gateway;
@@ -125,6 +126,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         region.clone(),
         metrics.clone(),
     );
+    let auto_topups = AutoTopups::new(
+        store.clone(),
+        Arc::new(InvoiceProvider::new(store.clone())),
+        tenancy.plans().clone(),
+        clock.clone(),
+    );
+    let writer = writer.with_auto_topups(Arc::new(auto_topups));
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;

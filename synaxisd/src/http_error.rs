@@ -477,7 +477,23 @@ impl IntoResponse for ApiError {
 fn plan_limit_message(limit: &PlanLimit, locale: Locale) -> String {
     let plan = &limit.plan_name;
     let Some(count) = limit.limit else {
-        // Only the window kinds are not a count: a plan without sliding windows.
+        if limit.field == "auto_topup" {
+            return match (locale, &limit.lifted_by) {
+                (Locale::En, Some((lifter, _))) => format!(
+                    "The {plan} plan has no auto top-up of credits. Top up with `synaxisctl credits topup`, or move the organization to the {lifter} plan, which has it."
+                ),
+                (Locale::En, None) => format!(
+                    "The {plan} plan has no auto top-up of credits. Top up with `synaxisctl credits topup`."
+                ),
+                (Locale::PtBr, Some((lifter, _))) => format!(
+                    "O plano {plan} não tem recarga automática de créditos. Adicione créditos com `synaxisctl credits topup`, ou mude a organização para o plano {lifter}, que a tem."
+                ),
+                (Locale::PtBr, None) => format!(
+                    "O plano {plan} não tem recarga automática de créditos. Adicione créditos com `synaxisctl credits topup`."
+                ),
+            };
+        }
+        // The other field that is not a count: a plan without sliding windows.
         return match (locale, &limit.lifted_by) {
             (Locale::En, Some((lifter, _))) => format!(
                 "The {plan} plan allows only fixed rate-limit windows, and this limit set uses a sliding one. Use fixed windows, or move the organization to the {lifter} plan, which allows sliding windows."

@@ -1,7 +1,9 @@
 //! End-to-end test of the `credit_charge` action of the plan's monthly token quota: past the
 //! quota, requests go on and each one's overage is charged to the org's credit ledger at the
 //! plan's price, exactly; once a charge would take the balance under the minimum, requests get
-//! 402 `insufficient_credits`.
+//! 402 `insufficient_credits`. An Enterprise org with auto top-up gets credit added, through a
+//! pending invoice line, once overage takes its balance under its threshold; a Pro org cannot
+//! turn auto top-up on.
 
 // Helpers of a test fail it by panicking, as assertions do.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -16,7 +18,7 @@ use serde_json::{Value, json};
 use synaxis_tests::fake_upstream::{FakeConfig, FakeUpstream};
 use synaxisd::billing::tokens;
 
-use common::{Daemon, DaemonOptions, ctl_json};
+use common::{Daemon, DaemonOptions, OPERATOR_TOKEN, binary, ctl_json};
 
 /// The overage price of the Pro plan, USD per token.
 const OVERAGE_PER_TOKEN: &str = "0.0001";
@@ -76,6 +78,86 @@ fn wait_for_entries(daemon: &Daemon, org: &str, count: usize) -> Vec<Value> {
     }
 }
 
+/// Starts a daemon on an embedded database with the fake upstream.
+fn start(upstream: &FakeUpstream, dir: &std::path::Path) -> Daemon {
+    Daemon::start(&DaemonOptions {
+        database_url: format!("sqlite://{}/synaxis.db", dir.display()),
+        upstream_base_url: upstream.base_url(),
+        data_dir: dir.to_owned(),
+        ..DaemonOptions::default()
+    })
+}
+
+/// Creates an org on `plan` with a monthly token quota of `quota` and `credit` USD of
+/// credit, and returns its id and a key's secret.
+fn metered_org(
+    daemon: &Daemon,
+    slug: &str,
+    plan: &str,
+    quota: u64,
+    credit: Decimal,
+) -> (String, String) {
+    let org = ctl_json(
+        daemon,
+        &[
+            "org", "create", "--name", "Metered", "--slug", slug, "--plan", plan,
+        ],
+    );
+    let org_id = org["id"].as_str().expect("org id").to_owned();
+    ctl_json(
+        daemon,
+        &[
+            "--justification",
+            "overage test",
+            "org",
+            "override",
+            &org_id,
+            "--set",
+            &format!("tokens_per_month={quota}"),
+        ],
+    );
+    ctl_json(
+        daemon,
+        &[
+            "--justification",
+            "overage test",
+            "credits",
+            "topup",
+            &org_id,
+            "--amount",
+            &credit.to_string(),
+        ],
+    );
+    let email = format!("ops@{slug}.test");
+    let user = ctl_json(
+        daemon,
+        &["user", "create", "--org", &org_id, "--email", &email],
+    );
+    let key = ctl_json(
+        daemon,
+        &[
+            "key",
+            "create",
+            "--user",
+            user["id"].as_str().expect("user id"),
+        ],
+    );
+    (org_id, key["secret"].as_str().expect("secret").to_owned())
+}
+
+/// Reads the kinds and amounts of an org's ledger entries.
+fn ledger(entries: &[Value]) -> Vec<(String, Decimal)> {
+    entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["kind"].as_str().expect("kind").to_owned(),
+                usd(entry["amount_usd"].as_str().expect("amount")),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overage_is_charged_until_the_minimum_balance() {
     // Each request uses exactly its estimate (input plus `max_tokens`), so that the quota's
@@ -94,74 +176,15 @@ async fn overage_is_charged_until_the_minimum_balance() {
     .await
     .expect("fake upstream");
     let dir = tempfile::tempdir().expect("temp dir");
-    let daemon = tokio::task::block_in_place(|| {
-        Daemon::start(&DaemonOptions {
-            database_url: format!("sqlite://{}/synaxis.db", dir.path().display()),
-            upstream_base_url: upstream.base_url(),
-            data_dir: dir.path().to_owned(),
-            ..DaemonOptions::default()
-        })
-    });
+    let daemon = tokio::task::block_in_place(|| start(&upstream, dir.path()));
 
     // A quota of two and a half requests, and credit for two and a half requests of overage
     // above the minimum balance.
     let quota = 2 * per_request + per_request / 2;
     let rate = usd(OVERAGE_PER_TOKEN);
     let top_up = usd(MINIMUM_BALANCE) + Decimal::from(quota) * rate;
-    let (org, secret) = tokio::task::block_in_place(|| {
-        let org = ctl_json(
-            &daemon,
-            &[
-                "org", "create", "--name", "Metered", "--slug", "metered", "--plan", "pro",
-            ],
-        );
-        let org_id = org["id"].as_str().expect("org id").to_owned();
-        ctl_json(
-            &daemon,
-            &[
-                "--justification",
-                "overage test",
-                "org",
-                "override",
-                &org_id,
-                "--set",
-                &format!("tokens_per_month={quota}"),
-            ],
-        );
-        ctl_json(
-            &daemon,
-            &[
-                "--justification",
-                "overage test",
-                "credits",
-                "topup",
-                &org_id,
-                "--amount",
-                &top_up.to_string(),
-            ],
-        );
-        let user = ctl_json(
-            &daemon,
-            &[
-                "user",
-                "create",
-                "--org",
-                &org_id,
-                "--email",
-                "ops@metered.test",
-            ],
-        );
-        let key = ctl_json(
-            &daemon,
-            &[
-                "key",
-                "create",
-                "--user",
-                user["id"].as_str().expect("user id"),
-            ],
-        );
-        (org_id, key["secret"].as_str().expect("secret").to_owned())
-    });
+    let (org, secret) =
+        tokio::task::block_in_place(|| metered_org(&daemon, "metered", "pro", quota, top_up));
 
     let client = reqwest::Client::new();
     let body = chat_body(completion);
@@ -211,6 +234,96 @@ async fn overage_is_charged_until_the_minimum_balance() {
         entries["data"].as_array().map(Vec::len),
         Some(4),
         "a refused request is not charged"
+    );
+
+    tokio::task::block_in_place(|| daemon.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_topup_adds_credit_under_the_threshold() {
+    let completion = 8;
+    let per_request = prompt_tokens() + completion;
+    let upstream = FakeUpstream::start(FakeConfig {
+        prompt_tokens: prompt_tokens(),
+        completion_tokens: completion,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = tokio::task::block_in_place(|| start(&upstream, dir.path()));
+    let rate = usd(OVERAGE_PER_TOKEN);
+    let (org, secret) = tokio::task::block_in_place(|| {
+        metered_org(&daemon, "auto", "enterprise", per_request, usd("5.10"))
+    });
+
+    // A Pro org may not turn auto top-up on: exit status 5 names the plan that has it.
+    let (pro, _) =
+        tokio::task::block_in_place(|| metered_org(&daemon, "pro", "pro", per_request, usd("6")));
+    let refused = std::process::Command::new(binary("synaxisctl"))
+        .args(["--endpoint", &daemon.url(), "--token", OPERATOR_TOKEN])
+        .args([
+            "credits",
+            "auto-topup",
+            &pro,
+            "--threshold",
+            "5.10",
+            "--amount",
+            "10",
+        ])
+        .env("SYNAXIS_LANG", "en")
+        .output()
+        .expect("run synaxisctl");
+    assert_eq!(refused.status.code(), Some(5));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("Enterprise"), "{message}");
+
+    let settings = tokio::task::block_in_place(|| {
+        ctl_json(
+            &daemon,
+            &[
+                "credits",
+                "auto-topup",
+                &org,
+                "--threshold",
+                "5.10",
+                "--amount",
+                "10.00",
+            ],
+        )
+    });
+    assert_eq!(settings["auto_topup"]["threshold_usd"], "5.10");
+
+    let client = reqwest::Client::new();
+    let body = chat_body(completion);
+    // The first request is within the quota; the second's overage takes the balance under
+    // 5.10, and the auto top-up adds 10.00.
+    for _ in 0..2 {
+        let reply = chat(&client, &daemon, &secret, &body).await;
+        assert_eq!(reply["status"], 200, "{reply}");
+    }
+    let entries = tokio::task::block_in_place(|| wait_for_entries(&daemon, &org, 3));
+    let overage = Decimal::from(per_request) * rate;
+    assert_eq!(
+        ledger(&entries),
+        [
+            ("topup".to_owned(), usd("5.10")),
+            ("overage".to_owned(), -overage),
+            ("auto_topup".to_owned(), usd("10.00")),
+        ]
+    );
+    let reference = entries[2]["reference"].as_str().expect("reference");
+    assert!(reference.starts_with("invoice line "), "{reference}");
+
+    // Above the threshold again, the next overage adds no top-up.
+    let reply = chat(&client, &daemon, &secret, &body).await;
+    assert_eq!(reply["status"], 200, "{reply}");
+    let entries = tokio::task::block_in_place(|| wait_for_entries(&daemon, &org, 4));
+    assert_eq!(entries.len(), 4, "{entries:?}");
+    let balance = tokio::task::block_in_place(|| ctl_json(&daemon, &["credits", "show", &org]));
+    assert_eq!(
+        usd(balance["balance_usd"].as_str().expect("balance")),
+        usd("15.10") - overage - overage
     );
 
     tokio::task::block_in_place(|| daemon.stop());

@@ -155,6 +155,12 @@ async fn fixture(api: &Api) -> Fixture {
         )
         .await;
     let org_id = org["id"].as_str().expect("org id").to_owned();
+    api.operator(
+        Method::PUT,
+        &format!("/control/v1/orgs/{org_id}/budget"),
+        Some(json!({"max_usd": "1000"})),
+    )
+    .await;
     let team = api
         .operator(
             Method::POST,
@@ -366,6 +372,39 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
             Method::PUT,
             format!("/control/v1/users/{own_id}/limits"),
             Some(limit_set()),
+        ),
+        "budget.read.org" => (Method::GET, format!("/control/v1/orgs/{org}/budget"), None),
+        "budget.set.org" => (
+            Method::PUT,
+            format!("/control/v1/orgs/{org}/budget"),
+            Some(json!({"max_usd": "1000"})),
+        ),
+        "budget.set.team" => (
+            Method::PUT,
+            format!("/control/v1/teams/{team}/budget"),
+            Some(json!({"max_usd": "100"})),
+        ),
+        "budget.set.developer-key" => {
+            let developer = api.user(org, "developer").await;
+            let (key, _) = api.key(&developer, "inference").await;
+            (
+                Method::PUT,
+                format!("/control/v1/keys/{key}/budget"),
+                Some(json!({"max_usd": "10"})),
+            )
+        }
+        "budget.set.own-key" => {
+            let (key, _) = api.key(own_id, "inference").await;
+            (
+                Method::PUT,
+                format!("/control/v1/keys/{key}/budget"),
+                Some(json!({"max_usd": "10"})),
+            )
+        }
+        "credits.auto-topup" => (
+            Method::PUT,
+            format!("/control/v1/orgs/{org}/credits/auto-topup"),
+            Some(json!({"threshold_usd": "20", "amount_usd": "100"})),
         ),
         "audit.list" => (Method::GET, "/control/v1/audit".to_owned(), None),
         "audit.verify" => (Method::GET, "/control/v1/audit/verify".to_owned(), None),

@@ -83,6 +83,32 @@ pub enum CreditsAction {
     /// Correct an organization's balance by a positive or negative amount. Requires
     /// --justification.
     Adjust(CreditArgs),
+    /// Top up an organization's credits through the payment provider whenever overage takes
+    /// its balance under a threshold, or turn that off with --off. Plans with the auto_topup
+    /// entitlement (Enterprise) allow it; the default provider adds each top-up to the next
+    /// invoice.
+    #[command(name = "auto-topup")]
+    AutoTopup {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// Balance in USD under which to top up, such as 20.00.
+        #[arg(
+            long,
+            value_name = "USD",
+            value_parser = parse_amount,
+            required_unless_present = "off",
+            requires = "amount",
+            conflicts_with = "off"
+        )]
+        threshold: Option<rust_decimal::Decimal>,
+        /// Credit in USD that each top-up adds, such as 100.00.
+        #[arg(long, value_name = "USD", value_parser = parse_amount, requires = "threshold")]
+        amount: Option<rust_decimal::Decimal>,
+        /// Turn auto top-up off.
+        #[arg(long)]
+        off: bool,
+    },
     /// Show an organization's credit balance and its plan's minimum balance.
     Show {
         /// Organization id (a UUID) or slug.

@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use synaxis_shared::api::List;
-use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry, CreditKind};
+use synaxis_shared::credits::{
+    AddCreditRequest, AutoTopup, CreditBalance, CreditEntry, CreditKind,
+};
 
 use super::CommandError;
 use crate::cli::{CreditArgs, CreditsAction};
@@ -32,6 +34,26 @@ pub async fn run(
                 .get::<List<CreditEntry>>(&["orgs", &org, "credits", "history"], &query)
                 .await?;
             printer.list(&reply)?;
+            return Ok(());
+        }
+        CreditsAction::AutoTopup {
+            org,
+            threshold,
+            amount,
+            off: _,
+        } => {
+            let path = ["orgs", org.as_str(), "credits", "auto-topup"];
+            let reply = match threshold.zip(amount) {
+                Some((threshold_usd, amount_usd)) => {
+                    let settings = AutoTopup {
+                        threshold_usd,
+                        amount_usd,
+                    };
+                    client.put::<CreditBalance, _>(&path, &settings).await?
+                }
+                None => client.delete::<CreditBalance>(&path).await?,
+            };
+            printer.one(&reply)?;
             return Ok(());
         }
         CreditsAction::Topup(args) => credit(CreditKind::Topup, args),

@@ -95,12 +95,28 @@ impl Record for OrgEntitlements {
 impl Record for CreditBalance {
     const COLUMNS: &'static [&'static str] = &["org_id", "balance_usd"];
 
-    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
         vec![
             ("org_id", self.org_id.to_string()),
             ("balance_usd", self.balance_usd.to_string()),
             ("minimum_balance_usd", self.minimum_balance_usd.to_string()),
             ("entries", self.entries.to_string()),
+            (
+                "auto_topup",
+                self.auto_topup.map_or_else(
+                    || NONE.to_owned(),
+                    |settings| {
+                        let under = match language {
+                            Language::En => "under",
+                            Language::PtBr => "abaixo de",
+                        };
+                        format!(
+                            "+{} USD {under} {} USD",
+                            settings.amount_usd, settings.threshold_usd
+                        )
+                    },
+                ),
+            ),
         ]
     }
 }

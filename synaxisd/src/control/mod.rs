@@ -14,7 +14,7 @@ mod teams;
 mod users;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::server::AppState;
 
@@ -36,6 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/control/v1/orgs/{org}/credits",
             get(orgs::credits).post(orgs::add_credit),
+        )
+        .route(
+            "/control/v1/orgs/{org}/credits/auto-topup",
+            put(orgs::set_auto_topup).delete(orgs::remove_auto_topup),
         )
         .route(
             "/control/v1/orgs/{org}/credits/history",

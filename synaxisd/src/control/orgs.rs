@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use synaxis_shared::api::{CreateOrgRequest, List, Org, UpdateOrgRequest};
-use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry};
+use synaxis_shared::credits::{AddCreditRequest, AutoTopup, CreditBalance, CreditEntry};
 use synaxis_shared::plans::{MigratePlanRequest, OrgEntitlements};
 
 use super::ControlCaller;
@@ -115,6 +115,34 @@ pub async fn credits(
     Path(org): Path<String>,
 ) -> Result<Json<CreditBalance>, ApiError> {
     Ok(Json(state.tenancy.credit_balance(&caller, &org).await?))
+}
+
+/// Sets an organization's auto top-up and returns its credits.
+pub async fn set_auto_topup(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+    JsonBody(settings): JsonBody<AutoTopup>,
+) -> Result<Json<CreditBalance>, ApiError> {
+    let balance = state
+        .tenancy
+        .set_auto_topup(&caller, &org, Some(settings))
+        .await?;
+
+    tracing::info!(org = %org, "auto top-up set");
+    Ok(Json(balance))
+}
+
+/// Turns an organization's auto top-up off and returns its credits.
+pub async fn remove_auto_topup(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    Path(org): Path<String>,
+) -> Result<Json<CreditBalance>, ApiError> {
+    let balance = state.tenancy.set_auto_topup(&caller, &org, None).await?;
+
+    tracing::info!(org = %org, "auto top-up turned off");
+    Ok(Json(balance))
 }
 
 /// Adds a top-up, refund or adjustment to an organization's credit ledger.

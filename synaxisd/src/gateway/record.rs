@@ -20,6 +20,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::admission::Reservation;
 use super::provider::Endpoint;
 use crate::billing::budgets::BudgetHold;
+use crate::billing::payments::AutoTopups;
 use crate::billing::{self, Usage, tokens};
 use crate::clock::Clock;
 use crate::config::Prices;
@@ -66,7 +67,12 @@ impl Recorder {
             metrics,
             unfinished: TaskTracker::new(),
         };
-        (recorder, RecordWriter { store, receiver })
+        let writer = RecordWriter {
+            store,
+            receiver,
+            auto_topups: None,
+        };
+        (recorder, writer)
     }
 
     /// Returns the tracker of records started and not yet finished: at shutdown, the record
@@ -333,9 +339,17 @@ pub(crate) fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
 pub struct RecordWriter {
     store: Arc<dyn Store>,
     receiver: mpsc::UnboundedReceiver<Finished>,
+    /// Tops up the credits of orgs that overage charges took under their threshold.
+    auto_topups: Option<Arc<AutoTopups>>,
 }
 
 impl RecordWriter {
+    /// Checks the auto top-up of each org whose credits a stored batch charged.
+    pub fn with_auto_topups(mut self, auto_topups: Arc<AutoTopups>) -> Self {
+        self.auto_topups = Some(auto_topups);
+        self
+    }
+
     /// Runs until `stop` is cancelled, then stores every record still in the channel.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -390,7 +404,15 @@ impl RecordWriter {
                 .insert_requests(&records, &charges, &credits)
                 .await
             {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Some(auto_topups) = &self.auto_topups
+                        && !credits.is_empty()
+                    {
+                        let orgs = credits.iter().map(|credit| credit.org_id).collect();
+                        auto_topups.check(orgs).await;
+                    }
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(%error, attempt, records = records.len(), "failed to store request records; retrying");
                     tokio::time::sleep(wait).await;

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef};
-use synaxis_shared::credits::{CreditEntry, CreditKind};
+use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
@@ -209,6 +209,26 @@ pub trait CreditStore: Send + Sync {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<CreditEntry>, StoreError>;
+    /// Returns the org's auto top-up; `None` when it is off.
+    async fn get_auto_topup(&self, org_id: OrgId) -> Result<Option<AutoTopup>, StoreError>;
+    /// Sets or, with `None`, turns off the org's auto top-up, with the audit entry.
+    async fn set_auto_topup(
+        &self,
+        org_id: OrgId,
+        auto_topup: Option<AutoTopup>,
+        audit: &AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// Records a pending invoice line of `amount_usd` and appends the matching `auto_topup`
+    /// entry, in one transaction that holds the org's row lock, when the balance is still under
+    /// `threshold_usd`. Returns the entry, or `None` when the balance is not under it, such as
+    /// after another process's top-up.
+    async fn invoice_topup(
+        &self,
+        org_id: OrgId,
+        threshold_usd: Decimal,
+        amount_usd: Decimal,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CreditEntry>, StoreError>;
 }
 
 /// The end of a request's budget holds: its real cost is added to the spend of each budget it

@@ -29,7 +29,7 @@ macro_rules! impl_store_queries {
         use sqlx::{QueryBuilder, Transaction};
         use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
         use rust_decimal::Decimal;
-        use synaxis_shared::credits::CreditEntry;
+        use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
         use synaxis_shared::limits::LimitSet;
         use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
@@ -776,6 +776,89 @@ macro_rules! impl_store_queries {
                 .fetch_all(&self.pool)
                 .await?;
                 convert_all(rows)
+            }
+
+            async fn get_auto_topup(&self, org_id: OrgId) -> Result<Option<AutoTopup>, StoreError> {
+                let (threshold, amount): (Option<Money>, Option<Money>) = sqlx::query_as(
+                    "SELECT auto_topup_threshold_usd, auto_topup_amount_usd
+                     FROM organizations WHERE id = $1",
+                )
+                .bind(org_id.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::not_found("organization", org_id))?;
+                Ok(threshold.zip(amount).map(|(threshold, amount)| AutoTopup {
+                    threshold_usd: threshold.0,
+                    amount_usd: amount.0,
+                }))
+            }
+
+            async fn set_auto_topup(
+                &self,
+                org_id: OrgId,
+                auto_topup: Option<AutoTopup>,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query(
+                    "UPDATE organizations
+                     SET auto_topup_threshold_usd = $1, auto_topup_amount_usd = $2
+                     WHERE id = $3",
+                )
+                .bind(auto_topup.map(|settings| Money(settings.threshold_usd)))
+                .bind(auto_topup.map(|settings| Money(settings.amount_usd)))
+                .bind(org_id.0)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::not_found("organization", org_id));
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn invoice_topup(
+                &self,
+                org_id: OrgId,
+                threshold_usd: Decimal,
+                amount_usd: Decimal,
+                now: DateTime<Utc>,
+            ) -> Result<Option<CreditEntry>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::lock_row(&mut tx, "organizations", org_id.0).await?;
+                let last: Option<(Money,)> = sqlx::query_as(
+                    "SELECT balance_usd FROM credit_ledger WHERE org_id = $1
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(org_id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let balance = last.map_or(Decimal::ZERO, |(balance,)| balance.0);
+                if balance >= threshold_usd {
+                    return Ok(None);
+                }
+                let line = uuid::Uuid::new_v4();
+                sqlx::query(
+                    "INSERT INTO invoice_lines (id, org_id, kind, amount_usd, status, created_at)
+                     VALUES ($1, $2, 'auto_topup', $3, 'pending', $4)",
+                )
+                .bind(line)
+                .bind(org_id.0)
+                .bind(Money(amount_usd))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let credit = NewCredit {
+                    org_id,
+                    kind: CreditKind::AutoTopup,
+                    amount_usd,
+                    reference: Some(format!("invoice line {line}")),
+                    created_at: now,
+                };
+                let entry = Self::append_credit_in(&mut tx, &credit).await?;
+                tx.commit().await?;
+                Ok(Some(entry))
             }
         }
 

@@ -3,8 +3,12 @@
 
 use rust_decimal::Decimal;
 use synaxis_shared::api::Org;
-use synaxis_shared::credits::{AddCreditRequest, CreditBalance, CreditEntry, CreditKind};
+use synaxis_shared::credits::{
+    AddCreditRequest, AutoTopup, CreditBalance, CreditEntry, CreditKind,
+};
+use synaxis_shared::plans::Quota;
 
+use super::plans::PlanLimit;
 use super::rbac::Action;
 use super::{Caller, Tenancy, TenancyError, check, org_target};
 use crate::store::NewCredit;
@@ -22,12 +26,61 @@ impl Tenancy {
         let org = self.credits_org(caller, id_or_slug).await?;
         let (balance_usd, entries) = self.store.credit_balance(org.id).await?;
         let (entitlements, _) = self.plans.entitlements_of(&org)?;
+        let auto_topup = self.store.get_auto_topup(org.id).await?;
         Ok(CreditBalance {
             org_id: org.id,
             balance_usd,
             minimum_balance_usd: entitlements.minimum_balance_usd,
             entries,
+            auto_topup,
         })
+    }
+
+    /// Sets, or with `None` turns off, an org's auto top-up: when overage takes its balance
+    /// under the threshold, the payment provider adds the amount. Only plans with the
+    /// `auto_topup` entitlement allow it.
+    pub async fn set_auto_topup(
+        &self,
+        caller: &Caller,
+        id_or_slug: &str,
+        auto_topup: Option<AutoTopup>,
+    ) -> Result<CreditBalance, TenancyError> {
+        let mut draft = self.draft(caller, Action::CreditsAutoTopup, "organization");
+        let result = async {
+            let org = self.load_org(id_or_slug).await?;
+            draft.target_id = Some(org.id.to_string());
+            draft.org_id = Some(org.id);
+            check(
+                &caller.actor,
+                Action::CreditsAutoTopup,
+                &org_target(org.id, "organization", id_or_slug),
+            )?;
+            if let Some(settings) = &auto_topup {
+                validate_auto_topup(settings)?;
+                let (entitlements, plan) = self.plans.entitlements_of(&org)?;
+                if !entitlements.auto_topup {
+                    let lifted_by = self
+                        .plans
+                        .plans()
+                        .filter(|other| other.rank > plan.rank && other.latest().1.auto_topup)
+                        .min_by_key(|other| other.rank)
+                        .map(|other| (other.name.clone(), Quota::Unlimited));
+                    return Err(TenancyError::PlanLimit(Box::new(PlanLimit {
+                        field: "auto_topup",
+                        plan_name: plan.name.clone(),
+                        limit: None,
+                        lifted_by,
+                    })));
+                }
+            }
+            self.store
+                .set_auto_topup(org.id, auto_topup, &draft)
+                .await?;
+            Ok(org)
+        }
+        .await;
+        let org = self.audited(draft, result).await?;
+        self.credit_balance(caller, &org.id.to_string()).await
     }
 
     /// Lists an org's ledger entries after position `after_seq`, oldest first.
@@ -87,6 +140,28 @@ impl Tenancy {
         .await;
         self.audited(draft, result).await
     }
+}
+
+fn validate_auto_topup(settings: &AutoTopup) -> Result<(), TenancyError> {
+    if settings.threshold_usd.is_sign_negative() {
+        return Err(TenancyError::invalid(
+            "threshold_usd",
+            format!(
+                "the threshold cannot be negative ({}): give the balance in USD under which to top up, such as 20.00",
+                settings.threshold_usd
+            ),
+        ));
+    }
+    if settings.amount_usd <= Decimal::ZERO {
+        return Err(TenancyError::invalid(
+            "amount_usd",
+            format!(
+                "a top-up adds credit, so its amount must be positive, not {}",
+                settings.amount_usd
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_credit(request: &AddCreditRequest) -> Result<(), TenancyError> {

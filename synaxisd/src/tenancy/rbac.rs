@@ -50,6 +50,7 @@ pub enum Action {
     PlanMigrate,
     CreditsRead,
     CreditsAdd,
+    CreditsAutoTopup,
     BudgetRead,
     BudgetSet,
     AuditRead,
@@ -81,6 +82,7 @@ impl Action {
             Self::PlanMigrate => "plan.migrate",
             Self::CreditsRead => "credits.read",
             Self::CreditsAdd => "credits.add",
+            Self::CreditsAutoTopup => "credits.auto_topup",
             Self::BudgetRead => "budget.read",
             Self::BudgetSet => "budget.set",
             Self::AuditRead => "audit.read",
@@ -187,6 +189,8 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::AuditVerify => forbid("only the operator may"),
         Action::CreditsRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
         Action::CreditsRead => forbid("it requires the owner, admin or billing role"),
+        Action::CreditsAutoTopup if matches!(role, Role::Owner | Role::Billing) => Ok(()),
+        Action::CreditsAutoTopup => forbid("it requires the owner or billing role"),
         Action::OrgRead
         | Action::TeamRead
         | Action::UserRead
