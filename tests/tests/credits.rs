@@ -1,6 +1,6 @@
-//! End-to-end test of the `credit_charge` action of the plan's monthly token quota: past the
-//! quota, requests go on and each one's overage is charged to the org's credit ledger at the
-//! plan's price, exactly; once a charge would take the balance under the minimum, requests get
+//! End-to-end tests of the `credit_charge` action of the plan's monthly token quota. Past the
+//! quota, requests go on, and each one's overage is charged to the org's credit ledger at the
+//! plan's price, exactly. Once a charge would take the balance under the minimum, requests get
 //! 402 `insufficient_credits`. An Enterprise org with auto top-up gets credit added, through a
 //! pending invoice line, once overage takes its balance under its threshold; a Pro org cannot
 //! turn auto top-up on.

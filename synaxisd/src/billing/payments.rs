@@ -1,6 +1,6 @@
 //! Auto top-up of credits through a payment provider. After overage charges lower an org's
 //! balance, [`AutoTopups`] checks the orgs whose plan allows auto top-up and that set a
-//! threshold, and asks the [`PaymentProvider`] to add the configured amount to those under it.
+//! threshold. For each one under it, the [`PaymentProvider`] adds the configured amount.
 //! The default provider, [`InvoiceProvider`], takes no payment itself: it records a pending
 //! invoice line that the next invoice bills.
 

@@ -11,6 +11,7 @@ use synaxis_shared::plans::Quota;
 use super::plans::PlanLimit;
 use super::rbac::Action;
 use super::{Caller, Tenancy, TenancyError, check, org_target};
+use crate::audit::AuditDraft;
 use crate::store::NewCredit;
 
 /// Entries returned at most by one history call.
@@ -47,14 +48,9 @@ impl Tenancy {
     ) -> Result<CreditBalance, TenancyError> {
         let mut draft = self.draft(caller, Action::CreditsAutoTopup, "organization");
         let result = async {
-            let org = self.load_org(id_or_slug).await?;
-            draft.target_id = Some(org.id.to_string());
-            draft.org_id = Some(org.id);
-            check(
-                &caller.actor,
-                Action::CreditsAutoTopup,
-                &org_target(org.id, "organization", id_or_slug),
-            )?;
+            let org = self
+                .checked_org(caller, Action::CreditsAutoTopup, id_or_slug, &mut draft)
+                .await?;
             if let Some(settings) = &auto_topup {
                 validate_auto_topup(settings)?;
                 let (entitlements, plan) = self.plans.entitlements_of(&org)?;
@@ -96,6 +92,26 @@ impl Tenancy {
         Ok(self.store.list_credits(org.id, after_seq, limit).await?)
     }
 
+    /// Loads the org that `action` changes, names it in `draft`, and checks that the caller may
+    /// perform the action.
+    async fn checked_org(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id_or_slug: &str,
+        draft: &mut AuditDraft,
+    ) -> Result<Org, TenancyError> {
+        let org = self.load_org(id_or_slug).await?;
+        draft.target_id = Some(org.id.to_string());
+        draft.org_id = Some(org.id);
+        check(
+            &caller.actor,
+            action,
+            &org_target(org.id, "organization", id_or_slug),
+        )?;
+        Ok(org)
+    }
+
     /// Loads the org whose credits the caller reads, when the caller may read them.
     async fn credits_org(&self, caller: &Caller, id_or_slug: &str) -> Result<Org, TenancyError> {
         let org = self.load_org(id_or_slug).await?;
@@ -118,14 +134,9 @@ impl Tenancy {
     ) -> Result<CreditEntry, TenancyError> {
         let mut draft = self.draft(caller, Action::CreditsAdd, "organization");
         let result = async {
-            let org = self.load_org(id_or_slug).await?;
-            draft.target_id = Some(org.id.to_string());
-            draft.org_id = Some(org.id);
-            check(
-                &caller.actor,
-                Action::CreditsAdd,
-                &org_target(org.id, "organization", id_or_slug),
-            )?;
+            let org = self
+                .checked_org(caller, Action::CreditsAdd, id_or_slug, &mut draft)
+                .await?;
             super::plans::require_justification(caller, "adding credit")?;
             validate_credit(&request)?;
             let credit = NewCredit {
