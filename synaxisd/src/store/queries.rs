@@ -980,6 +980,12 @@ macro_rules! impl_store_queries {
                 audit: &AuditDraft,
             ) -> Result<Option<Budget>, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // Holds first, then the budget: the order in which settlements lock them.
+                sqlx::query("DELETE FROM budget_holds WHERE scope = $1 AND scope_id = $2")
+                    .bind(budget.scope.as_str())
+                    .bind(budget.id)
+                    .execute(&mut *tx)
+                    .await?;
                 let removed = sqlx::query_as::<_, BudgetRow>(
                     "DELETE FROM budgets WHERE scope = $1 AND scope_id = $2
                      RETURNING scope, scope_id, org_id, max_micros, spent_micros,
@@ -992,11 +998,6 @@ macro_rules! impl_store_queries {
                 if removed.is_none() {
                     return Ok(None);
                 }
-                sqlx::query("DELETE FROM budget_holds WHERE scope = $1 AND scope_id = $2")
-                    .bind(budget.scope.as_str())
-                    .bind(budget.id)
-                    .execute(&mut *tx)
-                    .await?;
                 Self::append_audit_in(&mut tx, audit).await?;
                 tx.commit().await?;
                 removed.map(Budget::try_from).transpose()
