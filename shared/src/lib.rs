@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod limits;
 pub mod locale;
+pub mod money;
 pub mod plans;
 pub mod region;
 pub mod role;

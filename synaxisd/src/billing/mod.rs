@@ -1,6 +1,7 @@
 //! Prices and costs. Amounts are `Decimal` in USD; floats never touch money.
 
 pub mod budgets;
+pub mod invoices;
 pub mod payments;
 pub mod tokens;
 
