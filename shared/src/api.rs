@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::money::Currency;
 use crate::plans::Overrides;
 use crate::{KeyId, Locale, OrgId, RegionId, Role, TeamId, UserId};
 
@@ -39,6 +40,9 @@ pub struct UpdateOrgRequest {
     /// Models every key of the org may call, by exact name or glob; empty allows all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_models: Option<Vec<String>>,
+    /// The currency of the org's invoices; the plan's `billing_currencies` lists those allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_currency: Option<Currency>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,9 @@ pub struct Org {
     /// Per-field values that replace the plan's.
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub plan_overrides: Overrides,
+    /// The currency of the org's invoices.
+    #[serde(default = "Currency::base")]
+    pub billing_currency: Currency,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,3 +68,7 @@ uuid_id!(
     /// Identifier of one inference request and of its request record.
     RequestId
 );
+uuid_id!(
+    /// Identifier of an invoice.
+    InvoiceId
+);

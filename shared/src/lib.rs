@@ -6,6 +6,7 @@ pub mod budgets;
 pub mod credits;
 pub mod error;
 pub mod ids;
+pub mod invoices;
 pub mod limits;
 pub mod locale;
 pub mod money;
@@ -13,7 +14,7 @@ pub mod plans;
 pub mod region;
 pub mod role;
 
-pub use ids::{KeyId, OrgId, RequestId, TeamId, UserId};
+pub use ids::{InvoiceId, KeyId, OrgId, RequestId, TeamId, UserId};
 pub use locale::Locale;
 pub use region::{Jurisdiction, RegionId};
 pub use role::Role;

@@ -23,6 +23,11 @@ pub enum Currency {
 impl Currency {
     pub const ALL: [Self; 4] = [Self::Usd, Self::Eur, Self::Brl, Self::Gbp];
 
+    /// Returns USD, the currency that prices and credits are kept in.
+    pub fn base() -> Self {
+        Self::Usd
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Usd => "USD",

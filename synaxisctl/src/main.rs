@@ -128,6 +128,8 @@ async fn dispatch(
         Resource::Plan { action } => commands::plan(action, client, printer).await,
         Resource::Credits { action } => commands::credits(action, client, printer).await,
         Resource::Budget { action } => commands::budget(action, client, printer).await,
+        Resource::Fx { action } => commands::fx(action, client, printer).await,
+        Resource::Invoice { action } => commands::invoice(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),

@@ -103,6 +103,7 @@ fn org_shape() -> Shape {
         ("created_at", Shape::Timestamp),
         ("plan", Shape::String),
         ("plan_version", Shape::Integer),
+        ("billing_currency", Shape::String),
     ])
 }
 

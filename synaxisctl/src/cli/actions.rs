@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand};
 use synaxis_shared::api::KeyScope;
-use synaxis_shared::{KeyId, Locale, OrgId, Role, TeamId, UserId};
+use synaxis_shared::money::Currency;
+use synaxis_shared::{InvoiceId, KeyId, Locale, OrgId, Role, TeamId, UserId};
 
 use super::parse::{
     locale_parser, parse_context_name, parse_grace, parse_key_limit, parse_key_limit_change,
@@ -39,8 +40,8 @@ pub enum OrgAction {
         #[arg(value_parser = parse_org_reference)]
         org: String,
     },
-    /// Change the name or the allowed models of an organization.
-    #[command(group(changes(&["name", "allowed_models", "allow_all_models"])))]
+    /// Change the name, the allowed models or the billing currency of an organization.
+    #[command(group(changes(&["name", "allowed_models", "allow_all_models", "billing_currency"])))]
     Update {
         /// Organization id (a UUID) or slug.
         #[arg(value_parser = parse_org_reference)]
@@ -50,6 +51,10 @@ pub enum OrgAction {
         name: Option<String>,
         #[command(flatten)]
         models: ModelsUpdate,
+        /// Currency of the organization's invoices: USD, EUR, BRL or GBP, among those its plan
+        /// allows.
+        #[arg(long, value_name = "CURRENCY")]
+        billing_currency: Option<Currency>,
     },
     /// Deactivate an organization, so that none of its keys authenticate.
     Revoke {
@@ -148,6 +153,61 @@ fn parse_amount(text: &str) -> Result<rust_decimal::Decimal, String> {
     text.trim()
         .parse::<rust_decimal::Decimal>()
         .map_err(|_| format!("`{text}` is not an amount in USD: write it as 25.00 or -3.50"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FxAction {
+    /// Set the rate of a currency, in units per USD, from now or from --effective-at.
+    /// Requires --justification.
+    Set {
+        /// EUR, BRL or GBP.
+        currency: Currency,
+        /// Units of the currency per USD, such as 0.92.
+        #[arg(value_parser = parse_amount)]
+        rate: rust_decimal::Decimal,
+        /// When the rate takes effect (RFC 3339); now when omitted.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
+        effective_at: Option<DateTime<Utc>>,
+    },
+    /// Set rates from a CSV file with the header `currency,rate,effective_at` (the last column
+    /// may be empty for now). All rates are stored, or none. Requires --justification.
+    Import {
+        /// CSV file, or `-` for standard input.
+        #[arg(value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// List rates, newest first.
+    List {
+        /// Only this currency's rates.
+        #[arg(long)]
+        currency: Option<Currency>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoiceAction {
+    /// Issue an organization's invoice of a calendar month (UTC): the plan fee and the credit
+    /// bought in the month, in its billing currency at the rate in force now. Usage and overage
+    /// paid from credits are listed and not charged.
+    Issue {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+        /// The month, such as 2026-11.
+        #[arg(long, value_name = "YYYY-MM")]
+        period: String,
+    },
+    /// Show an invoice with its lines.
+    Show {
+        /// Invoice id (a UUID).
+        invoice_id: InvoiceId,
+    },
+    /// List an organization's invoices, newest first.
+    List {
+        /// Organization id (a UUID) or slug.
+        #[arg(value_parser = parse_org_reference)]
+        org: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

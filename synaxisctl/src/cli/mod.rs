@@ -12,8 +12,8 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, KeyAction, LimitsAction,
-    OrgAction, PlanAction, TeamAction, UserAction,
+    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, FxAction, InvoiceAction,
+    KeyAction, LimitsAction, OrgAction, PlanAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -171,6 +171,16 @@ pub enum Resource {
         #[command(subcommand)]
         action: BudgetAction,
     },
+    /// Set and list the exchange rates of billing currencies.
+    Fx {
+        #[command(subcommand)]
+        action: FxAction,
+    },
+    /// Issue and read the monthly invoices of organizations.
+    Invoice {
+        #[command(subcommand)]
+        action: InvoiceAction,
+    },
     /// Move organizations between plan versions.
     Plan {
         #[command(subcommand)]
@@ -206,6 +216,9 @@ impl Resource {
             } | Self::Plan { .. }
                 | Self::Budget {
                     action: BudgetAction::Set { .. } | BudgetAction::Remove { .. }
+                }
+                | Self::Fx {
+                    action: FxAction::Set { .. } | FxAction::Import { .. }
                 }
                 | Self::Credits {
                     action: CreditsAction::Topup(_)

@@ -5,6 +5,8 @@ mod audit;
 mod budget;
 mod context;
 mod credits;
+mod fx;
+mod invoice;
 mod key;
 mod limits;
 mod org;
@@ -18,6 +20,8 @@ pub use audit::run as audit;
 pub use budget::run as budget;
 pub use context::{ContextFlags, run as context};
 pub use credits::run as credits;
+pub use fx::run as fx;
+pub use invoice::run as invoice;
 pub use key::run as key;
 pub use limits::run as limits;
 pub use org::run as org;
@@ -47,6 +51,14 @@ pub enum CommandError {
     Prompt(#[from] PromptError),
     #[error(transparent)]
     LimitsFile(#[from] LimitsFileError),
+    /// A rates file that cannot be read, or a line of it that is not a rate.
+    #[error("invalid rates file {path}: {message}")]
+    RatesFile {
+        path: String,
+        /// The line of the error, from 1; `None` when the file cannot be read.
+        line: Option<usize>,
+        message: String,
+    },
     #[error("missing token")]
     MissingToken,
     /// `audit verify` found the chain broken. The server names the first broken entry,
@@ -67,6 +79,7 @@ impl CommandError {
             Self::Settings(SettingsError::InvalidVariable { .. })
             | Self::Prompt(PromptError::Missing(_))
             | Self::LimitsFile(LimitsFileError::Invalid { .. } | LimitsFileError::Mixed { .. })
+            | Self::RatesFile { .. }
             | Self::MissingToken => Exit::Usage,
             // A `--file` path that does not exist is a wrong argument, like an invalid file.
             Self::LimitsFile(LimitsFileError::Read { error, .. })

@@ -35,10 +35,16 @@ pub async fn run(
                 .await?;
             printer.org_details(&reply, &entitlements)?;
         }
-        OrgAction::Update { org, name, models } => {
+        OrgAction::Update {
+            org,
+            name,
+            models,
+            billing_currency,
+        } => {
             let request = UpdateOrgRequest {
                 name,
                 allowed_models: models.into_request(),
+                billing_currency,
             };
             let reply = client.patch::<Org, _>(&["orgs", &org], &request).await?;
             printer.one(&reply)?;

@@ -26,6 +26,26 @@ impl Language {
             }
             CommandError::Prompt(error) => self.describe_prompt(error),
             CommandError::LimitsFile(error) => self.describe_limits_file(error),
+            CommandError::RatesFile {
+                path,
+                line,
+                message,
+            } => match (self, line) {
+                (Self::En, Some(line)) => {
+                    format!(
+                        "{path}, line {line}: {message}. Each line is CURRENCY,RATE,EFFECTIVE_AT, such as EUR,0.92,2026-12-01T00:00:00Z"
+                    )
+                }
+                (Self::En, None) => format!("cannot read the rates file {path}: {message}"),
+                (Self::PtBr, Some(line)) => {
+                    format!(
+                        "{path}, linha {line}: {message}. Cada linha é MOEDA,TAXA,VIGÊNCIA, como EUR,0.92,2026-12-01T00:00:00Z"
+                    )
+                }
+                (Self::PtBr, None) => {
+                    format!("não foi possível ler o arquivo de taxas {path}: {message}")
+                }
+            },
             CommandError::MissingToken => self.missing_token().to_owned(),
             CommandError::AuditChainBroken { first_broken } => {
                 self.describe_broken_chain(first_broken.as_ref())

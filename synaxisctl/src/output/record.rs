@@ -4,6 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use synaxis_shared::api::{AuditEntry, AuditVerification, Key, Org, Team, User};
 use synaxis_shared::budgets::Budget;
 use synaxis_shared::credits::{CreditBalance, CreditEntry};
+use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::{LimitRule, LimitSet};
 use synaxis_shared::plans::{FIELDS, OrgEntitlements, Source};
 
@@ -49,6 +50,7 @@ impl Record for Org {
             ("primary_region", self.primary_region.to_string()),
             ("plan", self.plan.clone()),
             ("plan_version", self.plan_version.to_string()),
+            ("billing_currency", self.billing_currency.code().to_owned()),
             ("allowed_models", models(&self.allowed_models, language)),
             ("active", self.active.to_string()),
             ("created_at", timestamp(&self.created_at)),
@@ -141,6 +143,64 @@ impl Record for Budget {
             ("reserved_usd", self.reserved_usd.to_string()),
             ("remaining_usd", self.remaining_usd.to_string()),
             ("updated_at", timestamp(&self.updated_at)),
+        ]
+    }
+}
+
+impl Record for FxRate {
+    const COLUMNS: &'static [&'static str] = &["currency", "rate", "effective_at"];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("currency", self.currency.code().to_owned()),
+            ("rate", self.rate.to_string()),
+            ("effective_at", timestamp(&self.effective_at)),
+            ("created_at", timestamp(&self.created_at)),
+        ]
+    }
+}
+
+impl Record for Invoice {
+    const COLUMNS: &'static [&'static str] = &["id", "period", "currency", "total", "issued_at"];
+
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
+        let information = match language {
+            Language::En => "information",
+            Language::PtBr => "informativo",
+        };
+        let lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|line| {
+                let note = if line.charged {
+                    String::new()
+                } else {
+                    format!(" ({information})")
+                };
+                format!(
+                    "{}: {} {} (USD {}){note}",
+                    line.kind.as_str(),
+                    line.amount,
+                    self.currency,
+                    line.amount_usd
+                )
+            })
+            .collect();
+        vec![
+            ("id", self.id.to_string()),
+            ("org_id", self.org_id.to_string()),
+            ("period", self.period.clone()),
+            ("currency", self.currency.code().to_owned()),
+            ("fx_rate", self.fx_rate.to_string()),
+            (
+                "fx_effective_at",
+                self.fx_effective_at
+                    .as_ref()
+                    .map_or_else(|| NONE.to_owned(), timestamp),
+            ),
+            ("lines", lines.join("\n")),
+            ("total", format!("{} {}", self.total, self.currency)),
+            ("issued_at", timestamp(&self.issued_at)),
         ]
     }
 }
@@ -430,6 +490,7 @@ mod tests {
             plan: "free".to_owned(),
             plan_version: 1,
             plan_overrides: Default::default(),
+            billing_currency: synaxis_shared::money::Currency::Usd,
         };
         assert_columns_are_ordered_fields(&org);
         let fields = org.fields(Language::PtBr);

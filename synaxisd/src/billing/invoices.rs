@@ -6,48 +6,15 @@
 //! amounts.
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use synaxis_shared::credits::{CreditEntry, CreditKind};
+use synaxis_shared::invoices::{InvoiceLine, LineKind};
 use synaxis_shared::money::Currency;
-
-/// What an invoice line is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LineKind {
-    /// The plan's monthly fee: charged.
-    PlanFee,
-    /// Credit bought in the period, by hand or by auto top-up: charged.
-    CreditTopups,
-    /// Requests paid from credits: information.
-    Usage,
-    /// Overage paid from credits: information.
-    Overage,
-    /// Refunds and adjustments of credit: information.
-    CreditCorrections,
-}
-
-impl LineKind {
-    /// Reports whether the line adds to the total. The other lines show what credits paid.
-    pub fn is_charged(self) -> bool {
-        matches!(self, Self::PlanFee | Self::CreditTopups)
-    }
-}
 
 /// A line before conversion: its kind and its USD amount, unrounded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsdLine {
     pub kind: LineKind,
     pub amount_usd: Decimal,
-}
-
-/// A line of an issued invoice.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InvoiceLine {
-    pub kind: LineKind,
-    pub amount_usd: Decimal,
-    /// The USD amount converted and rounded once to the currency's minor unit.
-    pub amount: Decimal,
-    pub charged: bool,
 }
 
 /// Converts `lines` at `rate` (units of `currency` per USD) and returns them with the total:

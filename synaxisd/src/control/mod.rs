@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod billing;
 mod budgets;
 mod extract;
 mod keys;
@@ -93,6 +94,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/control/v1/keys/{key}/rotate", post(keys::rotate))
         .route("/control/v1/keys/{key}/revoke", post(keys::revoke))
+        .route(
+            "/control/v1/fx",
+            get(billing::list_fx).post(billing::set_fx),
+        )
+        .route(
+            "/control/v1/orgs/{org}/invoices",
+            get(billing::list_invoices).post(billing::issue_invoice),
+        )
+        .route("/control/v1/invoices/{invoice}", get(billing::show_invoice))
         .route("/control/v1/audit", get(audit::list))
         .route("/control/v1/audit/verify", get(audit::verify))
 }

@@ -21,8 +21,10 @@ use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef};
 use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
+use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::LimitSet;
-use synaxis_shared::{KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
+use synaxis_shared::money::Currency;
+use synaxis_shared::{InvoiceId, KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
 use crate::audit::{AuditDraft, AuditHead};
 use crate::config::DatabaseConfig;
@@ -290,9 +292,48 @@ pub trait BudgetStore: Send + Sync {
     async fn release_expired_budget_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// Exchange rates and invoices.
+#[async_trait]
+pub trait BillingStore: Send + Sync {
+    /// Stores rates, all or none, with the audit entry. A rate for a currency and time that
+    /// already has one is a conflict.
+    async fn insert_fx_rates(&self, rates: &[FxRate], audit: &AuditDraft)
+    -> Result<(), StoreError>;
+    /// Lists rates, of one currency or all, newest effective time first.
+    async fn list_fx_rates(&self, currency: Option<Currency>) -> Result<Vec<FxRate>, StoreError>;
+    /// Returns the rate of `currency` in force at `at`: the one that took effect last before it.
+    async fn fx_rate_at(
+        &self,
+        currency: Currency,
+        at: DateTime<Utc>,
+    ) -> Result<Option<FxRate>, StoreError>;
+    /// Lists the org's ledger entries created in `[from, to)`, oldest first.
+    async fn credits_between(
+        &self,
+        org_id: OrgId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<CreditEntry>, StoreError>;
+    /// Stores an invoice with its lines and the audit entry, and marks the org's pending
+    /// invoice lines of the period as invoiced. A second invoice of the same org and period is
+    /// a conflict.
+    async fn insert_invoice(&self, invoice: &Invoice, audit: &AuditDraft)
+    -> Result<(), StoreError>;
+    async fn get_invoice(&self, id: InvoiceId) -> Result<Invoice, StoreError>;
+    /// Lists the org's invoices, newest period first.
+    async fn list_invoices(&self, org_id: OrgId) -> Result<Vec<Invoice>, StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
-    TenancyStore + AuditStore + RequestStore + SettingsStore + CreditStore + BudgetStore + Debug
+    TenancyStore
+    + AuditStore
+    + RequestStore
+    + SettingsStore
+    + CreditStore
+    + BudgetStore
+    + BillingStore
+    + Debug
 {
     /// Checks that the database responds.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -7,7 +7,7 @@
 
 pub(crate) const ORG_COLUMNS: &str =
     "id, slug, name, primary_region, allowed_models, active, created_at, plan, plan_version,
-     plan_overrides";
+     plan_overrides, billing_currency";
 pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
@@ -30,6 +30,9 @@ macro_rules! impl_store_queries {
         use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
         use rust_decimal::Decimal;
         use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
+        use synaxis_shared::InvoiceId;
+        use synaxis_shared::invoices::{FxRate, Invoice};
+        use synaxis_shared::money::Currency;
         use synaxis_shared::limits::LimitSet;
         use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
@@ -39,7 +42,7 @@ macro_rules! impl_store_queries {
             budget_ref, AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, BudgetRow, CreditRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, BudgetRow, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
@@ -49,7 +52,7 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BudgetCharge, BudgetReservation, BudgetStore,
+            BillingStore, BudgetCharge, BudgetReservation, BudgetStore,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
             UserFilter, conflict_on_unique,
@@ -158,8 +161,8 @@ macro_rules! impl_store_queries {
                 sqlx::query(
                     "INSERT INTO organizations (id, slug, name, primary_region, allowed_models,
                                                 active, created_at, plan, plan_version,
-                                                plan_overrides)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                                plan_overrides, billing_currency)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(org.id.0)
                 .bind(&org.slug)
@@ -171,6 +174,7 @@ macro_rules! impl_store_queries {
                 .bind(&org.plan)
                 .bind(i64::from(org.plan_version))
                 .bind(encode_overrides(&org.plan_overrides))
+                .bind(org.billing_currency.code())
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| {
@@ -219,7 +223,8 @@ macro_rules! impl_store_queries {
                 let mut tx = self.pool.begin().await?;
                 let updated = sqlx::query(
                     "UPDATE organizations SET name = $2, allowed_models = $3, active = $4,
-                                              plan = $5, plan_version = $6, plan_overrides = $7
+                                              plan = $5, plan_version = $6, plan_overrides = $7,
+                                              billing_currency = $8
                      WHERE id = $1",
                 )
                 .bind(org.id.0)
@@ -229,6 +234,7 @@ macro_rules! impl_store_queries {
                 .bind(&org.plan)
                 .bind(i64::from(org.plan_version))
                 .bind(encode_overrides(&org.plan_overrides))
+                .bind(org.billing_currency.code())
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
@@ -1089,6 +1095,197 @@ macro_rules! impl_store_queries {
                 Self::apply_budget_changes(&mut tx, &changes).await?;
                 tx.commit().await?;
                 Ok(count)
+            }
+        }
+
+        #[async_trait]
+        impl BillingStore for $store {
+            async fn insert_fx_rates(
+                &self,
+                rates: &[FxRate],
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for rate in rates {
+                    sqlx::query(
+                        "INSERT INTO fx_rates (id, currency, rate, effective_at, created_at)
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(rate.currency.code())
+                    .bind(Money(rate.rate))
+                    .bind(rate.effective_at)
+                    .bind(rate.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|error| {
+                        conflict_on_unique(error, || {
+                            format!(
+                                "{} already has a rate taking effect at {}: rates are never changed, so give another effective time",
+                                rate.currency,
+                                rate.effective_at.to_rfc3339()
+                            )
+                        })
+                    })?;
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_fx_rates(
+                &self,
+                currency: Option<Currency>,
+            ) -> Result<Vec<FxRate>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT currency, rate, effective_at, created_at FROM fx_rates WHERE TRUE",
+                );
+                if let Some(currency) = currency {
+                    query.push(" AND currency = ").push_bind(currency.code());
+                }
+                query.push(" ORDER BY effective_at DESC, currency");
+                let rows = query.build_query_as::<FxRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn fx_rate_at(
+                &self,
+                currency: Currency,
+                at: DateTime<Utc>,
+            ) -> Result<Option<FxRate>, StoreError> {
+                let row = sqlx::query_as::<_, FxRow>(
+                    "SELECT currency, rate, effective_at, created_at FROM fx_rates
+                     WHERE currency = $1 AND effective_at <= $2
+                     ORDER BY effective_at DESC LIMIT 1",
+                )
+                .bind(currency.code())
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(FxRate::try_from).transpose()
+            }
+
+            async fn credits_between(
+                &self,
+                org_id: OrgId,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<CreditEntry>, StoreError> {
+                let rows = sqlx::query_as::<_, CreditRow>(
+                    "SELECT org_id, seq, kind, amount_usd, balance_usd, reference, created_at
+                     FROM credit_ledger
+                     WHERE org_id = $1 AND created_at >= $2 AND created_at < $3
+                     ORDER BY seq",
+                )
+                .bind(org_id.0)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+                convert_all(rows)
+            }
+
+            async fn insert_invoice(
+                &self,
+                invoice: &Invoice,
+                audit: &AuditDraft,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO invoices (id, org_id, period, period_start, period_end,
+                                           currency, fx_rate, fx_effective_at, total, issued_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(invoice.id.0)
+                .bind(invoice.org_id.0)
+                .bind(&invoice.period)
+                .bind(invoice.period_start)
+                .bind(invoice.period_end)
+                .bind(invoice.currency.code())
+                .bind(Money(invoice.fx_rate))
+                .bind(invoice.fx_effective_at)
+                .bind(Money(invoice.total))
+                .bind(invoice.issued_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || {
+                        format!(
+                            "the invoice of {} is already issued: show it with `synaxisctl invoice list`",
+                            invoice.period
+                        )
+                    })
+                })?;
+                for (position, line) in invoice.lines.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO invoice_items (invoice_id, position, kind, amount_usd, amount,
+                                                    charged)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(invoice.id.0)
+                    .bind(i32::try_from(position).unwrap_or(i32::MAX))
+                    .bind(line.kind.as_str())
+                    .bind(Money(line.amount_usd))
+                    .bind(Money(line.amount))
+                    .bind(line.charged)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "UPDATE invoice_lines SET status = 'invoiced'
+                     WHERE org_id = $1 AND status = 'pending'
+                       AND created_at >= $2 AND created_at < $3",
+                )
+                .bind(invoice.org_id.0)
+                .bind(invoice.period_start)
+                .bind(invoice.period_end)
+                .execute(&mut *tx)
+                .await?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_invoice(&self, id: InvoiceId) -> Result<Invoice, StoreError> {
+                let row = sqlx::query_as::<_, InvoiceRow>(
+                    "SELECT id, org_id, period, period_start, period_end, currency, fx_rate,
+                            fx_effective_at, total, issued_at
+                     FROM invoices WHERE id = $1",
+                )
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::not_found("invoice", id))?;
+                self.invoice_with_items(row).await
+            }
+
+            async fn list_invoices(&self, org_id: OrgId) -> Result<Vec<Invoice>, StoreError> {
+                let rows = sqlx::query_as::<_, InvoiceRow>(
+                    "SELECT id, org_id, period, period_start, period_end, currency, fx_rate,
+                            fx_effective_at, total, issued_at
+                     FROM invoices WHERE org_id = $1 ORDER BY period_start DESC",
+                )
+                .bind(org_id.0)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut invoices = Vec::with_capacity(rows.len());
+                for row in rows {
+                    invoices.push(self.invoice_with_items(row).await?);
+                }
+                Ok(invoices)
+            }
+        }
+
+        impl $store {
+            async fn invoice_with_items(&self, row: InvoiceRow) -> Result<Invoice, StoreError> {
+                let items = sqlx::query_as::<_, InvoiceItemRow>(
+                    "SELECT kind, amount_usd, amount, charged FROM invoice_items
+                     WHERE invoice_id = $1 ORDER BY position",
+                )
+                .bind(row.id)
+                .fetch_all(&self.pool)
+                .await?;
+                row.with_items(items)
             }
         }
 

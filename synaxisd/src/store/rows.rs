@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use synaxis_shared::api::{ActorKind, AuditEntry, AuditResult, Key, KeyScope, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef, BudgetScope, from_micros};
 use synaxis_shared::credits::CreditEntry;
+use synaxis_shared::invoices::{FxRate, Invoice, InvoiceLine};
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::plans::Overrides;
 use uuid::Uuid;
@@ -57,6 +58,7 @@ pub(crate) struct OrgRow {
     plan: String,
     plan_version: i64,
     plan_overrides: Option<String>,
+    billing_currency: String,
 }
 
 impl TryFrom<OrgRow> for Org {
@@ -76,6 +78,10 @@ impl TryFrom<OrgRow> for Org {
                 corrupt("organizations.plan_version", &row.plan_version.to_string())
             })?,
             plan_overrides: parse_overrides(row.plan_overrides.as_deref())?,
+            billing_currency: row
+                .billing_currency
+                .parse()
+                .map_err(|_| corrupt("organizations.billing_currency", &row.billing_currency))?,
         })
     }
 }
@@ -446,6 +452,88 @@ impl TryFrom<BudgetRow> for Budget {
             reserved_usd: from_micros(row.reserved_micros),
             remaining_usd: from_micros(remaining),
             updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FxRow {
+    currency: String,
+    rate: Money,
+    effective_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<FxRow> for FxRate {
+    type Error = StoreError;
+
+    fn try_from(row: FxRow) -> Result<Self, StoreError> {
+        Ok(FxRate {
+            currency: row
+                .currency
+                .parse()
+                .map_err(|_| corrupt("fx_rates.currency", &row.currency))?,
+            rate: row.rate.0,
+            effective_at: row.effective_at,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InvoiceRow {
+    pub(crate) id: Uuid,
+    org_id: Uuid,
+    period: String,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    currency: String,
+    fx_rate: Money,
+    fx_effective_at: Option<DateTime<Utc>>,
+    total: Money,
+    issued_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InvoiceItemRow {
+    kind: String,
+    amount_usd: Money,
+    amount: Money,
+    charged: bool,
+}
+
+impl InvoiceRow {
+    /// Joins the invoice with its lines, in position order.
+    pub(crate) fn with_items(self, items: Vec<InvoiceItemRow>) -> Result<Invoice, StoreError> {
+        let lines = items
+            .into_iter()
+            .map(|item| {
+                Ok(InvoiceLine {
+                    kind: item
+                        .kind
+                        .parse()
+                        .map_err(|_| corrupt("invoice_items.kind", &item.kind))?,
+                    amount_usd: item.amount_usd.0,
+                    amount: item.amount.0,
+                    charged: item.charged,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Invoice {
+            id: self.id.into(),
+            org_id: self.org_id.into(),
+            period: self.period,
+            period_start: self.period_start,
+            period_end: self.period_end,
+            currency: self
+                .currency
+                .parse()
+                .map_err(|_| corrupt("invoices.currency", &self.currency))?,
+            fx_rate: self.fx_rate.0,
+            fx_effective_at: self.fx_effective_at,
+            lines,
+            total: self.total.0,
+            issued_at: self.issued_at,
         })
     }
 }

@@ -94,7 +94,7 @@ impl Tenancy {
 
     /// Loads the org that `action` changes, names it in `draft`, and checks that the caller may
     /// perform the action.
-    async fn checked_org(
+    pub(super) async fn checked_org(
         &self,
         caller: &Caller,
         action: Action,

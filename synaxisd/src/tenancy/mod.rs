@@ -5,6 +5,7 @@
 pub mod budgets;
 pub mod cache;
 pub mod credits;
+pub mod invoices;
 pub mod keys;
 pub mod limits;
 pub mod models;
@@ -21,6 +22,7 @@ use synaxis_shared::api::{
     UpdateOrgRequest, UpdateTeamRequest, UpdateUserRequest, User,
 };
 use synaxis_shared::limits::MAX_AMOUNT;
+use synaxis_shared::money::Currency;
 use synaxis_shared::{KeyId, OrgId, RegionId, TeamId, UserId};
 
 use crate::audit::AuditDraft;
@@ -224,6 +226,7 @@ impl Tenancy {
             plan: plan.id.clone(),
             plan_version: plan.latest().0,
             plan_overrides: Default::default(),
+            billing_currency: Currency::base(),
         };
         // The failure entry of a create names no target, because none was created.
         let mut success = draft.clone();
@@ -290,6 +293,10 @@ impl Tenancy {
             if let Some(models) = request.allowed_models {
                 org.allowed_models = models::normalize(models)
                     .map_err(|message| TenancyError::invalid("allowed_models", message))?;
+            }
+            if let Some(currency) = request.billing_currency {
+                self.check_billing_currency(&org, currency)?;
+                org.billing_currency = currency;
             }
             self.store.update_org(&org, &draft).await?;
             self.auth_cache.evict_org(org.id);

@@ -53,6 +53,10 @@ pub enum Action {
     CreditsAutoTopup,
     BudgetRead,
     BudgetSet,
+    FxRead,
+    FxSet,
+    InvoiceRead,
+    InvoiceIssue,
     AuditRead,
     AuditVerify,
 }
@@ -85,6 +89,10 @@ impl Action {
             Self::CreditsAutoTopup => "credits.auto_topup",
             Self::BudgetRead => "budget.read",
             Self::BudgetSet => "budget.set",
+            Self::FxRead => "fx.read",
+            Self::FxSet => "fx.set",
+            Self::InvoiceRead => "invoice.read",
+            Self::InvoiceIssue => "invoice.issue",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
         }
@@ -186,9 +194,13 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::PlanOverride
         | Action::PlanMigrate
         | Action::CreditsAdd
+        | Action::FxSet
+        | Action::InvoiceIssue
         | Action::AuditVerify => forbid("only the operator may"),
         Action::CreditsRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
         Action::CreditsRead => forbid("it requires the owner, admin or billing role"),
+        Action::InvoiceRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
+        Action::InvoiceRead => forbid("it requires the owner, admin or billing role"),
         Action::CreditsAutoTopup if matches!(role, Role::Owner | Role::Billing) => Ok(()),
         Action::CreditsAutoTopup => forbid("it requires the owner or billing role"),
         Action::OrgRead
@@ -196,7 +208,8 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::UserRead
         | Action::KeyRead
         | Action::LimitsRead
-        | Action::BudgetRead => Ok(()),
+        | Action::BudgetRead
+        | Action::FxRead => Ok(()),
         Action::OrgUpdate if role == Role::Owner => Ok(()),
         Action::OrgUpdate => forbid("it requires the owner role"),
         Action::TeamCreate | Action::TeamUpdate | Action::AuditRead if is_manager(role) => Ok(()),
