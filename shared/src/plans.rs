@@ -66,12 +66,16 @@ impl<'de> Deserialize<'de> for Quota {
         enum Raw {
             Count(u64),
             Word(String),
+            Other(serde_json::Value),
         }
         match Raw::deserialize(deserializer)? {
             Raw::Count(limit) => Ok(Self::Limited(limit)),
             Raw::Word(word) if word == "unlimited" => Ok(Self::Unlimited),
             Raw::Word(word) => Err(serde::de::Error::custom(format!(
                 "invalid quota `{word}`: use a whole number such as 5, or \"unlimited\""
+            ))),
+            Raw::Other(value) => Err(serde::de::Error::custom(format!(
+                "invalid quota {value}: use a whole number such as 5, or \"unlimited\""
             ))),
         }
     }
@@ -246,9 +250,24 @@ impl Overrides {
             }
             if value.is_null() {
                 fields.remove(name);
-            } else {
-                fields.insert(name.clone(), value.clone());
+                continue;
             }
+            // Each field alone first, so that an error names the field.
+            let single = serde_json::json!({ name.clone(): value.clone() });
+            let parsed: Self = serde_json::from_value(single)
+                .map_err(|error| format!("invalid value for `{name}`: {error}"))?;
+            for (field, amount) in [
+                ("monthly_fee_usd", parsed.monthly_fee_usd),
+                ("overage_per_token_usd", parsed.overage_per_token_usd),
+                ("minimum_balance_usd", parsed.minimum_balance_usd),
+            ] {
+                if let Some(amount) = amount.filter(|amount| amount.is_sign_negative()) {
+                    return Err(format!(
+                        "invalid value for `{field}`: {amount} is negative; give 0 or more USD"
+                    ));
+                }
+            }
+            fields.insert(name.clone(), value.clone());
         }
         *self = serde_json::from_value(current).map_err(|error| error.to_string())?;
         Ok(())
@@ -422,5 +441,33 @@ mod tests {
             .expect_err("unknown field");
         assert!(error.contains("unknown entitlement `team`"), "{error}");
         assert!(overrides.is_empty());
+    }
+
+    #[test]
+    fn overrides_name_the_bad_field() {
+        let mut overrides = Overrides::default();
+        for (changes, named) in [
+            (
+                serde_json::json!({"tokens_per_month": -5}),
+                "`tokens_per_month`",
+            ),
+            (serde_json::json!({"teams": 1.5}), "`teams`"),
+            (
+                serde_json::json!({"overage_per_token_usd": "-0.5"}),
+                "`overage_per_token_usd`",
+            ),
+            (
+                serde_json::json!({"minimum_balance_usd": "-100"}),
+                "`minimum_balance_usd`",
+            ),
+        ] {
+            let error = overrides.apply(&changes).expect_err("invalid value");
+            assert!(error.contains(named), "{changes}: {error}");
+        }
+        assert!(overrides.is_empty(), "nothing is stored on error");
+        overrides
+            .apply(&serde_json::json!({"overage_per_token_usd": "0.0002"}))
+            .expect("a valid amount");
+        assert_eq!(overrides.overage_per_token_usd, Some(Decimal::new(2, 4)));
     }
 }

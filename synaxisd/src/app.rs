@@ -126,19 +126,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         region.clone(),
         metrics.clone(),
     );
-    let auto_topups = AutoTopups::new(
+    let auto_topups = Arc::new(AutoTopups::new(
         store.clone(),
         Arc::new(InvoiceProvider::new(store.clone())),
         tenancy.plans().clone(),
         clock.clone(),
-    );
-    let writer = writer.with_auto_topups(Arc::new(auto_topups));
+    ));
+    let writer = writer.with_auto_topups(auto_topups.clone());
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
     let limiter = open_limiter(&config.limits, &metrics).await?;
     let admission = Admission::new(limiter, clock.clone(), metrics.clone(), &config.limits)
         .with_plans(tenancy.plans().clone())
-        .with_credits(store.clone());
+        .with_credits(store.clone())
+        .with_auto_topups(auto_topups);
     let finisher = admission.take_finisher();
     let budgets = Arc::new(Budgets::new(
         store.clone(),

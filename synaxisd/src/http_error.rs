@@ -589,21 +589,38 @@ impl BudgetExceeded {
     fn message(&self, locale: Locale) -> String {
         let budget = &self.budget;
         let (scope, id) = (budget.scope, budget.id);
+        let amount = |value: Decimal| usd(value, locale);
         let (max, left, spent, reserved, cost) = (
-            usd(budget.max_usd),
-            usd(budget.remaining_usd),
-            usd(budget.spent_usd),
-            usd(budget.reserved_usd),
-            usd(self.cost_usd),
+            amount(budget.max_usd),
+            amount(budget.remaining_usd),
+            amount(budget.spent_usd),
+            amount(budget.reserved_usd),
+            amount(self.cost_usd),
         );
+        // With nothing left, a smaller request cannot help.
+        let exhausted = budget.remaining_usd.is_zero();
         match locale {
-            Locale::En => format!(
-                "The {scope} budget of ${max} has ${left} left (${spent} spent, ${reserved} reserved by requests in flight), less than this request's worst-case cost of ${cost}. Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD`, or send a lower max_tokens."
-            ),
-            Locale::PtBr => format!(
-                "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`, ou envie um max_tokens menor.",
-                scope.pt_br()
-            ),
+            Locale::En => {
+                let smaller = if exhausted {
+                    ""
+                } else {
+                    ", or send a lower max_tokens"
+                };
+                format!(
+                    "The {scope} budget of ${max} has ${left} left (${spent} spent, ${reserved} reserved by requests in flight), less than this request's worst-case cost of ${cost}. Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD`{smaller}."
+                )
+            }
+            Locale::PtBr => {
+                let smaller = if exhausted {
+                    ""
+                } else {
+                    ", ou envie um max_tokens menor"
+                };
+                format!(
+                    "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`{smaller}.",
+                    scope.pt_br()
+                )
+            }
         }
     }
 }
@@ -625,9 +642,9 @@ pub struct InsufficientCredits {
 impl InsufficientCredits {
     fn message(&self, locale: Locale) -> String {
         let (balance, charge, minimum) = (
-            usd(self.balance_usd),
-            usd(self.charge_usd),
-            usd(self.minimum_balance_usd),
+            usd(self.balance_usd, locale),
+            usd(self.charge_usd, locale),
+            usd(self.minimum_balance_usd, locale),
         );
         let scope = self.scope;
         match locale {
@@ -644,13 +661,18 @@ impl InsufficientCredits {
     }
 }
 
-/// Formats a USD amount without trailing zeros past the cents: `10.00`, `0.000125`.
-fn usd(amount: Decimal) -> String {
+/// Formats a USD amount without trailing zeros past the cents: `10.00`, `0.000125`, with a
+/// decimal comma in Brazilian Portuguese (`10,00`).
+fn usd(amount: Decimal, locale: Locale) -> String {
     let amount = amount.normalize();
-    if amount.scale() < 2 {
+    let text = if amount.scale() < 2 {
         format!("{amount:.2}")
     } else {
         amount.to_string()
+    };
+    match locale {
+        Locale::En => text,
+        Locale::PtBr => text.replace('.', ","),
     }
 }
 

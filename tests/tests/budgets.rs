@@ -211,6 +211,9 @@ async fn concurrent_requests_never_overspend_budget() {
         prompt_tokens: prompt_tokens(),
         completion_tokens: 7,
         fail_every: Some(3),
+        // The admitted request keeps its hold while the other 19 are decided, failures
+        // included, since a failed request releases its hold at once.
+        latency: Duration::from_millis(500),
         ..FakeConfig::default()
     })
     .await
@@ -259,6 +262,17 @@ output_per_million = "{OUTPUT_PER_MILLION}"
             let requests =
                 (0..REQUESTS).map(|index| chat(&client, &urls[index % 2], &owner.secret));
             let replies = join_all(requests).await;
+            // The admitted request settled its hold before its response ended, so a client
+            // that sends its next request at once sees the budget free again.
+            let budget = tokio::task::block_in_place(|| {
+                ctl_json(&daemons[1], &["budget", "show", owner.flag, &owner.id])
+            });
+            assert_eq!(
+                usd(&budget["reserved_usd"]),
+                Decimal::ZERO,
+                "{} round {round}: a hold outlived its response",
+                owner.flag
+            );
 
             let rejected = replies
                 .iter()

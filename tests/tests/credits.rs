@@ -226,7 +226,7 @@ async fn overage_is_charged_until_the_minimum_balance() {
     assert_eq!(reply["error"]["code"], "insufficient_credits");
     let message = reply["error"]["message"].as_str().expect("message");
     assert!(
-        message.contains("saldo mínimo de US$ 5.00"),
+        message.contains("saldo mínimo de US$ 5,00"),
         "the message names the minimum balance: {message}"
     );
     let entries = tokio::task::block_in_place(|| ctl_json(&daemon, &["credits", "history", &org]));
@@ -325,6 +325,59 @@ async fn auto_topup_adds_credit_under_the_threshold() {
         usd(balance["balance_usd"].as_str().expect("balance")),
         usd("15.10") - overage - overage
     );
+
+    // An org at the minimum balance is topped up when a request needs the credit, instead of
+    // being refused.
+    let (edge, edge_secret) = tokio::task::block_in_place(|| {
+        let created = metered_org(&daemon, "edge", "enterprise", per_request, usd("5.00"));
+        ctl_json(
+            &daemon,
+            &[
+                "credits",
+                "auto-topup",
+                "edge",
+                "--threshold",
+                "5.00",
+                "--amount",
+                "10",
+            ],
+        );
+        created
+    });
+    for _ in 0..2 {
+        let reply = chat(&client, &daemon, &edge_secret, &body).await;
+        assert_eq!(reply["status"], 200, "{reply}");
+    }
+    let entries = tokio::task::block_in_place(|| wait_for_entries(&daemon, &edge, 3));
+    assert_eq!(
+        ledger(&entries),
+        [
+            ("topup".to_owned(), usd("5.00")),
+            ("auto_topup".to_owned(), usd("10")),
+            ("overage".to_owned(), -overage),
+        ]
+    );
+
+    // A threshold under the minimum balance would come only after refusals.
+    let low = tokio::task::block_in_place(|| {
+        std::process::Command::new(binary("synaxisctl"))
+            .args(["--endpoint", &daemon.url(), "--token", OPERATOR_TOKEN])
+            .args([
+                "credits",
+                "auto-topup",
+                "edge",
+                "--threshold",
+                "2",
+                "--amount",
+                "10",
+            ])
+            .env("SYNAXIS_LANG", "en")
+            .output()
+            .expect("run synaxisctl")
+    });
+    assert_eq!(low.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&low.stderr);
+    assert!(message.contains("minimum balance"), "{message}");
 
     tokio::task::block_in_place(|| daemon.stop());
 }

@@ -101,14 +101,21 @@ pub enum CreditsAction {
         #[arg(
             long,
             value_name = "USD",
-            value_parser = parse_amount,
+            value_parser = parse_price,
+            allow_negative_numbers = true,
             required_unless_present = "off",
             requires = "amount",
             conflicts_with = "off"
         )]
         threshold: Option<rust_decimal::Decimal>,
         /// Credit in USD that each top-up adds, such as 100.00.
-        #[arg(long, value_name = "USD", value_parser = parse_amount, requires = "threshold")]
+        #[arg(
+            long,
+            value_name = "USD",
+            value_parser = parse_price,
+            allow_negative_numbers = true,
+            requires = "threshold"
+        )]
         amount: Option<rust_decimal::Decimal>,
         /// Turn auto top-up off.
         #[arg(long)]
@@ -146,6 +153,14 @@ pub struct CreditArgs {
     /// An invoice, payment or ticket that the entry refers to.
     #[arg(long)]
     pub reference: Option<String>,
+}
+
+/// Parses a USD amount that is not meant to be negative, such as `25.00`, as a decimal. A
+/// negative one parses, so that the server's message names the rule.
+fn parse_price(text: &str) -> Result<rust_decimal::Decimal, String> {
+    text.trim()
+        .parse::<rust_decimal::Decimal>()
+        .map_err(|_| format!("`{text}` is not an amount in USD: write it as 25.00"))
 }
 
 /// Parses a USD amount such as `25.00` as a decimal, never as a float.
@@ -219,7 +234,7 @@ pub enum BudgetAction {
         #[command(flatten)]
         owner: BudgetOwner,
         /// Maximum spend in USD, such as 25.00, with at most 6 decimal places.
-        #[arg(long, value_name = "USD", value_parser = parse_amount)]
+        #[arg(long, value_name = "USD", value_parser = parse_price, allow_negative_numbers = true)]
         max_usd: rust_decimal::Decimal,
         /// Start the spend again from zero; a changed budget otherwise keeps what was spent.
         #[arg(long)]
@@ -298,6 +313,13 @@ fn parse_override(text: &str) -> Result<(String, serde_json::Value), String> {
         return Err(format!("`{text}` names no field: write it as teams=3"));
     }
     let value = value.trim();
+    // USD amounts travel as decimal strings, so that no float ever holds them.
+    if field.ends_with("_usd") {
+        return Ok((
+            field.to_owned(),
+            serde_json::Value::String(value.to_owned()),
+        ));
+    }
     let parsed = serde_json::from_str::<serde_json::Value>(value)
         .ok()
         .filter(|parsed| parsed.is_number() || parsed.is_boolean() || parsed.is_array())

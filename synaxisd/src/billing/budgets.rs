@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use synaxis_shared::RequestId;
-use synaxis_shared::budgets::{BudgetRef, to_micros_ceil};
+use synaxis_shared::budgets::{BudgetRef, from_micros, to_micros_ceil};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -35,20 +35,40 @@ pub struct Budgets {
     hold_ttl: Duration,
 }
 
-/// Hold of an admitted request on its budgets, kept until the request's record settles it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Hold of an admitted request on its budgets, kept until the request ends and settles it.
+#[derive(Clone, Debug)]
 pub struct BudgetHold {
     pub request_id: RequestId,
     /// The budgets that the hold is on.
     pub budgets: Vec<BudgetRef>,
+    /// The store that holds it, which settles it.
+    store: Arc<dyn Store>,
 }
 
 impl BudgetHold {
     /// Converts the hold into the charge that settles it at `cost_usd`.
-    pub fn charge(self, cost_usd: Decimal) -> BudgetCharge {
+    pub fn charge(&self, cost_usd: Decimal) -> BudgetCharge {
         BudgetCharge {
             request_id: self.request_id,
             cost_usd,
+        }
+    }
+
+    /// Settles the hold at `cost_usd` at once, so that the next request of the same client sees
+    /// the budget without it. On failure, returns the charge, for the record writer to settle
+    /// with the record.
+    pub async fn settle(self, cost_usd: Decimal) -> Option<BudgetCharge> {
+        let charge = self.charge(cost_usd);
+        match self
+            .store
+            .settle_budgets(std::slice::from_ref(&charge))
+            .await
+        {
+            Ok(()) => None,
+            Err(error) => {
+                tracing::warn!(%error, request.id = %self.request_id, "settling a budget hold failed; the record writer retries");
+                Some(charge)
+            }
         }
     }
 }
@@ -90,11 +110,12 @@ impl Budgets {
             BudgetReservation::Held(held) => Ok(Some(BudgetHold {
                 request_id,
                 budgets: held,
+                store: self.store.clone(),
             })),
             BudgetReservation::Exceeded(budget) => {
                 Err(ApiError::BudgetExceeded(Box::new(BudgetExceeded {
                     budget,
-                    cost_usd: worst_case,
+                    cost_usd: from_micros(amount_micros),
                 })))
             }
         }

@@ -95,8 +95,26 @@ impl AutoTopups {
     }
 
     async fn check_one(&self, org_id: OrgId) -> Result<(), StoreError> {
+        self.top_up_under(org_id, Decimal::ZERO).await.map(|_| ())
+    }
+
+    /// Tops up the org's credits when its balance less `charge` is under its threshold, so that
+    /// a request refused for want of credit can be admitted. Returns whether credit was added.
+    pub async fn top_up_to_cover(&self, org_id: OrgId, charge: Decimal) -> bool {
+        match self.top_up_under(org_id, charge).await {
+            Ok(topped_up) => topped_up,
+            Err(error) => {
+                tracing::warn!(%error, org.id = %org_id, "auto top-up failed");
+                false
+            }
+        }
+    }
+
+    /// Tops up the org when it has an auto top-up, on a plan that allows it, and its balance
+    /// less `charge` is under the threshold.
+    async fn top_up_under(&self, org_id: OrgId, charge: Decimal) -> Result<bool, StoreError> {
         let Some(settings) = self.store.get_auto_topup(org_id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let org = self.store.get_org(org_id).await?;
         let allowed = self
@@ -105,29 +123,26 @@ impl AutoTopups {
             .is_ok_and(|(entitlements, _)| entitlements.auto_topup);
         if !allowed {
             tracing::debug!(org.id = %org_id, "the org's plan no longer allows auto top-up");
-            return Ok(());
+            return Ok(false);
         }
+        let threshold = settings.threshold_usd + charge;
         let (balance, _) = self.store.credit_balance(org_id).await?;
-        if balance >= settings.threshold_usd {
-            return Ok(());
+        if balance >= threshold {
+            return Ok(false);
         }
         let entry = self
             .provider
-            .top_up(
-                org_id,
-                settings.threshold_usd,
-                settings.amount_usd,
-                self.clock.now(),
-            )
+            .top_up(org_id, threshold, settings.amount_usd, self.clock.now())
             .await?;
-        if let Some(entry) = entry {
-            tracing::info!(
-                org.id = %org_id,
-                amount_usd = %entry.amount_usd,
-                balance_usd = %entry.balance_usd,
-                "credits topped up automatically"
-            );
-        }
-        Ok(())
+        let Some(entry) = entry else {
+            return Ok(false);
+        };
+        tracing::info!(
+            org.id = %org_id,
+            amount_usd = %entry.amount_usd,
+            balance_usd = %entry.balance_usd,
+            "credits topped up automatically"
+        );
+        Ok(true)
     }
 }

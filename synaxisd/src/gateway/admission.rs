@@ -24,6 +24,7 @@ use synaxis_shared::plans::{Quota, default_minimum_balance, default_overage_per_
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::billing::payments::AutoTopups;
 use crate::clock::Clock;
 use crate::config::LimitsConfig;
 use crate::http_error::{ApiError, InsufficientCredits, RateLimitKind, RateLimited};
@@ -62,6 +63,8 @@ pub struct Admission {
     /// The credit ledgers that pay for `credit_charge` overage. Without them, such limits
     /// refuse like `block`.
     credits: Option<Arc<dyn Store>>,
+    /// Tops up an org's credits that are too low for a request, when the org has auto top-up.
+    auto_topups: Option<Arc<AutoTopups>>,
 }
 
 /// The limit sets of scopes that have none stored.
@@ -334,7 +337,15 @@ impl Admission {
             leases,
             plans: None,
             credits: None,
+            auto_topups: None,
         }
+    }
+
+    /// Lets an org's auto top-up add credit when a request's overage would take the balance
+    /// under the minimum, before the request is refused.
+    pub fn with_auto_topups(mut self, auto_topups: Arc<AutoTopups>) -> Self {
+        self.auto_topups = Some(auto_topups);
+        self
     }
 
     /// Lets `credit_charge` limits admit requests past them while the org's credits pay for
@@ -629,6 +640,22 @@ impl Admission {
         let charge = Decimal::from(tokens) * terms.overage_per_token_usd;
         if balance - charge >= terms.minimum_balance_usd {
             return Ok(());
+        }
+        let mut balance = balance;
+        if let Some(auto_topups) = &self.auto_topups
+            && auto_topups.top_up_to_cover(terms.org_id, charge).await
+        {
+            balance = credits
+                .credit_balance(terms.org_id)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, org.id = %terms.org_id, "reading the credit balance failed");
+                    ApiError::Internal
+                })?
+                .0;
+            if balance - charge >= terms.minimum_balance_usd {
+                return Ok(());
+            }
         }
         self.metrics.count_limit_refusal("insufficient_credits");
         Err(ApiError::InsufficientCredits(Box::new(

@@ -365,7 +365,9 @@ fn upstream_error(error: ProviderError) -> ApiError {
 }
 
 async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -> Response {
-    record.finish(Outcome::failed(error.status(), error.code()));
+    record
+        .finish(Outcome::failed(error.status(), error.code()))
+        .await;
     let mut response = error.into_response();
     response.extensions_mut().insert(user_locale);
     response
@@ -380,12 +382,14 @@ async fn complete(mut record: PendingRecord, completion: Completion) -> Response
         }
     };
     let cost = record.cost_of(usage);
-    record.finish(Outcome {
-        status: StatusCode::OK,
-        error_code: None,
-        usage,
-        cost_usd: cost,
-    });
+    record
+        .finish(Outcome {
+            status: StatusCode::OK,
+            error_code: None,
+            usage,
+            cost_usd: cost,
+        })
+        .await;
 
     let mut response = Response::new(Body::from(completion.json));
     let headers = response.headers_mut();
@@ -461,12 +465,12 @@ fn stream(
         let cost = record.cost_of(usage);
         match failure {
             None => {
-                record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost });
+                record.finish(Outcome { status: StatusCode::OK, error_code: None, usage, cost_usd: cost }).await;
                 yield Ok(sse_event("[DONE]"));
             }
             Some(error) => {
                 tracing::warn!(%error, "stream ended early");
-                record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost });
+                record.finish(Outcome { status: error.status(), error_code: Some(error.code()), usage, cost_usd: cost }).await;
                 let body = serde_json::to_string(&error.body(locale)).unwrap_or_default();
                 yield Ok(sse_event(&body));
             }

@@ -35,11 +35,13 @@ pub async fn list_models(
         })
         .collect();
 
-    record.finish(Outcome {
-        status: StatusCode::OK,
-        error_code: None,
-        usage: Usage::default(),
-        cost_usd: Decimal::ZERO,
-    });
+    record
+        .finish(Outcome {
+            status: StatusCode::OK,
+            error_code: None,
+            usage: Usage::default(),
+            cost_usd: Decimal::ZERO,
+        })
+        .await;
     Json(json!({ "object": "list", "data": data }))
 }

@@ -229,11 +229,17 @@ impl PendingRecord {
         self.record.as_ref().map(|record| record.id)
     }
 
-    /// Finishes the record with `outcome` and hands it to the writer.
-    pub fn finish(mut self, outcome: Outcome) {
-        if let Some(finished) = self.take_with(outcome) {
-            self.send(finished);
+    /// Finishes the record with `outcome`, settles its budget hold, and hands the record to the
+    /// writer. The hold is settled before this returns, and so before the response ends.
+    pub async fn finish(mut self, outcome: Outcome) {
+        let hold = self.budget_hold.take();
+        let Some(mut finished) = self.take_with(outcome) else {
+            return;
+        };
+        if let Some(hold) = hold {
+            finished.charge = hold.settle(finished.record.cost_usd).await;
         }
+        self.send(finished);
     }
 
     fn send(&self, finished: Finished) {
@@ -263,6 +269,7 @@ impl PendingRecord {
             status: record.status_code,
             region: record.stored_region.to_string(),
         });
+        // Only a record dropped before it was finished still holds its budgets here.
         let charge = self
             .budget_hold
             .take()

@@ -93,12 +93,12 @@ impl Tenancy {
         caller: &Caller,
         of: BudgetOf<'_>,
     ) -> Result<Budget, TenancyError> {
-        let mut draft = self.draft(caller, Action::BudgetSet, of.entity());
+        let mut draft = self.draft(caller, Action::BudgetRemove, of.entity());
         let result = async {
             let (budget, target) = self.budget_target(of).await?;
             draft.target_id = Some(budget.id.to_string());
             draft.org_id = target.org_id;
-            check(&caller.actor, Action::BudgetSet, &target)?;
+            check(&caller.actor, Action::BudgetRemove, &target)?;
             super::plans::require_justification(caller, "removing a budget")?;
             let removed = self
                 .store

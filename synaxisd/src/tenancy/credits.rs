@@ -54,6 +54,16 @@ impl Tenancy {
             if let Some(settings) = &auto_topup {
                 validate_auto_topup(settings)?;
                 let (entitlements, plan) = self.plans.entitlements_of(&org)?;
+                let minimum = entitlements.minimum_balance_usd;
+                if entitlements.auto_topup && settings.threshold_usd < minimum {
+                    return Err(TenancyError::invalid(
+                        "threshold_usd",
+                        format!(
+                            "the threshold {} is under the plan's minimum balance of {minimum} USD, which refuses overage first: give {minimum} or more",
+                            settings.threshold_usd
+                        ),
+                    ));
+                }
                 if !entitlements.auto_topup {
                     let lifted_by = self
                         .plans

@@ -53,6 +53,7 @@ pub enum Action {
     CreditsAutoTopup,
     BudgetRead,
     BudgetSet,
+    BudgetRemove,
     FxRead,
     FxSet,
     InvoiceRead,
@@ -89,6 +90,7 @@ impl Action {
             Self::CreditsAutoTopup => "credits.auto_topup",
             Self::BudgetRead => "budget.read",
             Self::BudgetSet => "budget.set",
+            Self::BudgetRemove => "budget.remove",
             Self::FxRead => "fx.read",
             Self::FxSet => "fx.set",
             Self::InvoiceRead => "invoice.read",
@@ -259,17 +261,20 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         Action::KeyUpdate => forbid("it requires the owner or admin role"),
         // Limits and budgets that bind the caller are set by someone above them: an admin sets
         // neither the org's, nor their own team's, nor their own (a key's bind its user).
-        Action::LimitsSet | Action::BudgetSet if role == Role::Owner => Ok(()),
-        Action::LimitsSet | Action::BudgetSet if role != Role::Admin => {
-            forbid("it requires the owner or admin role")
+        Action::LimitsSet | Action::BudgetSet | Action::BudgetRemove if role == Role::Owner => {
+            Ok(())
         }
-        Action::LimitsSet | Action::BudgetSet => {
-            let what = if action == Action::BudgetSet {
-                "budgets"
-            } else {
+        Action::LimitsSet | Action::BudgetSet | Action::BudgetRemove => {
+            let what = if action == Action::LimitsSet {
                 "limits"
+            } else {
+                "budgets"
             };
             match target.limits_of {
+                Some(LimitScope::Org(_)) | None => {
+                    forbid(&format!("the organization's {what} require the owner role"))
+                }
+                _ if role != Role::Admin => forbid("it requires the owner or admin role"),
                 Some(LimitScope::Team(team_id)) if member.team_id == Some(team_id) => forbid(
                     &format!("an admin may not set the {what} of their own team"),
                 ),
@@ -280,9 +285,6 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
                 Some(LimitScope::User(_)) if outranks_subject => Ok(()),
                 Some(LimitScope::User(_)) => {
                     forbid(&format!("only an owner may set an owner's {what}"))
-                }
-                Some(LimitScope::Org(_)) | None => {
-                    forbid(&format!("the organization's {what} require the owner role"))
                 }
             }
         }
