@@ -42,7 +42,7 @@ pub struct IssueInvoiceRequest {
     pub period: String,
 }
 
-/// What an invoice line is for.
+/// Kind of an invoice line: the charge or the information it carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {

@@ -1,6 +1,6 @@
 //! End-to-end test of exchange rates and invoices through `synaxisctl`. A Pro org billed in EUR
-//! gets an invoice that charges its plan fee and the credit it bought, converted at the rate in
-//! force and rounded once per line, and lists the overage that credits paid without charging it
+//! gets an invoice that charges its plan fee and the credit it bought. Each line is converted at
+//! the rate in force and rounded once, and the overage that credits paid is listed, not charged
 //! again. A Free org cannot bill in EUR, and a month is invoiced once.
 
 // Helpers of a test fail it by panicking, as assertions do.

@@ -401,10 +401,26 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
                 Some(json!({"max_usd": "10"})),
             )
         }
-        "credits.auto-topup" => (
+        "credits.auto_topup" => (
             Method::PUT,
             format!("/control/v1/orgs/{org}/credits/auto-topup"),
             Some(json!({"threshold_usd": "20", "amount_usd": "100"})),
+        ),
+        "fx.read" => (Method::GET, "/control/v1/fx".to_owned(), None),
+        "fx.set" => (
+            Method::POST,
+            "/control/v1/fx".to_owned(),
+            Some(json!({"rates": [{"currency": "EUR", "rate": "0.92"}]})),
+        ),
+        "invoice.read" => (
+            Method::GET,
+            format!("/control/v1/orgs/{org}/invoices"),
+            None,
+        ),
+        "invoice.issue" => (
+            Method::POST,
+            format!("/control/v1/orgs/{org}/invoices"),
+            Some(json!({"period": "2026-11"})),
         ),
         "audit.list" => (Method::GET, "/control/v1/audit".to_owned(), None),
         "audit.verify" => (Method::GET, "/control/v1/audit/verify".to_owned(), None),

@@ -1,5 +1,5 @@
-//! Invoice math. An invoice charges an org's plan fee and the credit it bought in the period;
-//! usage and overage, which credits already paid, appear as information lines and are never
+//! Invoice math. An invoice charges an org's plan fee and the credit it bought in the period.
+//! Usage and overage, which credits already paid, appear as information lines and are never
 //! charged again. Each line is summed in USD, unrounded, then converted to the org's billing
 //! currency at one rate and rounded once to the currency's minor unit, half to even. The total
 //! is the sum of the rounded charged lines, so it can differ from the rounded sum of the USD
