@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod gateway;
+pub mod geo;
 pub mod http_error;
 pub mod limits;
 pub mod metrics;
