@@ -64,6 +64,31 @@ pub struct Org {
     /// The currency of the org's invoices.
     #[serde(default = "Currency::base")]
     pub billing_currency: Currency,
+    /// The end of the org's trial of its plan, for an org that signed up by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+}
+
+/// The body of `POST /control/v1/signup`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    /// The email of the org's owner.
+    pub email: String,
+    pub org_name: String,
+    /// The region to sign up in; the client's country picks it when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionId>,
+}
+
+/// The answer to a signup: the new org, its owner, and the owner's management key, whose
+/// secret is shown only here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignupResponse {
+    pub org: Org,
+    pub user: User,
+    pub key: Key,
+    pub secret: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +318,8 @@ pub enum ActorKind {
     Operator,
     /// A user through a management key; the entry's actor id is the user's id.
     User,
+    /// A self-service signup; the entry's actor id is `signup`.
+    Signup,
 }
 
 impl ActorKind {
@@ -300,6 +327,7 @@ impl ActorKind {
         match self {
             Self::Operator => "operator",
             Self::User => "user",
+            Self::Signup => "signup",
         }
     }
 }

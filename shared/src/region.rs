@@ -21,6 +21,12 @@ impl RegionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Returns the region id written in the code as `id`, which must be a valid id.
+    pub fn from_static(id: &'static str) -> Self {
+        debug_assert!(id.parse::<Self>().is_ok(), "invalid region id `{id}`");
+        Self(id.to_owned())
+    }
 }
 
 impl FromStr for RegionId {

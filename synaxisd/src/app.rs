@@ -14,9 +14,11 @@ use crate::billing::budgets::Budgets;
 use crate::billing::payments::{AutoTopups, InvoiceProvider};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, LimitStoreKind, LimitsConfig};
+use crate::control::Signup;
 use crate::gateway::Gateway;
 use crate::gateway::admission::Admission;
 use crate::gateway::record::Recorder;
+use crate::geo::GeoIp;
 use crate::limits::Limiter;
 use crate::limits::fallback::FallbackLimiter;
 use crate::limits::memory::MemoryLimiter;
@@ -158,6 +160,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
+        signup: open_signup(&config)?,
     });
 
     let listener = TcpListener::bind(config.server.listen)
@@ -194,6 +197,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Builds the signup service when the config turns signup on, with its country database.
+fn open_signup(config: &Config) -> anyhow::Result<Option<Arc<Signup>>> {
+    let settings = &config.signup;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let geo = settings
+        .geoip_database
+        .as_deref()
+        .map(GeoIp::open)
+        .transpose()?;
+    let regions = config
+        .regions
+        .iter()
+        .map(|(id, region)| (id.clone(), region.peer_url.clone()))
+        .collect();
+    Ok(Some(Arc::new(Signup::new(settings.clone(), geo, regions))))
 }
 
 /// Maximum wait at shutdown for the last settles and lease releases.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
+use synaxis_shared::RegionId;
 use synaxis_shared::api::KeyScope;
 use synaxis_shared::budgets::Budget;
 use synaxis_shared::error::{ErrorBody, ErrorDetail};
@@ -67,6 +68,11 @@ pub enum ApiError {
     BudgetExceeded(Box<BudgetExceeded>),
     #[error("the {} {} limit is reached and credits cannot pay for more", .0.scope, .0.limit_name)]
     InsufficientCredits(Box<InsufficientCredits>),
+    #[error("this request belongs to region {region}")]
+    WrongRegion {
+        region: RegionId,
+        signup_url: String,
+    },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -98,6 +104,7 @@ impl ApiError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => StatusCode::PAYMENT_REQUIRED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::WrongRegion { .. } => StatusCode::MISDIRECTED_REQUEST,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -127,6 +134,7 @@ impl ApiError {
             Self::PlanLimit(_) => "plan_limit_reached",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::InsufficientCredits(_) => "insufficient_credits",
+            Self::WrongRegion { .. } => "wrong_region",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -150,6 +158,7 @@ impl ApiError {
             | Self::PlanLimit(_)
             | Self::RouteNotFound
             | Self::MethodNotAllowed
+            | Self::WrongRegion { .. }
             | Self::UpstreamRejected { .. } => "invalid_request_error",
             Self::RateLimited(_) => "rate_limit_error",
             Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => "insufficient_quota",
@@ -212,6 +221,9 @@ impl ApiError {
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::En),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::En),
             Self::InsufficientCredits(refused) => refused.message(Locale::En),
+            Self::WrongRegion { region, signup_url } => format!(
+                "Signups from your location belong to the region {region}, which this server does not serve. Send the signup to {signup_url}."
+            ),
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -262,6 +274,9 @@ impl ApiError {
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::PtBr),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::PtBr),
             Self::InsufficientCredits(refused) => refused.message(Locale::PtBr),
+            Self::WrongRegion { region, signup_url } => format!(
+                "Cadastros da sua localização pertencem à região {region}, que este servidor não atende. Envie o cadastro para {signup_url}."
+            ),
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),

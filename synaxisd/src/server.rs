@@ -78,6 +78,8 @@ pub struct AppStateInner {
     /// Cancelled when the drain deadline passes, so that requests still running end with a
     /// request record instead of being dropped.
     pub shutdown: CancellationToken,
+    /// Self-service signup, when the config turns it on.
+    pub signup: Option<Arc<crate::control::Signup>>,
 }
 
 /// The locale of the authenticated key's user, set on a response so that its error message

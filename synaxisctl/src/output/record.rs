@@ -491,6 +491,7 @@ mod tests {
             plan_version: 1,
             plan_overrides: Default::default(),
             billing_currency: synaxis_shared::money::Currency::Usd,
+            trial_ends_at: None,
         };
         assert_columns_are_ordered_fields(&org);
         let fields = org.fields(Language::PtBr);

@@ -227,7 +227,7 @@ impl AuditLog {
         limit: Option<i64>,
     ) -> Result<Vec<AuditEntry>, TenancyError> {
         let org_id = match &caller.actor {
-            Actor::Operator => org_id,
+            Actor::Operator | Actor::Signup => org_id,
             Actor::Member(member) => Some(org_id.unwrap_or(member.org_id)),
         };
         let target = Target {

@@ -66,6 +66,78 @@ pub struct Config {
     pub plans: PlansConfig,
     #[serde(default)]
     pub budgets: BudgetsConfig,
+    #[serde(default)]
+    pub signup: SignupConfig,
+}
+
+/// Self-service signup (`POST /control/v1/signup`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupConfig {
+    /// Whether this daemon accepts signups; off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// A MaxMind country database (GeoLite2-Country or GeoIP2-Country). Without it, a signup
+    /// that names no region goes to `default_region`.
+    #[serde(default)]
+    pub geoip_database: Option<PathBuf>,
+    /// Proxies whose `X-Forwarded-For` names the client, as addresses or CIDR networks. The
+    /// header of any other peer is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Region of the countries that `country_regions` does not list.
+    #[serde(default = "default_signup_region")]
+    pub default_region: RegionId,
+    /// Region by ISO 3166-1 country code, such as `DE = "eu-west-1"`. Without the table, EU and
+    /// EEA countries go to `eu-west-1` and Brazil to `sa-east-1`.
+    #[serde(default = "default_country_regions")]
+    pub country_regions: BTreeMap<String, RegionId>,
+    /// The plan that a new org tries, and for how many days.
+    #[serde(default = "default_trial_plan")]
+    pub trial_plan: String,
+    #[serde(default = "default_trial_days")]
+    pub trial_days: u32,
+}
+
+impl Default for SignupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            geoip_database: None,
+            trusted_proxies: Vec::new(),
+            default_region: default_signup_region(),
+            country_regions: default_country_regions(),
+            trial_plan: default_trial_plan(),
+            trial_days: default_trial_days(),
+        }
+    }
+}
+
+fn default_signup_region() -> RegionId {
+    RegionId::from_static("us-east-1")
+}
+
+/// The EU's 27 members and the other EEA countries (Iceland, Liechtenstein, Norway) go to
+/// `eu-west-1`, and Brazil to `sa-east-1`.
+fn default_country_regions() -> BTreeMap<String, RegionId> {
+    const EU_AND_EEA: [&str; 30] = [
+        "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
+        "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+    ];
+    let mut regions: BTreeMap<String, RegionId> = EU_AND_EEA
+        .into_iter()
+        .map(|code| (code.to_owned(), RegionId::from_static("eu-west-1")))
+        .collect();
+    regions.insert("BR".to_owned(), RegionId::from_static("sa-east-1"));
+    regions
+}
+
+fn default_trial_plan() -> String {
+    "pro".to_owned()
+}
+
+fn default_trial_days() -> u32 {
+    14
 }
 
 /// Settings of budget holds.
@@ -728,6 +800,9 @@ impl Config {
         }
 
         self.limits.validate()?;
+        if self.signup.enabled {
+            self.validate_signup()?;
+        }
         let ttl = self.budgets.hold_ttl_secs;
         if !(1..=MAX_HOLD_TTL_SECS).contains(&ttl) {
             return Err(ConfigError::invalid(
@@ -738,6 +813,35 @@ impl Config {
 
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", error.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Checks that signups can land: every region they may pick is in `[regions]`, so that a
+    /// signup for another region can be sent to its URL.
+    fn validate_signup(&self) -> Result<(), ConfigError> {
+        let signup = &self.signup;
+        let known: Vec<&str> = self.regions.keys().map(RegionId::as_str).collect();
+        let mut targets = vec![("signup.default_region".to_owned(), &signup.default_region)];
+        for (country, region) in &signup.country_regions {
+            targets.push((format!("signup.country_regions.{country}"), region));
+        }
+        for (key, region) in targets {
+            if !self.regions.contains_key(region) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "region `{region}` is not in the [regions] table; configured regions: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if signup.trial_days == 0 {
+            return Err(ConfigError::invalid(
+                "signup.trial_days",
+                "a trial lasts at least 1 day",
+            ));
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ mod extract;
 mod keys;
 mod limits;
 mod orgs;
+mod signup;
 mod teams;
 mod users;
 
@@ -20,9 +21,11 @@ use axum::routing::{get, post, put};
 use crate::server::AppState;
 
 pub use auth::ControlCaller;
+pub use signup::Signup;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/control/v1/signup", post(signup::signup))
         .route("/control/v1/orgs", post(orgs::create).get(orgs::list))
         .route(
             "/control/v1/orgs/{org}",

@@ -7,7 +7,7 @@
 
 pub(crate) const ORG_COLUMNS: &str =
     "id, slug, name, primary_region, allowed_models, active, created_at, plan, plan_version,
-     plan_overrides, billing_currency";
+     plan_overrides, billing_currency, trial_ends_at";
 pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
@@ -161,8 +161,8 @@ macro_rules! impl_store_queries {
                 sqlx::query(
                     "INSERT INTO organizations (id, slug, name, primary_region, allowed_models,
                                                 active, created_at, plan, plan_version,
-                                                plan_overrides, billing_currency)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                                plan_overrides, billing_currency, trial_ends_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(org.id.0)
                 .bind(&org.slug)
@@ -175,6 +175,7 @@ macro_rules! impl_store_queries {
                 .bind(i64::from(org.plan_version))
                 .bind(encode_overrides(&org.plan_overrides))
                 .bind(org.billing_currency.code())
+                .bind(org.trial_ends_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| {
@@ -224,7 +225,7 @@ macro_rules! impl_store_queries {
                 let updated = sqlx::query(
                     "UPDATE organizations SET name = $2, allowed_models = $3, active = $4,
                                               plan = $5, plan_version = $6, plan_overrides = $7,
-                                              billing_currency = $8
+                                              billing_currency = $8, trial_ends_at = $9
                      WHERE id = $1",
                 )
                 .bind(org.id.0)
@@ -235,6 +236,7 @@ macro_rules! impl_store_queries {
                 .bind(i64::from(org.plan_version))
                 .bind(encode_overrides(&org.plan_overrides))
                 .bind(org.billing_currency.code())
+                .bind(org.trial_ends_at)
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {

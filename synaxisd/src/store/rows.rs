@@ -59,6 +59,7 @@ pub(crate) struct OrgRow {
     plan_version: i64,
     plan_overrides: Option<String>,
     billing_currency: String,
+    trial_ends_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<OrgRow> for Org {
@@ -82,6 +83,7 @@ impl TryFrom<OrgRow> for Org {
                 .billing_currency
                 .parse()
                 .map_err(|_| corrupt("organizations.billing_currency", &row.billing_currency))?,
+            trial_ends_at: row.trial_ends_at,
         })
     }
 }
@@ -384,6 +386,7 @@ impl TryFrom<AuditRow> for AuditEntry {
         let actor_kind = match row.actor_kind.as_str() {
             "operator" => ActorKind::Operator,
             "user" => ActorKind::User,
+            "signup" => ActorKind::Signup,
             other => return Err(corrupt("actor kind", other)),
         };
         let result = match row.result.as_str() {

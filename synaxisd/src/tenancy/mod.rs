@@ -11,6 +11,7 @@ pub mod limits;
 pub mod models;
 pub mod plans;
 pub mod rbac;
+pub mod signup;
 
 use std::sync::Arc;
 
@@ -153,6 +154,10 @@ impl Tenancy {
                 draft.actor_kind = ActorKind::User;
                 draft.actor_id = member.user_id.to_string();
             }
+            Actor::Signup => {
+                draft.actor_kind = ActorKind::Signup;
+                draft.actor_id = "signup".to_owned();
+            }
         }
         draft.action = action.name().to_owned();
         draft.target_kind = target_kind.to_owned();
@@ -189,8 +194,21 @@ impl Tenancy {
         caller: &Caller,
         request: CreateOrgRequest,
     ) -> Result<Org, TenancyError> {
+        self.create_org_with_trial(caller, request, None).await
+    }
+
+    /// Creates an organization whose trial of its plan lasts `trial` from its creation, when
+    /// set.
+    pub(crate) async fn create_org_with_trial(
+        &self,
+        caller: &Caller,
+        request: CreateOrgRequest,
+        trial: Option<Duration>,
+    ) -> Result<Org, TenancyError> {
         let mut draft = self.draft(caller, Action::OrgCreate, "organization");
-        let result = self.create_org_inner(caller, request, &mut draft).await;
+        let result = self
+            .create_org_inner(caller, request, trial, &mut draft)
+            .await;
         self.audited(draft, result).await
     }
 
@@ -198,6 +216,7 @@ impl Tenancy {
         &self,
         caller: &Caller,
         request: CreateOrgRequest,
+        trial: Option<Duration>,
         draft: &mut AuditDraft,
     ) -> Result<Org, TenancyError> {
         check(&caller.actor, Action::OrgCreate, &Target::default())?;
@@ -215,6 +234,7 @@ impl Tenancy {
             .unwrap_or_else(|| self.plans.default_plan().to_owned());
         let plan = self.plans.require("plan", &plan_id)?;
 
+        let created_at = self.clock.now();
         let org = Org {
             id: OrgId::new(),
             slug,
@@ -222,11 +242,12 @@ impl Tenancy {
             primary_region: self.region.clone(),
             allowed_models: Vec::new(),
             active: true,
-            created_at: self.clock.now(),
+            created_at,
             plan: plan.id.clone(),
             plan_version: plan.latest().0,
             plan_overrides: Default::default(),
             billing_currency: Currency::base(),
+            trial_ends_at: trial.map(|trial| created_at + trial),
         };
         // The failure entry of a create names no target, because none was created.
         let mut success = draft.clone();
@@ -260,6 +281,7 @@ impl Tenancy {
         match &caller.actor {
             Actor::Operator => Ok(self.store.list_orgs().await?),
             Actor::Member(member) => Ok(vec![self.store.get_org(member.org_id).await?]),
+            Actor::Signup => Ok(Vec::new()),
         }
     }
 

@@ -14,6 +14,8 @@ pub enum Actor {
     Operator,
     /// A user acting through a management key, with the permissions of their role.
     Member(Member),
+    /// A self-service signup, which creates an org, its owner and the owner's first key.
+    Signup,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,8 +167,17 @@ fn is_manager(role: Role) -> bool {
 
 /// Decides whether `actor` may perform `action` on `target`.
 pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), Denial> {
-    let Actor::Member(member) = actor else {
-        return Ok(());
+    let member = match actor {
+        Actor::Operator => return Ok(()),
+        Actor::Signup => {
+            return match action {
+                Action::OrgCreate | Action::UserCreate | Action::KeyCreate => Ok(()),
+                _ => Err(Denial::Forbidden(format!(
+                    "a signup may not perform `{action}`"
+                ))),
+            };
+        }
+        Actor::Member(member) => member,
     };
     if let Some(org_id) = target.org_id
         && org_id != member.org_id
