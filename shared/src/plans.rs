@@ -380,6 +380,36 @@ pub struct MigratePlanRequest {
     pub version: Option<u32>,
 }
 
+/// Resources suspended, restored or purged by one step of the plan lifecycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceCounts {
+    pub teams: u64,
+    pub users: u64,
+    pub keys: u64,
+}
+
+impl ResourceCounts {
+    pub fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+
+    /// Adds `more` to these counts.
+    pub fn add(&mut self, more: Self) {
+        self.teams += more.teams;
+        self.users += more.users;
+        self.keys += more.keys;
+    }
+}
+
+/// What one run of the plan lifecycle did: the answer of `POST /control/v1/plans/lifecycle`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleReport {
+    /// Orgs whose trial ended and that moved to the default plan.
+    pub trials_ended: Vec<crate::OrgId>,
+    pub suspended: ResourceCounts,
+    pub purged: ResourceCounts,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

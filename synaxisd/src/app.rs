@@ -25,10 +25,10 @@ use crate::limits::memory::MemoryLimiter;
 use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, AppStateInner, Metrics};
 use crate::store::{self, Store};
-use crate::tenancy::Tenancy;
 use crate::tenancy::cache::AuthCache;
 use crate::tenancy::keys::KeyHasher;
 use crate::tenancy::plans::PlanCatalog;
+use crate::tenancy::{Caller, Tenancy};
 
 /// Name of the setting that contains the pepper's fingerprint.
 const PEPPER_FINGERPRINT: &str = "key_pepper_fingerprint";
@@ -150,6 +150,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(budgets.clone().sweep(sweeper_stop.clone()));
+    let lifecycle = tokio::spawn(run_lifecycle_every(
+        tenancy.clone(),
+        clock.clone(),
+        Duration::from_secs(config.plans.lifecycle_interval_secs),
+        sweeper_stop.clone(),
+    ));
     let gateway = Gateway::new(&config, recorder, admission, budgets, &process_env)?;
     let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
@@ -184,6 +190,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "the budget hold sweeper failed");
     }
+    if let Err(error) = lifecycle.await {
+        tracing::warn!(%error, "the plan lifecycle task failed");
+    }
 
     // The server and every request are gone, so the finisher's channel closes once it has sent
     // the last settles and lease releases.
@@ -197,6 +206,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs the plan lifecycle every `interval` as the operator until `stop` is cancelled.
+async fn run_lifecycle_every(
+    tenancy: Tenancy,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = clock.sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+        match tenancy.run_lifecycle(&Caller::operator()).await {
+            Ok(report) => tracing::info!(
+                trials_ended = report.trials_ended.len(),
+                suspended_keys = report.suspended.keys,
+                purged_keys = report.purged.keys,
+                "plan lifecycle run"
+            ),
+            Err(error) => tracing::warn!(%error, "the plan lifecycle run failed"),
+        }
+    }
 }
 
 /// Builds the signup service when the config turns signup on, with its country database.

@@ -12,11 +12,13 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
-    KeyScope, Org, RotateKeyRequest, Team, UpdateKeyRequest, UpdateUserRequest, User,
+    KeyScope, Org, RotateKeyRequest, SignupRequest, Team, UpdateKeyRequest, UpdateUserRequest,
+    User,
 };
 use synaxis_shared::budgets::{BudgetRef, BudgetScope, SetBudgetRequest, to_micros};
 use synaxis_shared::credits::{AddCreditRequest, CreditKind};
 use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
+use synaxis_shared::plans::MigratePlanRequest;
 use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
 use synaxisd::audit::{AuditDraft, AuditLog};
@@ -945,6 +947,174 @@ async fn expired_budget_holds_are_released(store: Arc<dyn Store>) {
     assert_eq!((reset.max_usd, reset.spent_usd), (usd("3"), usd("0")));
 }
 
+/// Checks the plan lifecycle with the settable clock: a trial that ends moves the org to Free
+/// and suspends what Free does not allow, newest first; an upgrade within 30 days restores it;
+/// after 30 days suspended it is deleted; the audit log shows each step.
+async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let signed = tenancy
+        .signup(
+            SignupRequest {
+                email: "owner@trial.test".to_owned(),
+                org_name: "Trial".to_owned(),
+                region: None,
+            },
+            "pro",
+            14,
+            Some("203.0.113.7".to_owned()),
+        )
+        .await
+        .expect("signup");
+    let org = signed.org;
+    assert_eq!(org.plan, "pro");
+    let tick = || clock.advance(Duration::seconds(1));
+
+    // Two teams; the first with four users, the second with one; one user with three keys.
+    let mut teams = Vec::new();
+    for name in ["first", "second"] {
+        tick();
+        let team = tenancy
+            .create_team(&operator(), team_request(&org, name))
+            .await
+            .expect("team");
+        teams.push(team);
+    }
+    let mut users = Vec::new();
+    for (index, team) in [0, 0, 0, 0, 1].into_iter().enumerate() {
+        tick();
+        let user = tenancy
+            .create_user(
+                &operator(),
+                CreateUserRequest {
+                    team_id: Some(teams[team].id),
+                    ..user_request(&org, &format!("u{index}@trial.test"), Role::Developer)
+                },
+            )
+            .await
+            .expect("user");
+        users.push(user);
+    }
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        tick();
+        keys.push(
+            tenancy
+                .create_key(&operator(), key_request(&users[0]))
+                .await
+                .expect("key"),
+        );
+    }
+
+    // The trial ends: Free allows 1 team, 3 users per team and 2 keys per user.
+    clock.advance(Duration::days(15));
+    let report = tenancy.run_lifecycle(&operator()).await.expect("lifecycle");
+    assert_eq!(report.trials_ended, vec![org.id]);
+    assert_eq!(
+        (
+            report.suspended.teams,
+            report.suspended.users,
+            report.suspended.keys
+        ),
+        (1, 2, 1),
+        "the second team with its user, the fourth user of the first, the third key"
+    );
+    let moved = store.get_org(org.id).await.expect("org");
+    assert_eq!((moved.plan.as_str(), moved.trial_ends_at), ("free", None));
+    assert!(!store.get_user(users[3].id).await.expect("user").active);
+    assert!(!store.get_user(users[4].id).await.expect("user").active);
+    assert!(store.get_user(users[2].id).await.expect("user").active);
+    assert!(!store.get_key(keys[2].key.id).await.expect("key").active);
+    assert_eq!(
+        tenancy.authenticate(&keys[2].secret).await.expect("lookup"),
+        None,
+        "a suspended key does not authenticate"
+    );
+    assert!(
+        tenancy
+            .authenticate(&keys[1].secret)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+
+    // An upgrade within 30 days restores everything.
+    clock.advance(Duration::days(10));
+    let justified = Caller {
+        justification: Some("upgrade".to_owned()),
+        ..operator()
+    };
+    tenancy
+        .migrate_plan(
+            &justified,
+            &org.id.to_string(),
+            MigratePlanRequest {
+                plan: Some("pro".to_owned()),
+                version: None,
+            },
+        )
+        .await
+        .expect("upgrade");
+    assert!(store.get_user(users[4].id).await.expect("user").active);
+    assert!(store.get_key(keys[2].key.id).await.expect("key").active);
+
+    // A downgrade suspends again, and 30 days later the suspended rows are gone.
+    tenancy
+        .migrate_plan(
+            &justified,
+            &org.id.to_string(),
+            MigratePlanRequest {
+                plan: Some("free".to_owned()),
+                version: None,
+            },
+        )
+        .await
+        .expect("downgrade");
+    clock.advance(Duration::days(29));
+    let report = tenancy.run_lifecycle(&operator()).await.expect("lifecycle");
+    assert!(report.purged.is_empty(), "29 days is not yet 30");
+    clock.advance(Duration::days(1));
+    let report = tenancy.run_lifecycle(&operator()).await.expect("lifecycle");
+    assert_eq!(
+        (report.purged.teams, report.purged.users, report.purged.keys),
+        (1, 2, 1)
+    );
+    assert!(matches!(
+        store.get_key(keys[2].key.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_team(teams[1].id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(store.get_user(users[2].id).await.expect("user").active);
+
+    let actions: Vec<String> = store
+        .list_audit(&AuditFilter {
+            org_id: Some(org.id),
+            after_seq: 0,
+            limit: 1000,
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|entry| entry.action)
+        .filter(|action| action.starts_with("plan."))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plan.trial_end",
+            "plan.suspend",
+            "plan.migrate",
+            "plan.restore",
+            "plan.migrate",
+            "plan.suspend",
+            "plan.purge"
+        ]
+    );
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1798,6 +1968,7 @@ contract_tests!(
     credit_ledger_sums_entries,
     concurrent_reservations_stay_within_budgets,
     expired_budget_holds_are_released,
+    trial_end_suspends_then_purges,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

@@ -406,6 +406,7 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
             format!("/control/v1/orgs/{org}/credits/auto-topup"),
             Some(json!({"threshold_usd": "20", "amount_usd": "100"})),
         ),
+        "plan.lifecycle" => (Method::POST, "/control/v1/plans/lifecycle".to_owned(), None),
         "fx.read" => (Method::GET, "/control/v1/fx".to_owned(), None),
         "fx.set" => (
             Method::POST,

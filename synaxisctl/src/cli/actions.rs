@@ -285,6 +285,11 @@ impl BudgetOwner {
 
 #[derive(Debug, Subcommand)]
 pub enum PlanAction {
+    /// Run the plan lifecycle now, as synaxisd does every hour: trials that are over move to
+    /// the default plan, resources past their plan's caps are suspended newest first, and
+    /// those suspended for 30 days are deleted.
+    #[command(name = "run-lifecycle")]
+    RunLifecycle,
     /// Move an organization to a plan version: the newest version of its own plan by default.
     /// Its overrides stay. Requires --justification.
     Migrate {

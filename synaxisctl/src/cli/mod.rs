@@ -213,18 +213,17 @@ impl Resource {
                 action: LimitsAction::Set { .. }
             } | Self::Org {
                 action: OrgAction::Override { .. }
-            } | Self::Plan { .. }
-                | Self::Budget {
-                    action: BudgetAction::Set { .. } | BudgetAction::Remove { .. }
-                }
-                | Self::Fx {
-                    action: FxAction::Set { .. } | FxAction::Import { .. }
-                }
-                | Self::Credits {
-                    action: CreditsAction::Topup(_)
-                        | CreditsAction::Refund(_)
-                        | CreditsAction::Adjust(_)
-                }
+            } | Self::Plan {
+                action: PlanAction::Migrate { .. }
+            } | Self::Budget {
+                action: BudgetAction::Set { .. } | BudgetAction::Remove { .. }
+            } | Self::Fx {
+                action: FxAction::Set { .. } | FxAction::Import { .. }
+            } | Self::Credits {
+                action: CreditsAction::Topup(_)
+                    | CreditsAction::Refund(_)
+                    | CreditsAction::Adjust(_)
+            }
         )
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use synaxis_shared::plans::{MigratePlanRequest, OrgEntitlements};
+use synaxis_shared::plans::{LifecycleReport, MigratePlanRequest, OrgEntitlements};
 
 use super::CommandError;
 use crate::cli::PlanAction;
@@ -15,6 +15,12 @@ pub async fn run(
     printer: &mut Printer<impl Write>,
 ) -> Result<(), CommandError> {
     match action {
+        PlanAction::RunLifecycle => {
+            let reply = client
+                .post_empty::<LifecycleReport>(&["plans", "lifecycle"])
+                .await?;
+            printer.one(&reply)?;
+        }
         PlanAction::Migrate { org, plan, version } => {
             let request = MigratePlanRequest { plan, version };
             let reply = client

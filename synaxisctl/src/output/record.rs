@@ -6,7 +6,7 @@ use synaxis_shared::budgets::Budget;
 use synaxis_shared::credits::{CreditBalance, CreditEntry};
 use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::{LimitRule, LimitSet};
-use synaxis_shared::plans::{FIELDS, OrgEntitlements, Source};
+use synaxis_shared::plans::{FIELDS, LifecycleReport, OrgEntitlements, ResourceCounts, Source};
 
 use crate::config::ContextSummary;
 use crate::language::Language;
@@ -201,6 +201,28 @@ impl Record for Invoice {
             ("lines", lines.join("\n")),
             ("total", format!("{} {}", self.total, self.currency)),
             ("issued_at", timestamp(&self.issued_at)),
+        ]
+    }
+}
+
+impl Record for LifecycleReport {
+    const COLUMNS: &'static [&'static str] = &["trials_ended", "suspended", "purged"];
+
+    fn fields(&self, language: Language) -> Vec<(&'static str, String)> {
+        let [teams, users, keys] = match language {
+            Language::En => ["teams", "users", "keys"],
+            Language::PtBr => ["equipes", "usuários", "chaves"],
+        };
+        let counts = |counts: &ResourceCounts| {
+            format!(
+                "{teams} {}, {users} {}, {keys} {}",
+                counts.teams, counts.users, counts.keys
+            )
+        };
+        vec![
+            ("trials_ended", self.trials_ended.len().to_string()),
+            ("suspended", counts(&self.suspended)),
+            ("purged", counts(&self.purged)),
         ]
     }
 }

@@ -167,14 +167,31 @@ fn default_hold_ttl_secs() -> u64 {
     900
 }
 
-/// The source of the plan catalog.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The source of the plan catalog, and the schedule of the plan lifecycle.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlansConfig {
     /// A TOML plan catalog such as `config/plans.toml`; the catalog built into the binary when
     /// absent.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Seconds between two runs of the plan lifecycle, which ends trials and suspends and
+    /// deletes resources past the caps.
+    #[serde(default = "default_lifecycle_interval_secs")]
+    pub lifecycle_interval_secs: u64,
+}
+
+impl Default for PlansConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            lifecycle_interval_secs: default_lifecycle_interval_secs(),
+        }
+    }
+}
+
+fn default_lifecycle_interval_secs() -> u64 {
+    3600
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -800,6 +817,12 @@ impl Config {
         }
 
         self.limits.validate()?;
+        if self.plans.lifecycle_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "plans.lifecycle_interval_secs",
+                "0 would run the lifecycle without a pause: give 1 or more seconds, such as 3600",
+            ));
+        }
         if self.signup.enabled {
             self.validate_signup()?;
         }

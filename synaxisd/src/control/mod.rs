@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
             get(orgs::entitlements).patch(orgs::set_overrides),
         )
         .route("/control/v1/orgs/{org}/plan", post(orgs::migrate_plan))
+        .route("/control/v1/plans/lifecycle", post(orgs::run_lifecycle))
         .route(
             "/control/v1/orgs/{org}/credits",
             get(orgs::credits).post(orgs::add_credit),

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use synaxis_shared::api::{CreateOrgRequest, List, Org, UpdateOrgRequest};
 use synaxis_shared::credits::{AddCreditRequest, AutoTopup, CreditBalance, CreditEntry};
-use synaxis_shared::plans::{MigratePlanRequest, OrgEntitlements};
+use synaxis_shared::plans::{LifecycleReport, MigratePlanRequest, OrgEntitlements};
 
 use super::ControlCaller;
 use super::extract::JsonBody;
@@ -88,6 +88,21 @@ pub async fn set_overrides(
 
     tracing::info!(org = %org, "organization plan overrides set");
     Ok(Json(entitlements))
+}
+
+/// Runs the plan lifecycle now: ends trials that are over, suspends resources past the new
+/// caps, and deletes those suspended for 30 days.
+pub async fn run_lifecycle(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+) -> Result<Json<LifecycleReport>, ApiError> {
+    let report = state.tenancy.run_lifecycle(&caller).await?;
+
+    tracing::info!(
+        trials_ended = report.trials_ended.len(),
+        "plan lifecycle run"
+    );
+    Ok(Json(report))
 }
 
 /// Moves an organization to a plan version.

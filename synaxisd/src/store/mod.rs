@@ -24,6 +24,7 @@ use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
 use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::money::Currency;
+pub use synaxis_shared::plans::ResourceCounts;
 use synaxis_shared::{InvoiceId, KeyId, Locale, OrgId, RegionId, RequestId, Role, TeamId, UserId};
 
 use crate::audit::{AuditDraft, AuditHead};
@@ -292,6 +293,48 @@ pub trait BudgetStore: Send + Sync {
     async fn release_expired_budget_holds(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
+/// The caps of a plan on an org's resources; `None` is no cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCaps {
+    pub teams: Option<u64>,
+    pub users_per_team: Option<u64>,
+    pub keys_per_user: Option<u64>,
+}
+
+/// Trials, and the resources of orgs over their plan's caps.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync {
+    /// Lists the active orgs whose trial ended by `now`.
+    async fn orgs_with_ended_trials(&self, now: DateTime<Utc>) -> Result<Vec<Org>, StoreError>;
+    /// Suspends, newest first, the org's teams, users per team and keys per user past `caps`:
+    /// they are deactivated with the time `now`. A suspended team suspends its active users.
+    /// Appends `audit` when something was suspended.
+    async fn suspend_over_caps(
+        &self,
+        org_id: OrgId,
+        caps: ResourceCaps,
+        now: DateTime<Utc>,
+        audit: &AuditDraft,
+    ) -> Result<ResourceCounts, StoreError>;
+    /// Reactivates every suspended team, user and key of the org, appending `audit` when there
+    /// were some.
+    async fn restore_suspended(
+        &self,
+        org_id: OrgId,
+        audit: &AuditDraft,
+    ) -> Result<ResourceCounts, StoreError>;
+    /// Lists the orgs with resources suspended at or before `before`.
+    async fn orgs_with_suspensions(&self, before: DateTime<Utc>) -> Result<Vec<OrgId>, StoreError>;
+    /// Deletes the org's resources suspended at or before `before`, appending `audit` when
+    /// there were some.
+    async fn purge_suspended(
+        &self,
+        org_id: OrgId,
+        before: DateTime<Utc>,
+        audit: &AuditDraft,
+    ) -> Result<ResourceCounts, StoreError>;
+}
+
 /// Exchange rates and invoices.
 #[async_trait]
 pub trait BillingStore: Send + Sync {
@@ -333,6 +376,7 @@ pub trait Store:
     + CreditStore
     + BudgetStore
     + BillingStore
+    + LifecycleStore
     + Debug
 {
     /// Checks that the database responds.

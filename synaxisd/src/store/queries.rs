@@ -52,7 +52,8 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BillingStore, BudgetCharge, BudgetReservation, BudgetStore,
+            BillingStore, BudgetCharge, BudgetReservation, BudgetStore, LifecycleStore,
+            ResourceCaps, ResourceCounts,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
             UserFilter, conflict_on_unique,
@@ -1097,6 +1098,239 @@ macro_rules! impl_store_queries {
                 Self::apply_budget_changes(&mut tx, &changes).await?;
                 tx.commit().await?;
                 Ok(count)
+            }
+        }
+
+        impl $store {
+            /// Returns the ids of `select`, a query bound to `id` that lists rows newest first,
+            /// past the first `cap`.
+            async fn past_cap(
+                tx: &mut Transaction<'_, $db>,
+                select: &'static str,
+                id: uuid::Uuid,
+                cap: u64,
+            ) -> Result<Vec<uuid::Uuid>, StoreError> {
+                let rows: Vec<(uuid::Uuid,)> =
+                    sqlx::query_as(select).bind(id).fetch_all(&mut **tx).await?;
+                let keep = usize::try_from(cap).unwrap_or(usize::MAX);
+                let excess = rows.len().saturating_sub(keep);
+                // Rows are newest first, so the newest are past the cap.
+                Ok(rows.into_iter().take(excess).map(|(id,)| id).collect())
+            }
+        }
+
+        #[async_trait]
+        impl LifecycleStore for $store {
+            async fn orgs_with_ended_trials(
+                &self,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<Org>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query
+                    .push(ORG_COLUMNS)
+                    .push(" FROM organizations WHERE active AND trial_ends_at <= ")
+                    .push_bind(now);
+                let rows = query.build_query_as::<OrgRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn suspend_over_caps(
+                &self,
+                org_id: OrgId,
+                caps: ResourceCaps,
+                now: DateTime<Utc>,
+                audit: &AuditDraft,
+            ) -> Result<ResourceCounts, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // The org's lock orders this with the creations that check the same caps.
+                Self::lock_row(&mut tx, "organizations", org_id.0).await?;
+                let mut counts = ResourceCounts::default();
+                if let Some(cap) = caps.teams {
+                    let teams = Self::past_cap(
+                        &mut tx,
+                        "SELECT id FROM teams WHERE org_id = $1 AND suspended_at IS NULL
+                         ORDER BY created_at DESC, id DESC",
+                        org_id.0,
+                        cap,
+                    )
+                    .await?;
+                    for team in teams {
+                        sqlx::query("UPDATE teams SET suspended_at = $1 WHERE id = $2")
+                            .bind(now)
+                            .bind(team)
+                            .execute(&mut *tx)
+                            .await?;
+                        let users = sqlx::query(
+                            "UPDATE users SET active = FALSE, suspended_at = $1
+                             WHERE team_id = $2 AND active",
+                        )
+                        .bind(now)
+                        .bind(team)
+                        .execute(&mut *tx)
+                        .await?;
+                        counts.teams += 1;
+                        counts.users += users.rows_affected();
+                    }
+                }
+                if let Some(cap) = caps.users_per_team {
+                    let teams: Vec<(uuid::Uuid,)> = sqlx::query_as(
+                        "SELECT id FROM teams WHERE org_id = $1 AND suspended_at IS NULL",
+                    )
+                    .bind(org_id.0)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for (team,) in teams {
+                        let users = Self::past_cap(
+                            &mut tx,
+                            "SELECT id FROM users WHERE team_id = $1 AND active
+                             ORDER BY created_at DESC, id DESC",
+                            team,
+                            cap,
+                        )
+                        .await?;
+                        for user in users {
+                            sqlx::query(
+                                "UPDATE users SET active = FALSE, suspended_at = $1 WHERE id = $2",
+                            )
+                            .bind(now)
+                            .bind(user)
+                            .execute(&mut *tx)
+                            .await?;
+                            counts.users += 1;
+                        }
+                    }
+                }
+                if let Some(cap) = caps.keys_per_user {
+                    let users: Vec<(uuid::Uuid,)> =
+                        sqlx::query_as("SELECT id FROM users WHERE org_id = $1 AND active")
+                            .bind(org_id.0)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    for (user,) in users {
+                        let keys = Self::past_cap(
+                            &mut tx,
+                            "SELECT id FROM api_keys WHERE user_id = $1 AND active
+                             ORDER BY created_at DESC, id DESC",
+                            user,
+                            cap,
+                        )
+                        .await?;
+                        for key in keys {
+                            sqlx::query(
+                                "UPDATE api_keys SET active = FALSE, suspended_at = $1 WHERE id = $2",
+                            )
+                            .bind(now)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await?;
+                            counts.keys += 1;
+                        }
+                    }
+                }
+                if !counts.is_empty() {
+                    Self::append_audit_in(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(counts)
+            }
+
+            async fn restore_suspended(
+                &self,
+                org_id: OrgId,
+                audit: &AuditDraft,
+            ) -> Result<ResourceCounts, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::lock_row(&mut tx, "organizations", org_id.0).await?;
+                let mut counts = ResourceCounts::default();
+                for (table, reactivate, count) in [
+                    ("teams", "", &mut counts.teams),
+                    ("users", "active = TRUE, ", &mut counts.users),
+                    ("api_keys", "active = TRUE, ", &mut counts.keys),
+                ] {
+                    let mut query = QueryBuilder::<$db>::new("UPDATE ");
+                    query
+                        .push(table)
+                        .push(" SET ")
+                        .push(reactivate)
+                        .push("suspended_at = NULL WHERE org_id = ")
+                        .push_bind(org_id.0)
+                        .push(" AND suspended_at IS NOT NULL");
+                    *count = query.build().execute(&mut *tx).await?.rows_affected();
+                }
+                if !counts.is_empty() {
+                    Self::append_audit_in(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(counts)
+            }
+
+            async fn orgs_with_suspensions(
+                &self,
+                before: DateTime<Utc>,
+            ) -> Result<Vec<OrgId>, StoreError> {
+                let rows: Vec<(uuid::Uuid,)> = sqlx::query_as(
+                    "SELECT org_id FROM teams WHERE suspended_at <= $1
+                     UNION SELECT org_id FROM users WHERE suspended_at <= $1
+                     UNION SELECT org_id FROM api_keys WHERE suspended_at <= $1",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(id,)| id.into()).collect())
+            }
+
+            async fn purge_suspended(
+                &self,
+                org_id: OrgId,
+                before: DateTime<Utc>,
+                audit: &AuditDraft,
+            ) -> Result<ResourceCounts, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::lock_row(&mut tx, "organizations", org_id.0).await?;
+                let mut counts = ResourceCounts::default();
+                // Keys first, then users, then teams, as each refers to the next.
+                counts.keys = sqlx::query(
+                    "DELETE FROM api_keys WHERE org_id = $1
+                       AND (suspended_at <= $2
+                            OR user_id IN (SELECT id FROM users
+                                           WHERE org_id = $1 AND suspended_at <= $2))",
+                )
+                .bind(org_id.0)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                counts.users = sqlx::query(
+                    "DELETE FROM users WHERE org_id = $1 AND suspended_at <= $2",
+                )
+                .bind(org_id.0)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                // Users that stay, such as revoked ones, leave the teams that go.
+                sqlx::query(
+                    "UPDATE users SET team_id = NULL
+                     WHERE team_id IN (SELECT id FROM teams
+                                       WHERE org_id = $1 AND suspended_at <= $2)",
+                )
+                .bind(org_id.0)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?;
+                counts.teams = sqlx::query(
+                    "DELETE FROM teams WHERE org_id = $1 AND suspended_at <= $2",
+                )
+                .bind(org_id.0)
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if !counts.is_empty() {
+                    Self::append_audit_in(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(counts)
             }
         }
 

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod credits;
 pub mod invoices;
 pub mod keys;
+pub mod lifecycle;
 pub mod limits;
 pub mod models;
 pub mod plans;

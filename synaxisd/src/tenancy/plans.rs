@@ -271,14 +271,22 @@ impl Tenancy {
             )?;
             require_justification(caller, reason)?;
 
+            // An org whose version left the catalog has no previous caps to compare.
+            let previous = self
+                .plans
+                .entitlements_of(&org)
+                .ok()
+                .map(|(previous, _)| previous);
             change(&mut org)?;
             let described = self.describe_entitlements(&org)?;
             self.store.update_org(&org, &draft).await?;
             self.auth_cache.evict_org(org.id);
-            Ok(described)
+            Ok((described, previous, org))
         }
         .await;
-        self.audited(draft, result).await
+        let (described, previous, org) = self.audited(draft, result).await?;
+        self.apply_caps(caller, previous.as_ref(), &org).await?;
+        Ok(described)
     }
 
     /// Sets or removes per-field overrides of an org's plan. `changes` is a JSON object from
@@ -337,6 +345,8 @@ impl Tenancy {
                 };
                 org.plan = plan.id.clone();
                 org.plan_version = version;
+                // A chosen plan ends a trial.
+                org.trial_ends_at = None;
                 Ok(())
             },
         )

@@ -50,6 +50,11 @@ pub enum Action {
     LimitsSet,
     PlanOverride,
     PlanMigrate,
+    PlanLifecycle,
+    PlanTrialEnd,
+    PlanSuspend,
+    PlanRestore,
+    PlanPurge,
     CreditsRead,
     CreditsAdd,
     CreditsAutoTopup,
@@ -87,6 +92,11 @@ impl Action {
             Self::LimitsSet => "limits.set",
             Self::PlanOverride => "plan.override",
             Self::PlanMigrate => "plan.migrate",
+            Self::PlanLifecycle => "plan.lifecycle",
+            Self::PlanTrialEnd => "plan.trial_end",
+            Self::PlanSuspend => "plan.suspend",
+            Self::PlanRestore => "plan.restore",
+            Self::PlanPurge => "plan.purge",
             Self::CreditsRead => "credits.read",
             Self::CreditsAdd => "credits.add",
             Self::CreditsAutoTopup => "credits.auto_topup",
@@ -206,6 +216,11 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::OrgRevoke
         | Action::PlanOverride
         | Action::PlanMigrate
+        | Action::PlanLifecycle
+        | Action::PlanTrialEnd
+        | Action::PlanSuspend
+        | Action::PlanRestore
+        | Action::PlanPurge
         | Action::CreditsAdd
         | Action::FxSet
         | Action::InvoiceIssue
