@@ -1,7 +1,7 @@
 //! End-to-end test of self-service signup. The client's country, from the peer address or the
-//! `X-Forwarded-For` entry of a trusted proxy, picks the region: a US address signs up here
-//! (`us-east-1`) on a Pro trial, and German and Brazilian addresses get 421 with their region's
-//! signup URL, storing nothing. The header of an untrusted peer is ignored.
+//! `X-Forwarded-For` entry of a trusted proxy, picks the region. A US address signs up here
+//! (`us-east-1`) on a Pro trial. German and Brazilian addresses get 421 with their region's
+//! signup URL, and nothing is stored. The header of an untrusted peer is ignored.
 
 // Helpers of a test fail it by panicking, as assertions do.
 #![allow(clippy::expect_used, clippy::panic)]

@@ -1,5 +1,5 @@
 //! `POST /control/v1/signup`: self-service signup, without credentials. The region is the one
-//! the request names, or else the one of the client's country; a signup for another region
+//! the request names, or else the one of the client's country. A signup for another region
 //! than this daemon's gets 421 with that region's signup URL, and nothing is stored here.
 
 use std::collections::BTreeMap;
@@ -127,7 +127,7 @@ mod tests {
 
     use super::*;
 
-    /// A signup service on the test database, whose ranges are DE, BR, US and JP.
+    /// Opens a signup service on the test database, whose ranges are DE, BR, US and JP.
     fn service() -> Option<Signup> {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/geoip/test-country.mmdb");

@@ -48,9 +48,9 @@ impl Tenancy {
         Ok(report)
     }
 
-    /// Applies the caps of `org`'s plan after a change from `previous`: when a cap rose, or
-    /// the previous caps are unknown, the suspended resources are restored first; then those
-    /// past the caps are suspended.
+    /// Applies the caps of `org`'s plan after a change from `previous`. When a cap rose, or the
+    /// previous caps are unknown, the suspended resources are restored first. Then those past
+    /// the caps are suspended.
     pub(super) async fn apply_caps(
         &self,
         caller: &Caller,
