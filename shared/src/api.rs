@@ -118,6 +118,9 @@ pub struct Team {
     pub name: String,
     pub allowed_models: Vec<String>,
     pub created_at: DateTime<Utc>,
+    /// When the team was suspended for being past its org plan's cap on teams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

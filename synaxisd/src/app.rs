@@ -157,6 +157,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sweeper_stop.clone(),
     ));
     let gateway = Gateway::new(&config, recorder, admission, budgets, &process_env)?;
+    let state_plans = tenancy.plans().clone();
     let state = AppState::new(AppStateInner {
         audit: AuditLog::new(store.clone()),
         tenancy,
@@ -166,7 +167,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
-        signup: open_signup(&config)?,
+        signup: open_signup(&config, &state_plans)?,
     });
 
     let listener = TcpListener::bind(config.server.listen)
@@ -233,11 +234,14 @@ async fn run_lifecycle_every(
 }
 
 /// Builds the signup service when the config turns signup on, with its country database.
-fn open_signup(config: &Config) -> anyhow::Result<Option<Arc<Signup>>> {
+fn open_signup(config: &Config, plans: &PlanCatalog) -> anyhow::Result<Option<Arc<Signup>>> {
     let settings = &config.signup;
     if !settings.enabled {
         return Ok(None);
     }
+    plans
+        .require("signup.trial_plan", &settings.trial_plan)
+        .map_err(|error| anyhow::anyhow!("invalid config: `signup.trial_plan`: {error}"))?;
     let geo = settings
         .geoip_database
         .as_deref()

@@ -12,22 +12,24 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use synaxis_shared::api::{
     AuditResult, CreateKeyRequest, CreateOrgRequest, CreateTeamRequest, CreateUserRequest, Key,
-    KeyScope, Org, RotateKeyRequest, SignupRequest, Team, UpdateKeyRequest, UpdateUserRequest,
-    User,
+    KeyScope, Org, RotateKeyRequest, SignupRequest, Team, UpdateKeyRequest, UpdateOrgRequest,
+    UpdateUserRequest, User,
 };
 use synaxis_shared::budgets::{BudgetRef, BudgetScope, SetBudgetRequest, to_micros};
 use synaxis_shared::credits::{AddCreditRequest, CreditKind};
+use synaxis_shared::invoices::{IssueInvoiceRequest, LineKind, NewFxRate, SetFxRatesRequest};
 use synaxis_shared::limits::{LimitSet, MAX_AMOUNT};
+use synaxis_shared::money::Currency;
 use synaxis_shared::plans::MigratePlanRequest;
 use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
 use synaxisd::audit::{AuditDraft, AuditLog};
-use synaxisd::clock::ManualClock;
+use synaxisd::clock::{Clock, ManualClock};
 use synaxisd::store::postgres::PgStore;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{
     AuditFilter, AuditStore, BudgetCharge, BudgetReservation, KeyFilter, KeyLimits, LimitScope,
-    RequestFilter, RequestRecord, Store, StoreError, UserFilter,
+    NewCredit, RequestFilter, RequestRecord, Store, StoreError, UserFilter,
 };
 use synaxisd::tenancy::budgets::BudgetOf;
 use synaxisd::tenancy::keys::KeyHasher;
@@ -1038,7 +1040,28 @@ async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
             .is_some()
     );
 
-    // An upgrade within 30 days restores everything.
+    // A suspended team takes no new user.
+    let refused = tenancy
+        .create_user(
+            &operator(),
+            CreateUserRequest {
+                team_id: Some(teams[1].id),
+                ..user_request(&org, "late@trial.test", Role::Developer)
+            },
+        )
+        .await
+        .expect_err("suspended team");
+    assert!(
+        matches!(&refused, TenancyError::Invalid { field, .. } if field == "team_id"),
+        "{refused:?}"
+    );
+    // A user revoked while suspended stays revoked.
+    tenancy
+        .revoke_user(&operator(), users[4].id)
+        .await
+        .expect("revoke");
+
+    // An upgrade within 30 days restores the rest.
     clock.advance(Duration::days(10));
     let justified = Caller {
         justification: Some("upgrade".to_owned()),
@@ -1055,7 +1078,8 @@ async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
         )
         .await
         .expect("upgrade");
-    assert!(store.get_user(users[4].id).await.expect("user").active);
+    assert!(store.get_user(users[3].id).await.expect("user").active);
+    assert!(!store.get_user(users[4].id).await.expect("user").active);
     assert!(store.get_key(keys[2].key.id).await.expect("key").active);
 
     // A downgrade suspends again, and 30 days later the suspended rows are gone.
@@ -1077,7 +1101,8 @@ async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
     let report = tenancy.run_lifecycle(&operator()).await.expect("lifecycle");
     assert_eq!(
         (report.purged.teams, report.purged.users, report.purged.keys),
-        (1, 2, 1)
+        (1, 1, 1),
+        "the second team, the fourth user of the first, the third key"
     );
     assert!(matches!(
         store.get_key(keys[2].key.id).await,
@@ -1113,6 +1138,116 @@ async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
             "plan.purge"
         ]
     );
+}
+
+/// Checks an invoice issued with the settable clock: the fee and the bought credit are
+/// charged in the org's currency at the rate in force, the overage paid from credits is only
+/// listed, and a month is invoiced once, after it ends.
+async fn invoice_charges_fee_and_credit_once(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let org = plan_org(&tenancy, "euro", "pro").await;
+    let justified = justified_operator();
+    tenancy
+        .set_fx_rates(
+            &justified,
+            SetFxRatesRequest {
+                rates: vec![NewFxRate {
+                    currency: Currency::Eur,
+                    rate: usd("0.92"),
+                    effective_at: None,
+                }],
+            },
+        )
+        .await
+        .expect("rate");
+    tenancy
+        .update_org(
+            &operator(),
+            "euro",
+            UpdateOrgRequest {
+                billing_currency: Some(Currency::Eur),
+                ..UpdateOrgRequest::default()
+            },
+        )
+        .await
+        .expect("billing currency");
+    tenancy
+        .add_credit(
+            &justified,
+            "euro",
+            AddCreditRequest {
+                kind: CreditKind::Topup,
+                amount_usd: usd("25.00"),
+                reference: None,
+            },
+        )
+        .await
+        .expect("top-up");
+    store
+        .append_credit(
+            &NewCredit {
+                org_id: org.id,
+                kind: CreditKind::Overage,
+                amount_usd: usd("-0.0050"),
+                reference: None,
+                created_at: clock.now(),
+            },
+            None,
+        )
+        .await
+        .expect("overage");
+
+    let caller = operator();
+    let issue = |period: &str| {
+        tenancy.issue_invoice(
+            &caller,
+            "euro",
+            IssueInvoiceRequest {
+                period: period.to_owned(),
+            },
+        )
+    };
+    let error = issue("2026-01").await.expect_err("the month has not ended");
+    assert!(
+        matches!(&error, TenancyError::Invalid { field, .. } if field == "period"),
+        "{error:?}"
+    );
+    let error = issue("2025-12").await.expect_err("before the org");
+    assert!(
+        matches!(&error, TenancyError::Invalid { field, .. } if field == "period"),
+        "{error:?}"
+    );
+
+    clock.advance(Duration::days(20));
+    let invoice = issue("2026-01").await.expect("invoice");
+    assert_eq!(invoice.currency, Currency::Eur);
+    let lines: Vec<(LineKind, Decimal, bool)> = invoice
+        .lines
+        .iter()
+        .map(|line| (line.kind, line.amount, line.charged))
+        .collect();
+    // 49 * 0.92 = 45.08; 25 * 0.92 = 23.00; 0.005 * 0.92 = 0.0046, listed as 0.00.
+    assert_eq!(
+        lines,
+        [
+            (LineKind::PlanFee, usd("45.08"), true),
+            (LineKind::CreditTopups, usd("23.00"), true),
+            (LineKind::Overage, usd("0.00"), false),
+        ]
+    );
+    assert_eq!(invoice.total, usd("68.08"));
+    assert_eq!(invoice.total.to_string(), "68.08");
+    let again = issue("2026-01").await.expect_err("invoiced once");
+    assert!(
+        matches!(again, TenancyError::Store(StoreError::Conflict(_))),
+        "{again:?}"
+    );
+    let listed = tenancy
+        .list_invoices(&operator(), "euro")
+        .await
+        .expect("list");
+    assert_eq!(listed, vec![invoice.clone()]);
 }
 
 macro_rules! contract_tests {
@@ -1969,6 +2104,7 @@ contract_tests!(
     concurrent_reservations_stay_within_budgets,
     expired_budget_holds_are_released,
     trial_end_suspends_then_purges,
+    invoice_charges_fee_and_credit_once,
 );
 
 /// PostgreSQL has no default partition, so a record of a region without one is rejected.

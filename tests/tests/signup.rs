@@ -30,12 +30,22 @@ fn start(upstream: &FakeUpstream, dir: &std::path::Path, trusted: &str) -> Daemo
     })
 }
 
-/// Signs up from `forwarded_for` and returns the status and body.
+/// Signs up from `forwarded_for` with an org named after `email`, and returns the status and
+/// body.
 async fn signup(daemon: &Daemon, forwarded_for: &str, email: &str) -> (StatusCode, Value) {
+    signup_named(daemon, forwarded_for, email, &format!("Org of {email}")).await
+}
+
+async fn signup_named(
+    daemon: &Daemon,
+    forwarded_for: &str,
+    email: &str,
+    org_name: &str,
+) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/control/v1/signup", daemon.url()))
         .header("x-forwarded-for", forwarded_for)
-        .json(&json!({"email": email, "org_name": format!("Org of {email}")}))
+        .json(&json!({"email": email, "org_name": org_name}))
         .send()
         .await
         .expect("signup request");
@@ -107,6 +117,25 @@ async fn signup_lands_in_the_client_region() {
         "a misdirected signup stores nothing"
     );
 
+    // A taken email fails the signup after its org was created: the org is removed.
+    let (status, body) = signup_named(&daemon, "203.0.113.8", "ana@us.test", "Second").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        org_count(&daemon).await,
+        1,
+        "the failed signup leaves no org"
+    );
+    let (status, body) = signup_named(&daemon, "203.0.113.8", "bo@us.test", "Second").await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the name is free again: {body}"
+    );
+    let (status, body) = signup(&daemon, "203.0.113.8", "bad address").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "email");
+    assert_eq!(org_count(&daemon).await, 2, "bad input stores nothing");
+
     // The audit log names the signup as the actor.
     let audit: Value = reqwest::Client::new()
         .get(format!("{}/control/v1/audit", daemon.url()))
@@ -123,7 +152,10 @@ async fn signup_lands_in_the_client_region() {
         .iter()
         .map(|entry| entry["actor_kind"].as_str().expect("actor kind"))
         .collect();
-    assert_eq!(actors, ["signup", "signup", "signup"], "org, owner and key");
+    assert_eq!(
+        actors, ["signup"; 9],
+        "org, owner and key; the org, refused owner and removal of a failed signup; then another"
+    );
     tokio::task::block_in_place(|| daemon.stop());
 
     // Without the proxy trusted, the header is ignored: the peer, 127.0.0.1, is in no

@@ -51,6 +51,12 @@ impl Record for Org {
             ("plan", self.plan.clone()),
             ("plan_version", self.plan_version.to_string()),
             ("billing_currency", self.billing_currency.code().to_owned()),
+            (
+                "trial_ends_at",
+                self.trial_ends_at
+                    .as_ref()
+                    .map_or_else(|| NONE.to_owned(), timestamp),
+            ),
             ("allowed_models", models(&self.allowed_models, language)),
             ("active", self.active.to_string()),
             ("created_at", timestamp(&self.created_at)),
@@ -529,6 +535,7 @@ mod tests {
             name: "platform".to_owned(),
             allowed_models: vec!["gpt-4o*".to_owned()],
             created_at: created_at(),
+            suspended_at: None,
         };
         assert_columns_are_ordered_fields(&team);
         assert!(team.row(Language::En).contains(&"gpt-4o*".to_owned()));

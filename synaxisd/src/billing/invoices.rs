@@ -18,27 +18,33 @@ pub struct UsdLine {
 }
 
 /// Converts `lines` at `rate` (units of `currency` per USD) and returns them with the total:
-/// the sum of the rounded amounts of the charged lines.
+/// the sum of the rounded amounts of the charged lines. Returns `None` when an amount
+/// overflows the decimal type.
 pub fn convert(
     lines: &[UsdLine],
     currency: Currency,
     rate: Decimal,
-) -> (Vec<InvoiceLine>, Decimal) {
-    let converted: Vec<InvoiceLine> = lines
-        .iter()
-        .map(|line| InvoiceLine {
+) -> Option<(Vec<InvoiceLine>, Decimal)> {
+    let places = currency.minor_unit_places();
+    let mut converted = Vec::with_capacity(lines.len());
+    let mut total = Decimal::ZERO;
+    for line in lines {
+        let mut amount = currency.round(line.amount_usd.checked_mul(rate)?);
+        // Every amount shows its minor unit, such as 24.50 and 0.00.
+        amount.rescale(places);
+        let charged = line.kind.is_charged();
+        if charged {
+            total = total.checked_add(amount)?;
+        }
+        converted.push(InvoiceLine {
             kind: line.kind,
             amount_usd: line.amount_usd,
-            amount: currency.round(line.amount_usd * rate),
-            charged: line.kind.is_charged(),
-        })
-        .collect();
-    let total = converted
-        .iter()
-        .filter(|line| line.charged)
-        .map(|line| line.amount)
-        .sum();
-    (converted, total)
+            amount,
+            charged,
+        });
+    }
+    total.rescale(places);
+    Some((converted, total))
 }
 
 /// Builds the USD lines of a period from the plan fee and the period's ledger entries: one line
@@ -167,7 +173,7 @@ mod tests {
             ),
         ];
         for (lines, currency, rate, amounts, total) in cases {
-            let (converted, sum) = convert(&lines, currency, dec(rate));
+            let (converted, sum) = convert(&lines, currency, dec(rate)).unwrap_or_default();
             let rounded: Vec<Decimal> = converted.iter().map(|line| line.amount).collect();
             let expected: Vec<Decimal> = amounts.iter().map(|amount| dec(amount)).collect();
             assert_eq!(rounded, expected, "{currency} at {rate}");
@@ -206,7 +212,7 @@ mod tests {
                 line(LineKind::Overage, "0.75"),
             ]
         );
-        let (converted, total) = convert(&lines, Currency::Usd, Decimal::ONE);
+        let (converted, total) = convert(&lines, Currency::Usd, Decimal::ONE).unwrap_or_default();
         let charged: Vec<LineKind> = converted
             .iter()
             .filter(|line| line.charged)

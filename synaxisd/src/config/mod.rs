@@ -83,7 +83,7 @@ pub struct SignupConfig {
     pub geoip_database: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` names the client, as addresses or CIDR networks. The
     /// header of any other peer is ignored.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "addresses_or_networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Region of the countries that `country_regions` does not list.
     #[serde(default = "default_signup_region")]
@@ -111,6 +111,27 @@ impl Default for SignupConfig {
             trial_days: default_trial_days(),
         }
     }
+}
+
+/// Reads a list of addresses (`10.0.0.1`) and networks (`10.0.0.0/8`); an address is the
+/// network of that one address.
+fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let entries: Vec<String> = Deserialize::deserialize(deserializer)?;
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{entry}` is not an IP address or network such as 10.0.0.1 or 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn default_signup_region() -> RegionId {
@@ -860,10 +881,29 @@ impl Config {
                 ));
             }
         }
-        if signup.trial_days == 0 {
+        if !(1..=3650).contains(&signup.trial_days) {
             return Err(ConfigError::invalid(
                 "signup.trial_days",
-                "a trial lasts at least 1 day",
+                format!("{} is out of range: give 1 to 3650 days", signup.trial_days),
+            ));
+        }
+        for country in signup.country_regions.keys() {
+            if country.len() != 2 || !country.bytes().all(|byte| byte.is_ascii_uppercase()) {
+                return Err(ConfigError::invalid(
+                    format!("signup.country_regions.{country}"),
+                    "countries are ISO 3166-1 codes of two capital letters, such as DE",
+                ));
+            }
+        }
+        if let Some(path) = &signup.geoip_database
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "signup.geoip_database",
+                format!(
+                    "{} is not a file: give the path of a MaxMind country database (.mmdb)",
+                    path.display()
+                ),
             ));
         }
         Ok(())

@@ -91,10 +91,18 @@ pub async fn signup(
             "self-service signup is off on this server; ask its operator to create your organization".to_owned(),
         ));
     };
-    let forwarded_for = headers
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok());
-    let client = client_ip(peer, forwarded_for, &signup.config.trusted_proxies);
+    // Several header lines are one list, in order, so the last entry is the last line's.
+    let lines: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    let forwarded_for = (!lines.is_empty()).then(|| lines.join(","));
+    let client = client_ip(
+        peer,
+        forwarded_for.as_deref(),
+        &signup.config.trusted_proxies,
+    );
     let region = signup.region_for(request.region.as_ref(), client);
     if region != state.region {
         let signup_url = signup.signup_url(&region).ok_or_else(|| {

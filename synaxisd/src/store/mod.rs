@@ -316,6 +316,12 @@ pub trait LifecycleStore: Send + Sync {
         now: DateTime<Utc>,
         audit: &AuditDraft,
     ) -> Result<ResourceCounts, StoreError>;
+    /// Deletes an org that a failed signup left without an owner, with its users and keys, and
+    /// appends `audit`. Its slug is free again.
+    async fn discard_org(&self, org_id: OrgId, audit: &AuditDraft) -> Result<(), StoreError>;
+    /// Makes a user's deactivation final: a revoked user is not restored with the suspended
+    /// ones. A revoked key is final already.
+    async fn forget_user_suspension(&self, user_id: UserId) -> Result<(), StoreError>;
     /// Reactivates every suspended team, user and key of the org, appending `audit` when there
     /// were some.
     async fn restore_suspended(

@@ -8,7 +8,7 @@
 pub(crate) const ORG_COLUMNS: &str =
     "id, slug, name, primary_region, allowed_models, active, created_at, plan, plan_version,
      plan_overrides, billing_currency, trial_ends_at";
-pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at";
+pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at, suspended_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
 pub(crate) const KEY_COLUMNS: &str = "id, org_id, user_id, name, scope, region, allowed_models, \
@@ -556,7 +556,8 @@ macro_rules! impl_store_queries {
             ) -> Result<Key, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let mut query = QueryBuilder::<$db>::new(
-                    "UPDATE api_keys SET active = FALSE, previous_key_hash = NULL, revoked_at = COALESCE(revoked_at, ",
+                    "UPDATE api_keys SET active = FALSE, previous_key_hash = NULL, suspended_at = NULL,
+                     revoked_at = COALESCE(revoked_at, ",
                 );
                 query.push_bind(at).push(") WHERE id = ").push_bind(id.0);
                 query.push(" RETURNING ").push(KEY_COLUMNS);
@@ -1232,6 +1233,32 @@ macro_rules! impl_store_queries {
                 }
                 tx.commit().await?;
                 Ok(counts)
+            }
+
+            async fn discard_org(&self, org_id: OrgId, audit: &AuditDraft) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for table in ["api_keys", "users", "organizations"] {
+                    let column = if table == "organizations" { "id" } else { "org_id" };
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM ");
+                    query
+                        .push(table)
+                        .push(" WHERE ")
+                        .push(column)
+                        .push(" = ")
+                        .push_bind(org_id.0);
+                    query.build().execute(&mut *tx).await?;
+                }
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn forget_user_suspension(&self, user_id: UserId) -> Result<(), StoreError> {
+                sqlx::query("UPDATE users SET suspended_at = NULL WHERE id = $1")
+                    .bind(user_id.0)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn restore_suspended(

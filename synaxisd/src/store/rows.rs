@@ -117,6 +117,7 @@ pub(crate) struct TeamRow {
     name: String,
     allowed_models: ModelList,
     created_at: DateTime<Utc>,
+    suspended_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<TeamRow> for Team {
@@ -129,6 +130,7 @@ impl TryFrom<TeamRow> for Team {
             name: row.name,
             allowed_models: row.allowed_models.0,
             created_at: row.created_at,
+            suspended_at: row.suspended_at,
         })
     }
 }

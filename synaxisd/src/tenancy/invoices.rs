@@ -67,11 +67,12 @@ impl Tenancy {
                         "USD is the base currency, whose rate is always 1: set EUR, BRL or GBP",
                     ));
                 }
-                if rate.rate <= Decimal::ZERO {
+                let (lowest, highest) = (Decimal::new(1, 6), Decimal::from(1_000_000));
+                if rate.rate < lowest || rate.rate > highest {
                     return Err(TenancyError::invalid(
                         format!("{field}.rate"),
                         format!(
-                            "a rate must be positive, not {}: give units of {} per USD, such as 0.92",
+                            "{} is out of range: give units of {} per USD from {lowest} to {highest}, such as 0.92",
                             rate.rate, rate.currency
                         ),
                     ));
@@ -116,6 +117,26 @@ impl Tenancy {
                 .await?;
             let (period_start, period_end) = month_bounds(&request.period)?;
             let now = self.clock.now();
+            if period_end > now {
+                return Err(TenancyError::invalid(
+                    "period",
+                    format!(
+                        "{} ends at {}: issue its invoice after the month ends, so that it holds all of the month",
+                        request.period,
+                        period_end.to_rfc3339()
+                    ),
+                ));
+            }
+            if period_end <= org.created_at {
+                return Err(TenancyError::invalid(
+                    "period",
+                    format!(
+                        "{} ended before the organization was created ({}): give a later month",
+                        request.period,
+                        org.created_at.to_rfc3339()
+                    ),
+                ));
+            }
             let currency = org.billing_currency;
             let (fx_rate, fx_effective_at) = if currency == Currency::base() {
                 (Decimal::ONE, None)
@@ -135,8 +156,23 @@ impl Tenancy {
                 .store
                 .credits_between(org.id, period_start, period_end)
                 .await?;
-            let lines = usd_lines(entitlements.monthly_fee_usd, &entries);
-            let (lines, total) = convert(&lines, currency, fx_rate);
+            // An org still on its trial at the end of the month pays no fee for it.
+            let on_trial = org.trial_ends_at.is_some_and(|ends| ends >= period_end);
+            let fee = if on_trial {
+                Decimal::ZERO
+            } else {
+                entitlements.monthly_fee_usd
+            };
+            let lines = usd_lines(fee, &entries);
+            let (lines, total) = convert(&lines, currency, fx_rate).ok_or_else(|| {
+                TenancyError::invalid(
+                    "currency",
+                    format!(
+                        "the amounts of {} overflow at the {currency} rate {fx_rate}: check the rate with `synaxisctl fx list`",
+                        request.period
+                    ),
+                )
+            })?;
             let invoice = Invoice {
                 id: InvoiceId::new(),
                 org_id: org.id,

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use synaxis_shared::OrgId;
 use synaxis_shared::api::Org;
+use synaxis_shared::money::Currency;
 use synaxis_shared::plans::{Entitlements, LifecycleReport, Quota};
 
 use super::rbac::{Action, Target};
@@ -29,6 +30,7 @@ impl Tenancy {
             org.plan = plan.id.clone();
             org.plan_version = plan.latest().0;
             org.trial_ends_at = None;
+            self.fit_currency(&mut org);
             let mut draft = self.lifecycle_draft(caller, Action::PlanTrialEnd, org.id);
             draft.justification = Some(format!("the trial of {trial_plan} ended"));
             self.store.update_org(&org, &draft).await?;
@@ -62,9 +64,37 @@ impl Tenancy {
             let draft = self.lifecycle_draft(caller, Action::PlanRestore, org.id);
             self.store.restore_suspended(org.id, &draft).await?;
         }
+        let mut fitted = org.clone();
+        if self.fit_currency(&mut fitted) {
+            let mut draft = self.lifecycle_draft(caller, Action::OrgUpdate, org.id);
+            draft.justification = Some(format!(
+                "the plan does not bill in {}, so the org bills in USD",
+                org.billing_currency
+            ));
+            self.store.update_org(&fitted, &draft).await?;
+        }
         self.suspend_over_caps(caller, org, self.clock.now())
             .await?;
         Ok(())
+    }
+
+    /// Moves the org to USD billing when its plan does not bill in its currency, and reports
+    /// whether it did.
+    fn fit_currency(&self, org: &mut Org) -> bool {
+        let allowed = self
+            .plans
+            .entitlements_of(org)
+            .is_ok_and(|(entitlements, _)| {
+                entitlements
+                    .billing_currencies
+                    .iter()
+                    .any(|code| code == org.billing_currency.code())
+            });
+        if allowed {
+            return false;
+        }
+        org.billing_currency = Currency::base();
+        true
     }
 
     async fn suspend_over_caps(

@@ -378,6 +378,7 @@ impl Tenancy {
                 name,
                 allowed_models,
                 created_at: self.clock.now(),
+                suspended_at: None,
             };
             let mut success = draft.clone();
             success.target_id = Some(team.id.to_string());
@@ -511,6 +512,14 @@ impl Tenancy {
                 format!("team `{team_id}` belongs to another organization"),
             ));
         }
+        if team.suspended_at.is_some() {
+            return Err(TenancyError::invalid(
+                "team_id",
+                format!(
+                    "team `{team_id}` is suspended, because the org's plan allows fewer teams: choose another team, or move the org to a plan that allows more (`synaxisctl plan migrate`)"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -611,6 +620,7 @@ impl Tenancy {
 
             user.active = false;
             self.store.update_user(&user, None, &draft).await?;
+            self.store.forget_user_suspension(user.id).await?;
             self.auth_cache.evict_user(user.id);
             Ok(user)
         }

@@ -10,7 +10,8 @@ use synaxis_shared::api::{
 use synaxis_shared::{Locale, Role};
 
 use super::rbac::{Action, Actor};
-use super::{Caller, Tenancy, TenancyError};
+use super::{Caller, Tenancy, TenancyError, slugify, validate_email, validate_slug};
+use crate::store::StoreError;
 
 impl Tenancy {
     /// Creates the org of a signup on a trial of `trial_plan` for `trial_days`, its owner
@@ -28,24 +29,44 @@ impl Tenancy {
             source_ip,
             justification: None,
         };
+        // Both are checked before anything is stored, so that bad input leaves nothing.
+        let email = request.email.trim().to_owned();
+        validate_email(&email)?;
+        let name = request.org_name.trim().to_owned();
+        if validate_slug(&slugify(&name)).is_err() {
+            return Err(TenancyError::invalid(
+                "org_name",
+                format!(
+                    "`{name}` is not usable as an organization name: give at least 2 ASCII letters or digits, such as `Acme Labs`"
+                ),
+            ));
+        }
         let org = self
             .create_org_with_trial(
                 &caller,
                 CreateOrgRequest {
-                    name: request.org_name,
+                    name: name.clone(),
                     slug: None,
                     plan: Some(trial_plan.to_owned()),
                 },
                 Some(Duration::days(i64::from(trial_days))),
             )
-            .await?;
+            .await
+            .map_err(|error| match error {
+                TenancyError::Store(StoreError::Conflict(_)) => {
+                    TenancyError::Store(StoreError::Conflict(format!(
+                        "an organization named `{name}` exists already: choose another org_name"
+                    )))
+                }
+                other => other,
+            })?;
         let owner = async {
             let user = self
                 .create_user(
                     &caller,
                     CreateUserRequest {
                         org_id: org.id,
-                        email: request.email,
+                        email,
                         role: Role::Owner,
                         team_id: None,
                         locale: Locale::En,
@@ -77,21 +98,22 @@ impl Tenancy {
                 secret: created.secret,
             }),
             Err(error) => {
-                // An org without its owner is of no use: it is deactivated, and its slug stays
-                // taken, as for any revoked org.
-                self.deactivate_failed_signup(&caller, org).await;
+                // An org without its owner is of no use.
+                self.discard_failed_signup(&caller, org).await;
                 Err(error)
             }
         }
     }
 
-    async fn deactivate_failed_signup(&self, caller: &Caller, mut org: Org) {
+    /// Deletes the org of a signup whose owner or key could not be created, so that its name
+    /// is free again.
+    async fn discard_failed_signup(&self, caller: &Caller, org: Org) {
         let mut draft = self.draft(caller, Action::OrgRevoke, "organization");
         draft.target_id = Some(org.id.to_string());
         draft.org_id = Some(org.id);
-        org.active = false;
-        if let Err(error) = self.store.update_org(&org, &draft).await {
-            tracing::error!(%error, org.id = %org.id, "deactivating the org of a failed signup failed");
+        draft.justification = Some("the signup failed, so its organization was removed".to_owned());
+        if let Err(error) = self.store.discard_org(org.id, &draft).await {
+            tracing::error!(%error, org.id = %org.id, "removing the org of a failed signup failed");
         }
     }
 }
