@@ -72,6 +72,8 @@ pub enum ApiError {
     WrongRegion {
         region: RegionId,
         signup_url: String,
+        /// Whether the request named the region, rather than its country choosing it.
+        named: bool,
     },
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -221,9 +223,18 @@ impl ApiError {
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::En),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::En),
             Self::InsufficientCredits(refused) => refused.message(Locale::En),
-            Self::WrongRegion { region, signup_url } => format!(
-                "Signups from your location belong to the region {region}, which this server does not serve. Send the signup to {signup_url}."
-            ),
+            Self::WrongRegion {
+                region,
+                signup_url,
+                named,
+            } => {
+                let origin = if *named {
+                    "The region you asked for"
+                } else {
+                    "The region of signups from your location"
+                };
+                format!("{origin}, {region}, is not served here. Send the signup to {signup_url}.")
+            }
             Self::Upstream(detail) => format!(
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
@@ -274,9 +285,20 @@ impl ApiError {
             Self::PlanLimit(limit) => plan_limit_message(limit, Locale::PtBr),
             Self::BudgetExceeded(exceeded) => exceeded.message(Locale::PtBr),
             Self::InsufficientCredits(refused) => refused.message(Locale::PtBr),
-            Self::WrongRegion { region, signup_url } => format!(
-                "Cadastros da sua localização pertencem à região {region}, que este servidor não atende. Envie o cadastro para {signup_url}."
-            ),
+            Self::WrongRegion {
+                region,
+                signup_url,
+                named,
+            } => {
+                let origin = if *named {
+                    "A região pedida"
+                } else {
+                    "A região dos cadastros da sua localização"
+                };
+                format!(
+                    "{origin}, {region}, não é atendida aqui. Envie o cadastro para {signup_url}."
+                )
+            }
             Self::Upstream(detail) => format!(
                 "O provedor upstream falhou: {detail}. Tente novamente mais tarde; se persistir, o operador deve verificar o base_url e a chave de API do upstream."
             ),

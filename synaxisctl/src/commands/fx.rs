@@ -69,14 +69,20 @@ fn read_rates(file: &Path) -> Result<Vec<NewFxRate>, CommandError> {
 /// Parses the lines of a rates file, or returns the line number and the reason of the first
 /// bad one.
 fn parse_rates(text: &str) -> Result<Vec<NewFxRate>, (usize, String)> {
-    let mut rates = Vec::new();
+    // Spreadsheets often start their CSV files with a byte order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut rates: Vec<NewFxRate> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|field| field.trim().trim_matches('"').trim())
+            .collect();
         if number == 1 && fields.first() == Some(&"currency") {
             continue;
         }
@@ -103,6 +109,14 @@ fn parse_rates(text: &str) -> Result<Vec<NewFxRate>, (usize, String)> {
             })?;
             Some(parsed.with_timezone(&chrono::Utc))
         };
+        if let Some(earlier) = seen.insert((currency, effective_at), number) {
+            return Err((
+                number,
+                format!(
+                    "{currency} has a rate for the same time on line {earlier}: keep one, or give each its effective_at"
+                ),
+            ));
+        }
         rates.push(NewFxRate {
             currency,
             rate,
@@ -130,6 +144,14 @@ mod tests {
 
         let error = parse_rates("currency,rate,effective_at\nEUR,0.92\n").err();
         assert_eq!(error.map(|(line, _)| line), Some(2));
+        let error = parse_rates("\u{feff}currency,rate,effective_at\nEUR,0.9,\nEUR,0.91,\n").err();
+        assert_eq!(
+            error.map(|(line, _)| line),
+            Some(3),
+            "a second rate for now"
+        );
+        let quoted = parse_rates("\"GBP\",\"0.79\",\n").unwrap_or_default();
+        assert_eq!(quoted.len(), 1);
         let error = parse_rates("JPY,150,\n").err();
         let (line, message) = error.unwrap_or_default();
         assert_eq!(line, 1);

@@ -112,7 +112,11 @@ pub async fn signup(
             )
         })?;
         tracing::info!(%client, %region, "signup sent to another region");
-        return Err(ApiError::WrongRegion { region, signup_url });
+        return Err(ApiError::WrongRegion {
+            region,
+            signup_url,
+            named: request.region.is_some(),
+        });
     }
 
     let created = state
