@@ -106,7 +106,7 @@ impl Recorder {
             route: endpoint,
             sender: self.sender.clone(),
             metrics: self.metrics.clone(),
-            _unfinished: self.unfinished.token(),
+            unfinished_token: self.unfinished.token(),
             clock: self.clock.clone(),
             prices: None,
             prompt: None,
@@ -158,8 +158,8 @@ pub struct PendingRecord {
     metrics: Arc<Metrics>,
     /// Dates the record's ledger entries.
     clock: Arc<dyn Clock>,
-    /// Dropped with the record, after it was sent.
-    _unfinished: TaskTrackerToken,
+    /// Dropped with the record, after it was sent; a settlement in flight holds a clone.
+    unfinished_token: TaskTrackerToken,
     /// Prices of the deployment that responded, once one has.
     prices: Option<Prices>,
     /// The request body, whose input is counted with the tokenizer only when no usage report
@@ -236,19 +236,27 @@ impl PendingRecord {
         let Some(mut finished) = self.take_with(outcome) else {
             return;
         };
-        if let Some(hold) = hold {
+        let Some(hold) = hold else {
+            self.send(finished);
+            return;
+        };
+        // The settlement and the hand-off run in a task of their own, which keeps the record
+        // unfinished for shutdown, so that a client that goes away meanwhile, dropping this
+        // future, loses neither the record nor the settlement.
+        let sender = self.sender.clone();
+        let unfinished = self.unfinished_token.clone();
+        let settled = tokio::spawn(async move {
             finished.charge = hold.settle(finished.record.cost_usd).await;
+            send(&sender, finished);
+            drop(unfinished);
+        });
+        if let Err(error) = settled.await {
+            tracing::error!(%error, "settling a budget hold failed");
         }
-        self.send(finished);
     }
 
     fn send(&self, finished: Finished) {
-        if let Err(error) = self.sender.send(finished) {
-            tracing::error!(
-                request.id = %error.0.record.request_id,
-                "the record writer has stopped; a request record is lost"
-            );
-        }
+        send(&self.sender, finished);
     }
 
     fn take_with(&mut self, outcome: Outcome) -> Option<Finished> {
@@ -308,6 +316,16 @@ impl Drop for PendingRecord {
         if let Some(finished) = self.take_with(outcome) {
             self.send(finished);
         }
+    }
+}
+
+/// Hands a finished record to the writer.
+fn send(sender: &mpsc::UnboundedSender<Finished>, finished: Finished) {
+    if let Err(error) = sender.send(finished) {
+        tracing::error!(
+            request.id = %error.0.record.request_id,
+            "the record writer has stopped; a request record is lost"
+        );
     }
 }
 
