@@ -81,7 +81,7 @@ pub struct SignupRequest {
     pub region: Option<RegionId>,
 }
 
-/// The answer to a signup: the new org, its owner, and the owner's management key, whose
+/// Response to a signup: the new org, its owner, and the owner's management key, whose
 /// secret is shown only here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignupResponse {

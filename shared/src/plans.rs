@@ -401,7 +401,7 @@ impl ResourceCounts {
     }
 }
 
-/// What one run of the plan lifecycle did: the answer of `POST /control/v1/plans/lifecycle`.
+/// Report of one run of the plan lifecycle, the response of `POST /control/v1/plans/lifecycle`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleReport {
     /// Orgs whose trial ended and that moved to the default plan.

@@ -949,9 +949,9 @@ async fn expired_budget_holds_are_released(store: Arc<dyn Store>) {
     assert_eq!((reset.max_usd, reset.spent_usd), (usd("3"), usd("0")));
 }
 
-/// Checks the plan lifecycle with the settable clock: a trial that ends moves the org to Free
-/// and suspends what Free does not allow, newest first; an upgrade within 30 days restores it;
-/// after 30 days suspended it is deleted; the audit log shows each step.
+/// Checks the plan lifecycle with the settable clock. A trial that ends moves the org to Free
+/// and suspends what Free does not allow, newest first. An upgrade within 30 days restores it,
+/// what stays suspended 30 days is deleted, and the audit log shows each step.
 async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::new(start_time()));
     let tenancy = tenancy(store.clone(), clock.clone());
@@ -1140,9 +1140,9 @@ async fn trial_end_suspends_then_purges(store: Arc<dyn Store>) {
     );
 }
 
-/// Checks an invoice issued with the settable clock: the fee and the bought credit are
-/// charged in the org's currency at the rate in force, the overage paid from credits is only
-/// listed, and a month is invoiced once, after it ends.
+/// Checks an invoice issued with the settable clock. The fee and the bought credit are charged
+/// in the org's currency at the rate in force, and the overage paid from credits is only listed.
+/// A month is invoiced once, after it ends.
 async fn invoice_charges_fee_and_credit_once(store: Arc<dyn Store>) {
     let clock = Arc::new(ManualClock::new(start_time()));
     let tenancy = tenancy(store.clone(), clock.clone());

@@ -116,7 +116,7 @@ async fn record_totals(database: &mut PgConnection, key_id: &str) -> (i64, Decim
     (count, cost.unwrap_or_default())
 }
 
-/// Counts the budget holds left in the database for all keys.
+/// Counts the budget holds left in the database, of every key.
 async fn count_holds(database: &mut PgConnection) -> i64 {
     let (holds,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_holds")
         .fetch_one(&mut *database)
@@ -263,7 +263,7 @@ output_per_million = "{OUTPUT_PER_MILLION}"
                 (0..REQUESTS).map(|index| chat(&client, &urls[index % 2], &owner.secret));
             let replies = join_all(requests).await;
             // The admitted request settled its hold before its response ended, so a client
-            // that sends its next request at once sees the budget free again.
+            // that sends its next request at once finds the budget free again.
             let budget = tokio::task::block_in_place(|| {
                 ctl_json(&daemons[1], &["budget", "show", owner.flag, &owner.id])
             });

@@ -2,7 +2,7 @@
 //! quota, requests go on, and each one's overage is charged to the org's credit ledger at the
 //! plan's price, exactly. Once a charge would take the balance under the minimum, requests get
 //! 402 `insufficient_credits`. An Enterprise org with auto top-up gets credit added, through a
-//! pending invoice line, once overage takes its balance under its threshold; a Pro org cannot
+//! pending invoice line, once overage takes its balance under its threshold. A Pro org cannot
 //! turn auto top-up on.
 
 // Helpers of a test fail it by panicking, as assertions do.

@@ -318,7 +318,7 @@ fn parse_override(text: &str) -> Result<(String, serde_json::Value), String> {
         return Err(format!("`{text}` names no field: write it as teams=3"));
     }
     let value = value.trim();
-    // USD amounts travel as decimal strings, so that no float ever holds them.
+    // USD amounts travel as decimal strings, so that they never pass through a float.
     if field.ends_with("_usd") {
         return Ok((
             field.to_owned(),

@@ -41,7 +41,7 @@ pub struct BudgetHold {
     pub request_id: RequestId,
     /// The budgets that the hold is on.
     pub budgets: Vec<BudgetRef>,
-    /// The store that holds it, which settles it.
+    /// The store where the hold is kept and settled.
     store: Arc<dyn Store>,
 }
 
@@ -102,7 +102,7 @@ impl Budgets {
             .reserve_budgets(request_id, budgets, amount_micros, expires_at)
             .await
             .map_err(|error| {
-                tracing::error!(%error, "failed to reserve budget holds");
+                tracing::error!(%error, "reserving a budget hold failed");
                 ApiError::Internal
             })?;
         match reservation {
@@ -142,7 +142,7 @@ impl Budgets {
                         "released expired budget holds of requests not settled within the hold TTL"
                     );
                 }
-                Err(error) => tracing::warn!(%error, "failed to release expired budget holds"),
+                Err(error) => tracing::warn!(%error, "releasing expired budget holds failed"),
             }
         }
     }

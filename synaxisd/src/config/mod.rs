@@ -138,8 +138,8 @@ fn default_signup_region() -> RegionId {
     RegionId::from_static("us-east-1")
 }
 
-/// The EU's 27 members and the other EEA countries (Iceland, Liechtenstein, Norway) go to
-/// `eu-west-1`, and Brazil to `sa-east-1`.
+/// Returns the default country table: the EU's 27 members and the other EEA countries
+/// (Iceland, Liechtenstein, Norway) to `eu-west-1`, and Brazil to `sa-east-1`.
 fn default_country_regions() -> BTreeMap<String, RegionId> {
     const EU_AND_EEA: [&str; 30] = [
         "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
@@ -180,8 +180,8 @@ impl Default for BudgetsConfig {
     }
 }
 
-/// Longest life of a budget hold: one day, after which the sweeper forgets a hold whose
-/// request never ended.
+/// Longest life of a budget hold: one day, after which the sweeper deletes a released hold
+/// whose request never ended.
 pub const MAX_HOLD_TTL_SECS: u64 = 86_400;
 
 fn default_hold_ttl_secs() -> u64 {

@@ -89,8 +89,9 @@ pub struct Plan {
     limits: Vec<Planned>,
     /// The org's lease scope and cap, when the org has one.
     concurrency: Option<(String, u64)>,
-    /// The terms on which the org's credits pay for use past `credit_charge` limits.
-    credit: CreditTerms,
+    /// The terms on which the org's credits pay for use past `credit_charge` limits; read only
+    /// when such a limit applies, so that other requests skip the catalog lookup.
+    credit: Option<CreditTerms>,
 }
 
 /// The org whose credits pay for overage, the price of an overage token, and the balance under
@@ -495,10 +496,14 @@ impl Admission {
             let cap = concurrency.map_or(plan_cap, |(_, cap)| cap.min(plan_cap));
             concurrency = Some((name, cap));
         }
+        let credit = limits
+            .iter()
+            .any(|planned| planned.action == Action::CreditCharge)
+            .then(|| self.credit_terms(key));
         Plan {
             limits,
             concurrency,
-            credit: self.credit_terms(key),
+            credit,
         }
     }
 
@@ -561,7 +566,12 @@ impl Admission {
                 Ok(charged) => break charged,
                 Err(Refused::Api(error)) => return Err(error),
                 Err(Refused::CreditCharge(index)) => {
-                    self.check_credits(&limits[index], &credit, tokens).await?;
+                    let Some(terms) = &credit else {
+                        // A plan with a `credit_charge` limit always has terms.
+                        tracing::error!(limit = %limits[index].check.counter.scope, "a credit_charge limit has no credit terms");
+                        return Err(ApiError::Internal);
+                    };
+                    self.check_credits(&limits[index], terms, tokens).await?;
                     checks[index].limit = MAX_AMOUNT;
                     lifted.push(index);
                 }
@@ -605,7 +615,7 @@ impl Admission {
                 charged_at,
                 lease,
                 ended: false,
-                credit: (!overdrawn.is_empty()).then_some(credit),
+                credit: credit.filter(|_| !overdrawn.is_empty()),
                 overdrawn,
             }),
         })

@@ -158,7 +158,7 @@ pub struct PendingRecord {
     metrics: Arc<Metrics>,
     /// Dates the record's ledger entries.
     clock: Arc<dyn Clock>,
-    /// Dropped with the record, after it was sent; a settlement in flight holds a clone.
+    /// Dropped with the record, after it was sent. A settlement in flight keeps a clone.
     unfinished_token: TaskTrackerToken,
     /// Prices of the deployment that responded, once one has.
     prices: Option<Prices>,
@@ -277,7 +277,7 @@ impl PendingRecord {
             status: record.status_code,
             region: record.stored_region.to_string(),
         });
-        // Only a record dropped before it was finished still holds its budgets here.
+        // Only a record dropped before it was finished still has its budget hold here.
         let charge = self
             .budget_hold
             .take()

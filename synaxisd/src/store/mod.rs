@@ -242,7 +242,7 @@ pub struct BudgetCharge {
     pub cost_usd: Decimal,
 }
 
-/// The answer to a reservation on budgets.
+/// Outcome of a reservation on budgets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BudgetReservation {
     /// The amount is held on these budgets, the ones of those asked about that exist.

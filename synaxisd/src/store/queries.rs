@@ -873,10 +873,9 @@ macro_rules! impl_store_queries {
         }
 
         impl $store {
-            /// Settles `charges` inside `tx`: deletes each request's holds, then adds its cost to
-            /// the spend of the budgets it held and takes the released amounts off their
-            /// reservations, one update per budget in sorted order, the order in which
-            /// reservations lock them.
+            /// Settles `charges` inside `tx`. It deletes each request's holds, adds the request's
+            /// cost to the spend of those budgets, and takes the released amounts off their
+            /// reservations. Budgets are updated in sorted order, the order reservations lock them.
             async fn settle_in(
                 tx: &mut Transaction<'_, $db>,
                 charges: &[BudgetCharge],
@@ -1024,7 +1023,7 @@ macro_rules! impl_store_queries {
                 let mut held = Vec::with_capacity(budgets.len());
                 for budget in budgets {
                     // The condition is checked on the locked row, so concurrent reservations
-                    // queue and each sees the amounts that the ones before it held.
+                    // queue and each one counts the amounts reserved before it.
                     let reserved = sqlx::query(
                         "UPDATE budgets SET reserved_micros = reserved_micros + $1
                          WHERE scope = $2 AND scope_id = $3
@@ -1621,7 +1620,8 @@ macro_rules! impl_store_queries {
                     Self::insert_request_batch(&mut tx, records).await?;
                 }
                 Self::settle_in(&mut tx, charges).await?;
-                // Orgs are locked in id order, so that concurrent batches cannot deadlock.
+                // Orgs are locked in id order, the same in every batch, so that two batches
+                // cannot wait on each other's org locks.
                 let mut credits: Vec<&NewCredit> = credits.iter().collect();
                 credits.sort_by_key(|credit| credit.org_id);
                 for credit in credits {
