@@ -107,3 +107,65 @@ mod tests {
         }
     }
 }
+
+/// A region's health as one observer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionStatus {
+    /// Not yet probed enough times to say.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl fmt::Display for RegionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unknown => "unknown",
+            Self::Up => "up",
+            Self::Down => "down",
+        })
+    }
+}
+
+/// What an observer knows of one region from its probes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionHealth {
+    pub region: RegionId,
+    pub status: RegionStatus,
+    /// Probes in a row that failed, and that passed; one of them is 0.
+    pub consecutive_failures: u32,
+    pub consecutive_passes: u32,
+    pub last_probe_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Since when the status has held.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why the last probe failed.
+    pub last_error: Option<String>,
+}
+
+/// One region's view of every region, or why it could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionView {
+    pub observer: RegionId,
+    #[serde(default)]
+    pub regions: Vec<RegionHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of `GET /control/v1/regions`: the view of the region that answered, then its
+/// peers' views as they reported them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionsStatus {
+    pub region: RegionId,
+    pub views: Vec<RegionView>,
+}
+
+/// A region's answer to a peer's health probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHealth {
+    pub region: RegionId,
+    /// Whether its own dependencies answer.
+    pub ready: bool,
+    pub view: Vec<RegionHealth>,
+}

@@ -1,9 +1,11 @@
 //! Wiring: builds the services from a validated config and runs the daemon's commands.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use axum::serve::ListenerExt;
+use secrecy::{ExposeSecret, SecretString};
 use synaxis_shared::RegionId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -13,8 +15,10 @@ use crate::audit::AuditLog;
 use crate::billing::budgets::Budgets;
 use crate::billing::payments::{AutoTopups, InvoiceProvider};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, LimitStoreKind, LimitsConfig};
+use crate::config::{BusKind, Config, LimitStoreKind, LimitsConfig};
 use crate::control::Signup;
+use crate::directory::{DirectoryPublisher, Replicator};
+use crate::events::{EventBus, KafkaBus, MemoryBus};
 use crate::gateway::Gateway;
 use crate::gateway::admission::Admission;
 use crate::gateway::record::Recorder;
@@ -22,6 +26,9 @@ use crate::geo::GeoIp;
 use crate::limits::Limiter;
 use crate::limits::fallback::FallbackLimiter;
 use crate::limits::memory::MemoryLimiter;
+use crate::region::Regions;
+use crate::region::health::HealthMonitor;
+use crate::region::peer::{MIN_SECRET_LEN, PEER_SECRET_ENV, PeerAuth};
 use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, AppStateInner, Metrics};
 use crate::store::{self, Store};
@@ -104,6 +111,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     check_pepper(&*store, &hasher, &config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let region = config.server.region.clone();
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
     let plans = match &config.plans.file {
         Some(path) => PlanCatalog::load(path)?,
         None => PlanCatalog::builtin()?,
@@ -116,10 +124,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.home_region().key_prefix.clone(),
         Arc::new(plans),
     )
-    .with_auth_cache(AuthCache::new(
-        metrics.auth_cache_hits.clone(),
-        metrics.auth_cache_misses.clone(),
-    ));
+    .with_auth_cache(
+        AuthCache::new(
+            metrics.auth_cache_hits.clone(),
+            metrics.auth_cache_misses.clone(),
+        )
+        .with_changes(changes_tx),
+    );
+    let links_stop = CancellationToken::new();
+    let links = start_region_links(
+        &config,
+        &store,
+        &clock,
+        &metrics,
+        &tenancy,
+        changes_rx,
+        &links_stop,
+    )
+    .await?;
 
     let tracker = TaskTracker::new();
     let (recorder, writer) = Recorder::new(
@@ -168,6 +190,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.server.max_body_bytes,
         shutdown: CancellationToken::new(),
         signup: open_signup(&config, &state_plans)?,
+        regions: links.regions.clone(),
     });
 
     let listener = TcpListener::bind(config.server.listen)
@@ -177,7 +200,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             error,
         })?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, %region, "listening");
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
+    tracing::info!(%address, %region, tls = tls.is_some(), "listening");
 
     let drain = server::Drain {
         timeout: Duration::from_secs(config.server.shutdown_timeout_secs),
@@ -186,7 +215,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stop_writer: writer_stop,
         writer: tracker,
     };
-    server::serve(listener, server::router(state), shutdown_signal(), drain).await?;
+    let app = server::router(state);
+    match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            server::serve(listener, app, shutdown_signal(), drain).await?;
+        }
+        None => {
+            let listener = listener.tap_io(server::set_nodelay);
+            server::serve(listener, app, shutdown_signal(), drain).await?;
+        }
+    }
+    links_stop.cancel();
+    for task in links.tasks {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, "a region link task failed");
+        }
+    }
     sweeper_stop.cancel();
     if let Err(error) = sweeper.await {
         tracing::warn!(%error, "the budget hold sweeper failed");
@@ -207,6 +252,123 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The links to other regions that run beside the server.
+struct RegionLinks {
+    regions: Arc<Regions>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the event bus links (key directory publisher and replicators), the peer client and
+/// the health monitor.
+async fn start_region_links(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    tenancy: &Tenancy,
+    changes: tokio::sync::mpsc::UnboundedReceiver<crate::directory::Changed>,
+    stop: &CancellationToken,
+) -> anyhow::Result<RegionLinks> {
+    let own = config.server.region.clone();
+    let prefix = &config.events.topic_prefix;
+    let mut tasks = Vec::new();
+
+    // One bus per cluster: this region publishes to its own and reads each region's topic from
+    // that region's cluster.
+    let mut buses: BTreeMap<String, Arc<dyn EventBus>> = BTreeMap::new();
+    let mut topics_by_cluster: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, region) in &config.regions {
+        let cluster = match config.events.bus {
+            BusKind::Memory => String::new(),
+            BusKind::Kafka => region.kafka_brokers.clone().unwrap_or_default(),
+        };
+        if !buses.contains_key(&cluster) {
+            let bus: Arc<dyn EventBus> = match config.events.bus {
+                BusKind::Memory => Arc::new(MemoryBus::new()),
+                BusKind::Kafka => Arc::new(KafkaBus::connect(&cluster)?),
+            };
+            buses.insert(cluster.clone(), bus);
+        }
+        topics_by_cluster
+            .entry(cluster)
+            .or_default()
+            .push(crate::directory::topic(prefix, id));
+    }
+    let own_cluster = match config.events.bus {
+        BusKind::Memory => String::new(),
+        BusKind::Kafka => config
+            .home_region()
+            .kafka_brokers
+            .clone()
+            .unwrap_or_default(),
+    };
+    let own_bus = buses
+        .get(&own_cluster)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no event bus for region {own}"))?;
+    let publisher = DirectoryPublisher::new(
+        store.clone(),
+        own_bus,
+        clock.clone(),
+        crate::directory::topic(prefix, &own),
+        Duration::from_secs(config.events.republish_interval_secs),
+        metrics.directory_published.clone(),
+    );
+    tasks.push(tokio::spawn(publisher.run(changes, stop.clone())));
+
+    // Each process reads every event: its own region's evict its cache.
+    let group = format!("synaxisd-{own}-{}", uuid::Uuid::new_v4().simple());
+    for (cluster, topics) in topics_by_cluster {
+        let bus = &buses[&cluster];
+        if let Err(error) = bus.ensure_topics(&topics).await {
+            tracing::warn!(%error, "cannot create the key directory topics; reading them when they exist");
+        }
+        let subscription = bus.subscribe(&topics, &group).await?;
+        let replicator = Replicator {
+            store: store.clone(),
+            cache: tenancy.auth_cache_handle(),
+            region: own.clone(),
+            applied: metrics.directory_applied.clone(),
+            rejected: metrics.directory_rejected.clone(),
+        };
+        tasks.push(tokio::spawn(replicator.run(subscription, stop.clone())));
+    }
+
+    let auth = match process_env(PEER_SECRET_ENV) {
+        Some(secret) if secret.len() >= MIN_SECRET_LEN => Some(PeerAuth::new(
+            own.clone(),
+            SecretString::from(secret),
+            config.regions.keys().cloned().collect(),
+        )),
+        Some(_) => anyhow::bail!(
+            "invalid config: {PEER_SECRET_ENV} is shorter than {MIN_SECRET_LEN} characters: set it to the same long random value in every region"
+        ),
+        None => {
+            tracing::info!(
+                "{PEER_SECRET_ENV} is not set: requests of other regions' keys get 421 and peer calls are refused"
+            );
+            None
+        }
+    };
+    let health = Arc::new(HealthMonitor::new(
+        config.health.clone(),
+        config.regions.keys().cloned(),
+        metrics.region_up.clone(),
+    ));
+    let regions = Arc::new(Regions::new(
+        config,
+        auth,
+        crate::region::peer::client(&config.peer)?,
+        health.clone(),
+    ));
+    tasks.push(tokio::spawn(health.run(
+        regions.clone(),
+        store.clone(),
+        stop.clone(),
+    )));
+    Ok(RegionLinks { regions, tasks })
 }
 
 /// Runs the plan lifecycle every `interval` as the operator until `stop` is cancelled.

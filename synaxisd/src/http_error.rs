@@ -75,6 +75,13 @@ pub enum ApiError {
         /// Whether the request named the region, rather than its country choosing it.
         named: bool,
     },
+    #[error("the key's home region {region} cannot be reached")]
+    RegionUnavailable { region: RegionId },
+    /// A key of another region reached a region that has no peer links to forward it.
+    #[error("the key belongs to region {region}")]
+    OtherRegionKey { region: RegionId, url: String },
+    #[error("peer call refused: {0}")]
+    PeerRefused(String),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -106,7 +113,11 @@ impl ApiError {
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => StatusCode::PAYMENT_REQUIRED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::WrongRegion { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Self::WrongRegion { .. } | Self::OtherRegionKey { .. } => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
+            Self::RegionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PeerRefused(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -136,7 +147,9 @@ impl ApiError {
             Self::PlanLimit(_) => "plan_limit_reached",
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::InsufficientCredits(_) => "insufficient_credits",
-            Self::WrongRegion { .. } => "wrong_region",
+            Self::WrongRegion { .. } | Self::OtherRegionKey { .. } => "wrong_region",
+            Self::RegionUnavailable { .. } => "region_unavailable",
+            Self::PeerRefused(_) => "peer_unauthorized",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -146,9 +159,10 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::MissingKey | Self::InvalidKey | Self::InvalidOperatorToken => {
-                "authentication_error"
-            }
+            Self::MissingKey
+            | Self::InvalidKey
+            | Self::InvalidOperatorToken
+            | Self::PeerRefused(_) => "authentication_error",
             Self::ModelNotAllowed { .. }
             | Self::WrongKeyScope { .. }
             | Self::PermissionDenied(_) => "permission_error",
@@ -161,12 +175,15 @@ impl ApiError {
             | Self::RouteNotFound
             | Self::MethodNotAllowed
             | Self::WrongRegion { .. }
+            | Self::OtherRegionKey { .. }
             | Self::UpstreamRejected { .. } => "invalid_request_error",
             Self::RateLimited(_) => "rate_limit_error",
             Self::BudgetExceeded(_) | Self::InsufficientCredits(_) => "insufficient_quota",
-            Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown | Self::Internal => {
-                "api_error"
-            }
+            Self::Upstream(_)
+            | Self::UpstreamTimeout
+            | Self::RegionUnavailable { .. }
+            | Self::ShuttingDown
+            | Self::Internal => "api_error",
         }
     }
 
@@ -239,6 +256,13 @@ impl ApiError {
                 "The upstream provider failed: {detail}. Try again later; if it persists, the operator should check the upstream's base_url and API key."
             ),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
+            Self::RegionUnavailable { region } => format!(
+                "Your key's home region, {region}, cannot be reached from here right now. Retry after the time in Retry-After."
+            ),
+            Self::OtherRegionKey { region, url } => format!(
+                "This key belongs to region {region}, and this region does not forward to it. Send the request to {url}."
+            ),
+            Self::PeerRefused(reason) => format!("Peer call refused: {reason}."),
             Self::ShuttingDown => {
                 "The server is shutting down and ended this request. Retry it.".to_owned()
             }
@@ -305,6 +329,13 @@ impl ApiError {
             Self::UpstreamTimeout => {
                 "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
             }
+            Self::RegionUnavailable { region } => format!(
+                "A região de origem da sua chave, {region}, não pode ser alcançada daqui agora. Tente de novo após o tempo em Retry-After."
+            ),
+            Self::OtherRegionKey { region, url } => format!(
+                "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."
+            ),
+            Self::PeerRefused(reason) => format!("Chamada entre regiões recusada: {reason}."),
             Self::ShuttingDown => {
                 "O servidor está sendo desligado e encerrou esta requisição. Repita-a.".to_owned()
             }
@@ -325,7 +356,12 @@ impl ApiError {
 
     fn log(&self) {
         match self {
-            Self::Internal | Self::Upstream(_) | Self::UpstreamTimeout | Self::ShuttingDown => {
+            Self::Internal
+            | Self::Upstream(_)
+            | Self::UpstreamTimeout
+            | Self::RegionUnavailable { .. }
+            | Self::PeerRefused(_)
+            | Self::ShuttingDown => {
                 tracing::warn!(error = %self, code = self.code(), "request failed");
             }
             _ => tracing::debug!(error = %self, code = self.code(), "request rejected"),
@@ -486,6 +522,10 @@ fn limit_name_pt_br(name: &str, one: bool) -> String {
     format!("{metric} por {window}")
 }
 
+/// `Retry-After` of a request whose home region cannot be reached: about the time in which the
+/// health probes notice a region that came back.
+pub const REGION_RETRY_AFTER_SECS: u64 = 5;
+
 impl IntoResponse for ApiError {
     /// Renders the English body and keeps the error in the response's extensions, so that the
     /// localizing middleware can render it again in the client's language. A 429 carries
@@ -495,6 +535,12 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(self.body(Locale::En))).into_response();
         if let Self::RateLimited(limited) = &self {
             response.headers_mut().extend(limited.headers.clone());
+        }
+        if let Self::RegionUnavailable { .. } = &self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(REGION_RETRY_AFTER_SECS),
+            );
         }
         if let Self::RateLimited(limited) = &self
             && let Some(wait) = limited.retry_after

@@ -16,7 +16,6 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use secrecy::SecretString;
 use synaxis_shared::RegionId;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -80,6 +79,8 @@ pub struct AppStateInner {
     pub shutdown: CancellationToken,
     /// Self-service signup, when the config turns it on.
     pub signup: Option<Arc<crate::control::Signup>>,
+    /// The other regions: forwarding, peer calls and health.
+    pub regions: Arc<crate::region::Regions>,
 }
 
 /// The locale of the authenticated key's user, set on a response so that its error message
@@ -95,11 +96,14 @@ pub struct RequestContext {
     pub locale: Locale,
 }
 
+/// Builds the router. Requests pass `region::route_by_region` first, which forwards those of
+/// other regions' keys and checks peer calls before the routes are matched.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(crate::region::HEALTH_PATH, get(peer_health))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
@@ -109,7 +113,20 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request_context,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(
+            state,
+            crate::region::route_by_region,
+        ))
+}
+
+/// Answers a peer's health probe; `region::route_by_region` has checked the caller.
+async fn peer_health(State(state): State<AppState>) -> Response {
+    let health =
+        crate::region::health::answer(&state.regions, state.tenancy.store().as_ref()).await;
+    axum::Json(health).into_response()
 }
 
 /// Gives the request an id and a span, tags the response with the id and the region, and
@@ -233,6 +250,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Sets TCP_NODELAY on a plain connection: streams write one small segment per event, and
+/// without it each would wait for the client's delayed acknowledgement of the previous one.
+pub fn set_nodelay(connection: &mut tokio::net::TcpStream) {
+    if let Err(error) = connection.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
+    }
+}
+
 /// Time that requests get to write their records after the drain deadline cancels them.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
@@ -254,12 +279,15 @@ pub struct Drain {
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `drain.timeout` to finish. Requests still running then are cancelled and end with a record.
 /// Last, once every record is finished, the record writer stores what remains.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Drain,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
     let Drain {
         timeout: drain_timeout,
         cancel,
@@ -277,13 +305,8 @@ pub async fn serve(
         let _ = draining_tx.send(());
     };
 
-    // Streams write one small segment per event; without TCP_NODELAY each would wait for the
-    // client's delayed acknowledgement of the previous one.
-    let listener = listener.tap_io(|connection| {
-        if let Err(error) = connection.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY on a connection");
-        }
-    });
+    // The tap gives every listener the peer address as connection info.
+    let listener = listener.tap_io(|_| {});
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

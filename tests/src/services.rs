@@ -20,6 +20,10 @@ pub const DATABASE_URL_ENV: &str = "SYNAXIS_TEST_DATABASE_URL";
 /// database, so each one keeps its keys under its own [`redis_key_prefix`].
 pub const REDIS_URL_ENV: &str = "SYNAXIS_TEST_REDIS_URL";
 
+/// Bootstrap servers of the Kafka-protocol broker for tests, such as `127.0.0.1:9092`. Tests
+/// share it, so each one uses topics and consumer groups with a UUID in their names.
+pub const KAFKA_BROKERS_ENV: &str = "SYNAXIS_TEST_KAFKA_BROKERS";
+
 /// Python interpreter with the `openai` package, for end-to-end tests.
 pub const PYTHON_ENV: &str = "SYNAXIS_TEST_PYTHON";
 

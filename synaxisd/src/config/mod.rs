@@ -68,6 +68,123 @@ pub struct Config {
     pub budgets: BudgetsConfig,
     #[serde(default)]
     pub signup: SignupConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub peer: PeerConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// Where the events between regions go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default)]
+    pub bus: BusKind,
+    /// First part of every topic name: `<topic_prefix>.<region>.keys`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Seconds between two publications of the whole key directory.
+    #[serde(default = "default_republish_interval_secs")]
+    pub republish_interval_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            bus: BusKind::default(),
+            topic_prefix: default_topic_prefix(),
+            republish_interval_secs: default_republish_interval_secs(),
+        }
+    }
+}
+
+fn default_topic_prefix() -> String {
+    "synaxis".to_owned()
+}
+
+fn default_republish_interval_secs() -> u64 {
+    600
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In this process only: the embedded default, a single region.
+    #[default]
+    Memory,
+    /// Each region's Kafka cluster, from `regions.<id>.kafka_brokers`.
+    Kafka,
+}
+
+/// Calls to other regions: forwarded requests and health probes. Regions authenticate each
+/// other with the secret in `SYNAXIS_PEER_SECRET`, which every region shares.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// PEM file of the certificate authorities that peers' certificates chain to; without it,
+    /// the public web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_peer_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            connect_timeout_ms: default_peer_connect_timeout_ms(),
+        }
+    }
+}
+
+fn default_peer_connect_timeout_ms() -> u64 {
+    2000
+}
+
+/// Probes of the peers and of this region's own dependencies.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// Failed probes in a row after which a region is down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// Passed probes in a row after which a region is up.
+    #[serde(default = "default_up_after")]
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: default_probe_interval_ms(),
+            probe_timeout_ms: default_probe_timeout_ms(),
+            down_after: default_down_after(),
+            up_after: default_up_after(),
+        }
+    }
+}
+
+fn default_probe_interval_ms() -> u64 {
+    1000
+}
+
+fn default_probe_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_down_after() -> u32 {
+    3
+}
+
+fn default_up_after() -> u32 {
+    2
 }
 
 /// Self-service signup (`POST /control/v1/signup`).
@@ -230,6 +347,17 @@ pub struct ServerConfig {
     /// Largest accepted request body, in bytes; larger ones get 413 before they are read.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// TLS 1.3 on the listener; without it the listener speaks plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The listener's certificate chain and private key, as PEM files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -303,6 +431,10 @@ pub struct RegionConfig {
     pub jurisdiction: Jurisdiction,
     /// Base URL of the region's peer API.
     pub peer_url: Url,
+    /// Bootstrap servers of the region's Kafka cluster (`host:port`, comma separated), for
+    /// `events.bus = "kafka"`.
+    #[serde(default)]
+    pub kafka_brokers: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -779,7 +911,16 @@ impl Config {
 
         for (id, region) in &self.regions {
             check_http_url(&format!("regions.{id}.peer_url"), &region.peer_url)?;
+            if self.events.bus == BusKind::Kafka
+                && region.kafka_brokers.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(ConfigError::invalid(
+                    format!("regions.{id}.kafka_brokers"),
+                    "missing: events.bus = \"kafka\" needs every region's brokers, such as \"127.0.0.1:9092\"",
+                ));
+            }
         }
+        self.validate_regions_links()?;
 
         for (name, upstream) in &self.upstreams {
             check_http_url(&format!("upstreams.{name}.base_url"), &upstream.base_url)?;
@@ -863,6 +1004,74 @@ impl Config {
 
     /// Checks that signups can land: every region they may pick is in `[regions]`, so that a
     /// signup for another region can be sent to its URL.
+    /// Checks the event bus, health probe and TLS settings.
+    fn validate_regions_links(&self) -> Result<(), ConfigError> {
+        crate::events::check_topic(&format!("{}.region.keys", self.events.topic_prefix))
+            .map_err(|_| {
+                ConfigError::invalid(
+                    "events.topic_prefix",
+                    format!(
+                        "`{}` makes invalid topic names: use ASCII letters, digits, `.`, `_` and `-`",
+                        self.events.topic_prefix
+                    ),
+                )
+            })?;
+        if self.events.republish_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "events.republish_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        let health = &self.health;
+        for (key, value, range) in [
+            (
+                "health.probe_interval_ms",
+                health.probe_interval_ms,
+                10..=600_000,
+            ),
+            (
+                "health.probe_timeout_ms",
+                health.probe_timeout_ms,
+                10..=600_000,
+            ),
+            ("health.down_after", u64::from(health.down_after), 1..=1000),
+            ("health.up_after", u64::from(health.up_after), 1..=1000),
+            (
+                "peer.connect_timeout_ms",
+                self.peer.connect_timeout_ms,
+                10..=600_000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "{value} is out of range: use {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+        }
+        let mut files: Vec<(&str, &std::path::Path)> = Vec::new();
+        if let Some(tls) = &self.server.tls {
+            files.push(("server.tls.cert_file", &tls.cert_file));
+            files.push(("server.tls.key_file", &tls.key_file));
+        }
+        if let Some(ca) = &self.peer.ca_file {
+            files.push(("peer.ca_file", ca));
+        }
+        for (key, path) in files {
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_signup(&self) -> Result<(), ConfigError> {
         let signup = &self.signup;
         let known: Vec<&str> = self.regions.keys().map(RegionId::as_str).collect();

@@ -45,10 +45,19 @@ impl FromRequestParts<AppState> for ControlCaller {
             None => None,
             Some(value) => Some(parse_justification(value)?),
         };
-        let source_ip = parts
+        // A call forwarded by a peer region carries the client's address as that region saw it.
+        let forwarded = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_string());
+            .get::<crate::region::Forwarded>()
+            .and_then(|forwarded| forwarded.client_ip);
+        let source_ip = forwarded
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(address)| address.ip())
+            })
+            .map(|ip| ip.to_string());
 
         Ok(Self(Caller {
             actor,

@@ -11,6 +11,7 @@ mod extract;
 mod keys;
 mod limits;
 mod orgs;
+mod regions;
 mod signup;
 mod teams;
 mod users;
@@ -107,6 +108,7 @@ pub fn routes() -> Router<AppState> {
             get(billing::list_invoices).post(billing::issue_invoice),
         )
         .route("/control/v1/invoices/{invoice}", get(billing::show_invoice))
+        .route("/control/v1/regions", get(regions::status))
         .route("/control/v1/audit", get(audit::list))
         .route("/control/v1/audit/verify", get(audit::verify))
 }

@@ -32,6 +32,17 @@ pub struct DeploymentLabels {
     pub deployment: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    pub region: String,
+    pub status: u16,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.1 ms to about 100 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
@@ -56,6 +67,13 @@ pub struct Metrics {
     limit_waits: Counter,
     /// Shared with the fallback limiter, which reports into it.
     pub limiter_fallback: FallbackMetrics,
+    /// Shared with the health monitor.
+    pub region_up: Family<RegionLabels, Gauge>,
+    forwarded: Family<ForwardLabels, Counter>,
+    /// Shared with the key directory's publisher and replicator.
+    pub directory_published: Counter,
+    pub directory_applied: Counter,
+    pub directory_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -160,8 +178,44 @@ impl Default for Metrics {
             limiter_fallback.local_calls.clone(),
         );
 
+        let region_up = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "region_up",
+            "1 while this region's probes find a region up, else 0, by region",
+            region_up.clone(),
+        );
+        let forwarded = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "forwarded_requests",
+            "Requests forwarded to their key's home region, by region and status (502 when it could not be reached)",
+            forwarded.clone(),
+        );
+        let directory_published = Counter::default();
+        registry.register(
+            "directory_published",
+            "Key directory entries of this region published to the event bus",
+            directory_published.clone(),
+        );
+        let directory_applied = Counter::default();
+        registry.register(
+            "directory_applied",
+            "Peer key directory entries stored in the replica",
+            directory_applied.clone(),
+        );
+        let directory_rejected = Counter::default();
+        registry.register(
+            "directory_rejected",
+            "Key directory events that did not parse",
+            directory_rejected.clone(),
+        );
+
         Self {
             registry,
+            region_up,
+            forwarded,
+            directory_published,
+            directory_applied,
+            directory_rejected,
             limit_refusals,
             limit_waits,
             limiter_fallback,
@@ -226,6 +280,15 @@ impl Metrics {
 
     pub fn count_limit_wait(&self) {
         self.limit_waits.inc();
+    }
+
+    pub fn count_forwarded(&self, region: &str, status: u16) {
+        self.forwarded
+            .get_or_create(&ForwardLabels {
+                region: region.to_owned(),
+                status,
+            })
+            .inc();
     }
 
     pub fn count_rejected_key(&self) {

@@ -29,6 +29,7 @@ use synaxis_shared::{InvoiceId, KeyId, Locale, OrgId, RegionId, RequestId, Role,
 
 use crate::audit::{AuditDraft, AuditHead};
 use crate::config::DatabaseConfig;
+use crate::directory::{DirectoryEntry, DirectorySelector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -373,6 +374,24 @@ pub trait BillingStore: Send + Sync {
     async fn list_invoices(&self, org_id: OrgId) -> Result<Vec<Invoice>, StoreError>;
 }
 
+/// This region's key directory entries, and the replica of its peers' entries.
+#[async_trait]
+pub trait DirectoryStore: Send + Sync {
+    /// Returns the entries of this region's keys that `selector` names, with `version`.
+    async fn directory_entries(
+        &self,
+        selector: DirectorySelector,
+        version: i64,
+    ) -> Result<Vec<DirectoryEntry>, StoreError>;
+    /// Stores the peers' entries that are newer than the stored ones, and returns how many.
+    async fn apply_directory_entries(&self, entries: &[DirectoryEntry]) -> Result<u64, StoreError>;
+    /// Returns the replica entry whose current or previous hash is `key_hash`.
+    async fn find_directory_entry(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<DirectoryEntry>, StoreError>;
+}
+
 #[async_trait]
 pub trait Store:
     TenancyStore
@@ -383,6 +402,7 @@ pub trait Store:
     + BudgetStore
     + BillingStore
     + LifecycleStore
+    + DirectoryStore
     + Debug
 {
     /// Checks that the database responds.

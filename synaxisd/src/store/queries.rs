@@ -42,7 +42,7 @@ macro_rules! impl_store_queries {
             budget_ref, AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, BudgetRow, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, BudgetRow, DirectoryRow, parse_directory_entry, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
@@ -52,7 +52,7 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BillingStore, BudgetCharge, BudgetReservation, BudgetStore, LifecycleStore,
+            BillingStore, BudgetCharge, DirectoryStore, BudgetReservation, BudgetStore, LifecycleStore,
             ResourceCaps, ResourceCounts,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
@@ -1648,6 +1648,104 @@ macro_rules! impl_store_queries {
                     .push_bind(filter.limit);
                 let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
                 convert_all(rows)
+            }
+        }
+
+        #[async_trait]
+        impl DirectoryStore for $store {
+            async fn directory_entries(
+                &self,
+                selector: crate::directory::DirectorySelector,
+                version: i64,
+            ) -> Result<Vec<crate::directory::DirectoryEntry>, StoreError> {
+                use crate::directory::DirectorySelector;
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT k.id, k.org_id, k.user_id, k.name, k.scope, k.region, k.allowed_models,
+                            k.rpm_limit, k.tpm_limit, k.active, k.expires_at, k.created_at,
+                            k.rotated_at, k.previous_key_expires_at, k.revoked_at,
+                            k.key_hash, k.previous_key_hash,
+                            u.role AS user_role, u.team_id AS user_team_id,
+                            u.locale AS user_locale, u.limits AS user_limits, u.active AS user_active,
+                            t.allowed_models AS team_allowed_models, t.limits AS team_limits,
+                            o.allowed_models AS org_allowed_models, o.limits AS org_limits,
+                            o.active AS org_active,
+                            o.plan AS org_plan, o.plan_version AS org_plan_version,
+                            o.plan_overrides AS org_plan_overrides,
+                            FALSE AS key_budget, FALSE AS team_budget, FALSE AS org_budget
+                     FROM api_keys k
+                     JOIN users u ON u.id = k.user_id
+                     JOIN organizations o ON o.id = k.org_id
+                     LEFT JOIN teams t ON t.id = u.team_id",
+                );
+                match selector {
+                    DirectorySelector::Key(id) => {
+                        query.push(" WHERE k.id = ").push_bind(id.0);
+                    }
+                    DirectorySelector::User(id) => {
+                        query.push(" WHERE k.user_id = ").push_bind(id.0);
+                    }
+                    DirectorySelector::Team(id) => {
+                        query.push(" WHERE u.team_id = ").push_bind(id.0);
+                    }
+                    DirectorySelector::Org(id) => {
+                        query.push(" WHERE k.org_id = ").push_bind(id.0);
+                    }
+                    DirectorySelector::All => {}
+                }
+                query.push(" ORDER BY k.id");
+                let rows = query.build_query_as::<DirectoryRow>().fetch_all(&self.pool).await?;
+                rows.into_iter().map(|row| row.into_entry(version)).collect()
+            }
+
+            async fn apply_directory_entries(
+                &self,
+                entries: &[crate::directory::DirectoryEntry],
+            ) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut applied = 0;
+                for entry in entries {
+                    let text = serde_json::to_string(entry).map_err(|error| {
+                        StoreError::Corrupt(format!("cannot encode a directory entry: {error}"))
+                    })?;
+                    let result = sqlx::query(
+                        "INSERT INTO key_directory
+                             (key_id, home_region, key_hash, previous_key_hash, version, entry)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (key_id) DO UPDATE SET
+                             home_region = excluded.home_region,
+                             key_hash = excluded.key_hash,
+                             previous_key_hash = excluded.previous_key_hash,
+                             version = excluded.version,
+                             entry = excluded.entry
+                         WHERE key_directory.version < excluded.version",
+                    )
+                    .bind(entry.key_id.to_string())
+                    .bind(entry.home_region.as_str())
+                    .bind(&entry.key_hash)
+                    .bind(entry.previous_key_hash.as_deref())
+                    .bind(entry.version)
+                    .bind(text)
+                    .execute(&mut *tx)
+                    .await?;
+                    applied += result.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(applied)
+            }
+
+            async fn find_directory_entry(
+                &self,
+                key_hash: &str,
+            ) -> Result<Option<crate::directory::DirectoryEntry>, StoreError> {
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT entry FROM key_directory
+                     WHERE key_hash = $1 OR previous_key_hash = $1
+                     ORDER BY key_hash = $1 DESC LIMIT 1",
+                )
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(text,)| parse_directory_entry(&text)).transpose()
             }
         }
     };

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::types::{ModelList, Money};
 use super::{AuthenticatedKey, KeyLimits, OrgPlan, RequestRecord, StoreError, parse_region};
+use crate::directory::{DirectoryEntry, KeyState};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
@@ -235,6 +236,36 @@ pub(crate) struct AuthRow {
     key_budget: bool,
     team_budget: bool,
     org_budget: bool,
+}
+
+/// A key's authentication join with the facts its directory entry adds.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DirectoryRow {
+    #[sqlx(flatten)]
+    auth: AuthRow,
+    key_hash: String,
+    previous_key_hash: Option<String>,
+    user_active: bool,
+    org_active: bool,
+}
+
+impl DirectoryRow {
+    pub(crate) fn into_entry(self, version: i64) -> Result<DirectoryEntry, StoreError> {
+        let state = KeyState {
+            key_hash: self.key_hash,
+            previous_key_hash: self.previous_key_hash,
+            user_active: self.user_active,
+            org_active: self.org_active,
+        };
+        Ok(DirectoryEntry::new(self.auth.try_into()?, state, version))
+    }
+}
+
+/// Parses a replica entry stored in `key_directory.entry`.
+pub(crate) fn parse_directory_entry(text: &str) -> Result<DirectoryEntry, StoreError> {
+    serde_json::from_str(text).map_err(|error| {
+        StoreError::Corrupt(format!("invalid entry in `key_directory.entry`: {error}"))
+    })
 }
 
 impl TryFrom<AuthRow> for AuthenticatedKey {

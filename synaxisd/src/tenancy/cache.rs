@@ -1,7 +1,7 @@
 //! The in-process cache of key lookups. An entry lives at most [`AUTH_CACHE_TTL_SECS`], and
 //! never past its key's expiry or the end of a rotated secret's grace. The process that changes
 //! a key, user, team or org evicts the entries it affects at once; other processes see the
-//! change when their entries expire.
+//! change when their entries expire, or sooner when the key directory's events tell them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use prometheus_client::metrics::counter::Counter;
 use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
+use crate::directory::DirectorySelector;
 use crate::store::AuthenticatedKey;
 
 /// Maximum life of a cached lookup, in seconds. It is also the maximum time another process
@@ -30,6 +31,8 @@ pub struct AuthCache {
     entries: Mutex<HashMap<String, Entry>>,
     hits: Counter,
     misses: Counter,
+    /// Receives every change that this process makes, for the key directory.
+    changes: Option<tokio::sync::mpsc::UnboundedSender<DirectorySelector>>,
 }
 
 impl AuthCache {
@@ -39,6 +42,24 @@ impl AuthCache {
             entries: Mutex::default(),
             hits,
             misses,
+            changes: None,
+        }
+    }
+
+    /// Sends every change made through this cache's evictions to `changes`.
+    pub fn with_changes(
+        mut self,
+        changes: tokio::sync::mpsc::UnboundedSender<DirectorySelector>,
+    ) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Tells the key directory that the keys of `selector` changed; eviction does it too.
+    pub fn announce(&self, selector: DirectorySelector) {
+        if let Some(changes) = &self.changes {
+            // The receiver is gone only at shutdown, when nothing is published any more.
+            let _ = changes.send(selector);
         }
     }
 
@@ -77,19 +98,28 @@ impl AuthCache {
     }
 
     pub fn evict_key(&self, id: KeyId) {
-        self.evict(|key| key.key.id == id);
+        self.forget_key(id);
+        self.announce(DirectorySelector::Key(id));
     }
 
     pub fn evict_user(&self, id: UserId) {
         self.evict(|key| key.key.user_id == id);
+        self.announce(DirectorySelector::User(id));
     }
 
     pub fn evict_team(&self, id: TeamId) {
         self.evict(|key| key.team_id == Some(id));
+        self.announce(DirectorySelector::Team(id));
     }
 
     pub fn evict_org(&self, id: OrgId) {
         self.evict(|key| key.key.org_id == id);
+        self.announce(DirectorySelector::Org(id));
+    }
+
+    /// Evicts a key that another process changed, without announcing it again.
+    pub fn forget_key(&self, id: KeyId) {
+        self.evict(|key| key.key.id == id);
     }
 
     fn evict(&self, matches: impl Fn(&AuthenticatedKey) -> bool) {

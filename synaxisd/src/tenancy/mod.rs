@@ -131,6 +131,11 @@ impl Tenancy {
         &self.auth_cache
     }
 
+    /// Returns a handle on the authentication cache, for the tasks that evict from it.
+    pub fn auth_cache_handle(&self) -> Arc<AuthCache> {
+        self.auth_cache.clone()
+    }
+
     pub fn region(&self) -> &RegionId {
         &self.region
     }
@@ -694,6 +699,8 @@ impl Tenancy {
                 .create_key(&key, &hash, cap, &success)
                 .await
                 .map_err(|error| over_cap(error, limit))?;
+            self.auth_cache
+                .announce(crate::directory::DirectorySelector::Key(key.id));
 
             Ok(CreatedKey {
                 key,

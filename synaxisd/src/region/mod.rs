@@ -1,0 +1,341 @@
+//! The regions of the service as this one sees them: which region a key belongs to, the
+//! forwarding of requests to a key's home region over the peer API, the peer API's
+//! authentication (`peer`), and the health of every region (`health`).
+//!
+//! Requests whose bearer token is a key of another region are forwarded before routing:
+//! `POST /v1/...` goes to `<peer_url>/peer/v1/forward/v1/...` with the signed peer header, and
+//! the home region's answer streams back as it comes. The entry region stores nothing about
+//! such a request; it counts it in `synaxis_forwarded_requests`.
+
+pub mod health;
+pub mod peer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use futures_util::TryStreamExt;
+use synaxis_shared::RegionId;
+use synaxis_shared::region::{PeerHealth, RegionView, RegionsStatus};
+use url::Url;
+
+use crate::config::Config;
+use crate::gateway::auth::bearer_token;
+use crate::http_error::ApiError;
+use crate::server::AppState;
+use crate::tenancy::keys;
+use health::HealthMonitor;
+use peer::{PEER_HEADER, PeerAuth};
+
+/// Path prefix under which a peer sends a forwarded request.
+pub const FORWARD_PREFIX: &str = "/peer/v1/forward";
+
+/// Path of the health probe that peers call.
+pub const HEALTH_PATH: &str = "/peer/v1/health";
+
+/// The client's address as the entry region saw it, sent with a forwarded request.
+pub static CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-synaxis-client-ip");
+
+/// A region other than this one.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub url: Url,
+    pub key_prefix: String,
+}
+
+/// Set on a request that a peer forwarded, once its signature is checked.
+#[derive(Clone, Debug)]
+pub struct Forwarded {
+    pub from: RegionId,
+    /// The client's address as the entry region saw it.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug)]
+pub struct Regions {
+    pub own: RegionId,
+    pub peers: BTreeMap<RegionId, Peer>,
+    /// `None` when no peer secret is configured: nothing is forwarded and peer calls are
+    /// refused.
+    pub auth: Option<PeerAuth>,
+    pub client: reqwest::Client,
+    pub health: Arc<HealthMonitor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    #[error("no peer secret is configured")]
+    NoSecret,
+    #[error("region `{0}` is not configured")]
+    UnknownRegion(RegionId),
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
+impl Regions {
+    /// Builds the regions of `config` as seen from `config.server.region`.
+    pub fn new(
+        config: &Config,
+        auth: Option<PeerAuth>,
+        client: reqwest::Client,
+        health: Arc<HealthMonitor>,
+    ) -> Self {
+        let own = config.server.region.clone();
+        let peers = config
+            .regions
+            .iter()
+            .filter(|(id, _)| **id != own)
+            .map(|(id, region)| {
+                let peer = Peer {
+                    url: region.peer_url.clone(),
+                    key_prefix: region.key_prefix.clone(),
+                };
+                (id.clone(), peer)
+            })
+            .collect();
+        Self {
+            own,
+            peers,
+            auth,
+            client,
+            health,
+        }
+    }
+
+    /// Returns the peer whose keys carry `prefix`.
+    fn peer_of_prefix(&self, prefix: &str) -> Option<(&RegionId, &Peer)> {
+        self.peers
+            .iter()
+            .find(|(_, peer)| peer.key_prefix == prefix)
+    }
+
+    /// Returns the URL of `path_and_query` on `peer`.
+    fn url(peer: &Peer, path_and_query: &str) -> String {
+        format!(
+            "{}{path_and_query}",
+            peer.url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// Calls a peer's health probe.
+    pub async fn peer_health(&self, region: &RegionId) -> Result<PeerHealth, PeerCallError> {
+        let auth = self.auth.as_ref().ok_or(PeerCallError::NoSecret)?;
+        let peer = self
+            .peers
+            .get(region)
+            .ok_or_else(|| PeerCallError::UnknownRegion(region.clone()))?;
+        let signature = auth.sign(&axum::http::Method::GET, HEALTH_PATH, Utc::now());
+        let response = self
+            .client
+            .get(Self::url(peer, HEALTH_PATH))
+            .header(PEER_HEADER.clone(), signature)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(PeerCallError::Status(response.status()));
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Returns this region's view, then each peer's as it reports it.
+    pub async fn status(&self) -> RegionsStatus {
+        let mut views = vec![RegionView {
+            observer: self.own.clone(),
+            regions: self.health.view(),
+            error: None,
+        }];
+        let peers = self.peers.keys().map(|region| async move {
+            match self.peer_health(region).await {
+                Ok(health) => RegionView {
+                    observer: region.clone(),
+                    regions: health.view,
+                    error: None,
+                },
+                Err(error) => RegionView {
+                    observer: region.clone(),
+                    regions: Vec::new(),
+                    error: Some(error.to_string()),
+                },
+            }
+        });
+        views.extend(futures_util::future::join_all(peers).await);
+        RegionsStatus {
+            region: self.own.clone(),
+            views,
+        }
+    }
+}
+
+/// Headers that belong to one connection and are not forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
+
+/// Renders `error` in the language of the request's `Accept-Language`, for the answers given
+/// before routing, where the localizing middleware does not run.
+fn refuse(error: ApiError, headers: &HeaderMap) -> Response {
+    let locale = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::http_error::Locale::from_accept_language)
+        .unwrap_or_default();
+    let body = error.body(locale);
+    let mut response = error.into_response();
+    *response.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
+}
+
+/// Runs before routing: checks peer calls and takes their forwarding prefix off, and forwards
+/// requests whose key belongs to another region.
+pub async fn route_by_region(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/peer/") {
+        let Some(auth) = &state.regions.auth else {
+            return refuse(
+                ApiError::PeerRefused("this region has no peer links".to_owned()),
+                request.headers(),
+            );
+        };
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map_or(path, |value| value.as_str())
+            .to_owned();
+        let from = match auth.verify(
+            request.headers(),
+            request.method(),
+            &path_and_query,
+            Utc::now(),
+        ) {
+            Ok(from) => from,
+            Err(error) => {
+                tracing::warn!(%error, path = %path_and_query, "peer call refused");
+                return refuse(ApiError::PeerRefused(error.to_string()), request.headers());
+            }
+        };
+        let client_ip = request
+            .headers()
+            .get(&CLIENT_IP_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        if let Some(rest) = path_and_query.strip_prefix(FORWARD_PREFIX) {
+            match rest.parse() {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(_) => return refuse(ApiError::RouteNotFound, request.headers()),
+            }
+        }
+        request
+            .extensions_mut()
+            .insert(Forwarded { from, client_ip });
+        return next.run(request).await;
+    }
+
+    let routed = path.starts_with("/v1/") || path.starts_with("/control/v1/");
+    let home = routed
+        .then(|| bearer_token(request.headers()))
+        .flatten()
+        .and_then(keys::region_prefix)
+        .and_then(|prefix| state.regions.peer_of_prefix(prefix))
+        .map(|(region, peer)| (region.clone(), peer.clone()));
+    match home {
+        Some((region, peer)) => forward(&state, &region, &peer, request).await,
+        None => next.run(request).await,
+    }
+}
+
+/// Sends `request` to `region` and streams its answer back.
+async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Request) -> Response {
+    let Some(auth) = &state.regions.auth else {
+        let error = ApiError::OtherRegionKey {
+            region: region.clone(),
+            url: peer.url.to_string(),
+        };
+        return refuse(error, request.headers());
+    };
+    let client_ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let (parts, body) = request.into_parts();
+    let request_headers = parts.headers.clone();
+    let path_and_query = format!(
+        "{FORWARD_PREFIX}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |value| value.as_str())
+    );
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !is_hop_by_hop(name) && name != PEER_HEADER && name != CLIENT_IP_HEADER {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        PEER_HEADER.clone(),
+        auth.sign(&parts.method, &path_and_query, Utc::now()),
+    );
+    if let Some(ip) = client_ip
+        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+    {
+        headers.insert(CLIENT_IP_HEADER.clone(), value);
+    }
+    let sent = state
+        .regions
+        .client
+        .request(parts.method, Regions::url(peer, &path_and_query))
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await;
+    let upstream = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%region, %error, "cannot forward a request to its home region");
+            state.metrics.count_forwarded(region.as_str(), 502);
+            let error = ApiError::RegionUnavailable {
+                region: region.clone(),
+            };
+            return refuse(error, &request_headers);
+        }
+    };
+    let status = upstream.status();
+    state
+        .metrics
+        .count_forwarded(region.as_str(), status.as_u16());
+    let mut response = Response::builder().status(status.as_u16());
+    if let Some(headers) = response.headers_mut() {
+        for (name, value) in upstream.headers() {
+            if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let body = Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
+    response
+        .body(body)
+        .unwrap_or_else(|_| ApiError::Internal.into_response())
+}
