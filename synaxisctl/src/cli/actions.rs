@@ -581,6 +581,13 @@ impl LimitsScope {
 pub struct LimitChange(pub Option<u64>);
 
 #[derive(Debug, Subcommand)]
+pub enum RegionAction {
+    /// Show each region's view of every region: up, down or unknown, from its health probes.
+    /// Exits with 1 when a region reports another one down or a view cannot be read.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// List audit log entries in ascending sequence order.
     List {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
     AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, FxAction, InvoiceAction,
-    KeyAction, LimitsAction, OrgAction, PlanAction, TeamAction, UserAction,
+    KeyAction, LimitsAction, OrgAction, PlanAction, RegionAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -190,6 +190,11 @@ pub enum Resource {
     Limits {
         #[command(subcommand)]
         action: LimitsAction,
+    },
+    /// Show the health of every region as each region sees it.
+    Region {
+        #[command(subcommand)]
+        action: RegionAction,
     },
     /// Read and verify the audit log.
     Audit {

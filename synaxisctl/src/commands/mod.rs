@@ -11,6 +11,7 @@ mod key;
 mod limits;
 mod org;
 mod plan;
+mod region;
 mod team;
 mod user;
 
@@ -26,6 +27,7 @@ pub use key::run as key;
 pub use limits::run as limits;
 pub use org::run as org;
 pub use plan::run as plan;
+pub use region::run as region;
 pub use team::run as team;
 pub use user::run as user;
 
@@ -65,6 +67,10 @@ pub enum CommandError {
     /// when it found one.
     #[error("the audit chain is broken")]
     AuditChainBroken { first_broken: Option<BrokenEntry> },
+    /// Regions that some region sees down, as `observer: region`, or views that could not be
+    /// read.
+    #[error("regions are down or unreadable")]
+    RegionsDegraded { problems: Vec<String> },
     #[error("failed to start the async runtime")]
     Runtime(#[source] io::Error),
     #[error("failed to write the output")]
@@ -90,6 +96,7 @@ impl CommandError {
             Self::Prompt(PromptError::Terminal { .. })
             | Self::LimitsFile(LimitsFileError::Read { .. })
             | Self::AuditChainBroken { .. }
+            | Self::RegionsDegraded { .. }
             | Self::Runtime(_)
             | Self::Output(_) => Exit::Failure,
         }

@@ -50,6 +50,10 @@ impl Language {
             CommandError::AuditChainBroken { first_broken } => {
                 self.describe_broken_chain(first_broken.as_ref())
             }
+            CommandError::RegionsDegraded { problems } => match self {
+                Self::En => format!("regions not up: {}", problems.join("; ")),
+                Self::PtBr => format!("regiões fora do ar: {}", problems.join("; ")),
+            },
             CommandError::Runtime(error) => match self {
                 Self::En => format!("failed to start the async runtime: {error}"),
                 Self::PtBr => format!("não foi possível iniciar o runtime assíncrono: {error}"),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use synaxis_shared::api::{CreatedKey, List, Org};
 use synaxis_shared::plans::OrgEntitlements;
 
-pub use record::Record;
+pub use record::{Record, RegionRow};
 
 use crate::cli::OutputFormat;
 use crate::client::Reply;

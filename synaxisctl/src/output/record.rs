@@ -684,3 +684,75 @@ mod tests {
         assert_eq!(summary.row(Language::En).first(), Some(&"*".to_owned()));
     }
 }
+
+/// One region as one observer sees it: a row of `region status`.
+#[derive(Clone, Debug)]
+pub struct RegionRow {
+    pub observer: String,
+    pub region: String,
+    pub status: String,
+    pub consecutive_failures: String,
+    pub consecutive_passes: String,
+    pub since: String,
+    pub last_probe_at: String,
+    pub last_error: String,
+}
+
+impl RegionRow {
+    /// Flattens every observer's view into rows; a view that could not be read is one row
+    /// with its error.
+    pub fn rows(status: &synaxis_shared::region::RegionsStatus) -> Vec<Self> {
+        let mut rows = Vec::new();
+        for view in &status.views {
+            if let Some(error) = &view.error {
+                rows.push(Self {
+                    observer: view.observer.to_string(),
+                    region: NONE.to_owned(),
+                    status: NONE.to_owned(),
+                    consecutive_failures: NONE.to_owned(),
+                    consecutive_passes: NONE.to_owned(),
+                    since: NONE.to_owned(),
+                    last_probe_at: NONE.to_owned(),
+                    last_error: error.clone(),
+                });
+            }
+            for health in &view.regions {
+                rows.push(Self {
+                    observer: view.observer.to_string(),
+                    region: health.region.to_string(),
+                    status: health.status.to_string(),
+                    consecutive_failures: health.consecutive_failures.to_string(),
+                    consecutive_passes: health.consecutive_passes.to_string(),
+                    since: optional_timestamp(health.since.as_ref()),
+                    last_probe_at: optional_timestamp(health.last_probe_at.as_ref()),
+                    last_error: health.last_error.clone().unwrap_or_else(|| NONE.to_owned()),
+                });
+            }
+        }
+        rows
+    }
+}
+
+impl Record for RegionRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "observer",
+        "region",
+        "status",
+        "consecutive_failures",
+        "since",
+        "last_error",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("observer", self.observer.clone()),
+            ("region", self.region.clone()),
+            ("status", self.status.clone()),
+            ("consecutive_failures", self.consecutive_failures.clone()),
+            ("consecutive_passes", self.consecutive_passes.clone()),
+            ("since", self.since.clone()),
+            ("last_probe_at", self.last_probe_at.clone()),
+            ("last_error", self.last_error.clone()),
+        ]
+    }
+}
