@@ -26,6 +26,9 @@ pub enum ClientError {
     Build(#[source] reqwest::Error),
     #[error("the token is not a valid HTTP header value")]
     InvalidToken,
+    /// `SYNAXIS_CA_CERT` names a file that is not a PEM certificate bundle.
+    #[error("cannot use the CA certificates in {path}: {reason}")]
+    CaCert { path: String, reason: String },
     #[error("the endpoint {endpoint} is not a base URL")]
     InvalidEndpoint { endpoint: String },
     #[error("cannot connect to {endpoint}")]
@@ -66,7 +69,7 @@ impl ClientError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Api { status, .. } | Self::Status { status, .. } => Exit::for_status(*status),
-            Self::InvalidToken | Self::InvalidEndpoint { .. } => Exit::Usage,
+            Self::InvalidToken | Self::InvalidEndpoint { .. } | Self::CaCert { .. } => Exit::Usage,
             Self::Build(_)
             | Self::Connect { .. }
             | Self::Timeout { .. }
@@ -102,6 +105,24 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// Environment variable naming a PEM file of certificate authorities to trust besides the
+/// public web roots, for a synaxisd whose certificate a private CA signed.
+pub const CA_CERT_ENV: &str = "SYNAXIS_CA_CERT";
+
+fn read_ca_certs(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let error = |reason: String| ClientError::CaCert {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|source| error(source.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| error(source.to_string()))?;
+    if certificates.is_empty() {
+        return Err(error("it holds no PEM certificate".to_owned()));
+    }
+    Ok(certificates)
+}
+
 impl Client {
     pub fn new(
         endpoint: Url,
@@ -124,7 +145,13 @@ impl Client {
 
         // Redirects are not followed, because reqwest 0.12 resends a POST as a GET after a
         // 301, 302 or 303, and keeps the operator token on a redirect from https to http.
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = std::env::var_os(CA_CERT_ENV).filter(|path| !path.is_empty()) {
+            for certificate in read_ca_certs(std::path::Path::new(&path))? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .default_headers(headers)
             .user_agent(concat!("synaxisctl/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)

@@ -292,6 +292,9 @@ fn describe_client_en(error: &ClientError) -> String {
                 "the endpoint {endpoint} is not a base URL: check --endpoint or SYNAXIS_ENDPOINT."
             )
         }
+        ClientError::CaCert { path, reason } => format!(
+            "cannot use the CA certificates in {path}: {reason}. Point SYNAXIS_CA_CERT at a PEM file, or unset it."
+        ),
         ClientError::Connect { endpoint, .. } => format!(
             "cannot connect to {endpoint}: {cause}. Check that synaxisd is running there, or set --endpoint or SYNAXIS_ENDPOINT."
         ),
@@ -327,6 +330,9 @@ fn describe_client_pt_br(error: &ClientError) -> String {
         ClientError::InvalidEndpoint { endpoint } => {
             format!("o endpoint {endpoint} não é uma URL base: verifique --endpoint ou SYNAXIS_ENDPOINT.")
         }
+        ClientError::CaCert { path, reason } => format!(
+            "não foi possível usar os certificados de CA em {path}: {reason}. Aponte SYNAXIS_CA_CERT para um arquivo PEM, ou remova a variável."
+        ),
         ClientError::Connect { endpoint, .. } => format!(
             "não foi possível conectar a {endpoint}: {cause}. Verifique se o synaxisd está em execução nesse endereço, ou defina --endpoint ou SYNAXIS_ENDPOINT."
         ),
