@@ -295,6 +295,9 @@ fn describe_client_en(error: &ClientError) -> String {
         ClientError::CaCert { path, reason } => format!(
             "cannot use the CA certificates in {path}: {reason}. Point SYNAXIS_CA_CERT at a PEM file, or unset it."
         ),
+        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => format!(
+            "cannot connect to {endpoint}: {cause}. When a private CA signed the server's certificate, set SYNAXIS_CA_CERT to the CA's PEM file."
+        ),
         ClientError::Connect { endpoint, .. } => format!(
             "cannot connect to {endpoint}: {cause}. Check that synaxisd is running there, or set --endpoint or SYNAXIS_ENDPOINT."
         ),
@@ -332,6 +335,9 @@ fn describe_client_pt_br(error: &ClientError) -> String {
         }
         ClientError::CaCert { path, reason } => format!(
             "não foi possível usar os certificados de CA em {path}: {reason}. Aponte SYNAXIS_CA_CERT para um arquivo PEM, ou remova a variável."
+        ),
+        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => format!(
+            "não foi possível conectar a {endpoint}: {cause}. Quando uma CA privada assinou o certificado do servidor, defina SYNAXIS_CA_CERT com o arquivo PEM da CA."
         ),
         ClientError::Connect { endpoint, .. } => format!(
             "não foi possível conectar a {endpoint}: {cause}. Verifique se o synaxisd está em execução nesse endereço, ou defina --endpoint ou SYNAXIS_ENDPOINT."
