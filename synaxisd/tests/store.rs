@@ -25,6 +25,7 @@ use synaxis_shared::{Locale, OrgId, RegionId, RequestId, Role};
 use synaxis_tests::services::{DATABASE_URL_ENV, TestDatabase, service_url};
 use synaxisd::audit::{AuditDraft, AuditLog};
 use synaxisd::clock::{Clock, ManualClock};
+use synaxisd::directory::DirectorySelector;
 use synaxisd::store::postgres::PgStore;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{
@@ -1250,6 +1251,109 @@ async fn invoice_charges_fee_and_credit_once(store: Arc<dyn Store>) {
     assert_eq!(listed, vec![invoice.clone()]);
 }
 
+/// The key directory: entries of this region's keys as they change, and the replica of
+/// another region's entries, which keeps the newest version of each key.
+async fn key_directory_publishes_and_replicates(store: Arc<dyn Store>) {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone());
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+
+    let entries = store
+        .directory_entries(DirectorySelector::Org(org.id), 7)
+        .await
+        .expect("entries");
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].clone();
+    assert_eq!(
+        (
+            entry.key_id,
+            entry.user_id,
+            entry.home_region.clone(),
+            entry.version
+        ),
+        (created.key.id, user.id, region(), 7)
+    );
+    assert!(entry.active);
+    assert_eq!(entry.allowed_models.key, vec!["gpt-4o-mini".to_owned()]);
+    let hash = KeyHasher::new(&SecretString::from("p".repeat(32))).hash(&created.secret);
+    assert_eq!(entry.key_hash, hash);
+    assert!(entry.accepts(&hash, start_time()));
+
+    tenancy
+        .revoke_user(&operator(), user.id)
+        .await
+        .expect("revoke user");
+    let after = store
+        .directory_entries(DirectorySelector::User(user.id), 8)
+        .await
+        .expect("entries");
+    assert!(!after[0].active, "a revoked user's keys are inactive");
+    assert!(!after[0].accepts(&hash, start_time()));
+    assert!(
+        store
+            .directory_entries(DirectorySelector::Key(synaxis_shared::KeyId::new()), 9)
+            .await
+            .expect("entries")
+            .is_empty()
+    );
+
+    // A peer's entries: the newest version of a key wins, whatever the order of arrival.
+    let mut peer = entry.clone();
+    peer.key_id = synaxis_shared::KeyId::new();
+    peer.home_region = "sa-east-1".parse().expect("region id");
+    peer.key_hash = "peer-hash".to_owned();
+    peer.version = 10;
+    let mut older = peer.clone();
+    older.version = 5;
+    older.active = false;
+    let mut newer = peer.clone();
+    newer.version = 20;
+    newer.previous_key_hash = Some("old-peer-hash".to_owned());
+    newer.previous_key_expires_at = Some(start_time() + Duration::hours(1));
+    newer.key_hash = "new-peer-hash".to_owned();
+
+    assert_eq!(
+        store
+            .apply_directory_entries(&[peer.clone()])
+            .await
+            .expect("apply"),
+        1
+    );
+    assert_eq!(
+        store
+            .apply_directory_entries(&[older.clone(), peer.clone()])
+            .await
+            .expect("apply"),
+        0,
+        "an older version and a duplicate change nothing"
+    );
+    let found = store.find_directory_entry("peer-hash").await.expect("find");
+    assert_eq!(found, Some(peer.clone()));
+    assert_eq!(
+        store
+            .apply_directory_entries(&[newer.clone()])
+            .await
+            .expect("apply"),
+        1
+    );
+    assert_eq!(
+        store.find_directory_entry("peer-hash").await.expect("find"),
+        None
+    );
+    let by_previous = store
+        .find_directory_entry("old-peer-hash")
+        .await
+        .expect("find")
+        .expect("the previous hash finds the entry");
+    assert_eq!(by_previous, newer);
+    assert!(by_previous.accepts("old-peer-hash", start_time()));
+    assert!(!by_previous.accepts("old-peer-hash", start_time() + Duration::hours(2)));
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2080,6 +2184,7 @@ async fn postgres_corrupt_user_limits_are_named() {
 }
 
 contract_tests!(
+    key_directory_publishes_and_replicates,
     request_records_insert_in_batches,
     team_policy_reaches_authentication,
     rotation_grace_follows_clock,
