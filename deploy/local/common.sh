@@ -111,6 +111,9 @@ kafka_brokers = "$kafka"
 store = "redis"
 redis_url = "$redis_url/$index"
 
+[signup]
+enabled = true
+
 [upstreams.fake]
 kind = "openai"
 base_url = "http://127.0.0.1:$upstream_port/v1"

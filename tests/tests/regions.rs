@@ -24,8 +24,8 @@ const DEPLOYMENT_ENV: &str = "SYNAXIS_TEST_DEPLOYMENT";
 /// Bound on the time a replicated change may take, from the spec of the key directory.
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-/// Bound on the health probes' verdict: 3 probes 500 ms apart with 500 ms timeouts take about
-/// 3 s; the rest is margin for a loaded machine.
+/// Bound on the health probes' verdict. Three probes 500 ms apart with 500 ms timeouts take
+/// about 3 s, and the rest is margin for a loaded machine.
 const HEALTH_VERDICT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
@@ -191,7 +191,7 @@ async fn count(pool: &sqlx::PgPool, sql: &str, id: uuid::Uuid) -> i64 {
 }
 
 #[tokio::test]
-async fn a_brazilian_key_used_in_us_east_1_is_processed_and_stored_in_sa_east_1() {
+async fn forwarding_stores_only_at_home() {
     let Some(deployment) = Deployment::load() else {
         return;
     };
@@ -296,7 +296,7 @@ async fn a_brazilian_key_used_in_us_east_1_is_processed_and_stored_in_sa_east_1(
 }
 
 #[tokio::test]
-async fn a_key_revoked_in_its_home_region_is_refused_by_the_others_within_5_seconds() {
+async fn revocation_reaches_peers_within_5s() {
     let Some(deployment) = Deployment::load() else {
         return;
     };
@@ -346,7 +346,7 @@ async fn a_key_revoked_in_its_home_region_is_refused_by_the_others_within_5_seco
 }
 
 #[tokio::test]
-async fn peer_calls_without_valid_region_credentials_are_refused() {
+async fn peer_calls_need_credentials() {
     let Some(deployment) = Deployment::load() else {
         return;
     };
@@ -388,6 +388,51 @@ async fn peer_calls_without_valid_region_credentials_are_refused() {
     }
 }
 
+#[tokio::test]
+async fn forwarding_serves_signup_and_control() {
+    let Some(deployment) = Deployment::load() else {
+        return;
+    };
+    let http = deployment.http();
+    let entry = &deployment.region("us-east-1").url;
+    let email = format!("owner@{}.test", uuid::Uuid::new_v4().simple());
+    let response = http
+        .post(format!("{entry}/control/v1/signup"))
+        .json(&serde_json::json!({"email": email, "org_name": "Loja", "region": "sa-east-1"}))
+        .send()
+        .await
+        .expect("send the signup");
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.expect("signup answer");
+    assert_eq!(created["org"]["primary_region"], "sa-east-1");
+    let secret = created["secret"].as_str().expect("management key secret");
+    assert!(secret.starts_with("sk-syn-br-"), "{secret}");
+    let org_id = created["org"]["id"].as_str().expect("org id").to_owned();
+
+    // The owner's management key works through us-east-1 as well.
+    let orgs: Value = http
+        .get(format!("{entry}/control/v1/orgs"))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .expect("list orgs")
+        .json()
+        .await
+        .expect("org list");
+    assert_eq!(orgs["data"][0]["id"], org_id.as_str());
+
+    let org = uuid(&org_id);
+    let home = deployment.database("sa-east-1").await;
+    let sql = "SELECT count(*) FROM organizations WHERE id = $1";
+    assert_eq!(count(&home, sql, org).await, 1);
+    for region in ["us-east-1", "eu-west-1"] {
+        let pool = deployment.database(region).await;
+        assert_eq!(count(&pool, sql, org).await, 0, "{region}");
+        let audit = "SELECT count(*) FROM audit_log WHERE org_id = $1";
+        assert_eq!(count(&pool, audit, org).await, 0, "{region}");
+    }
+}
+
 /// Returns a TLS client configuration that trusts the deployment's CA and offers only `versions`.
 fn tls_client(
     ca_file: &Path,
@@ -410,7 +455,7 @@ fn tls_client(
 }
 
 #[tokio::test]
-async fn the_listener_refuses_tls_below_1_3() {
+async fn listener_refuses_tls_1_2() {
     let Some(deployment) = Deployment::load() else {
         return;
     };
@@ -500,7 +545,7 @@ async fn wait_for_status(deployment: &Deployment, observer: &str, region: &str, 
 }
 
 #[tokio::test]
-async fn a_stopped_region_turns_down_in_both_peers_and_up_when_started() {
+async fn health_follows_stopped_region() {
     let Some(deployment) = Deployment::load() else {
         return;
     };
@@ -516,7 +561,7 @@ async fn a_stopped_region_turns_down_in_both_peers_and_up_when_started() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "down").await;
     }
-    // While it is down, `region status` says so with exit status 1.
+    // While it is down, `region status` exits with status 1.
     let (status, _) = deployment.ctl_status("us-east-1", &["region", "status"]);
     assert_eq!(status, 1);
 

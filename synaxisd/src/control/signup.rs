@@ -1,6 +1,7 @@
 //! `POST /control/v1/signup`: self-service signup, without credentials. The region is the one
 //! the request names, or else the one of the client's country. A signup for another region
-//! than this daemon's gets 421 with that region's signup URL, and nothing is stored here.
+//! than this daemon's is forwarded to it over the peer API, or, without peer links, gets 421
+//! with that region's signup URL; nothing is stored here either way.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use synaxis_shared::RegionId;
 use synaxis_shared::api::{SignupRequest, SignupResponse};
 use url::Url;
@@ -70,12 +72,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let peer = parts
+        // A signup that a peer region forwarded carries the client's address as that region
+        // saw it.
+        let forwarded = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
-                peer.ip()
-            });
+            .get::<crate::region::Forwarded>()
+            .and_then(|forwarded| forwarded.client_ip);
+        let peer = forwarded.unwrap_or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
+                    peer.ip()
+                })
+        });
         Ok(Self(peer))
     }
 }
@@ -85,7 +95,7 @@ pub async fn signup(
     Peer(peer): Peer,
     headers: HeaderMap,
     JsonBody(request): JsonBody<SignupRequest>,
-) -> Result<(StatusCode, Json<SignupResponse>), ApiError> {
+) -> Result<Response, ApiError> {
     let Some(signup) = state.signup.as_ref() else {
         return Err(ApiError::PermissionDenied(
             "self-service signup is off on this server; ask its operator to create your organization".to_owned(),
@@ -104,6 +114,34 @@ pub async fn signup(
         &signup.config.trusted_proxies,
     );
     let region = signup.region_for(request.region.as_ref(), client);
+    if region != state.region && state.regions.can_forward_to(&region) {
+        // The peer takes the region from the body, so its own view of the client's address
+        // does not send the signup back.
+        let forwarded = SignupRequest {
+            region: Some(region.clone()),
+            ..request
+        };
+        let body = serde_json::to_vec(&forwarded).map_err(|_| ApiError::Internal)?;
+        let answer = state
+            .regions
+            .send(
+                &region,
+                Method::POST,
+                "/control/v1/signup",
+                &headers,
+                body.into(),
+                Some(client),
+            )
+            .await
+            .map_err(|error| {
+                tracing::warn!(%region, %client, %error, "cannot forward a signup to its region");
+                ApiError::RegionUnavailable {
+                    region: region.clone(),
+                }
+            })?;
+        tracing::info!(%client, %region, status = answer.status().as_u16(), "signup forwarded to its region");
+        return Ok(crate::region::relay(answer));
+    }
     if region != state.region {
         let signup_url = signup.signup_url(&region).ok_or_else(|| {
             ApiError::invalid(
@@ -130,7 +168,7 @@ pub async fn signup(
         .await?;
 
     tracing::info!(org.id = %created.org.id, %client, "organization signed up");
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok((StatusCode::CREATED, Json::<SignupResponse>(created)).into_response())
 }
 
 #[cfg(test)]

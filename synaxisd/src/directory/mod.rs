@@ -28,7 +28,7 @@ pub fn topic(prefix: &str, region: &RegionId) -> String {
     format!("{prefix}.{region}.keys")
 }
 
-/// What a peer region knows about one key.
+/// The entry of one key, as peer regions replicate it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryEntry {
     pub key_id: KeyId,

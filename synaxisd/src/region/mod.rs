@@ -144,6 +144,55 @@ impl Regions {
         Ok(response.json().await?)
     }
 
+    /// Sends a request to `region`'s `/peer/v1/forward{path_and_query}`, signed, with the
+    /// client's headers but the connection's own and with the client's address.
+    pub async fn send(
+        &self,
+        region: &RegionId,
+        method: axum::http::Method,
+        path_and_query: &str,
+        client_headers: &HeaderMap,
+        body: reqwest::Body,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<reqwest::Response, PeerCallError> {
+        let auth = self.auth.as_ref().ok_or(PeerCallError::NoSecret)?;
+        let peer = self
+            .peers
+            .get(region)
+            .ok_or_else(|| PeerCallError::UnknownRegion(region.clone()))?;
+        let path_and_query = format!("{FORWARD_PREFIX}{path_and_query}");
+        let mut headers = HeaderMap::new();
+        for (name, value) in client_headers {
+            // The body may differ from the client's, so reqwest sets its length.
+            let own =
+                name == PEER_HEADER || name == CLIENT_IP_HEADER || name == header::CONTENT_LENGTH;
+            if !is_hop_by_hop(name) && !own {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(
+            PEER_HEADER.clone(),
+            auth.sign(&method, &path_and_query, Utc::now()),
+        );
+        if let Some(ip) = client_ip
+            && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+        {
+            headers.insert(CLIENT_IP_HEADER.clone(), value);
+        }
+        Ok(self
+            .client
+            .request(method, Self::url(peer, &path_and_query))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await?)
+    }
+
+    /// Returns whether requests can be forwarded to `region`.
+    pub fn can_forward_to(&self, region: &RegionId) -> bool {
+        self.auth.is_some() && self.peers.contains_key(region)
+    }
+
     /// Returns this region's view, then each peer's as it reports it.
     pub async fn status(&self) -> RegionsStatus {
         let mut views = vec![RegionView {
@@ -268,73 +317,63 @@ pub async fn route_by_region(
 
 /// Sends `request` to `region` and streams its answer back.
 async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Request) -> Response {
-    let Some(auth) = &state.regions.auth else {
+    if state.regions.auth.is_none() {
         let error = ApiError::OtherRegionKey {
             region: region.clone(),
             url: peer.url.to_string(),
         };
         return refuse(error, request.headers());
-    };
+    }
     let client_ip = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
     let (parts, body) = request.into_parts();
-    let request_headers = parts.headers.clone();
-    let path_and_query = format!(
-        "{FORWARD_PREFIX}{}",
-        parts
-            .uri
-            .path_and_query()
-            .map_or("/", |value| value.as_str())
-    );
-    let mut headers = HeaderMap::new();
-    for (name, value) in &parts.headers {
-        if !is_hop_by_hop(name) && name != PEER_HEADER && name != CLIENT_IP_HEADER {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.insert(
-        PEER_HEADER.clone(),
-        auth.sign(&parts.method, &path_and_query, Utc::now()),
-    );
-    if let Some(ip) = client_ip
-        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
-    {
-        headers.insert(CLIENT_IP_HEADER.clone(), value);
-    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |value| value.as_str());
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
     let sent = state
         .regions
-        .client
-        .request(parts.method, Regions::url(peer, &path_and_query))
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
+        .send(
+            region,
+            parts.method.clone(),
+            path_and_query,
+            &parts.headers,
+            body,
+            client_ip,
+        )
         .await;
-    let upstream = match sent {
-        Ok(response) => response,
+    match sent {
+        Ok(answer) => {
+            state
+                .metrics
+                .count_forwarded(region.as_str(), answer.status().as_u16());
+            relay(answer)
+        }
         Err(error) => {
             tracing::warn!(%region, %error, "cannot forward a request to its home region");
             state.metrics.count_forwarded(region.as_str(), 502);
             let error = ApiError::RegionUnavailable {
                 region: region.clone(),
             };
-            return refuse(error, &request_headers);
+            refuse(error, &parts.headers)
         }
-    };
-    let status = upstream.status();
-    state
-        .metrics
-        .count_forwarded(region.as_str(), status.as_u16());
-    let mut response = Response::builder().status(status.as_u16());
+    }
+}
+
+/// Turns a peer's answer into this region's response, its body streamed as it arrives.
+pub fn relay(answer: reqwest::Response) -> Response {
+    let mut response = Response::builder().status(answer.status().as_u16());
     if let Some(headers) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
+        for (name, value) in answer.headers() {
             if !is_hop_by_hop(name) && name != header::CONTENT_LENGTH {
                 headers.append(name.clone(), value.clone());
             }
         }
     }
-    let body = Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
+    let body = Body::from_stream(answer.bytes_stream().map_err(std::io::Error::other));
     response
         .body(body)
         .unwrap_or_else(|_| ApiError::Internal.into_response())

@@ -178,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signed_call_verifies_as_its_region() {
+    fn peer_signature_verifies_region() {
         let now = Utc::now();
         let headers = signed(auth("us-east-1").sign(&Method::POST, "/peer/v1/forward/v1/x", now));
         assert_eq!(
@@ -188,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn altered_or_foreign_calls_are_refused() {
+    fn peer_signature_rejects_forgeries() {
         let now = Utc::now();
         let receiver = auth("sa-east-1");
         let value = auth("us-east-1").sign(&Method::POST, "/peer/v1/health", now);
