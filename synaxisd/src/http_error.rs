@@ -561,18 +561,19 @@ fn plan_limit_message(limit: &PlanLimit, locale: Locale) -> String {
     let plan = &limit.plan_name;
     let Some(count) = limit.limit else {
         if limit.field == "billing_currencies" {
+            let currency = limit.value.as_deref().unwrap_or("this currency");
             return match (locale, &limit.lifted_by) {
                 (Locale::En, Some((lifter, _))) => format!(
-                    "The {plan} plan does not bill in this currency. Choose one of its billing currencies (`synaxisctl org show`), or move the organization to the {lifter} plan, which does."
+                    "The {plan} plan does not bill in {currency}. Choose one of its billing currencies (`synaxisctl org show`), or move the organization to the {lifter} plan, which does."
                 ),
                 (Locale::En, None) => format!(
-                    "The {plan} plan does not bill in this currency. Choose one of the plan's billing currencies (`synaxisctl org show`)."
+                    "The {plan} plan does not bill in {currency}. Choose one of the plan's billing currencies (`synaxisctl org show`)."
                 ),
                 (Locale::PtBr, Some((lifter, _))) => format!(
-                    "O plano {plan} não fatura nesta moeda. Escolha uma das moedas de faturamento dele (`synaxisctl org show`), ou mude a organização para o plano {lifter}, que fatura nela."
+                    "O plano {plan} não fatura em {currency}. Escolha uma das moedas de faturamento dele (`synaxisctl org show`), ou mude a organização para o plano {lifter}, que fatura nela."
                 ),
                 (Locale::PtBr, None) => format!(
-                    "O plano {plan} não fatura nesta moeda. Escolha uma das moedas de faturamento do plano (`synaxisctl org show`)."
+                    "O plano {plan} não fatura em {currency}. Escolha uma das moedas de faturamento do plano (`synaxisctl org show`)."
                 ),
             };
         }

@@ -38,6 +38,7 @@ impl Record for Org {
         "name",
         "primary_region",
         "plan",
+        "trial_ends_at",
         "active",
         "created_at",
     ];

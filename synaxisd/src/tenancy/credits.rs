@@ -75,6 +75,7 @@ impl Tenancy {
                         field: "auto_topup",
                         plan_name: plan.name.clone(),
                         limit: None,
+                        value: None,
                         lifted_by,
                     })));
                 }

@@ -37,6 +37,7 @@ impl Tenancy {
             field: "billing_currencies",
             plan_name: plan.name.clone(),
             limit: None,
+            value: Some(currency.code().to_owned()),
             lifted_by,
         })))
     }

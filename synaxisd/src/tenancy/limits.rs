@@ -120,6 +120,7 @@ impl Tenancy {
             field: "rate_limit_windows",
             plan_name: plan.name.clone(),
             limit: None,
+            value: None,
             lifted_by,
         })))
     }

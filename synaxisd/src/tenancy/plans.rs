@@ -217,6 +217,8 @@ pub struct PlanLimit {
     pub plan_name: String,
     /// The limit, or `None` for an entitlement that is not a count.
     pub limit: Option<u64>,
+    /// The refused value of an entitlement that is not a count, such as a currency code.
+    pub value: Option<String>,
     /// The plan that lifts the limit, and its value there.
     pub lifted_by: Option<(String, Quota)>,
 }
@@ -371,6 +373,7 @@ impl Tenancy {
             field: name,
             plan_name: plan.name.clone(),
             limit: quota.limit(),
+            value: None,
             lifted_by,
         };
         Ok((quota.limit(), limit))
