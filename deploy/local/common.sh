@@ -2,7 +2,8 @@
 # shellcheck shell=bash
 
 regions=(eu-west-1 us-east-1 sa-east-1)
-port_base=${SYNAXIS_LOCAL_PORT_BASE:-8100}
+# The ports of a running deployment are the ones it was started with.
+port_base=${SYNAXIS_LOCAL_PORT_BASE:-$(cat "$run/port_base" 2>/dev/null || echo 8100)}
 upstream_port=$((port_base + 9))
 database_url=${SYNAXIS_LOCAL_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 redis_url=${SYNAXIS_LOCAL_REDIS_URL:-redis://127.0.0.1:6379}
@@ -49,9 +50,18 @@ region_index() {
 
 region_port() { echo $((port_base + $(region_index "$1"))); }
 database_name() { echo "synaxis_local_${1//-/_}"; }
-operator_token() {
-  local name="OPERATOR_TOKEN_${1//-/_}"
-  grep "^$name=" "$run/secrets.env" | cut -d= -f2-
+secret() { grep "^$1=" "$run/secrets.env" | cut -d= -f2-; }
+operator_token() { secret "OPERATOR_TOKEN_${1//-/_}"; }
+
+# Prints the regions whose synaxisd runs.
+running_regions() {
+  local region pid_file
+  for region in "${regions[@]}"; do
+    pid_file="$run/$region.pid"
+    if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      echo "$region"
+    fi
+  done
 }
 
 write_config() {
@@ -78,7 +88,7 @@ max_connections = 8
 
 [events]
 bus = "kafka"
-topic_prefix = "synaxis-local"
+topic_prefix = "$(secret TOPIC_PREFIX)"
 
 [peer]
 ca_file = "$run/tls/ca.pem"
@@ -134,12 +144,10 @@ start_region() {
   fi
   log "$region on https://127.0.0.1:$port"
   (
-    set -a
-    # shellcheck disable=SC1091
-    source "$run/secrets.env"
-    set +a
-    export SYNAXIS_OPERATOR_TOKEN
+    SYNAXIS_KEY_PEPPER=$(secret SYNAXIS_KEY_PEPPER)
+    SYNAXIS_PEER_SECRET=$(secret SYNAXIS_PEER_SECRET)
     SYNAXIS_OPERATOR_TOKEN=$(operator_token "$region")
+    export SYNAXIS_KEY_PEPPER SYNAXIS_PEER_SECRET SYNAXIS_OPERATOR_TOKEN
     exec setsid nohup "$root/target/debug/synaxisd" --config "$run/$region.toml" serve \
       >>"$run/$region.log" 2>&1
   ) &
@@ -177,4 +185,5 @@ write_deployment() {
     done
     printf '\n  }\n}\n'
   } >"$run/deployment.json"
+  chmod 600 "$run/deployment.json"
 }

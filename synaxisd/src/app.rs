@@ -28,7 +28,8 @@ use crate::limits::fallback::FallbackLimiter;
 use crate::limits::memory::MemoryLimiter;
 use crate::region::Regions;
 use crate::region::health::HealthMonitor;
-use crate::region::peer::{MIN_SECRET_LEN, PEER_SECRET_ENV, PeerAuth};
+use crate::region::peer::PeerAuth;
+use crate::secrets::PEER_SECRET_ENV;
 use crate::secrets::{SecretSources, Secrets, SecretsError};
 use crate::server::{self, AppState, AppStateInner, Metrics};
 use crate::store::{self, Store};
@@ -134,11 +135,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let links_stop = CancellationToken::new();
     let links = start_region_links(
         &config,
-        &store,
         &clock,
         &metrics,
         &tenancy,
         changes_rx,
+        secrets.peer_secret.clone(),
         &links_stop,
     )
     .await?;
@@ -264,14 +265,15 @@ struct RegionLinks {
 /// the health monitor.
 async fn start_region_links(
     config: &Config,
-    store: &Arc<dyn Store>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     tenancy: &Tenancy,
     changes: tokio::sync::mpsc::UnboundedReceiver<crate::directory::Changed>,
+    peer_secret: Option<SecretString>,
     stop: &CancellationToken,
 ) -> anyhow::Result<RegionLinks> {
     let own = config.server.region.clone();
+    let store = tenancy.store();
     let prefix = &config.events.topic_prefix;
     let mut tasks = Vec::new();
 
@@ -323,11 +325,7 @@ async fn start_region_links(
     // the topics; compacted topics keep that to one entry per key.
     let group = format!("synaxisd-{own}-{}", uuid::Uuid::new_v4().simple());
     for (cluster, topics) in topics_by_cluster {
-        let bus = &buses[&cluster];
-        if let Err(error) = bus.ensure_topics(&topics).await {
-            tracing::warn!(%error, "cannot create the key directory topics; reading them when they exist");
-        }
-        let subscription = bus.subscribe(&topics, &group).await?;
+        let bus = buses[&cluster].clone();
         let replicator = Replicator {
             store: store.clone(),
             cache: tenancy.auth_cache_handle(),
@@ -335,18 +333,22 @@ async fn start_region_links(
             applied: metrics.directory_applied.clone(),
             rejected: metrics.directory_rejected.clone(),
         };
-        tasks.push(tokio::spawn(replicator.run(subscription, stop.clone())));
+        // A broker that is down delays the replica, never the start of the server.
+        tasks.push(tokio::spawn(replicator.follow(
+            bus,
+            cluster,
+            topics,
+            group.clone(),
+            stop.clone(),
+        )));
     }
 
-    let auth = match process_env(PEER_SECRET_ENV) {
-        Some(secret) if secret.len() >= MIN_SECRET_LEN => Some(PeerAuth::new(
+    let auth = match peer_secret {
+        Some(secret) => Some(PeerAuth::new(
             own.clone(),
-            SecretString::from(secret),
+            secret,
             config.regions.keys().cloned().collect(),
         )),
-        Some(_) => anyhow::bail!(
-            "invalid config: {PEER_SECRET_ENV} is shorter than {MIN_SECRET_LEN} characters: set it to the same long random value in every region"
-        ),
         None => {
             tracing::info!(
                 "{PEER_SECRET_ENV} is not set: requests of other regions' keys get 421 and peer calls are refused"

@@ -83,6 +83,8 @@ fn main() -> ExitCode {
             Command::Serve { .. } => app::serve(config).await,
             Command::Migrate => app::migrate(&config).await,
             Command::CheckConfig => {
+                let env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+                synaxisd::secrets::peer_secret(&env).map_err(app::StartupError::from)?;
                 println!("config is valid");
                 Ok(())
             }

@@ -16,12 +16,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub const PEPPER_ENV: &str = "SYNAXIS_KEY_PEPPER";
 pub const OPERATOR_TOKEN_ENV: &str = "SYNAXIS_OPERATOR_TOKEN";
+/// The secret that every region shares to sign peer calls; without it, nothing is forwarded.
+pub const PEER_SECRET_ENV: &str = "SYNAXIS_PEER_SECRET";
 
 const PEPPER_FILE: &str = "key-pepper";
 const OPERATOR_TOKEN_FILE: &str = "operator-token";
 
-/// Shortest accepted pepper or operator token, in bytes.
-const MIN_SECRET_LEN: usize = 32;
+/// Shortest accepted pepper, operator token or peer secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
 
 #[derive(Debug)]
 pub struct Secrets {
@@ -29,6 +31,7 @@ pub struct Secrets {
     pub operator_token: SecretString,
     /// The operator token when this start generated it, so that it can be shown once.
     pub generated_operator_token: Option<GeneratedSecret>,
+    pub peer_secret: Option<SecretString>,
 }
 
 #[derive(Debug)]
@@ -68,8 +71,21 @@ impl Secrets {
             pepper,
             operator_token,
             generated_operator_token: generated,
+            peer_secret: peer_secret(sources.env)?,
         })
     }
+}
+
+/// Reads `SYNAXIS_PEER_SECRET`, which is optional but must be long enough when set.
+pub fn peer_secret(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretString>, SecretsError> {
+    env(PEER_SECRET_ENV)
+        .map(|value| {
+            check_length(&value, PEER_SECRET_ENV)?;
+            Ok(SecretString::from(value))
+        })
+        .transpose()
 }
 
 fn load_one(

@@ -159,7 +159,10 @@ async fn request_context(
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let is_health_check = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let is_health_check = matches!(
+        request.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | crate::region::HEALTH_PATH
+    );
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
 
@@ -195,11 +198,16 @@ async fn request_context(
         }
     }
 
+    // An answer relayed from the region that served the request keeps its id and region.
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if !headers.contains_key(&REQUEST_ID)
+        && let Ok(value) = HeaderValue::from_str(&request_id)
+    {
         headers.insert(REQUEST_ID.clone(), value);
     }
-    if let Some(value) = &state.0.region_header {
+    if !headers.contains_key(&REGION)
+        && let Some(value) = &state.0.region_header
+    {
         headers.insert(REGION.clone(), value.clone());
     }
     response
@@ -207,7 +215,7 @@ async fn request_context(
 
 /// Accepts a client's request id of 1 to 128 letters, digits, `-`, `_`, `.` or `:`; another
 /// value is replaced by a generated one, so that log lines cannot be forged through it.
-fn is_valid_request_id(value: &str) -> bool {
+pub(crate) fn is_valid_request_id(value: &str) -> bool {
     (1..=128).contains(&value.len())
         && value
             .bytes()

@@ -395,14 +395,17 @@ async fn forwarding_serves_signup_and_control() {
     };
     let http = deployment.http();
     let entry = &deployment.region("us-east-1").url;
-    let email = format!("owner@{}.test", uuid::Uuid::new_v4().simple());
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let email = format!("owner@{unique}.test");
+    let org_name = format!("Loja {unique}");
     let response = http
         .post(format!("{entry}/control/v1/signup"))
-        .json(&serde_json::json!({"email": email, "org_name": "Loja", "region": "sa-east-1"}))
+        .json(&serde_json::json!({"email": email, "org_name": org_name, "region": "sa-east-1"}))
         .send()
         .await
         .expect("send the signup");
     assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(response.headers()["x-synaxis-region"], "sa-east-1");
     let created: Value = response.json().await.expect("signup answer");
     assert_eq!(created["org"]["primary_region"], "sa-east-1");
     let secret = created["secret"].as_str().expect("management key secret");
@@ -552,6 +555,17 @@ async fn health_follows_stopped_region() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "up").await;
     }
+    // An EU key that us-east-1's replica holds.
+    let tenant = deployment.tenant("eu-west-1");
+    let replica = deployment.database("us-east-1").await;
+    let deadline = Instant::now() + PROPAGATION;
+    while replica_active(&replica, &tenant.key_id).await != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the EU key did not reach us-east-1's replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let restart = Restart("eu-west-1");
     assert!(
@@ -561,6 +575,31 @@ async fn health_follows_stopped_region() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "down").await;
     }
+    // Meanwhile us-east-1 tells the EU key, whose region cannot serve it, from an unknown one.
+    let http = deployment.http();
+    let url = format!("{}/v1/chat/completions", deployment.region("us-east-1").url);
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let known = http
+        .post(&url)
+        .bearer_auth(&tenant.secret)
+        .json(&body)
+        .send()
+        .await
+        .expect("send with the EU key");
+    assert_eq!(known.status().as_u16(), 503);
+    assert_eq!(known.headers()["retry-after"], "5");
+    assert_eq!(known.headers()["x-synaxis-region"], "us-east-1");
+    let error: Value = known.json().await.expect("error body");
+    assert_eq!(error["error"]["code"], "region_unavailable");
+    let unknown = http
+        .post(&url)
+        .bearer_auth("sk-syn-eu-0123456789abcdefghijklmnopqrstuvwxyzABCD")
+        .json(&body)
+        .send()
+        .await
+        .expect("send with an unknown EU key");
+    assert_eq!(unknown.status().as_u16(), 401);
+
     // While it is down, `region status` exits with status 1.
     let (status, _) = deployment.ctl_status("us-east-1", &["region", "status"]);
     assert_eq!(status, 1);

@@ -295,9 +295,16 @@ fn describe_client_en(error: &ClientError) -> String {
         ClientError::CaCert { path, reason } => format!(
             "cannot use the CA certificates in {path}: {reason}. Point SYNAXIS_CA_CERT at a PEM file, or unset it."
         ),
-        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => format!(
-            "cannot connect to {endpoint}: {cause}. When a private CA signed the server's certificate, set SYNAXIS_CA_CERT to the CA's PEM file."
-        ),
+        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => {
+            match std::env::var(crate::client::CA_CERT_ENV) {
+                Ok(path) if !path.is_empty() => format!(
+                    "cannot connect to {endpoint}: {cause}. No CA in SYNAXIS_CA_CERT ({path}) signed the server's certificate: point it at the CA that did."
+                ),
+                _ => format!(
+                    "cannot connect to {endpoint}: {cause}. When a private CA signed the server's certificate, set SYNAXIS_CA_CERT to the CA's PEM file."
+                ),
+            }
+        }
         ClientError::Connect { endpoint, .. } => format!(
             "cannot connect to {endpoint}: {cause}. Check that synaxisd is running there, or set --endpoint or SYNAXIS_ENDPOINT."
         ),
@@ -336,9 +343,16 @@ fn describe_client_pt_br(error: &ClientError) -> String {
         ClientError::CaCert { path, reason } => format!(
             "não foi possível usar os certificados de CA em {path}: {reason}. Aponte SYNAXIS_CA_CERT para um arquivo PEM, ou remova a variável."
         ),
-        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => format!(
-            "não foi possível conectar a {endpoint}: {cause}. Quando uma CA privada assinou o certificado do servidor, defina SYNAXIS_CA_CERT com o arquivo PEM da CA."
-        ),
+        ClientError::Connect { endpoint, .. } if cause.contains("certificate") => {
+            match std::env::var(crate::client::CA_CERT_ENV) {
+                Ok(path) if !path.is_empty() => format!(
+                    "não foi possível conectar a {endpoint}: {cause}. Nenhuma CA de SYNAXIS_CA_CERT ({path}) assinou o certificado do servidor: aponte-a para a CA que assinou."
+                ),
+                _ => format!(
+                    "não foi possível conectar a {endpoint}: {cause}. Quando uma CA privada assinou o certificado do servidor, defina SYNAXIS_CA_CERT com o arquivo PEM da CA."
+                ),
+            }
+        }
         ClientError::Connect { endpoint, .. } => format!(
             "não foi possível conectar a {endpoint}: {cause}. Verifique se o synaxisd está em execução nesse endereço, ou defina --endpoint ou SYNAXIS_ENDPOINT."
         ),

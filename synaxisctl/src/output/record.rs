@@ -740,6 +740,7 @@ impl Record for RegionRow {
         "region",
         "status",
         "consecutive_failures",
+        "consecutive_passes",
         "since",
         "last_error",
     ];

@@ -800,6 +800,25 @@ fn describe(errors: figment::Error) -> ConfigError {
     ConfigError::Parse(lines)
 }
 
+/// Checks a list of Kafka bootstrap servers: `host:port` entries separated by commas.
+fn check_brokers(key: &str, brokers: &str) -> Result<(), ConfigError> {
+    for entry in brokers.split(',') {
+        let entry = entry.trim();
+        let valid = entry.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+        if !valid {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "`{entry}` is not host:port with a port from 1 to 65535, such as 127.0.0.1:9092"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Loads the file at `path`, applies `SYNAXIS_*` overrides from the process environment,
     /// and validates the result.
@@ -917,6 +936,22 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("regions.{id}.kafka_brokers"),
                     "missing: events.bus = \"kafka\" needs every region's brokers, such as \"127.0.0.1:9092\"",
+                ));
+            }
+        }
+        for (id, region) in &self.regions {
+            if let Some(brokers) = &region.kafka_brokers {
+                check_brokers(&format!("regions.{id}.kafka_brokers"), brokers)?;
+            }
+            let host = region.peer_url.host_str().unwrap_or_default();
+            let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+            if region.peer_url.scheme() != "https" && !loopback {
+                return Err(ConfigError::invalid(
+                    format!("regions.{id}.peer_url"),
+                    format!(
+                        "`{}` is not https: peer links use TLS 1.3, and plain http is accepted only on a loopback address",
+                        region.peer_url
+                    ),
                 ));
             }
         }

@@ -150,3 +150,45 @@ fn hold_ttl_out_of_range_is_named() {
         .expect("a minute is valid");
     assert_eq!(config.budgets.hold_ttl_secs, 60);
 }
+
+#[test]
+fn region_links_are_validated() {
+    let cases = [
+        (
+            "https://us.example.com",
+            "http://us.example.com",
+            "regions.us-east-1.peer_url",
+        ),
+        (
+            "peer_url = \"https://us.example.com\"",
+            "peer_url = \"https://us.example.com\"\nkafka_brokers = \"127.0.0.1:99999\"",
+            "regions.us-east-1.kafka_brokers",
+        ),
+        (
+            "[server]",
+            "[events]\nbus = \"kafka\"\n\n[server]",
+            "regions.eu-west-1.kafka_brokers",
+        ),
+        (
+            "[server]",
+            "[health]\ndown_after = 0\n\n[server]",
+            "health.down_after",
+        ),
+        (
+            "[server]",
+            "[events]\ntopic_prefix = \"has space\"\n\n[server]",
+            "events.topic_prefix",
+        ),
+        ("https://us.example.com", "http://127.0.0.1:8102", ""),
+    ];
+    for (from, to, key) in cases {
+        let text = VALID.replacen(from, to, 1);
+        assert_ne!(text, VALID, "the case for `{key}` changed nothing");
+        if key.is_empty() {
+            assert!(Config::from_toml(&text).is_ok(), "{text}");
+            continue;
+        }
+        let error = error_of(&text);
+        assert!(error.contains(key), "expected `{key}` in: {error}");
+    }
+}

@@ -93,7 +93,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 pub async fn signup(
     State(state): State<AppState>,
     Peer(peer): Peer,
-    headers: HeaderMap,
+    axum::Extension(context): axum::Extension<crate::server::RequestContext>,
+    mut headers: HeaderMap,
     JsonBody(request): JsonBody<SignupRequest>,
 ) -> Result<Response, ApiError> {
     let Some(signup) = state.signup.as_ref() else {
@@ -122,6 +123,10 @@ pub async fn signup(
             ..request
         };
         let body = serde_json::to_vec(&forwarded).map_err(|_| ApiError::Internal)?;
+        // The home region logs the signup under this request's id.
+        if let Ok(id) = axum::http::HeaderValue::from_str(&context.request_id) {
+            headers.insert("x-request-id", id);
+        }
         let answer = state
             .regions
             .send(

@@ -7,7 +7,7 @@ use synaxis_shared::RegionId;
 use tokio_util::sync::CancellationToken;
 
 use super::DirectoryEntry;
-use crate::events::{Event, Subscription};
+use crate::events::{Event, EventBus, Subscription};
 use crate::store::Store;
 use crate::tenancy::cache::AuthCache;
 
@@ -23,7 +23,38 @@ pub struct Replicator {
     pub rejected: prometheus_client::metrics::counter::Counter,
 }
 
+/// Wait between two attempts to subscribe to a cluster that refused.
+const RESUBSCRIBE_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Replicator {
+    /// Creates the topics of `cluster` when missing, subscribes to them as `group`, and applies
+    /// their events until `stop` is cancelled. Failures are retried every few seconds.
+    pub async fn follow(
+        self,
+        bus: Arc<dyn EventBus>,
+        cluster: String,
+        topics: Vec<String>,
+        group: String,
+        stop: CancellationToken,
+    ) {
+        if let Err(error) = bus.ensure_topics(&topics).await {
+            tracing::warn!(%error, brokers = %cluster, "cannot create the key directory topics; reading them once they exist");
+        }
+        let subscription = loop {
+            match bus.subscribe(&topics, &group).await {
+                Ok(subscription) => break subscription,
+                Err(error) => {
+                    tracing::warn!(%error, brokers = %cluster, "cannot subscribe to the key directory topics; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        };
+        self.run(subscription, stop).await;
+    }
+
     /// Applies the events of `subscription` until `stop` is cancelled or it ends.
     pub async fn run(self, mut subscription: Subscription, stop: CancellationToken) {
         loop {

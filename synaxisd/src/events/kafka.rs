@@ -21,6 +21,9 @@ use super::{BusError, Event, EventBus, Subscription, check_topic};
 /// acknowledgement.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Wait after a failed read, so a broker that is down is not asked in a tight loop.
+const READ_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 pub struct KafkaBus {
     brokers: String,
     producer: FutureProducer,
@@ -70,7 +73,10 @@ impl EventBus for KafkaBus {
         }
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|topic| NewTopic::new(topic, 1, TopicReplication::Fixed(1)))
+            .map(|topic| {
+                // A key directory needs only the newest entry of each key.
+                NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(SEND_TIMEOUT));
         let results = self
@@ -117,6 +123,7 @@ impl EventBus for KafkaBus {
         consumer.subscribe(&names).map_err(broker_error)?;
 
         let (tx, subscription) = Subscription::channel();
+        let brokers = self.brokers.clone();
         tokio::spawn(async move {
             loop {
                 let received = tokio::select! {
@@ -133,7 +140,11 @@ impl EventBus for KafkaBus {
                         payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                     },
                     Err(error) => {
-                        tracing::warn!(%error, "cannot read from the event bus; retrying");
+                        tracing::warn!(%error, %brokers, "cannot read from the event bus; retrying in 1 s");
+                        tokio::select! {
+                            () = tokio::time::sleep(READ_RETRY_DELAY) => {}
+                            () = tx.closed() => return,
+                        }
                         continue;
                     }
                 };

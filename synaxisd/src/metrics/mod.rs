@@ -187,7 +187,7 @@ impl Default for Metrics {
         let forwarded = Family::<ForwardLabels, Counter>::default();
         registry.register(
             "forwarded_requests",
-            "Requests forwarded to their key's home region, by region and status (502 when it could not be reached)",
+            "Requests forwarded to their key's home region, by region and the status answered (503 or 401 when it could not be reached)",
             forwarded.clone(),
         );
         let directory_published = Counter::default();

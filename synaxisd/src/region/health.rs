@@ -98,7 +98,11 @@ impl HealthMonitor {
         if let Some(next) = next
             && next != health.status
         {
-            tracing::info!(%region, from = %health.status, to = %next, "region status changed");
+            if next == RegionStatus::Down {
+                tracing::warn!(%region, from = %health.status, reason = health.last_error.as_deref().unwrap_or_default(), "region is down");
+            } else {
+                tracing::info!(%region, from = %health.status, to = %next, "region status changed");
+            }
             health.status = next;
             health.since = Some(now);
             self.up

@@ -41,6 +41,12 @@ pub const HEALTH_PATH: &str = "/peer/v1/health";
 /// The client's address as the entry region saw it, sent with a forwarded request.
 pub static CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-synaxis-client-ip");
 
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static REGION: HeaderName = HeaderName::from_static("x-synaxis-region");
+
+/// Marks a region's refusal of a peer call, so the caller tells it from its client's own 401.
+pub static PEER_REFUSED_HEADER: HeaderName = HeaderName::from_static("x-synaxis-peer-refused");
+
 /// A region other than this one.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -73,10 +79,27 @@ pub enum PeerCallError {
     NoSecret,
     #[error("region `{0}` is not configured")]
     UnknownRegion(RegionId),
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Http(#[from] reqwest::Error),
     #[error("answered {0}")]
     Status(reqwest::StatusCode),
+    #[error(
+        "it rejected this region's peer signature: check that SYNAXIS_PEER_SECRET is the same in every region and that the clocks agree within a minute"
+    )]
+    Refused,
+}
+
+/// Describes an HTTP client error with its causes, such as `error sending request: client
+/// error (Connect): tcp connect error: Connection refused (os error 111)`.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl Regions {
@@ -138,6 +161,9 @@ impl Regions {
             .header(PEER_HEADER.clone(), signature)
             .send()
             .await?;
+        if response.headers().contains_key(&PEER_REFUSED_HEADER) {
+            return Err(PeerCallError::Refused);
+        }
         if !response.status().is_success() {
             return Err(PeerCallError::Status(response.status()));
         }
@@ -179,13 +205,17 @@ impl Regions {
         {
             headers.insert(CLIENT_IP_HEADER.clone(), value);
         }
-        Ok(self
+        let answer = self
             .client
             .request(method, Self::url(peer, &path_and_query))
             .headers(headers)
             .body(body)
             .send()
-            .await?)
+            .await?;
+        if answer.headers().contains_key(&PEER_REFUSED_HEADER) {
+            return Err(PeerCallError::Refused);
+        }
+        Ok(answer)
     }
 
     /// Returns whether requests can be forwarded to `region`.
@@ -240,7 +270,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Renders `error` in the language of the request's `Accept-Language`, for the answers given
 /// before routing, where the localizing middleware does not run.
-fn refuse(error: ApiError, headers: &HeaderMap) -> Response {
+fn refuse(error: ApiError, headers: &HeaderMap, region: &RegionId) -> Response {
     let locale = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|value| value.to_str().ok())
@@ -249,8 +279,25 @@ fn refuse(error: ApiError, headers: &HeaderMap) -> Response {
     let body = error.body(locale);
     let mut response = error.into_response();
     *response.body_mut() = Body::from(serde_json::to_vec(&body).unwrap_or_default());
-    response.headers_mut().remove(header::CONTENT_LENGTH);
+    let response_headers = response.headers_mut();
+    response_headers.remove(header::CONTENT_LENGTH);
+    response_headers.insert(REQUEST_ID.clone(), request_id(headers));
+    if let Ok(value) = HeaderValue::from_str(region.as_str()) {
+        response_headers.insert(REGION.clone(), value);
+    }
     response
+}
+
+/// Returns the client's request id when it is valid, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(&REQUEST_ID)
+        .filter(|value| value.to_str().is_ok_and(crate::server::is_valid_request_id))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        })
 }
 
 /// Runs before routing: checks peer calls and takes their forwarding prefix off, and forwards
@@ -266,6 +313,7 @@ pub async fn route_by_region(
             return refuse(
                 ApiError::PeerRefused("this region has no peer links".to_owned()),
                 request.headers(),
+                &state.regions.own,
             );
         };
         let path_and_query = request
@@ -282,7 +330,15 @@ pub async fn route_by_region(
             Ok(from) => from,
             Err(error) => {
                 tracing::warn!(%error, path = %path_and_query, "peer call refused");
-                return refuse(ApiError::PeerRefused(error.to_string()), request.headers());
+                let mut response = refuse(
+                    ApiError::PeerRefused(error.to_string()),
+                    request.headers(),
+                    &state.regions.own,
+                );
+                response
+                    .headers_mut()
+                    .insert(PEER_REFUSED_HEADER.clone(), HeaderValue::from_static("1"));
+                return response;
             }
         };
         let client_ip = request
@@ -293,7 +349,13 @@ pub async fn route_by_region(
         if let Some(rest) = path_and_query.strip_prefix(FORWARD_PREFIX) {
             match rest.parse() {
                 Ok(uri) => *request.uri_mut() = uri,
-                Err(_) => return refuse(ApiError::RouteNotFound, request.headers()),
+                Err(_) => {
+                    return refuse(
+                        ApiError::RouteNotFound,
+                        request.headers(),
+                        &state.regions.own,
+                    );
+                }
             }
         }
         request
@@ -310,7 +372,12 @@ pub async fn route_by_region(
         .and_then(|prefix| state.regions.peer_of_prefix(prefix))
         .map(|(region, peer)| (region.clone(), peer.clone()));
     match home {
-        Some((region, peer)) => forward(&state, &region, &peer, request).await,
+        Some((region, peer)) => {
+            // The home region logs the request under the id that the entry region answers with.
+            let id = request_id(request.headers());
+            request.headers_mut().insert(REQUEST_ID.clone(), id);
+            forward(&state, &region, &peer, request).await
+        }
         None => next.run(request).await,
     }
 }
@@ -322,7 +389,7 @@ async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Requ
             region: region.clone(),
             url: peer.url.to_string(),
         };
-        return refuse(error, request.headers());
+        return refuse(error, request.headers(), &state.regions.own);
     }
     let client_ip = request
         .extensions()
@@ -353,12 +420,25 @@ async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Requ
             relay(answer)
         }
         Err(error) => {
-            tracing::warn!(%region, %error, "cannot forward a request to its home region");
-            state.metrics.count_forwarded(region.as_str(), 502);
-            let error = ApiError::RegionUnavailable {
-                region: region.clone(),
+            tracing::error!(%region, %error, "cannot forward a request to its home region");
+            // The replica tells a key that its region would accept from one it would refuse.
+            let presented = bearer_token(&parts.headers).unwrap_or_default();
+            let error = match state.tenancy.find_in_directory(presented).await {
+                Ok(None) => ApiError::InvalidKey,
+                Ok(Some(_)) => ApiError::RegionUnavailable {
+                    region: region.clone(),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the key directory replica");
+                    ApiError::RegionUnavailable {
+                        region: region.clone(),
+                    }
+                }
             };
-            refuse(error, &parts.headers)
+            state
+                .metrics
+                .count_forwarded(region.as_str(), error.status().as_u16());
+            refuse(error, &parts.headers, &state.regions.own)
         }
     }
 }

@@ -23,12 +23,6 @@ pub static PEER_HEADER: HeaderName = HeaderName::from_static("x-synaxis-peer");
 /// Largest difference between the sender's and the receiver's clocks that a signature allows.
 pub const MAX_SKEW_SECS: i64 = 60;
 
-/// Shortest accepted shared secret.
-pub const MIN_SECRET_LEN: usize = 32;
-
-/// Environment variable with the secret that every region shares.
-pub const PEER_SECRET_ENV: &str = "SYNAXIS_PEER_SECRET";
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerAuthError {
     #[error("the peer call carries no x-synaxis-peer header")]

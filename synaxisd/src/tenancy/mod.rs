@@ -866,6 +866,17 @@ impl Tenancy {
         self.audited(draft, result).await
     }
 
+    /// Returns the peer region's replicated entry of the key `presented`, when the entry
+    /// accepts it now: a key of another region that is active and unexpired there.
+    pub async fn find_in_directory(
+        &self,
+        presented: &str,
+    ) -> Result<Option<crate::directory::DirectoryEntry>, StoreError> {
+        let hash = self.hasher.hash(presented);
+        let entry = self.store.find_directory_entry(&hash).await?;
+        Ok(entry.filter(|entry| entry.accepts(&hash, self.clock.now())))
+    }
+
     /// Returns the usable key that `presented` is a secret of, or `None` for a malformed,
     /// unknown, revoked or expired key, or one of another region.
     pub async fn authenticate(
