@@ -227,10 +227,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             server::serve(listener, app, shutdown_signal(), drain).await?;
         }
     }
+    // Links are fire-and-forget: a task that waits on a broker that is down is dropped.
     links_stop.cancel();
-    for task in links.tasks {
-        if let Err(error) = task.await {
-            tracing::warn!(%error, "a region link task failed");
+    let deadline = tokio::time::Instant::now() + LINKS_GRACE;
+    for mut task in links.tasks {
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "a region link task failed"),
+            Err(_) => task.abort(),
         }
     }
     sweeper_stop.cancel();
@@ -420,6 +424,9 @@ fn open_signup(config: &Config, plans: &PlanCatalog) -> anyhow::Result<Option<Ar
         .collect();
     Ok(Some(Arc::new(Signup::new(settings.clone(), geo, regions))))
 }
+
+/// Maximum wait at shutdown for the region link tasks to stop.
+const LINKS_GRACE: Duration = Duration::from_secs(2);
 
 /// Maximum wait at shutdown for the last settles and lease releases.
 const FINISHER_GRACE: Duration = Duration::from_secs(5);

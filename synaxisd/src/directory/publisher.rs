@@ -53,11 +53,11 @@ impl DirectoryPublisher {
     /// Publishes every entry, then the entries of each change received on `changes`, until
     /// `stop` is cancelled.
     pub async fn run(self, mut changes: mpsc::UnboundedReceiver<Changed>, stop: CancellationToken) {
-        if let Err(error) = self
-            .bus
-            .ensure_topics(std::slice::from_ref(&self.topic))
-            .await
-        {
+        let created = tokio::select! {
+            created = self.bus.ensure_topics(std::slice::from_ref(&self.topic)) => created,
+            () = stop.cancelled() => return,
+        };
+        if let Err(error) = created {
             tracing::warn!(%error, topic = %self.topic, "cannot create the key directory topic");
         }
         let mut pending = vec![DirectorySelector::All];
@@ -70,7 +70,11 @@ impl DirectoryPublisher {
                 if pending.contains(&DirectorySelector::All) {
                     pending = vec![DirectorySelector::All];
                 }
-                match self.publish(&pending).await {
+                let published = tokio::select! {
+                    published = self.publish(&pending) => published,
+                    () = stop.cancelled() => return,
+                };
+                match published {
                     Ok(()) => pending.clear(),
                     Err(error) => {
                         tracing::warn!(%error, "cannot publish key directory entries; retrying");

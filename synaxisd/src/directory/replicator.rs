@@ -37,11 +37,19 @@ impl Replicator {
         group: String,
         stop: CancellationToken,
     ) {
-        if let Err(error) = bus.ensure_topics(&topics).await {
+        let created = tokio::select! {
+            created = bus.ensure_topics(&topics) => created,
+            () = stop.cancelled() => return,
+        };
+        if let Err(error) = created {
             tracing::warn!(%error, brokers = %cluster, "cannot create the key directory topics; reading them once they exist");
         }
         let subscription = loop {
-            match bus.subscribe(&topics, &group).await {
+            let subscribed = tokio::select! {
+                subscribed = bus.subscribe(&topics, &group) => subscribed,
+                () = stop.cancelled() => return,
+            };
+            match subscribed {
                 Ok(subscription) => break subscription,
                 Err(error) => {
                     tracing::warn!(%error, brokers = %cluster, "cannot subscribe to the key directory topics; retrying");

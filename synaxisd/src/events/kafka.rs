@@ -9,8 +9,9 @@ use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -26,9 +27,49 @@ const READ_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub struct KafkaBus {
     brokers: String,
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<QuietContext>,
+    admin: AdminClient<QuietContext>,
 }
+
+/// Logs librdkafka's own messages at debug level, and its client errors, which repeat every
+/// few hundred milliseconds while a broker is down, at most once per [`ERROR_LOG_INTERVAL`].
+#[derive(Debug)]
+struct QuietContext {
+    brokers: String,
+    last_error: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Shortest time between two logged client errors of one Kafka client.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+impl QuietContext {
+    fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, message, brokers = %self.brokers, "librdkafka");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= ERROR_LOG_INTERVAL) {
+            *last = Some(now);
+            tracing::warn!(%error, reason, brokers = %self.brokers, "Kafka client error; librdkafka retries by itself");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
 
 impl fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,11 +92,11 @@ impl KafkaBus {
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", SEND_TIMEOUT.as_millis().to_string())
             .set("linger.ms", "5")
-            .create()
+            .create_with_context(QuietContext::new(brokers))
             .map_err(broker_error)?;
         let admin = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .create()
+            .create_with_context(QuietContext::new(brokers))
             .map_err(broker_error)?;
         Ok(Self {
             brokers: brokers.to_owned(),
@@ -111,13 +152,13 @@ impl EventBus for KafkaBus {
         for topic in topics {
             check_topic(topic)?;
         }
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: StreamConsumer<QuietContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "true")
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(QuietContext::new(&self.brokers))
             .map_err(broker_error)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(broker_error)?;

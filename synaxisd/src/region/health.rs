@@ -137,7 +137,9 @@ impl HealthMonitor {
                 };
                 (regions.own.clone(), result)
             };
-            let peers = regions.peers.keys().map(|peer| {
+            // Without peer links the peers cannot be asked, so their status stays unknown.
+            let probed = regions.peers.keys().filter(|_| regions.auth.is_some());
+            let peers = probed.map(|peer| {
                 let regions = regions.clone();
                 async move {
                     let result =
