@@ -81,7 +81,7 @@ pub enum ApiError {
     #[error("the key belongs to region {region}")]
     OtherRegionKey { region: RegionId, url: String },
     #[error("peer call refused: {0}")]
-    PeerRefused(String),
+    PeerRefused(crate::region::peer::PeerAuthError),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -335,7 +335,9 @@ impl ApiError {
             Self::OtherRegionKey { region, url } => format!(
                 "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."
             ),
-            Self::PeerRefused(reason) => format!("Chamada entre regiões recusada: {reason}."),
+            Self::PeerRefused(reason) => {
+                format!("Chamada entre regiões recusada: {}.", reason.message_pt_br())
+            }
             Self::ShuttingDown => {
                 "O servidor está sendo desligado e encerrou esta requisição. Repita-a.".to_owned()
             }

@@ -151,7 +151,15 @@ pub async fn signup(
         let signup_url = signup.signup_url(&region).ok_or_else(|| {
             ApiError::invalid(
                 "region",
-                format!("region `{region}` is not a region of the service"),
+                format!(
+                    "region `{region}` is not a region of the service: use one of {}",
+                    signup
+                        .regions
+                        .keys()
+                        .map(RegionId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )
         })?;
         tracing::info!(%client, %region, "signup sent to another region");

@@ -311,7 +311,7 @@ pub async fn route_by_region(
     if path.starts_with("/peer/") {
         let Some(auth) = &state.regions.auth else {
             return refuse(
-                ApiError::PeerRefused("this region has no peer links".to_owned()),
+                ApiError::PeerRefused(peer::PeerAuthError::NoLinks),
                 request.headers(),
                 &state.regions.own,
             );
@@ -331,7 +331,7 @@ pub async fn route_by_region(
             Err(error) => {
                 tracing::warn!(%error, path = %path_and_query, "peer call refused");
                 let mut response = refuse(
-                    ApiError::PeerRefused(error.to_string()),
+                    ApiError::PeerRefused(error),
                     request.headers(),
                     &state.regions.own,
                 );

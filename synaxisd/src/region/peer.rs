@@ -23,8 +23,10 @@ pub static PEER_HEADER: HeaderName = HeaderName::from_static("x-synaxis-peer");
 /// Largest difference between the sender's and the receiver's clocks that a signature allows.
 pub const MAX_SKEW_SECS: i64 = 60;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerAuthError {
+    #[error("this region has no peer links: SYNAXIS_PEER_SECRET is not set")]
+    NoLinks,
     #[error("the peer call carries no x-synaxis-peer header")]
     Missing,
     #[error("the x-synaxis-peer header is malformed")]
@@ -35,6 +37,27 @@ pub enum PeerAuthError {
     Stale,
     #[error("the peer call's signature does not match")]
     BadSignature,
+}
+
+impl PeerAuthError {
+    /// Returns the reason in Brazilian Portuguese.
+    pub fn message_pt_br(&self) -> String {
+        match self {
+            Self::NoLinks => {
+                "esta região não tem ligações com outras: SYNAXIS_PEER_SECRET não está definido"
+                    .to_owned()
+            }
+            Self::Missing => "a chamada não traz o cabeçalho x-synaxis-peer".to_owned(),
+            Self::Malformed => "o cabeçalho x-synaxis-peer está malformado".to_owned(),
+            Self::UnknownRegion(region) => {
+                format!("a região `{region}` não é uma região par desta")
+            }
+            Self::Stale => format!(
+                "o horário da chamada difere do relógio desta região em mais de {MAX_SKEW_SECS} s"
+            ),
+            Self::BadSignature => "a assinatura da chamada não confere".to_owned(),
+        }
+    }
 }
 
 /// Signs this region's peer calls and checks the peers' calls.
