@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod budgets;
+pub mod compliance;
 pub mod credits;
 pub mod error;
 pub mod ids;

@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod billing;
 pub mod clock;
+pub mod compliance;
 pub mod config;
 pub mod control;
 pub mod directory;

@@ -14,6 +14,7 @@ mod replicator;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use synaxis_shared::api::KeyScope;
+pub use synaxis_shared::compliance::ConsentFlags;
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::plans::Overrides;
 use synaxis_shared::{KeyId, Locale, OrgId, RegionId, Role, TeamId, UserId};
@@ -75,14 +76,6 @@ pub struct Limits {
     pub user: LimitSet,
     pub team: LimitSet,
     pub org: LimitSet,
-}
-
-/// The user's recorded consent to have requests processed outside the home region.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentFlags {
-    pub cross_border_failover: bool,
-    /// Regions that the consent allows; empty means every region.
-    pub regions: Vec<RegionId>,
 }
 
 /// The facts of a key row that the authentication join does not return.

@@ -1,0 +1,219 @@
+//! Legal bases of processing and of transfers between jurisdictions, as each regulation lists
+//! them, and the consent a user gives to cross-border processing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::RegionId;
+
+/// GDPR Art. 6(1): lawful bases of processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GdprProcessingBasis {
+    Consent,
+    Contract,
+    LegalObligation,
+    VitalInterests,
+    PublicTask,
+    LegitimateInterests,
+}
+
+/// LGPD Art. 7: legal bases of processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LgpdProcessingBasis {
+    Consent,
+    LegalOrRegulatoryObligation,
+    PublicAdministration,
+    ResearchBody,
+    Contract,
+    ExerciseOfRights,
+    ProtectionOfLife,
+    HealthProtection,
+    LegitimateInterests,
+    CreditProtection,
+}
+
+/// GDPR Chapter V: bases of a transfer out of the EU and EEA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GdprTransferBasis {
+    /// Art. 45.
+    AdequacyDecision,
+    /// Art. 46(2)(c).
+    StandardContractualClauses,
+    /// Art. 47.
+    BindingCorporateRules,
+    /// Art. 49(1)(a).
+    ExplicitConsent,
+    /// Art. 49(1)(b).
+    ContractWithDataSubject,
+    /// Art. 49(1)(c).
+    ContractInDataSubjectInterest,
+    /// Art. 49(1)(d).
+    PublicInterest,
+    /// Art. 49(1)(e).
+    LegalClaims,
+    /// Art. 49(1)(f).
+    VitalInterests,
+    /// Art. 49(1)(g).
+    PublicRegister,
+}
+
+/// LGPD Art. 33: bases of an international transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LgpdTransferBasis {
+    /// Art. 33, I.
+    AdequateCountry,
+    /// Art. 33, II: specific or standard contractual clauses, global corporate rules, seals
+    /// and certificates.
+    ContractualClauses,
+    GlobalCorporateRules,
+    SealsAndCertificates,
+    /// Art. 33, III.
+    InternationalLegalCooperation,
+    /// Art. 33, IV.
+    ProtectionOfLife,
+    /// Art. 33, V.
+    AnpdAuthorization,
+    /// Art. 33, VI.
+    CooperationAgreement,
+    /// Art. 33, VII.
+    PublicPolicy,
+    /// Art. 33, VIII.
+    SpecificConsent,
+    /// Art. 33, IX.
+    LegalObligationContractOrRights,
+}
+
+/// Bases of a transfer of a US user's data, which US law does not restrict; the product still
+/// asks for one of these before processing outside the United States.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsTransferBasis {
+    Consent,
+    ContractualClauses,
+}
+
+/// The basis of one transfer, under the regulation of the user's jurisdiction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "regulation", content = "basis", rename_all = "snake_case")]
+pub enum TransferBasis {
+    Gdpr(GdprTransferBasis),
+    Lgpd(LgpdTransferBasis),
+    Us(UsTransferBasis),
+}
+
+impl TransferBasis {
+    /// Returns the provision that the basis rests on, such as `GDPR Art. 49(1)(a)`.
+    pub fn citation(&self) -> &'static str {
+        match self {
+            Self::Gdpr(basis) => match basis {
+                GdprTransferBasis::AdequacyDecision => "GDPR Art. 45",
+                GdprTransferBasis::StandardContractualClauses => "GDPR Art. 46(2)(c)",
+                GdprTransferBasis::BindingCorporateRules => "GDPR Art. 47",
+                GdprTransferBasis::ExplicitConsent => "GDPR Art. 49(1)(a)",
+                GdprTransferBasis::ContractWithDataSubject => "GDPR Art. 49(1)(b)",
+                GdprTransferBasis::ContractInDataSubjectInterest => "GDPR Art. 49(1)(c)",
+                GdprTransferBasis::PublicInterest => "GDPR Art. 49(1)(d)",
+                GdprTransferBasis::LegalClaims => "GDPR Art. 49(1)(e)",
+                GdprTransferBasis::VitalInterests => "GDPR Art. 49(1)(f)",
+                GdprTransferBasis::PublicRegister => "GDPR Art. 49(1)(g)",
+            },
+            Self::Lgpd(basis) => match basis {
+                LgpdTransferBasis::AdequateCountry => "LGPD Art. 33, I",
+                LgpdTransferBasis::ContractualClauses
+                | LgpdTransferBasis::GlobalCorporateRules
+                | LgpdTransferBasis::SealsAndCertificates => "LGPD Art. 33, II",
+                LgpdTransferBasis::InternationalLegalCooperation => "LGPD Art. 33, III",
+                LgpdTransferBasis::ProtectionOfLife => "LGPD Art. 33, IV",
+                LgpdTransferBasis::AnpdAuthorization => "LGPD Art. 33, V",
+                LgpdTransferBasis::CooperationAgreement => "LGPD Art. 33, VI",
+                LgpdTransferBasis::PublicPolicy => "LGPD Art. 33, VII",
+                LgpdTransferBasis::SpecificConsent => "LGPD Art. 33, VIII",
+                LgpdTransferBasis::LegalObligationContractOrRights => "LGPD Art. 33, IX",
+            },
+            Self::Us(basis) => match basis {
+                UsTransferBasis::Consent => "US: the user's consent",
+                UsTransferBasis::ContractualClauses => "US: contractual clauses",
+            },
+        }
+    }
+}
+
+/// A transfer mechanism that an operator records on an org for all its users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgTransferMechanism {
+    StandardContractualClauses,
+}
+
+/// Scopes of a user's consent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentScope {
+    /// Processing in another region while the home region is down.
+    CrossBorderFailover,
+}
+
+/// The consent that decides a transfer: the latest state of a user's consent records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentFlags {
+    pub cross_border_failover: bool,
+    /// Regions that the consent allows; empty means every region.
+    #[serde(default)]
+    pub regions: Vec<RegionId>,
+}
+
+impl ConsentFlags {
+    /// Returns whether the consent allows processing in `region`.
+    pub fn allows(&self, region: &RegionId) -> bool {
+        self.cross_border_failover && (self.regions.is_empty() || self.regions.contains(region))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consent_allows_its_regions_only() {
+        let eu = RegionId::from_static("eu-west-1");
+        let us = RegionId::from_static("us-east-1");
+        assert!(!ConsentFlags::default().allows(&us));
+        let everywhere = ConsentFlags {
+            cross_border_failover: true,
+            regions: Vec::new(),
+        };
+        assert!(everywhere.allows(&us));
+        let named = ConsentFlags {
+            cross_border_failover: true,
+            regions: vec![eu.clone()],
+        };
+        assert!(named.allows(&eu));
+        assert!(!named.allows(&us));
+    }
+
+    #[test]
+    fn transfer_bases_cite_their_articles() {
+        assert_eq!(
+            TransferBasis::Gdpr(GdprTransferBasis::ExplicitConsent).citation(),
+            "GDPR Art. 49(1)(a)"
+        );
+        assert_eq!(
+            TransferBasis::Gdpr(GdprTransferBasis::StandardContractualClauses).citation(),
+            "GDPR Art. 46(2)(c)"
+        );
+        assert_eq!(
+            TransferBasis::Lgpd(LgpdTransferBasis::SpecificConsent).citation(),
+            "LGPD Art. 33, VIII"
+        );
+        let json =
+            serde_json::to_string(&TransferBasis::Lgpd(LgpdTransferBasis::ContractualClauses))
+                .expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"regulation":"lgpd","basis":"contractual_clauses"}"#
+        );
+    }
+}
