@@ -1,9 +1,10 @@
 //! Legal bases of processing and of transfers between jurisdictions, as each regulation lists
 //! them, and the consent a user gives to cross-border processing.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::RegionId;
+use crate::{RegionId, UserId};
 
 /// GDPR Art. 6(1): lawful bases of processing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,6 +155,72 @@ pub enum OrgTransferMechanism {
 pub enum ConsentScope {
     /// Processing in another region while the home region is down.
     CrossBorderFailover,
+}
+
+impl ConsentScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CrossBorderFailover => "cross_border_failover",
+        }
+    }
+}
+
+impl std::str::FromStr for ConsentScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cross_border_failover" => Ok(Self::CrossBorderFailover),
+            other => Err(format!(
+                "unknown consent scope `{other}`: use cross_border_failover"
+            )),
+        }
+    }
+}
+
+/// Who recorded a consent change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentSource {
+    /// The user, with their own key.
+    User,
+    /// An operator, on the user's documented request.
+    Operator,
+}
+
+/// One version of a user's consent in one scope: a grant or a withdrawal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub user_id: UserId,
+    pub scope: ConsentScope,
+    /// 1 for the first record of the user and scope, then one more for each change.
+    pub version: u32,
+    pub granted: bool,
+    /// Regions that a grant allows; empty allows every region.
+    pub regions: Vec<RegionId>,
+    pub source: ConsentSource,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Body of a consent grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConsentRequest {
+    pub scope: ConsentScope,
+    /// Regions that the consent allows; empty or absent allows every region.
+    #[serde(default)]
+    pub regions: Vec<RegionId>,
+}
+
+/// A user's consent in one scope: the latest record, which decides, and every record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentState {
+    pub user_id: UserId,
+    pub scope: ConsentScope,
+    /// Whether the latest record is a grant.
+    pub granted: bool,
+    pub current: Option<ConsentRecord>,
+    pub history: Vec<ConsentRecord>,
 }
 
 /// The consent that decides a transfer: the latest state of a user's consent records.

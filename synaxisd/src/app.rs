@@ -125,6 +125,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.home_region().key_prefix.clone(),
         Arc::new(plans),
     )
+    .with_regions(config.regions.keys().cloned().collect())
     .with_auth_cache(
         AuthCache::new(
             metrics.auth_cache_hits.clone(),

@@ -1354,6 +1354,122 @@ async fn key_directory_publishes_and_replicates(store: Arc<dyn Store>) {
     assert!(!by_previous.accepts("old-peer-hash", start_time() + Duration::hours(2)));
 }
 
+/// Consent: each change is a new version, the latest decides, only the user may change it,
+/// and the key directory carries the latest state.
+async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
+    use synaxis_shared::compliance::{ConsentScope, ConsentSource, GrantConsentRequest};
+
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let tenancy = tenancy(store.clone(), clock.clone())
+        .with_regions(vec!["eu-west-1".parse().expect("region id"), region()]);
+    let (org, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    let scope = ConsentScope::CrossBorderFailover;
+    let own = Caller {
+        actor: Actor::Member(Member {
+            user_id: user.id,
+            org_id: org.id,
+            role: Role::Developer,
+            team_id: None,
+        }),
+        source_ip: None,
+        justification: None,
+    };
+
+    let empty = tenancy.consent(&own, user.id, scope).await.expect("read");
+    assert!(!empty.granted);
+    assert!(empty.history.is_empty());
+
+    let granted = tenancy
+        .grant_consent(
+            &own,
+            user.id,
+            GrantConsentRequest {
+                scope,
+                regions: vec![region(), region()],
+            },
+        )
+        .await
+        .expect("grant");
+    assert!(granted.granted);
+    let current = granted.current.clone().expect("a current record");
+    assert_eq!(current.version, 1);
+    assert_eq!(current.regions, vec![region()], "regions are deduplicated");
+    assert_eq!(current.source, ConsentSource::User);
+    let entries = store
+        .directory_entries(DirectorySelector::User(user.id), 1)
+        .await
+        .expect("entries");
+    assert!(entries[0].consent.cross_border_failover);
+    assert_eq!(entries[0].consent.regions, vec![region()]);
+
+    clock.advance(Duration::minutes(5));
+    let withdrawn = tenancy
+        .withdraw_consent(&operator(), user.id, scope)
+        .await
+        .expect("withdraw");
+    assert!(!withdrawn.granted);
+    assert_eq!(withdrawn.history.len(), 2, "the history keeps the grant");
+    let last = withdrawn.current.expect("current");
+    assert_eq!((last.version, last.source), (2, ConsentSource::Operator));
+    assert_eq!(last.recorded_at, start_time() + Duration::minutes(5));
+    let entries = store
+        .directory_entries(DirectorySelector::User(user.id), 2)
+        .await
+        .expect("entries");
+    assert!(!entries[0].consent.cross_border_failover);
+
+    let unknown = tenancy
+        .grant_consent(
+            &own,
+            user.id,
+            GrantConsentRequest {
+                scope,
+                regions: vec!["ap-south-9".parse().expect("region id")],
+            },
+        )
+        .await
+        .expect_err("an unknown region is refused");
+    assert!(unknown.to_string().contains("ap-south-9"), "{unknown}");
+
+    // Another member of the org may read it as a manager, but not change it.
+    let admin = tenancy
+        .create_user(
+            &operator(),
+            user_request(&org, "root@acme.test", Role::Admin),
+        )
+        .await
+        .expect("admin");
+    let manager = Caller {
+        actor: Actor::Member(Member {
+            user_id: admin.id,
+            org_id: org.id,
+            role: Role::Admin,
+            team_id: None,
+        }),
+        source_ip: None,
+        justification: None,
+    };
+    assert!(tenancy.consent(&manager, user.id, scope).await.is_ok());
+    let denied = tenancy
+        .withdraw_consent(&manager, user.id, scope)
+        .await
+        .expect_err("a manager may not change another user's consent");
+    assert!(matches!(denied, TenancyError::Denied(_)), "{denied:?}");
+    assert_eq!(
+        store
+            .consent_history(user.id, scope)
+            .await
+            .expect("history")
+            .len(),
+        2,
+        "refused changes store nothing"
+    );
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2184,6 +2300,7 @@ async fn postgres_corrupt_user_limits_are_named() {
 }
 
 contract_tests!(
+    consent_is_versioned_and_reaches_the_directory,
     key_directory_publishes_and_replicates,
     request_records_insert_in_batches,
     team_policy_reaches_authentication,

@@ -7,7 +7,8 @@ mod audit;
 mod auth;
 mod billing;
 mod budgets;
-mod extract;
+mod consent;
+pub(crate) mod extract;
 mod keys;
 mod limits;
 mod orgs;
@@ -82,6 +83,12 @@ pub fn routes() -> Router<AppState> {
             get(users::show).patch(users::update),
         )
         .route("/control/v1/users/{user}/revoke", post(users::revoke))
+        .route(
+            "/control/v1/users/{user}/consent",
+            get(consent::show)
+                .post(consent::grant)
+                .delete(consent::withdraw),
+        )
         .route(
             "/control/v1/users/{user}/limits",
             get(limits::show_user).put(limits::set_user),

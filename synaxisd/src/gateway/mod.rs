@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod chat;
 mod models;
+pub mod privacy;
 pub mod provider;
 pub mod record;
 pub mod routing;
@@ -164,4 +165,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/completions", post(chat::completions))
         .route("/v1/embeddings", post(chat::embeddings))
         .route("/v1/models", get(models::list_models))
+        .route(
+            "/v1/privacy/consent",
+            get(privacy::show)
+                .post(privacy::grant)
+                .delete(privacy::withdraw),
+        )
 }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef};
+use synaxis_shared::compliance::{ConsentRecord, ConsentScope, ConsentSource};
 use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
 use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::LimitSet;
@@ -374,6 +375,36 @@ pub trait BillingStore: Send + Sync {
     async fn list_invoices(&self, org_id: OrgId) -> Result<Vec<Invoice>, StoreError>;
 }
 
+/// Users' consent records, versioned per user and scope.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// Appends a grant or withdrawal as the next version of the user's consent in its scope,
+    /// with its audit entry. Two changes at once may both take the same version: the second
+    /// fails with [`StoreError::Conflict`].
+    async fn record_consent(
+        &self,
+        change: &NewConsent,
+        audit: &AuditDraft,
+    ) -> Result<ConsentRecord, StoreError>;
+    /// Returns every record of the user's consent in `scope`, oldest first.
+    async fn consent_history(
+        &self,
+        user_id: UserId,
+        scope: ConsentScope,
+    ) -> Result<Vec<ConsentRecord>, StoreError>;
+}
+
+/// A consent change to record.
+#[derive(Clone, Debug)]
+pub struct NewConsent {
+    pub user_id: UserId,
+    pub scope: ConsentScope,
+    pub granted: bool,
+    pub regions: Vec<RegionId>,
+    pub source: ConsentSource,
+    pub at: DateTime<Utc>,
+}
+
 /// This region's key directory entries, and the replica of its peers' entries.
 #[async_trait]
 pub trait DirectoryStore: Send + Sync {
@@ -403,6 +434,7 @@ pub trait Store:
     + BillingStore
     + LifecycleStore
     + DirectoryStore
+    + ConsentStore
     + Debug
 {
     /// Checks that the database responds.

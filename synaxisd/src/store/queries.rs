@@ -42,7 +42,7 @@ macro_rules! impl_store_queries {
             budget_ref, AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, BudgetRow, DirectoryRow, parse_directory_entry, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, BudgetRow, ConsentRow, DirectoryRow, parse_directory_entry, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
@@ -52,7 +52,7 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BillingStore, BudgetCharge, DirectoryStore, BudgetReservation, BudgetStore, LifecycleStore,
+            BillingStore, BudgetCharge, ConsentStore, DirectoryStore, NewConsent, BudgetReservation, BudgetStore, LifecycleStore,
             ResourceCaps, ResourceCounts,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
@@ -1652,6 +1652,60 @@ macro_rules! impl_store_queries {
         }
 
         #[async_trait]
+        impl ConsentStore for $store {
+            async fn record_consent(
+                &self,
+                change: &NewConsent,
+                audit: &AuditDraft,
+            ) -> Result<synaxis_shared::compliance::ConsentRecord, StoreError> {
+                let regions = serde_json::to_string(&change.regions).map_err(|error| {
+                    StoreError::Corrupt(format!("cannot encode consent regions: {error}"))
+                })?;
+                let source = match change.source {
+                    synaxis_shared::compliance::ConsentSource::User => "user",
+                    synaxis_shared::compliance::ConsentSource::Operator => "operator",
+                };
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query_as::<_, ConsentRow>(
+                    "INSERT INTO consents (user_id, scope, version, granted, regions, source, recorded_at)
+                     SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5, $6
+                     FROM consents WHERE user_id = $1 AND scope = $2
+                     RETURNING user_id, scope, version, granted, regions, source, recorded_at",
+                )
+                .bind(change.user_id.0)
+                .bind(change.scope.as_str())
+                .bind(change.granted)
+                .bind(regions)
+                .bind(source)
+                .bind(change.at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|error| {
+                    conflict_on_unique(error, || "the consent changed at the same time: try again".to_owned())
+                })?;
+                Self::append_audit_in(&mut tx, audit).await?;
+                tx.commit().await?;
+                row.try_into()
+            }
+
+            async fn consent_history(
+                &self,
+                user_id: UserId,
+                scope: synaxis_shared::compliance::ConsentScope,
+            ) -> Result<Vec<synaxis_shared::compliance::ConsentRecord>, StoreError> {
+                let rows = sqlx::query_as::<_, ConsentRow>(
+                    "SELECT user_id, scope, version, granted, regions, source, recorded_at
+                     FROM consents WHERE user_id = $1 AND scope = $2 ORDER BY version",
+                )
+                .bind(user_id.0)
+                .bind(scope.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                convert_all(rows)
+            }
+        }
+
+        #[async_trait]
         impl DirectoryStore for $store {
             async fn directory_entries(
                 &self,
@@ -1671,7 +1725,13 @@ macro_rules! impl_store_queries {
                             o.active AS org_active,
                             o.plan AS org_plan, o.plan_version AS org_plan_version,
                             o.plan_overrides AS org_plan_overrides,
-                            FALSE AS key_budget, FALSE AS team_budget, FALSE AS org_budget
+                            FALSE AS key_budget, FALSE AS team_budget, FALSE AS org_budget,
+                            (SELECT c.granted FROM consents c
+                             WHERE c.user_id = k.user_id AND c.scope = 'cross_border_failover'
+                             ORDER BY c.version DESC LIMIT 1) AS consent_granted,
+                            (SELECT c.regions FROM consents c
+                             WHERE c.user_id = k.user_id AND c.scope = 'cross_border_failover'
+                             ORDER BY c.version DESC LIMIT 1) AS consent_regions
                      FROM api_keys k
                      JOIN users u ON u.id = k.user_id
                      JOIN organizations o ON o.id = k.org_id

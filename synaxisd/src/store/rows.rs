@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::types::{ModelList, Money};
 use super::{AuthenticatedKey, KeyLimits, OrgPlan, RequestRecord, StoreError, parse_region};
 use crate::directory::{DirectoryEntry, KeyState};
+use synaxis_shared::compliance::{ConsentFlags, ConsentRecord, ConsentSource};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
@@ -247,6 +248,8 @@ pub(crate) struct DirectoryRow {
     previous_key_hash: Option<String>,
     user_active: bool,
     org_active: bool,
+    consent_granted: Option<bool>,
+    consent_regions: Option<String>,
 }
 
 impl DirectoryRow {
@@ -257,8 +260,59 @@ impl DirectoryRow {
             user_active: self.user_active,
             org_active: self.org_active,
         };
-        Ok(DirectoryEntry::new(self.auth.try_into()?, state, version))
+        let consent = ConsentFlags {
+            cross_border_failover: self.consent_granted.unwrap_or(false),
+            regions: parse_consent_regions(self.consent_regions.as_deref())?,
+        };
+        let mut entry = DirectoryEntry::new(self.auth.try_into()?, state, version);
+        entry.consent = consent;
+        Ok(entry)
     }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConsentRow {
+    user_id: Uuid,
+    scope: String,
+    version: i64,
+    granted: bool,
+    regions: String,
+    source: String,
+    recorded_at: DateTime<Utc>,
+}
+
+impl TryFrom<ConsentRow> for ConsentRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ConsentRow) -> Result<Self, StoreError> {
+        Ok(ConsentRecord {
+            user_id: row.user_id.into(),
+            scope: row
+                .scope
+                .parse()
+                .map_err(|_| corrupt("consents.scope", &row.scope))?,
+            version: u32::try_from(row.version)
+                .map_err(|_| corrupt("consents.version", &row.version.to_string()))?,
+            granted: row.granted,
+            regions: serde_json::from_str(&row.regions)
+                .map_err(|_| corrupt("consents.regions", &row.regions))?,
+            source: match row.source.as_str() {
+                "user" => ConsentSource::User,
+                "operator" => ConsentSource::Operator,
+                other => return Err(corrupt("consents.source", other)),
+            },
+            recorded_at: row.recorded_at,
+        })
+    }
+}
+
+/// Parses the regions of a consent record, as the key directory query returns them.
+pub(crate) fn parse_consent_regions(
+    text: Option<&str>,
+) -> Result<Vec<synaxis_shared::RegionId>, StoreError> {
+    text.map_or(Ok(Vec::new()), |text| {
+        serde_json::from_str(text).map_err(|_| corrupt("consents.regions", text))
+    })
 }
 
 /// Parses a replica entry stored in `key_directory.entry`.

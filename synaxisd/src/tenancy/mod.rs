@@ -4,6 +4,7 @@
 
 pub mod budgets;
 pub mod cache;
+pub mod consent;
 pub mod credits;
 pub mod invoices;
 pub mod keys;
@@ -95,6 +96,8 @@ pub struct Tenancy {
     key_prefix: String,
     auth_cache: Arc<AuthCache>,
     plans: Arc<PlanCatalog>,
+    /// Every region of the service; consent may name only these. Empty accepts any.
+    regions: Vec<RegionId>,
 }
 
 impl Tenancy {
@@ -114,7 +117,14 @@ impl Tenancy {
             key_prefix,
             auth_cache: Arc::new(AuthCache::default()),
             plans,
+            regions: Vec::new(),
         }
+    }
+
+    /// Sets the regions of the service, which consent records may name.
+    pub fn with_regions(mut self, regions: Vec<RegionId>) -> Self {
+        self.regions = regions;
+        self
     }
 
     pub fn plans(&self) -> &Arc<PlanCatalog> {

@@ -67,6 +67,9 @@ pub enum Action {
     InvoiceIssue,
     AuditRead,
     AuditVerify,
+    ConsentRead,
+    ConsentGrant,
+    ConsentWithdraw,
 }
 
 impl Action {
@@ -109,6 +112,9 @@ impl Action {
             Self::InvoiceIssue => "invoice.issue",
             Self::AuditRead => "audit.read",
             Self::AuditVerify => "audit.verify",
+            Self::ConsentRead => "consent.read",
+            Self::ConsentGrant => "consent.grant",
+            Self::ConsentWithdraw => "consent.withdraw",
         }
     }
 }
@@ -225,6 +231,13 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::FxSet
         | Action::InvoiceIssue
         | Action::AuditVerify => forbid("only the operator may"),
+        // Consent is the user's own decision; managers may see it.
+        Action::ConsentGrant | Action::ConsentWithdraw if is_self => Ok(()),
+        Action::ConsentGrant | Action::ConsentWithdraw => {
+            forbid("only the user may give or withdraw their consent")
+        }
+        Action::ConsentRead if is_self || is_manager(role) => Ok(()),
+        Action::ConsentRead => forbid("it requires the owner or admin role, or one's own consent"),
         Action::CreditsRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
         Action::CreditsRead => forbid("it requires the owner, admin or billing role"),
         Action::InvoiceRead if matches!(role, Role::Owner | Role::Admin | Role::Billing) => Ok(()),
