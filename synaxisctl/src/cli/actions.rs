@@ -426,6 +426,35 @@ pub enum UserAction {
         /// Id of the user (a UUID).
         user_id: UserId,
     },
+    /// Show, record or withdraw a user's consent to have requests processed in another
+    /// region while their home region is down. Users give it themselves with
+    /// `POST /v1/privacy/consent`; the operator records it on the user's documented request.
+    Consent {
+        #[command(subcommand)]
+        action: ConsentAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentAction {
+    /// Show the user's current consent and its history.
+    Show {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+    },
+    /// Record the user's consent, for the named regions or, without --region, every region.
+    Grant {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+        /// A region the consent allows, such as `us-east-1`; repeat for more.
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<synaxis_shared::RegionId>,
+    },
+    /// Record the withdrawal of the user's consent.
+    Withdraw {
+        /// Id of the user (a UUID).
+        user_id: UserId,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,8 +12,9 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, BudgetAction, ContextAction, CreditArgs, CreditsAction, FxAction, InvoiceAction,
-    KeyAction, LimitsAction, OrgAction, PlanAction, RegionAction, TeamAction, UserAction,
+    AuditAction, BudgetAction, ConsentAction, ContextAction, CreditArgs, CreditsAction, FxAction,
+    InvoiceAction, KeyAction, LimitsAction, OrgAction, PlanAction, RegionAction, TeamAction,
+    UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 

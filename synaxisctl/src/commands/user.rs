@@ -3,9 +3,10 @@
 use std::io::Write;
 
 use synaxis_shared::api::{CreateUserRequest, UpdateUserRequest, User};
+use synaxis_shared::compliance::{ConsentScope, ConsentState, GrantConsentRequest};
 
 use super::CommandError;
-use crate::cli::UserAction;
+use crate::cli::{ConsentAction, UserAction};
 use crate::client::Client;
 use crate::output::Printer;
 use crate::prompt::{Field, Prompter};
@@ -69,6 +70,27 @@ pub async fn run(
         UserAction::Revoke { user_id } => {
             let path = ["users", &user_id.to_string(), "revoke"];
             let reply = client.post_empty::<User>(&path).await?;
+            printer.one(&reply)?;
+        }
+        UserAction::Consent { action } => {
+            let reply = match action {
+                ConsentAction::Show { user_id } => {
+                    let path = ["users", &user_id.to_string(), "consent"];
+                    client.get::<ConsentState>(&path, &[]).await?
+                }
+                ConsentAction::Grant { user_id, regions } => {
+                    let path = ["users", &user_id.to_string(), "consent"];
+                    let body = GrantConsentRequest {
+                        scope: ConsentScope::CrossBorderFailover,
+                        regions,
+                    };
+                    client.post::<ConsentState, _>(&path, &body).await?
+                }
+                ConsentAction::Withdraw { user_id } => {
+                    let path = ["users", &user_id.to_string(), "consent"];
+                    client.delete::<ConsentState>(&path).await?
+                }
+            };
             printer.one(&reply)?;
         }
     }

@@ -758,3 +758,51 @@ impl Record for RegionRow {
         ]
     }
 }
+
+/// A user's consent: the current state and the number of changes.
+impl Record for synaxis_shared::compliance::ConsentState {
+    const COLUMNS: &'static [&'static str] = &["user_id", "scope", "granted", "regions"];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        let current = self.current.as_ref();
+        let regions = current.map_or_else(
+            || NONE.to_owned(),
+            |record| {
+                if record.regions.is_empty() {
+                    "*".to_owned()
+                } else {
+                    record
+                        .regions
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            },
+        );
+        vec![
+            ("user_id", self.user_id.to_string()),
+            ("scope", self.scope.as_str().to_owned()),
+            ("granted", self.granted.to_string()),
+            ("regions", regions),
+            ("version", optional(current.map(|record| &record.version))),
+            (
+                "source",
+                current.map_or_else(
+                    || NONE.to_owned(),
+                    |record| match record.source {
+                        synaxis_shared::compliance::ConsentSource::User => "user".to_owned(),
+                        synaxis_shared::compliance::ConsentSource::Operator => {
+                            "operator".to_owned()
+                        }
+                    },
+                ),
+            ),
+            (
+                "recorded_at",
+                optional_timestamp(current.map(|record| &record.recorded_at)),
+            ),
+            ("changes", self.history.len().to_string()),
+        ]
+    }
+}

@@ -3,10 +3,10 @@
 //! managers. Every change is a new version, audited, and sent to the key directory, so that
 //! peer regions see the latest state.
 
-use synaxis_shared::UserId;
 use synaxis_shared::compliance::{
     ConsentRecord, ConsentScope, ConsentSource, ConsentState, GrantConsentRequest,
 };
+use synaxis_shared::{RegionId, UserId};
 
 use super::rbac::{Action, Actor};
 use super::{Caller, Tenancy, TenancyError, check, subject_target};
@@ -36,20 +36,6 @@ impl Tenancy {
         user_id: UserId,
         request: GrantConsentRequest,
     ) -> Result<ConsentState, TenancyError> {
-        if let Some(unknown) = request
-            .regions
-            .iter()
-            .find(|region| !self.regions.is_empty() && !self.regions.contains(region))
-        {
-            let known: Vec<&str> = self.regions.iter().map(|region| region.as_str()).collect();
-            return Err(TenancyError::invalid(
-                "regions",
-                format!(
-                    "`{unknown}` is not a region of the service: use some of {}",
-                    known.join(", ")
-                ),
-            ));
-        }
         let mut regions = request.regions;
         regions.sort();
         regions.dedup();
@@ -88,7 +74,7 @@ impl Tenancy {
         user_id: UserId,
         scope: ConsentScope,
         granted: bool,
-        regions: Vec<synaxis_shared::RegionId>,
+        regions: Vec<RegionId>,
         action: Action,
     ) -> Result<ConsentState, TenancyError> {
         let mut draft = self.draft(caller, action, "user");
@@ -101,6 +87,7 @@ impl Tenancy {
                 action,
                 &subject_target(&user, "user", user_id),
             )?;
+            self.check_consent_regions(&regions)?;
             let source = match caller.actor {
                 Actor::Operator => ConsentSource::Operator,
                 _ => ConsentSource::User,
@@ -120,6 +107,24 @@ impl Tenancy {
         }
         .await;
         self.audited(draft, result).await
+    }
+
+    /// Refuses a region that is not in the service's region table.
+    fn check_consent_regions(&self, regions: &[RegionId]) -> Result<(), TenancyError> {
+        let Some(unknown) = regions
+            .iter()
+            .find(|region| !self.regions.is_empty() && !self.regions.contains(region))
+        else {
+            return Ok(());
+        };
+        let known: Vec<&str> = self.regions.iter().map(RegionId::as_str).collect();
+        Err(TenancyError::invalid(
+            "regions",
+            format!(
+                "`{unknown}` is not a region of the service: use some of {}",
+                known.join(", ")
+            ),
+        ))
     }
 
     async fn consent_state(
