@@ -43,6 +43,9 @@ pub struct UpdateOrgRequest {
     /// The currency of the org's invoices; the plan's `billing_currencies` lists those allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_currency: Option<Currency>,
+    /// A transfer mechanism for all the org's users, or `none`; operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_mechanism: Option<crate::compliance::TransferMechanismChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,10 @@ pub struct Org {
     /// The end of the org's trial of its plan, for an org that signed up by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial_ends_at: Option<DateTime<Utc>>,
+    /// The transfer mechanism an operator recorded for all the org's users, which allows
+    /// processing them in another jurisdiction without their own consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_mechanism: Option<crate::compliance::OrgTransferMechanism>,
 }
 
 /// The body of `POST /control/v1/signup`.

@@ -149,6 +149,35 @@ pub enum OrgTransferMechanism {
     StandardContractualClauses,
 }
 
+impl OrgTransferMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StandardContractualClauses => "standard_contractual_clauses",
+        }
+    }
+}
+
+impl std::str::FromStr for OrgTransferMechanism {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "standard_contractual_clauses" => Ok(Self::StandardContractualClauses),
+            other => Err(format!(
+                "unknown transfer mechanism `{other}`: use standard_contractual_clauses"
+            )),
+        }
+    }
+}
+
+/// A change of an org's transfer mechanism: record one, or remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMechanismChange {
+    StandardContractualClauses,
+    None,
+}
+
 /// Scopes of a user's consent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

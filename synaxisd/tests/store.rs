@@ -1468,6 +1468,56 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
         2,
         "refused changes store nothing"
     );
+
+    // Standard contractual clauses: recorded on the org by the operator only.
+    use synaxis_shared::compliance::{OrgTransferMechanism, TransferMechanismChange};
+    let clauses = UpdateOrgRequest {
+        transfer_mechanism: Some(TransferMechanismChange::StandardContractualClauses),
+        ..UpdateOrgRequest::default()
+    };
+    let owner = Caller {
+        actor: Actor::Member(Member {
+            user_id: admin.id,
+            org_id: org.id,
+            role: Role::Owner,
+            team_id: None,
+        }),
+        source_ip: None,
+        justification: None,
+    };
+    let refused = tenancy
+        .update_org(&owner, &org.id.to_string(), clauses.clone())
+        .await
+        .expect_err("only the operator records a mechanism");
+    assert!(matches!(refused, TenancyError::Denied(_)), "{refused:?}");
+    let updated = tenancy
+        .update_org(&operator(), &org.id.to_string(), clauses)
+        .await
+        .expect("record clauses");
+    assert_eq!(
+        updated.transfer_mechanism,
+        Some(OrgTransferMechanism::StandardContractualClauses)
+    );
+    let entries = store
+        .directory_entries(DirectorySelector::Org(org.id), 3)
+        .await
+        .expect("entries");
+    assert_eq!(
+        entries[0].org_transfer_mechanism,
+        Some(OrgTransferMechanism::StandardContractualClauses)
+    );
+    let cleared = tenancy
+        .update_org(
+            &operator(),
+            &org.id.to_string(),
+            UpdateOrgRequest {
+                transfer_mechanism: Some(TransferMechanismChange::None),
+                ..UpdateOrgRequest::default()
+            },
+        )
+        .await
+        .expect("remove clauses");
+    assert_eq!(cleared.transfer_mechanism, None);
 }
 
 macro_rules! contract_tests {

@@ -40,8 +40,9 @@ pub enum OrgAction {
         #[arg(value_parser = parse_org_reference)]
         org: String,
     },
-    /// Change the name, the allowed models or the billing currency of an organization.
-    #[command(group(changes(&["name", "allowed_models", "allow_all_models", "billing_currency"])))]
+    /// Change the name, the allowed models, the billing currency or the transfer mechanism of
+    /// an organization.
+    #[command(group(changes(&["name", "allowed_models", "allow_all_models", "billing_currency", "transfer_mechanism"])))]
     Update {
         /// Organization id (a UUID) or slug.
         #[arg(value_parser = parse_org_reference)]
@@ -55,6 +56,10 @@ pub enum OrgAction {
         /// allows.
         #[arg(long, value_name = "CURRENCY")]
         billing_currency: Option<Currency>,
+        /// Transfer mechanism for all the organization's users (operator only):
+        /// `standard-contractual-clauses`, or `none` to remove it.
+        #[arg(long, value_enum, value_name = "MECHANISM")]
+        transfer_mechanism: Option<TransferMechanismArg>,
     },
     /// Deactivate an organization, so that none of its keys authenticate.
     Revoke {
@@ -700,4 +705,20 @@ fn changes(args: &[&'static str]) -> ArgGroup {
         .args(args)
         .required(true)
         .multiple(true)
+}
+
+/// The values of `org update --transfer-mechanism`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransferMechanismArg {
+    StandardContractualClauses,
+    None,
+}
+
+impl From<TransferMechanismArg> for synaxis_shared::compliance::TransferMechanismChange {
+    fn from(arg: TransferMechanismArg) -> Self {
+        match arg {
+            TransferMechanismArg::StandardContractualClauses => Self::StandardContractualClauses,
+            TransferMechanismArg::None => Self::None,
+        }
+    }
 }

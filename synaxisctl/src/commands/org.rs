@@ -40,11 +40,13 @@ pub async fn run(
             name,
             models,
             billing_currency,
+            transfer_mechanism,
         } => {
             let request = UpdateOrgRequest {
                 name,
                 allowed_models: models.into_request(),
                 billing_currency,
+                transfer_mechanism: transfer_mechanism.map(Into::into),
             };
             let reply = client.patch::<Org, _>(&["orgs", &org], &request).await?;
             printer.one(&reply)?;

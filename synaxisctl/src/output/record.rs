@@ -59,6 +59,13 @@ impl Record for Org {
                     .map_or_else(|| NONE.to_owned(), timestamp),
             ),
             ("allowed_models", models(&self.allowed_models, language)),
+            (
+                "transfer_mechanism",
+                self.transfer_mechanism.map_or_else(
+                    || NONE.to_owned(),
+                    |mechanism| mechanism.as_str().to_owned(),
+                ),
+            ),
             ("active", self.active.to_string()),
             ("created_at", timestamp(&self.created_at)),
         ]
@@ -521,6 +528,7 @@ mod tests {
             plan_overrides: Default::default(),
             billing_currency: synaxis_shared::money::Currency::Usd,
             trial_ends_at: None,
+            transfer_mechanism: None,
         };
         assert_columns_are_ordered_fields(&org);
         let fields = org.fields(Language::PtBr);

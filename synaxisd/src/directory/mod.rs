@@ -58,6 +58,9 @@ pub struct DirectoryEntry {
     /// The user's consent flags for cross-border processing.
     #[serde(default)]
     pub consent: ConsentFlags,
+    /// The transfer mechanism recorded on the org, if any.
+    #[serde(default)]
+    pub org_transfer_mechanism: Option<synaxis_shared::compliance::OrgTransferMechanism>,
     /// Microseconds since the Unix epoch at the read that made the entry.
     pub version: i64,
 }
@@ -134,6 +137,7 @@ impl DirectoryEntry {
             plan_version,
             plan_overrides: overrides,
             consent: ConsentFlags::default(),
+            org_transfer_mechanism: None,
             version,
         }
     }

@@ -7,7 +7,7 @@
 
 pub(crate) const ORG_COLUMNS: &str =
     "id, slug, name, primary_region, allowed_models, active, created_at, plan, plan_version,
-     plan_overrides, billing_currency, trial_ends_at";
+     plan_overrides, billing_currency, trial_ends_at, transfer_mechanism";
 pub(crate) const TEAM_COLUMNS: &str = "id, org_id, name, allowed_models, created_at, suspended_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, org_id, team_id, email, role, locale, data_residency_region, active, created_at";
@@ -162,8 +162,9 @@ macro_rules! impl_store_queries {
                 sqlx::query(
                     "INSERT INTO organizations (id, slug, name, primary_region, allowed_models,
                                                 active, created_at, plan, plan_version,
-                                                plan_overrides, billing_currency, trial_ends_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                                plan_overrides, billing_currency, trial_ends_at,
+                                                transfer_mechanism)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(org.id.0)
                 .bind(&org.slug)
@@ -177,6 +178,7 @@ macro_rules! impl_store_queries {
                 .bind(encode_overrides(&org.plan_overrides))
                 .bind(org.billing_currency.code())
                 .bind(org.trial_ends_at)
+                .bind(org.transfer_mechanism.map(|mechanism| mechanism.as_str()))
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| {
@@ -226,7 +228,8 @@ macro_rules! impl_store_queries {
                 let updated = sqlx::query(
                     "UPDATE organizations SET name = $2, allowed_models = $3, active = $4,
                                               plan = $5, plan_version = $6, plan_overrides = $7,
-                                              billing_currency = $8, trial_ends_at = $9
+                                              billing_currency = $8, trial_ends_at = $9,
+                                              transfer_mechanism = $10
                      WHERE id = $1",
                 )
                 .bind(org.id.0)
@@ -238,6 +241,7 @@ macro_rules! impl_store_queries {
                 .bind(encode_overrides(&org.plan_overrides))
                 .bind(org.billing_currency.code())
                 .bind(org.trial_ends_at)
+                .bind(org.transfer_mechanism.map(|mechanism| mechanism.as_str()))
                 .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
@@ -1723,6 +1727,7 @@ macro_rules! impl_store_queries {
                             t.allowed_models AS team_allowed_models, t.limits AS team_limits,
                             o.allowed_models AS org_allowed_models, o.limits AS org_limits,
                             o.active AS org_active,
+                            o.transfer_mechanism AS org_transfer_mechanism,
                             o.plan AS org_plan, o.plan_version AS org_plan_version,
                             o.plan_overrides AS org_plan_overrides,
                             FALSE AS key_budget, FALSE AS team_budget, FALSE AS org_budget,

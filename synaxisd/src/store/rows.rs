@@ -62,6 +62,7 @@ pub(crate) struct OrgRow {
     plan_overrides: Option<String>,
     billing_currency: String,
     trial_ends_at: Option<DateTime<Utc>>,
+    transfer_mechanism: Option<String>,
 }
 
 impl TryFrom<OrgRow> for Org {
@@ -86,6 +87,14 @@ impl TryFrom<OrgRow> for Org {
                 .parse()
                 .map_err(|_| corrupt("organizations.billing_currency", &row.billing_currency))?,
             trial_ends_at: row.trial_ends_at,
+            transfer_mechanism: row
+                .transfer_mechanism
+                .as_deref()
+                .map(|text| {
+                    text.parse()
+                        .map_err(|_| corrupt("organizations.transfer_mechanism", text))
+                })
+                .transpose()?,
         })
     }
 }
@@ -250,6 +259,7 @@ pub(crate) struct DirectoryRow {
     org_active: bool,
     consent_granted: Option<bool>,
     consent_regions: Option<String>,
+    org_transfer_mechanism: Option<String>,
 }
 
 impl DirectoryRow {
@@ -266,6 +276,14 @@ impl DirectoryRow {
         };
         let mut entry = DirectoryEntry::new(self.auth.try_into()?, state, version);
         entry.consent = consent;
+        entry.org_transfer_mechanism = self
+            .org_transfer_mechanism
+            .as_deref()
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| corrupt("organizations.transfer_mechanism", text))
+            })
+            .transpose()?;
         Ok(entry)
     }
 }

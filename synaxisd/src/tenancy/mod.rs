@@ -16,6 +16,7 @@ pub mod rbac;
 pub mod signup;
 
 use std::sync::Arc;
+use synaxis_shared::compliance::{OrgTransferMechanism, TransferMechanismChange};
 
 use chrono::Duration;
 use secrecy::ExposeSecret;
@@ -263,6 +264,7 @@ impl Tenancy {
             plan_version: plan.latest().0,
             plan_overrides: Default::default(),
             billing_currency: Currency::base(),
+            transfer_mechanism: None,
             trial_ends_at: trial.map(|trial| created_at + trial),
         };
         // The failure entry of a create names no target, because none was created.
@@ -335,6 +337,19 @@ impl Tenancy {
             if let Some(currency) = request.billing_currency {
                 self.check_billing_currency(&org, currency)?;
                 org.billing_currency = currency;
+            }
+            if let Some(change) = request.transfer_mechanism {
+                if !matches!(caller.actor, Actor::Operator) {
+                    return Err(TenancyError::Denied(
+                        "only the operator records an org's transfer mechanism".to_owned(),
+                    ));
+                }
+                org.transfer_mechanism = match change {
+                    TransferMechanismChange::StandardContractualClauses => {
+                        Some(OrgTransferMechanism::StandardContractualClauses)
+                    }
+                    TransferMechanismChange::None => None,
+                };
             }
             self.store.update_org(&org, &draft).await?;
             self.auth_cache.evict_org(org.id);
