@@ -152,7 +152,23 @@ start_region() {
       >>"$run/$region.log" 2>&1
   ) &
   echo $! >"$pid_file"
-  wait_until "$region" curl -sf --cacert "$run/tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/healthz"
+  local pid
+  pid=$(cat "$pid_file")
+  for _ in $(seq 1 300); do
+    if curl -sf --cacert "$run/tls/ca.pem" -o /dev/null "https://127.0.0.1:$port/healthz"; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$region stopped at start; the last lines of $run/$region.log:" >&2
+      tail -n 3 "$run/$region.log" >&2
+      echo "when another checkout's deployment used these databases, run deploy/local/down --purge first" >&2
+      rm -f "$pid_file"
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "$region did not become ready within 60 s; see $run/$region.log" >&2
+  return 1
 }
 
 stop_region() {
@@ -169,6 +185,19 @@ stop_region() {
     done
   fi
   rm -f "$pid_file"
+}
+
+# Stops a service that up started, by the pid in its pid file.
+stop_service() {
+  local service=$1 pid
+  if [ -f "$run/$service.pid" ]; then
+    pid=$(cat "$run/$service.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      log "stopping $service (pid $pid)"
+      kill -TERM "$pid"
+    fi
+    rm -f "$run/$service.pid"
+  fi
 }
 
 write_deployment() {

@@ -257,7 +257,7 @@ impl ApiError {
             ),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
             Self::RegionUnavailable { region } => format!(
-                "Your key's home region, {region}, cannot be reached from here right now. Retry after the time in Retry-After."
+                "Region {region}, where this request is served, cannot be reached from here right now. Retry after the time in Retry-After."
             ),
             Self::OtherRegionKey { region, url } => format!(
                 "This key belongs to region {region}, and this region does not forward to it. Send the request to {url}."
@@ -330,7 +330,7 @@ impl ApiError {
                 "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
             }
             Self::RegionUnavailable { region } => format!(
-                "A região de origem da sua chave, {region}, não pode ser alcançada daqui agora. Tente de novo após o tempo em Retry-After."
+                "A região {region}, onde esta requisição é atendida, não pode ser alcançada daqui agora. Tente de novo após o tempo em Retry-After."
             ),
             Self::OtherRegionKey { region, url } => format!(
                 "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."

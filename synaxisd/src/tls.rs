@@ -28,7 +28,7 @@ pub fn server_config(config: &TlsConfig) -> anyhow::Result<ServerConfig> {
     let certs = read_certs(&config.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&config.key_file).map_err(|error| {
         anyhow::anyhow!(
-            "invalid config: `server.tls.key_file`: {} holds no PEM private key: {error}",
+            "{} holds no PEM private key: {error}",
             config.key_file.display()
         )
     })?;
@@ -37,29 +37,23 @@ pub fn server_config(config: &TlsConfig) -> anyhow::Result<ServerConfig> {
         .with_protocol_versions(&[&tokio_rustls::rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "invalid config: `server.tls`: the key does not fit the certificate: {error}"
-            )
-        })?;
+        .map_err(|error| anyhow::anyhow!("the key does not fit the certificate: {error}"))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(server)
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+/// Reads the PEM certificates of `path`; a file with none is an error.
+pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|error| {
             anyhow::anyhow!(
-                "invalid config: `server.tls.cert_file`: cannot read {}: {error}",
+                "cannot read the PEM certificates of {}: {error}",
                 path.display()
             )
         })?;
     if certs.is_empty() {
-        anyhow::bail!(
-            "invalid config: `server.tls.cert_file`: {} holds no PEM certificate",
-            path.display()
-        );
+        anyhow::bail!("{} holds no PEM certificate", path.display());
     }
     Ok(certs)
 }

@@ -943,13 +943,11 @@ impl Config {
             if let Some(brokers) = &region.kafka_brokers {
                 check_brokers(&format!("regions.{id}.kafka_brokers"), brokers)?;
             }
-            let host = region.peer_url.host_str().unwrap_or_default();
-            let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
-            if region.peer_url.scheme() != "https" && !loopback {
+            if region.peer_url.scheme() != "https" {
                 return Err(ConfigError::invalid(
                     format!("regions.{id}.peer_url"),
                     format!(
-                        "`{}` is not https: peer links use TLS 1.3, and plain http is accepted only on a loopback address",
+                        "`{}` is not https: peer links carry keys and prompts, so they run over TLS 1.3 only",
                         region.peer_url
                     ),
                 ));
@@ -1051,6 +1049,12 @@ impl Config {
                     ),
                 )
             })?;
+        if self.events.topic_prefix.is_empty() {
+            return Err(ConfigError::invalid(
+                "events.topic_prefix",
+                "is empty: use a name such as \"synaxis\"",
+            ));
+        }
         if self.events.republish_interval_secs == 0 {
             return Err(ConfigError::invalid(
                 "events.republish_interval_secs",
@@ -1103,6 +1107,14 @@ impl Config {
                     format!("{} is not a readable file", path.display()),
                 ));
             }
+        }
+        if let Some(tls) = &self.server.tls {
+            crate::tls::server_config(tls)
+                .map_err(|error| ConfigError::invalid("server.tls", format!("{error:#}")))?;
+        }
+        if let Some(ca) = &self.peer.ca_file {
+            crate::tls::read_certs(ca)
+                .map_err(|error| ConfigError::invalid("peer.ca_file", format!("{error:#}")))?;
         }
         Ok(())
     }

@@ -179,7 +179,36 @@ fn region_links_are_validated() {
             "[events]\ntopic_prefix = \"has space\"\n\n[server]",
             "events.topic_prefix",
         ),
-        ("https://us.example.com", "http://127.0.0.1:8102", ""),
+        (
+            "https://us.example.com",
+            "http://127.0.0.1:8102",
+            "regions.us-east-1.peer_url",
+        ),
+        (
+            "[server]",
+            "[events]\ntopic_prefix = \"\"\n\n[server]",
+            "events.topic_prefix",
+        ),
+        (
+            "[server]",
+            concat!(
+                "[peer]\nca_file = \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/Cargo.toml\"\n\n[server]"
+            ),
+            "peer.ca_file",
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            concat!(
+                "listen = \"127.0.0.1:0\"\n[server.tls]\ncert_file = \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/Cargo.toml\"\nkey_file = \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/Cargo.toml\""
+            ),
+            "server.tls",
+        ),
     ];
     for (from, to, key) in cases {
         let text = VALID.replacen(from, to, 1);

@@ -22,6 +22,7 @@ use chrono::Utc;
 use futures_util::TryStreamExt;
 use synaxis_shared::RegionId;
 use synaxis_shared::region::{PeerHealth, RegionView, RegionsStatus};
+use tracing::Instrument;
 use url::Url;
 
 use crate::config::Config;
@@ -71,7 +72,12 @@ pub struct Regions {
     pub auth: Option<PeerAuth>,
     pub client: reqwest::Client,
     pub health: Arc<HealthMonitor>,
+    /// When a refused peer call was last logged.
+    last_refusal_log: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// Shortest time between two logged refusals of peer calls.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerCallError {
@@ -129,6 +135,7 @@ impl Regions {
             auth,
             client,
             health,
+            last_refusal_log: std::sync::Mutex::new(None),
         }
     }
 
@@ -218,6 +225,21 @@ impl Regions {
         Ok(answer)
     }
 
+    /// Returns whether a refused peer call should be logged: at most one a minute, so that a
+    /// peer with the wrong secret does not fill the log with its probes.
+    fn should_log_refusal(&self) -> bool {
+        let mut last = self
+            .last_refusal_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < REFUSAL_LOG_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// Returns whether requests can be forwarded to `region`.
     pub fn can_forward_to(&self, region: &RegionId) -> bool {
         self.auth.is_some() && self.peers.contains_key(region)
@@ -266,6 +288,15 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "host"
     )
+}
+
+/// Returns the region that a peer header claims, before its signature is checked, for logs.
+fn claimed_region(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(&PEER_HEADER)?.to_str().ok()?;
+    value
+        .split(',')
+        .filter_map(|part| part.trim().strip_prefix("region="))
+        .next()
 }
 
 /// Renders `error` in the language of the request's `Accept-Language`, for the answers given
@@ -329,7 +360,10 @@ pub async fn route_by_region(
         ) {
             Ok(from) => from,
             Err(error) => {
-                tracing::warn!(%error, path = %path_and_query, "peer call refused");
+                if state.regions.should_log_refusal() {
+                    let claimed = claimed_region(request.headers()).unwrap_or("none");
+                    tracing::warn!(%error, path = %path_and_query, claimed_region = claimed, "peer call refused (further refusals within a minute are not logged)");
+                }
                 let mut response = refuse(
                     ApiError::PeerRefused(error),
                     request.headers(),
@@ -375,8 +409,26 @@ pub async fn route_by_region(
         Some((region, peer)) => {
             // The home region logs the request under the id that the entry region answers with.
             let id = request_id(request.headers());
+            let span = tracing::info_span!(
+                "request",
+                request.id = id.to_str().unwrap_or_default(),
+                method = %request.method(),
+                path = %request.uri().path(),
+            );
             request.headers_mut().insert(REQUEST_ID.clone(), id);
-            forward(&state, &region, &peer, request).await
+            let started = std::time::Instant::now();
+            let response = forward(&state, &region, &peer, request)
+                .instrument(span.clone())
+                .await;
+            span.in_scope(|| {
+                tracing::info!(
+                    status = response.status().as_u16(),
+                    %region,
+                    duration_ms = started.elapsed().as_millis(),
+                    "request forwarded"
+                );
+            });
+            response
         }
         None => next.run(request).await,
     }
