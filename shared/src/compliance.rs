@@ -142,6 +142,25 @@ impl TransferBasis {
     }
 }
 
+/// A request processed outside its user's jurisdiction, and the basis that allowed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub id: uuid::Uuid,
+    pub request_id: String,
+    pub user_id: UserId,
+    pub org_id: crate::OrgId,
+    /// The user's home region.
+    pub from_region: RegionId,
+    /// The region that processed the request.
+    pub to_region: RegionId,
+    /// The regulation of the user's jurisdiction, such as `GDPR`.
+    pub regulation: String,
+    pub legal_basis: TransferBasis,
+    /// The provision the basis rests on, such as `GDPR Art. 49(1)(a)`.
+    pub citation: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A transfer mechanism that an operator records on an org for all its users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

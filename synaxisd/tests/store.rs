@@ -1520,6 +1520,49 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
     assert_eq!(cleared.transfer_mechanism, None);
 }
 
+/// A transfer recorded by the provider of the user's jurisdiction names its legal basis.
+async fn transfers_record_their_legal_basis(store: Arc<dyn Store>) {
+    use synaxis_shared::compliance::{GdprTransferBasis, TransferBasis};
+    use synaxisd::compliance::{Compliance, Transfer};
+
+    let compliance = Compliance::default();
+    let gdpr = compliance
+        .provider(synaxis_shared::Jurisdiction::EU)
+        .expect("GDPR provider");
+    let user_id = synaxis_shared::UserId::new();
+    let from: RegionId = "eu-west-1".parse().expect("region id");
+    let basis = TransferBasis::Gdpr(GdprTransferBasis::ExplicitConsent);
+    let record = gdpr
+        .log_transfer(
+            store.as_ref(),
+            Transfer {
+                request_id: "req-1",
+                user_id,
+                org_id: OrgId::new(),
+                from_region: &from,
+                to_region: &region(),
+                basis,
+                at: start_time(),
+            },
+        )
+        .await
+        .expect("log transfer");
+    assert_eq!(record.citation, "GDPR Art. 49(1)(a)");
+    assert_eq!(record.regulation, "GDPR");
+    let listed = store
+        .list_transfers(Some(user_id), 10)
+        .await
+        .expect("list transfers");
+    assert_eq!(listed, vec![record]);
+    assert!(
+        store
+            .list_transfers(Some(synaxis_shared::UserId::new()), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2350,6 +2393,7 @@ async fn postgres_corrupt_user_limits_are_named() {
 }
 
 contract_tests!(
+    transfers_record_their_legal_basis,
     consent_is_versioned_and_reaches_the_directory,
     key_directory_publishes_and_replicates,
     request_records_insert_in_batches,

@@ -9,11 +9,15 @@
 
 use std::fmt::Debug;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use synaxis_shared::compliance::{
     ConsentFlags, GdprTransferBasis, LgpdTransferBasis, OrgTransferMechanism, TransferBasis,
-    UsTransferBasis,
+    TransferRecord, UsTransferBasis,
 };
-use synaxis_shared::{Jurisdiction, RegionId};
+use synaxis_shared::{Jurisdiction, OrgId, RegionId, UserId};
+
+use crate::store::{StoreError, TransferStore};
 
 /// A request to process a user's data in `target_region`, of jurisdiction `target`.
 #[derive(Clone, Copy, Debug)]
@@ -37,6 +41,19 @@ pub enum TransferDecision {
     Refused,
 }
 
+/// A transfer that happened: a request of a user processed in another jurisdiction.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer<'a> {
+    pub request_id: &'a str,
+    pub user_id: UserId,
+    pub org_id: OrgId,
+    pub from_region: &'a RegionId,
+    pub to_region: &'a RegionId,
+    pub basis: TransferBasis,
+    pub at: DateTime<Utc>,
+}
+
+#[async_trait]
 pub trait ComplianceProvider: Send + Sync + Debug {
     /// The regulation's short name, such as `GDPR`.
     fn regulation(&self) -> &'static str;
@@ -63,12 +80,36 @@ pub trait ComplianceProvider: Send + Sync + Debug {
         }
         TransferDecision::Refused
     }
+
+    /// Records a transfer in the processing region's store, with this regulation's name and
+    /// the citation of its basis.
+    async fn log_transfer(
+        &self,
+        store: &dyn TransferStore,
+        transfer: Transfer<'_>,
+    ) -> Result<TransferRecord, StoreError> {
+        let record = TransferRecord {
+            id: uuid::Uuid::new_v4(),
+            request_id: transfer.request_id.to_owned(),
+            user_id: transfer.user_id,
+            org_id: transfer.org_id,
+            from_region: transfer.from_region.clone(),
+            to_region: transfer.to_region.clone(),
+            regulation: self.regulation().to_owned(),
+            legal_basis: transfer.basis,
+            citation: transfer.basis.citation().to_owned(),
+            at: transfer.at,
+        };
+        store.record_transfer(&record).await?;
+        Ok(record)
+    }
 }
 
 /// The GDPR: transfers out of the EU and EEA under Chapter V.
 #[derive(Debug)]
 pub struct Gdpr;
 
+#[async_trait]
 impl ComplianceProvider for Gdpr {
     fn regulation(&self) -> &'static str {
         "GDPR"
@@ -91,6 +132,7 @@ impl ComplianceProvider for Gdpr {
 #[derive(Debug)]
 pub struct Lgpd;
 
+#[async_trait]
 impl ComplianceProvider for Lgpd {
     fn regulation(&self) -> &'static str {
         "LGPD"
@@ -114,6 +156,7 @@ impl ComplianceProvider for Lgpd {
 #[derive(Debug)]
 pub struct UsPrivacy;
 
+#[async_trait]
 impl ComplianceProvider for UsPrivacy {
     fn regulation(&self) -> &'static str {
         "US"

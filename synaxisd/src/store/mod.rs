@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef};
-use synaxis_shared::compliance::{ConsentRecord, ConsentScope, ConsentSource};
+use synaxis_shared::compliance::{ConsentRecord, ConsentScope, ConsentSource, TransferRecord};
 use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
 use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::LimitSet;
@@ -394,6 +394,18 @@ pub trait ConsentStore: Send + Sync {
     ) -> Result<Vec<ConsentRecord>, StoreError>;
 }
 
+/// The transfer records of this region: requests it processed for users of other jurisdictions.
+#[async_trait]
+pub trait TransferStore: Send + Sync {
+    async fn record_transfer(&self, transfer: &TransferRecord) -> Result<(), StoreError>;
+    /// Lists the transfers of a user, or all of them, oldest first, at most `limit`.
+    async fn list_transfers(
+        &self,
+        user_id: Option<UserId>,
+        limit: i64,
+    ) -> Result<Vec<TransferRecord>, StoreError>;
+}
+
 /// A consent change to record.
 #[derive(Clone, Debug)]
 pub struct NewConsent {
@@ -435,6 +447,7 @@ pub trait Store:
     + LifecycleStore
     + DirectoryStore
     + ConsentStore
+    + TransferStore
     + Debug
 {
     /// Checks that the database responds.

@@ -42,7 +42,7 @@ macro_rules! impl_store_queries {
             budget_ref, AUDIT_COLUMNS, KEY_COLUMNS, ORG_COLUMNS, REQUEST_COLUMNS, TEAM_COLUMNS, USER_COLUMNS,
         };
         use crate::store::rows::{
-            AuditRow, AuthRow, BudgetRow, ConsentRow, DirectoryRow, parse_directory_entry, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
+            AuditRow, AuthRow, BudgetRow, ConsentRow, DirectoryRow, TransferRow, parse_directory_entry, CreditRow, FxRow, InvoiceItemRow, InvoiceRow, KeyRow, OrgRow, RequestRow, TeamRow, UserRow, convert_all,
             encode_limits, encode_overrides, parse_limits,
         };
         use crate::store::types::{ModelList, Money};
@@ -52,7 +52,7 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BillingStore, BudgetCharge, ConsentStore, DirectoryStore, NewConsent, BudgetReservation, BudgetStore, LifecycleStore,
+            BillingStore, BudgetCharge, ConsentStore, DirectoryStore, NewConsent, TransferStore, BudgetReservation, BudgetStore, LifecycleStore,
             ResourceCaps, ResourceCounts,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
@@ -1651,6 +1651,53 @@ macro_rules! impl_store_queries {
                     .push(" ORDER BY started_at DESC, id DESC LIMIT ")
                     .push_bind(filter.limit);
                 let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+        }
+
+        #[async_trait]
+        impl TransferStore for $store {
+            async fn record_transfer(
+                &self,
+                transfer: &synaxis_shared::compliance::TransferRecord,
+            ) -> Result<(), StoreError> {
+                let basis = serde_json::to_string(&transfer.legal_basis).map_err(|error| {
+                    StoreError::Corrupt(format!("cannot encode a legal basis: {error}"))
+                })?;
+                sqlx::query(
+                    "INSERT INTO transfers (id, request_id, user_id, org_id, from_region,
+                                            to_region, regulation, legal_basis, citation, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(transfer.id)
+                .bind(&transfer.request_id)
+                .bind(transfer.user_id.0)
+                .bind(transfer.org_id.0)
+                .bind(transfer.from_region.as_str())
+                .bind(transfer.to_region.as_str())
+                .bind(&transfer.regulation)
+                .bind(basis)
+                .bind(&transfer.citation)
+                .bind(transfer.at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_transfers(
+                &self,
+                user_id: Option<UserId>,
+                limit: i64,
+            ) -> Result<Vec<synaxis_shared::compliance::TransferRecord>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new(
+                    "SELECT id, request_id, user_id, org_id, from_region, to_region, regulation,
+                            legal_basis, citation, at FROM transfers",
+                );
+                if let Some(user_id) = user_id {
+                    query.push(" WHERE user_id = ").push_bind(user_id.0);
+                }
+                query.push(" ORDER BY at, id LIMIT ").push_bind(limit);
+                let rows = query.build_query_as::<TransferRow>().fetch_all(&self.pool).await?;
                 convert_all(rows)
             }
         }

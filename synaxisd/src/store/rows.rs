@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::types::{ModelList, Money};
 use super::{AuthenticatedKey, KeyLimits, OrgPlan, RequestRecord, StoreError, parse_region};
 use crate::directory::{DirectoryEntry, KeyState};
-use synaxis_shared::compliance::{ConsentFlags, ConsentRecord, ConsentSource};
+use synaxis_shared::compliance::{ConsentFlags, ConsentRecord, ConsentSource, TransferRecord};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("invalid {what} `{value}`"))
@@ -320,6 +320,40 @@ impl TryFrom<ConsentRow> for ConsentRecord {
                 other => return Err(corrupt("consents.source", other)),
             },
             recorded_at: row.recorded_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TransferRow {
+    id: Uuid,
+    request_id: String,
+    user_id: Uuid,
+    org_id: Uuid,
+    from_region: String,
+    to_region: String,
+    regulation: String,
+    legal_basis: String,
+    citation: String,
+    at: DateTime<Utc>,
+}
+
+impl TryFrom<TransferRow> for TransferRecord {
+    type Error = StoreError;
+
+    fn try_from(row: TransferRow) -> Result<Self, StoreError> {
+        Ok(TransferRecord {
+            id: row.id,
+            request_id: row.request_id,
+            user_id: row.user_id.into(),
+            org_id: row.org_id.into(),
+            from_region: parse_region(row.from_region)?,
+            to_region: parse_region(row.to_region)?,
+            regulation: row.regulation,
+            legal_basis: serde_json::from_str(&row.legal_basis)
+                .map_err(|_| corrupt("transfers.legal_basis", &row.legal_basis))?,
+            citation: row.citation,
+            at: row.at,
         })
     }
 }
