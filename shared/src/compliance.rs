@@ -87,8 +87,8 @@ pub enum LgpdTransferBasis {
     LegalObligationContractOrRights,
 }
 
-/// Bases of a transfer of a US user's data, which US law does not restrict; the product still
-/// asks for one of these before processing outside the United States.
+/// Bases of a transfer of a US user's data. US law does not restrict it, but the product still
+/// requires one of these before processing outside the United States.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsTransferBasis {
@@ -226,7 +226,7 @@ impl std::str::FromStr for ConsentScope {
     }
 }
 
-/// Who recorded a consent change.
+/// The party that recorded a consent change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentSource {

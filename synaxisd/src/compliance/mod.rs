@@ -2,10 +2,10 @@
 //! region: GDPR for the EU, LGPD for Brazil, and a US provider. Each decides whether a user's
 //! request may be processed in another jurisdiction and on which legal basis.
 //!
-//! The rules are the same shape for every provider: processing inside the user's jurisdiction
-//! is no transfer; otherwise an org-level mechanism (standard contractual clauses that an
-//! operator recorded) or the user's explicit consent to cross-border failover, for the target
-//! region, is required. Each provider names the basis in its own regulation's terms.
+//! The rules are the same shape for every provider. Processing inside the user's jurisdiction
+//! is no transfer. Otherwise it needs an org-level mechanism (standard contractual clauses that
+//! an operator recorded) or the user's explicit consent to cross-border failover in the target
+//! region. Each provider names the basis in its own regulation's terms.
 
 use std::fmt::Debug;
 
@@ -55,16 +55,16 @@ pub struct Transfer<'a> {
 
 #[async_trait]
 pub trait ComplianceProvider: Send + Sync + Debug {
-    /// The regulation's short name, such as `GDPR`.
+    /// Returns the regulation's short name, such as `GDPR`.
     fn regulation(&self) -> &'static str;
 
-    /// The jurisdiction whose users this provider serves.
+    /// Returns the jurisdiction whose users this provider serves.
     fn jurisdiction(&self) -> Jurisdiction;
 
-    /// The basis of a transfer under standard contractual clauses.
+    /// Returns the basis of a transfer under standard contractual clauses.
     fn clauses_basis(&self) -> TransferBasis;
 
-    /// The basis of a transfer under the user's explicit consent.
+    /// Returns the basis of a transfer under the user's explicit consent.
     fn consent_basis(&self) -> TransferBasis;
 
     /// Decides whether a user of this jurisdiction may be served in the request's region.

@@ -1,7 +1,7 @@
-//! Users' consent to cross-border processing: granted and withdrawn by the user with their own
-//! key, or by the operator on the user's documented request; read by the user and the org's
-//! managers. Every change is a new version, audited, and sent to the key directory, so that
-//! peer regions see the latest state.
+//! Users' consent to cross-border processing. The user grants and withdraws it with their own
+//! key, or the operator does on the user's documented request, and the org's managers may read
+//! it. Every change is a new version, audited, and sent to the key directory, so that peer
+//! regions see the latest state.
 
 use synaxis_shared::compliance::{
     ConsentRecord, ConsentScope, ConsentSource, ConsentState, GrantConsentRequest,
