@@ -77,6 +77,9 @@ pub enum ApiError {
     },
     #[error("the key's home region {region} cannot be reached")]
     RegionUnavailable { region: RegionId },
+    /// The home region is down, and the user has no basis for being served in `here`.
+    #[error("the key's home region {region} cannot be reached, and no consent allows {here}")]
+    RegionUnavailableWithoutConsent { region: RegionId, here: RegionId },
     /// A key of another region reached a region that has no peer links to forward it.
     #[error("the key belongs to region {region}")]
     OtherRegionKey { region: RegionId, url: String },
@@ -116,7 +119,9 @@ impl ApiError {
             Self::WrongRegion { .. } | Self::OtherRegionKey { .. } => {
                 StatusCode::MISDIRECTED_REQUEST
             }
-            Self::RegionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RegionUnavailable { .. } | Self::RegionUnavailableWithoutConsent { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::PeerRefused(_) => StatusCode::UNAUTHORIZED,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -148,7 +153,9 @@ impl ApiError {
             Self::BudgetExceeded(_) => "budget_exceeded",
             Self::InsufficientCredits(_) => "insufficient_credits",
             Self::WrongRegion { .. } | Self::OtherRegionKey { .. } => "wrong_region",
-            Self::RegionUnavailable { .. } => "region_unavailable",
+            Self::RegionUnavailable { .. } | Self::RegionUnavailableWithoutConsent { .. } => {
+                "region_unavailable"
+            }
             Self::PeerRefused(_) => "peer_unauthorized",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -182,6 +189,7 @@ impl ApiError {
             Self::Upstream(_)
             | Self::UpstreamTimeout
             | Self::RegionUnavailable { .. }
+            | Self::RegionUnavailableWithoutConsent { .. }
             | Self::ShuttingDown
             | Self::Internal => "api_error",
         }
@@ -259,6 +267,9 @@ impl ApiError {
             Self::RegionUnavailable { region } => format!(
                 "Region {region}, where this request is served, cannot be reached from here right now. Retry after the time in Retry-After."
             ),
+            Self::RegionUnavailableWithoutConsent { region, here } => format!(
+                "Your home region, {region}, cannot be reached right now, and your data may be processed in {here} only with your consent or your organization's contractual clauses. Retry after the time in Retry-After, or give consent while your region is up: POST /v1/privacy/consent with {{\"scope\": \"cross_border_failover\"}}."
+            ),
             Self::OtherRegionKey { region, url } => format!(
                 "This key belongs to region {region}, and this region does not forward to it. Send the request to {url}."
             ),
@@ -332,6 +343,9 @@ impl ApiError {
             Self::RegionUnavailable { region } => format!(
                 "A região {region}, onde esta requisição é atendida, não pode ser alcançada daqui agora. Tente de novo após o tempo em Retry-After."
             ),
+            Self::RegionUnavailableWithoutConsent { region, here } => format!(
+                "Sua região de origem, {region}, não pode ser alcançada agora, e seus dados só podem ser tratados em {here} com o seu consentimento ou com as cláusulas contratuais da sua organização. Tente de novo após o tempo em Retry-After, ou dê o consentimento enquanto a sua região estiver no ar: POST /v1/privacy/consent com {{\"scope\": \"cross_border_failover\"}}."
+            ),
             Self::OtherRegionKey { region, url } => format!(
                 "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."
             ),
@@ -362,6 +376,7 @@ impl ApiError {
             | Self::Upstream(_)
             | Self::UpstreamTimeout
             | Self::RegionUnavailable { .. }
+            | Self::RegionUnavailableWithoutConsent { .. }
             | Self::PeerRefused(_)
             | Self::ShuttingDown => {
                 tracing::warn!(error = %self, code = self.code(), "request failed");
@@ -538,7 +553,8 @@ impl IntoResponse for ApiError {
         if let Self::RateLimited(limited) = &self {
             response.headers_mut().extend(limited.headers.clone());
         }
-        if let Self::RegionUnavailable { .. } = &self {
+        if let Self::RegionUnavailable { .. } | Self::RegionUnavailableWithoutConsent { .. } = &self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(REGION_RETRY_AFTER_SECS),

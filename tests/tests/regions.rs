@@ -181,6 +181,22 @@ async fn replica_active(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
     })
 }
 
+/// Returns the consent flag of the replica entry of `key_id` in `pool`, if there is one.
+async fn replica_consent(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT entry FROM key_directory WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await
+            .expect("read the replica");
+    row.map(|(entry,)| {
+        let entry: Value = serde_json::from_str(&entry).expect("entry JSON");
+        entry["consent"]["cross_border_failover"]
+            .as_bool()
+            .expect("consent flag")
+    })
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &str, id: uuid::Uuid) -> i64 {
     let (count,): (i64,) = sqlx::query_as(sql)
         .bind(id)
@@ -555,14 +571,32 @@ async fn health_follows_stopped_region() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "up").await;
     }
-    // An EU key that us-east-1's replica holds.
+    // Two EU keys that us-east-1's replica holds; the second one's user consents to failover.
     let tenant = deployment.tenant("eu-west-1");
+    let consenting = deployment.tenant("eu-west-1");
+    let http = deployment.http();
+    let consent = http
+        .post(format!(
+            "{}/v1/privacy/consent",
+            deployment.region("us-east-1").url
+        ))
+        .bearer_auth(&consenting.secret)
+        .json(&serde_json::json!({"scope": "cross_border_failover"}))
+        .send()
+        .await
+        .expect("grant consent through us-east-1");
+    assert_eq!(consent.status().as_u16(), 200);
     let replica = deployment.database("us-east-1").await;
     let deadline = Instant::now() + PROPAGATION;
-    while replica_active(&replica, &tenant.key_id).await != Some(true) {
+    loop {
+        let plain = replica_active(&replica, &tenant.key_id).await == Some(true);
+        let consented = replica_consent(&replica, &consenting.key_id).await == Some(true);
+        if plain && consented {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "the EU key did not reach us-east-1's replica"
+            "the EU keys did not reach us-east-1's replica"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -576,7 +610,6 @@ async fn health_follows_stopped_region() {
         wait_for_status(&deployment, observer, "eu-west-1", "down").await;
     }
     // Meanwhile us-east-1 tells the EU key, whose region cannot serve it, from an unknown one.
-    let http = deployment.http();
     let url = format!("{}/v1/chat/completions", deployment.region("us-east-1").url);
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let known = http
@@ -591,6 +624,34 @@ async fn health_follows_stopped_region() {
     assert_eq!(known.headers()["x-synaxis-region"], "us-east-1");
     let error: Value = known.json().await.expect("error body");
     assert_eq!(error["error"]["code"], "region_unavailable");
+    let message = error["error"]["message"].as_str().expect("message");
+    assert!(message.contains("/v1/privacy/consent"), "{message}");
+    let portuguese: Value = http
+        .post(&url)
+        .bearer_auth(&tenant.secret)
+        .header("accept-language", "pt-BR")
+        .json(&body)
+        .send()
+        .await
+        .expect("send with the EU key in Portuguese")
+        .json()
+        .await
+        .expect("error body");
+    let message = portuguese["error"]["message"].as_str().expect("message");
+    assert!(message.contains("consentimento"), "{message}");
+    // A user who consented is not told to consent.
+    let consented: Value = http
+        .post(&url)
+        .bearer_auth(&consenting.secret)
+        .json(&body)
+        .send()
+        .await
+        .expect("send with the consenting EU key")
+        .json()
+        .await
+        .expect("error body");
+    let message = consented["error"]["message"].as_str().expect("message");
+    assert!(!message.contains("/v1/privacy/consent"), "{message}");
     let unknown = http
         .post(&url)
         .bearer_auth("sk-syn-eu-0123456789abcdefghijklmnopqrstuvwxyzABCD")

@@ -53,6 +53,7 @@ pub static PEER_REFUSED_HEADER: HeaderName = HeaderName::from_static("x-synaxis-
 pub struct Peer {
     pub url: Url,
     pub key_prefix: String,
+    pub jurisdiction: synaxis_shared::Jurisdiction,
 }
 
 /// Set on a request that a peer forwarded, once its signature is checked.
@@ -66,6 +67,7 @@ pub struct Forwarded {
 #[derive(Debug)]
 pub struct Regions {
     pub own: RegionId,
+    pub own_jurisdiction: synaxis_shared::Jurisdiction,
     pub peers: BTreeMap<RegionId, Peer>,
     /// `None` when no peer secret is configured: nothing is forwarded and peer calls are
     /// refused.
@@ -125,11 +127,13 @@ impl Regions {
                 let peer = Peer {
                     url: region.peer_url.clone(),
                     key_prefix: region.key_prefix.clone(),
+                    jurisdiction: region.jurisdiction,
                 };
                 (id.clone(), peer)
             })
             .collect();
         Self {
+            own_jurisdiction: config.home_region().jurisdiction,
             own,
             peers,
             auth,
@@ -477,9 +481,30 @@ async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Requ
             let presented = bearer_token(&parts.headers).unwrap_or_default();
             let error = match state.tenancy.find_in_directory(presented).await {
                 Ok(None) => ApiError::InvalidKey,
-                Ok(Some(_)) => ApiError::RegionUnavailable {
-                    region: region.clone(),
-                },
+                Ok(Some(entry)) => {
+                    // NOTE: a transfer that the provider allows is not served here yet; such a
+                    // request gets the plain 503, and one without a basis learns how to give one.
+                    let compliance = crate::compliance::Compliance::default();
+                    let decision = compliance.provider(peer.jurisdiction).map(|provider| {
+                        provider.validate_transfer(&crate::compliance::TransferRequest {
+                            target_region: &state.regions.own,
+                            target: state.regions.own_jurisdiction,
+                            org_mechanism: entry.org_transfer_mechanism,
+                            consent: &entry.consent,
+                        })
+                    });
+                    match decision {
+                        Some(crate::compliance::TransferDecision::Refused) => {
+                            ApiError::RegionUnavailableWithoutConsent {
+                                region: region.clone(),
+                                here: state.regions.own.clone(),
+                            }
+                        }
+                        _ => ApiError::RegionUnavailable {
+                            region: region.clone(),
+                        },
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the key directory replica");
                     ApiError::RegionUnavailable {
