@@ -161,6 +161,37 @@ pub struct TransferRecord {
     pub at: DateTime<Utc>,
 }
 
+/// A request record that should not be in the region that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyViolation {
+    /// The record's id.
+    pub record_id: uuid::Uuid,
+    pub request_id: String,
+    pub user_id: UserId,
+    /// The user's residency region, when this region knows the user.
+    pub user_region: Option<RegionId>,
+}
+
+/// One region's residency check of its own store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyReport {
+    pub region: RegionId,
+    pub records_checked: u64,
+    /// Records of users who belong to another region, or whom this region does not know.
+    pub violations: Vec<ResidencyViolation>,
+    /// Usage held for another region after a failover, waiting to go home; not a violation.
+    pub pending_transfers: u64,
+    /// Why the report could not be read, for a peer's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer of `GET /control/v1/compliance/residency`: this region's report, then each peer's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyCheck {
+    pub reports: Vec<ResidencyReport>,
+}
+
 /// A transfer mechanism that an operator records on an org for all its users.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -132,6 +132,7 @@ async fn dispatch(
         Resource::Invoice { action } => commands::invoice(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         Resource::Region { action } => commands::region(action, client, printer).await,
+        Resource::Compliance { action } => commands::compliance(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),
     }

@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(crate::region::HEALTH_PATH, get(peer_health))
+        .route(crate::region::RESIDENCY_PATH, get(peer_residency))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
@@ -120,6 +121,15 @@ pub fn router(state: AppState) -> Router {
             state,
             crate::region::route_by_region,
         ))
+}
+
+/// Answers a peer's request for this region's residency report; `region::route_by_region` has
+/// checked the caller.
+async fn peer_residency(State(state): State<AppState>) -> Response {
+    match state.tenancy.store().check_residency(&state.region).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(error) => ApiError::from(crate::tenancy::TenancyError::Store(error)).into_response(),
+    }
 }
 
 /// Answers a peer's health probe; `region::route_by_region` has checked the caller.

@@ -1563,6 +1563,45 @@ async fn transfers_record_their_legal_basis(store: Arc<dyn Store>) {
     );
 }
 
+/// The residency check: a record of a user this region does not hold is a violation, one of a
+/// local user is not, and one stored for another region is a pending transfer.
+async fn residency_check_finds_foreign_records(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    let clean = store.check_residency(&region()).await.expect("check");
+    assert_eq!((clean.records_checked, clean.violations.len()), (0, 0));
+
+    store
+        .insert_request(&record(&created.key, start_time(), "0.01"))
+        .await
+        .expect("local record");
+    let mut foreign = record(&created.key, start_time(), "0.01");
+    foreign.user_id = synaxis_shared::UserId::new();
+    store
+        .insert_request(&foreign)
+        .await
+        .expect("foreign record");
+    let eu: RegionId = "eu-west-1".parse().expect("region id");
+    store
+        .prepare_regions(std::slice::from_ref(&eu))
+        .await
+        .expect("partition");
+    let mut held = record(&created.key, start_time(), "0.01");
+    held.stored_region = eu;
+    store.insert_request(&held).await.expect("held record");
+
+    let report = store.check_residency(&region()).await.expect("check");
+    assert_eq!(report.records_checked, 3);
+    assert_eq!(report.pending_transfers, 1);
+    assert_eq!(report.violations.len(), 1);
+    assert_eq!(report.violations[0].record_id, foreign.id.0);
+    assert_eq!(report.violations[0].user_region, None);
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2393,6 +2432,7 @@ async fn postgres_corrupt_user_limits_are_named() {
 }
 
 contract_tests!(
+    residency_check_finds_foreign_records,
     transfers_record_their_legal_basis,
     consent_is_versioned_and_reaches_the_directory,
     key_directory_publishes_and_replicates,

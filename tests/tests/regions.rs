@@ -452,6 +452,26 @@ async fn forwarding_serves_signup_and_control() {
     }
 }
 
+#[tokio::test]
+async fn residency_check_reads_every_region() {
+    let Some(deployment) = Deployment::load() else {
+        return;
+    };
+    let (status, reply) = deployment.ctl_status("us-east-1", &["compliance", "residency-check"]);
+    assert_eq!(status, 0, "{reply}");
+    let reports = reply["reports"].as_array().expect("reports");
+    let mut regions: Vec<&str> = reports
+        .iter()
+        .filter_map(|report| report["region"].as_str())
+        .collect();
+    regions.sort_unstable();
+    assert_eq!(regions, ["eu-west-1", "sa-east-1", "us-east-1"]);
+    for report in reports {
+        assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+        assert!(report.get("error").is_none(), "{report}");
+    }
+}
+
 /// Returns a TLS client configuration that trusts the deployment's CA and offers only `versions`.
 fn tls_client(
     ca_file: &Path,

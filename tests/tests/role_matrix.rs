@@ -426,6 +426,11 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
         "audit.list" => (Method::GET, "/control/v1/audit".to_owned(), None),
         "audit.verify" => (Method::GET, "/control/v1/audit/verify".to_owned(), None),
         "region.status" => (Method::GET, "/control/v1/regions".to_owned(), None),
+        "compliance.residency" => (
+            Method::GET,
+            "/control/v1/compliance/residency".to_owned(),
+            None,
+        ),
         other => panic!("docs/permissions.md has case `{other}`, which this test does not know"),
     };
 

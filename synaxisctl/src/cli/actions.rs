@@ -615,6 +615,15 @@ impl LimitsScope {
 pub struct LimitChange(pub Option<u64>);
 
 #[derive(Debug, Subcommand)]
+pub enum ComplianceAction {
+    /// Read every region's store through the region this command calls, and report each
+    /// request record whose user belongs to another region. Usage held for another region
+    /// after a failover is counted apart, as pending transfers. Exits with 1 when a region has
+    /// a violation or cannot be read.
+    ResidencyCheck,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RegionAction {
     /// Show each region's view of every region: up, down or unknown, from its health probes.
     /// Exits with 1 when a region reports another one down or a view cannot be read.

@@ -12,9 +12,9 @@ use reqwest::header::HeaderValue;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
-    AuditAction, BudgetAction, ConsentAction, ContextAction, CreditArgs, CreditsAction, FxAction,
-    InvoiceAction, KeyAction, LimitsAction, OrgAction, PlanAction, RegionAction, TeamAction,
-    UserAction,
+    AuditAction, BudgetAction, ComplianceAction, ConsentAction, ContextAction, CreditArgs,
+    CreditsAction, FxAction, InvoiceAction, KeyAction, LimitsAction, OrgAction, PlanAction,
+    RegionAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -191,6 +191,11 @@ pub enum Resource {
     Limits {
         #[command(subcommand)]
         action: LimitsAction,
+    },
+    /// Check that every region holds only its own users' records.
+    Compliance {
+        #[command(subcommand)]
+        action: ComplianceAction,
     },
     /// Show the health of every region as each region sees it.
     Region {

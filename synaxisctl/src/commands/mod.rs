@@ -3,6 +3,7 @@
 
 mod audit;
 mod budget;
+mod compliance;
 mod context;
 mod credits;
 mod fx;
@@ -19,6 +20,7 @@ use std::io;
 
 pub use audit::run as audit;
 pub use budget::run as budget;
+pub use compliance::run as compliance;
 pub use context::{ContextFlags, run as context};
 pub use credits::run as credits;
 pub use fx::run as fx;
@@ -67,6 +69,9 @@ pub enum CommandError {
     /// when it found one.
     #[error("the audit chain is broken")]
     AuditChainBroken { first_broken: Option<BrokenEntry> },
+    /// Regions whose residency check found violations or could not be read.
+    #[error("the residency check found problems")]
+    ResidencyProblems { problems: Vec<String> },
     /// Regions that some region sees down, as `observer: region`, or views that could not be
     /// read.
     #[error("regions are down or unreadable")]
@@ -97,6 +102,7 @@ impl CommandError {
             | Self::LimitsFile(LimitsFileError::Read { .. })
             | Self::AuditChainBroken { .. }
             | Self::RegionsDegraded { .. }
+            | Self::ResidencyProblems { .. }
             | Self::Runtime(_)
             | Self::Output(_) => Exit::Failure,
         }

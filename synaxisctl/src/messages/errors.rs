@@ -50,6 +50,13 @@ impl Language {
             CommandError::AuditChainBroken { first_broken } => {
                 self.describe_broken_chain(first_broken.as_ref())
             }
+            CommandError::ResidencyProblems { problems } => match self {
+                Self::En => format!("residency check failed: {}", problems.join("; ")),
+                Self::PtBr => format!(
+                    "a verificação de residência falhou: {}",
+                    problems.join("; ")
+                ),
+            },
             CommandError::RegionsDegraded { problems } => match self {
                 Self::En => format!("regions not up: {}", problems.join("; ")),
                 Self::PtBr => format!("regiões fora do ar: {}", problems.join("; ")),

@@ -814,3 +814,24 @@ impl Record for synaxis_shared::compliance::ConsentState {
         ]
     }
 }
+
+/// One region's residency report: a row of `compliance residency-check`.
+impl Record for synaxis_shared::compliance::ResidencyReport {
+    const COLUMNS: &'static [&'static str] = &[
+        "region",
+        "records_checked",
+        "violations",
+        "pending_transfers",
+        "error",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("region", self.region.to_string()),
+            ("records_checked", self.records_checked.to_string()),
+            ("violations", self.violations.len().to_string()),
+            ("pending_transfers", self.pending_transfers.to_string()),
+            ("error", optional(self.error.as_ref())),
+        ]
+    }
+}

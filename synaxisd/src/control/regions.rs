@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use synaxis_shared::compliance::ResidencyCheck;
 use synaxis_shared::region::RegionsStatus;
 
 use super::ControlCaller;
@@ -20,4 +21,22 @@ pub async fn status(
         ));
     }
     Ok(Json(state.regions.status().await))
+}
+
+/// Returns every region's residency report; operator only.
+pub async fn residency(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+) -> Result<Json<ResidencyCheck>, ApiError> {
+    if !matches!(caller.actor, Actor::Operator) {
+        return Err(ApiError::PermissionDenied(
+            "only the operator runs the residency check".to_owned(),
+        ));
+    }
+    Ok(Json(
+        state
+            .regions
+            .residency(state.tenancy.store().as_ref())
+            .await,
+    ))
 }

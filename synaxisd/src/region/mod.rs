@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::TryStreamExt;
 use synaxis_shared::RegionId;
+use synaxis_shared::compliance::{ResidencyCheck, ResidencyReport};
 use synaxis_shared::region::{PeerHealth, RegionView, RegionsStatus};
 use tracing::Instrument;
 use url::Url;
@@ -38,6 +39,20 @@ pub const FORWARD_PREFIX: &str = "/peer/v1/forward";
 
 /// Path of the health probe that peers call.
 pub const HEALTH_PATH: &str = "/peer/v1/health";
+
+/// Path of a region's residency report, which peers read.
+pub const RESIDENCY_PATH: &str = "/peer/v1/compliance/residency";
+
+/// A report that could not be made or read.
+fn failed_report(region: &RegionId, error: String) -> ResidencyReport {
+    ResidencyReport {
+        region: region.clone(),
+        records_checked: 0,
+        violations: Vec::new(),
+        pending_transfers: 0,
+        error: Some(error),
+    }
+}
 
 /// The client's address as the entry region saw it, sent with a forwarded request.
 pub static CLIENT_IP_HEADER: HeaderName = HeaderName::from_static("x-synaxis-client-ip");
@@ -160,15 +175,24 @@ impl Regions {
 
     /// Calls a peer's health probe.
     pub async fn peer_health(&self, region: &RegionId) -> Result<PeerHealth, PeerCallError> {
+        self.peer_get(region, HEALTH_PATH).await
+    }
+
+    /// Sends a signed `GET` of `path` to a peer and reads its JSON answer.
+    async fn peer_get<T: serde::de::DeserializeOwned>(
+        &self,
+        region: &RegionId,
+        path: &str,
+    ) -> Result<T, PeerCallError> {
         let auth = self.auth.as_ref().ok_or(PeerCallError::NoSecret)?;
         let peer = self
             .peers
             .get(region)
             .ok_or_else(|| PeerCallError::UnknownRegion(region.clone()))?;
-        let signature = auth.sign(&axum::http::Method::GET, HEALTH_PATH, Utc::now());
+        let signature = auth.sign(&axum::http::Method::GET, path, Utc::now());
         let response = self
             .client
-            .get(Self::url(peer, HEALTH_PATH))
+            .get(Self::url(peer, path))
             .header(PEER_HEADER.clone(), signature)
             .send()
             .await?;
@@ -179,6 +203,22 @@ impl Regions {
             return Err(PeerCallError::Status(response.status()));
         }
         Ok(response.json().await?)
+    }
+
+    /// Returns this region's residency report, then each peer's as it reports it.
+    pub async fn residency(&self, store: &dyn crate::store::Store) -> ResidencyCheck {
+        let own = match store.check_residency(&self.own).await {
+            Ok(report) => report,
+            Err(error) => failed_report(&self.own, error.to_string()),
+        };
+        let peers = self.peers.keys().map(|region| async move {
+            self.peer_get::<ResidencyReport>(region, RESIDENCY_PATH)
+                .await
+                .unwrap_or_else(|error| failed_report(region, error.to_string()))
+        });
+        let mut reports = vec![own];
+        reports.extend(futures_util::future::join_all(peers).await);
+        ResidencyCheck { reports }
     }
 
     /// Sends a request to `region`'s `/peer/v1/forward{path_and_query}`, signed, with the

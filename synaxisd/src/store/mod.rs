@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::api::{AuditEntry, Key, Org, Team, User};
 use synaxis_shared::budgets::{Budget, BudgetRef};
-use synaxis_shared::compliance::{ConsentRecord, ConsentScope, ConsentSource, TransferRecord};
+use synaxis_shared::compliance::{
+    ConsentRecord, ConsentScope, ConsentSource, ResidencyReport, TransferRecord,
+};
 use synaxis_shared::credits::{AutoTopup, CreditEntry, CreditKind};
 use synaxis_shared::invoices::{FxRate, Invoice};
 use synaxis_shared::limits::LimitSet;
@@ -406,6 +408,13 @@ pub trait TransferStore: Send + Sync {
     ) -> Result<Vec<TransferRecord>, StoreError>;
 }
 
+/// The residency audit of this region's own records.
+#[async_trait]
+pub trait ResidencyStore: Send + Sync {
+    /// Checks every request record against its user's residency region, as seen from `region`.
+    async fn check_residency(&self, region: &RegionId) -> Result<ResidencyReport, StoreError>;
+}
+
 /// A consent change to record.
 #[derive(Clone, Debug)]
 pub struct NewConsent {
@@ -448,6 +457,7 @@ pub trait Store:
     + DirectoryStore
     + ConsentStore
     + TransferStore
+    + ResidencyStore
     + Debug
 {
     /// Checks that the database responds.

@@ -52,7 +52,8 @@ macro_rules! impl_store_queries {
         use synaxis_shared::budgets::{Budget, BudgetRef, to_micros, to_micros_ceil};
 
         use crate::store::{
-            BillingStore, BudgetCharge, ConsentStore, DirectoryStore, NewConsent, TransferStore, BudgetReservation, BudgetStore, LifecycleStore,
+            BillingStore, BudgetCharge, ConsentStore, DirectoryStore, NewConsent, ResidencyStore,
+            TransferStore, BudgetReservation, BudgetStore, LifecycleStore,
             ResourceCaps, ResourceCounts,
             AuditFilter, AuditStore, AuthenticatedKey, CreditStore, KeyFilter, KeyRotation, LimitScope, NewCredit,
             RequestFilter, RequestRecord, RequestStore, SettingsStore, StoreError, TenancyStore,
@@ -1652,6 +1653,51 @@ macro_rules! impl_store_queries {
                     .push_bind(filter.limit);
                 let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
                 convert_all(rows)
+            }
+        }
+
+        #[async_trait]
+        impl ResidencyStore for $store {
+            async fn check_residency(
+                &self,
+                region: &synaxis_shared::RegionId,
+            ) -> Result<synaxis_shared::compliance::ResidencyReport, StoreError> {
+                let (checked,): (i64,) = sqlx::query_as("SELECT count(*) FROM requests")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let (pending,): (i64,) =
+                    sqlx::query_as("SELECT count(*) FROM requests WHERE stored_region <> $1")
+                        .bind(region.as_str())
+                        .fetch_one(&self.pool)
+                        .await?;
+                let rows: Vec<(uuid::Uuid, String, uuid::Uuid, Option<String>)> = sqlx::query_as(
+                    "SELECT r.id, r.request_id, r.user_id, u.data_residency_region
+                     FROM requests r LEFT JOIN users u ON u.id = r.user_id
+                     WHERE r.stored_region = $1
+                       AND (u.id IS NULL OR u.data_residency_region <> $1)
+                     ORDER BY r.started_at, r.id LIMIT 1000",
+                )
+                .bind(region.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                let violations = rows
+                    .into_iter()
+                    .map(|(record_id, request_id, user_id, user_region)| {
+                        Ok(synaxis_shared::compliance::ResidencyViolation {
+                            record_id,
+                            request_id,
+                            user_id: user_id.into(),
+                            user_region: user_region.map(crate::store::parse_region).transpose()?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                Ok(synaxis_shared::compliance::ResidencyReport {
+                    region: region.clone(),
+                    records_checked: u64::try_from(checked).unwrap_or_default(),
+                    violations,
+                    pending_transfers: u64::try_from(pending).unwrap_or_default(),
+                    error: None,
+                })
             }
         }
 
