@@ -161,14 +161,14 @@ pub struct TransferRecord {
     pub at: DateTime<Utc>,
 }
 
-/// A request record that should not be in the region that holds it.
+/// A request record stored in a region where it does not belong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidencyViolation {
     /// The record's id.
     pub record_id: uuid::Uuid,
     pub request_id: String,
     pub user_id: UserId,
-    /// The user's residency region, when this region knows the user.
+    /// The user's residency region, when this region has the user.
     pub user_region: Option<RegionId>,
 }
 
@@ -181,12 +181,13 @@ pub struct ResidencyReport {
     pub violations: Vec<ResidencyViolation>,
     /// Usage held for another region after a failover, waiting to go home; not a violation.
     pub pending_transfers: u64,
-    /// Why the report could not be read, for a peer's report.
+    /// The reason a peer's report could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// The answer of `GET /control/v1/compliance/residency`: this region's report, then each peer's.
+/// The response of `GET /control/v1/compliance/residency`: this region's report, then each
+/// peer's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidencyCheck {
     pub reports: Vec<ResidencyReport>,

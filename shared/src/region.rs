@@ -108,11 +108,11 @@ mod tests {
     }
 }
 
-/// A region's health as one observer sees it.
+/// The health status of a region in one observer's view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionStatus {
-    /// Not yet probed enough times to say.
+    /// Not yet probed enough times for a verdict.
     Unknown,
     Up,
     Down,
@@ -128,7 +128,7 @@ impl fmt::Display for RegionStatus {
     }
 }
 
-/// What an observer knows of one region from its probes.
+/// An observer's record of one region's probes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionHealth {
     pub region: RegionId,
@@ -139,7 +139,7 @@ pub struct RegionHealth {
     pub last_probe_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Since when the status has held.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Why the last probe failed.
+    /// The reason the last probe failed.
     pub last_error: Option<String>,
 }
 
@@ -153,7 +153,7 @@ pub struct RegionView {
     pub error: Option<String>,
 }
 
-/// The answer of `GET /control/v1/regions`: the view of the region that answered, then its
+/// The response of `GET /control/v1/regions`: the view of the region that served it, then its
 /// peers' views as they reported them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionsStatus {
@@ -161,11 +161,11 @@ pub struct RegionsStatus {
     pub views: Vec<RegionView>,
 }
 
-/// A region's answer to a peer's health probe.
+/// A region's response to a peer's health probe.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHealth {
     pub region: RegionId,
-    /// Whether its own dependencies answer.
+    /// Whether its own dependencies respond.
     pub ready: bool,
     pub view: Vec<RegionHealth>,
 }

@@ -325,9 +325,9 @@ async fn start_region_links(
     );
     tasks.push(tokio::spawn(publisher.run(changes, stop.clone())));
 
-    // Each process reads every event under a group of its own: its own region's events evict
-    // its cache. NOTE: a new group starts at the beginning of each topic, so every start replays
-    // the topics; compacted topics keep that to one entry per key.
+    // Each process reads every event under a group of its own, and its own region's events
+    // evict its cache. NOTE: a new group starts at the beginning of each topic, so every start
+    // replays the topics. Compacted topics keep that to one entry per key.
     let group = format!("synaxisd-{own}-{}", uuid::Uuid::new_v4().simple());
     for (cluster, topics) in topics_by_cluster {
         let bus = buses[&cluster].clone();

@@ -123,8 +123,8 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
-/// Answers a peer's request for this region's residency report; `region::route_by_region` has
-/// checked the caller.
+/// Returns this region's residency report to a peer. `region::route_by_region` has checked the
+/// caller.
 async fn peer_residency(State(state): State<AppState>) -> Response {
     match state.tenancy.store().check_residency(&state.region).await {
         Ok(report) => axum::Json(report).into_response(),
@@ -132,7 +132,8 @@ async fn peer_residency(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Answers a peer's health probe; `region::route_by_region` has checked the caller.
+/// Returns this region's health to a peer's probe. `region::route_by_region` has checked the
+/// caller.
 async fn peer_health(State(state): State<AppState>) -> Response {
     let health =
         crate::region::health::answer(&state.regions, state.tenancy.store().as_ref()).await;
@@ -208,7 +209,7 @@ async fn request_context(
         }
     }
 
-    // An answer relayed from the region that served the request keeps its id and region.
+    // A response relayed from the region that served the request keeps its id and region.
     let headers = response.headers_mut();
     if !headers.contains_key(&REQUEST_ID)
         && let Ok(value) = HeaderValue::from_str(&request_id)

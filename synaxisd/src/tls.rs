@@ -59,7 +59,7 @@ pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 }
 
 /// A listener whose connections have finished a TLS 1.3 handshake. Handshakes run in tasks of
-/// their own, so a slow client holds up nobody else.
+/// their own, so a slow client delays no other connection.
 #[derive(Debug)]
 pub struct TlsListener {
     connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,

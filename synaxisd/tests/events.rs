@@ -10,7 +10,7 @@ use std::time::Duration;
 use synaxis_tests::services::{KAFKA_BROKERS_ENV, service_url};
 use synaxisd::events::{BusError, Event, EventBus, KafkaBus, Subscription};
 
-/// Bound on waiting for one event; a broker answers in milliseconds.
+/// Bound on waiting for one event. A local broker delivers in milliseconds.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn unique(name: &str) -> String {

@@ -1520,7 +1520,8 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
     assert_eq!(cleared.transfer_mechanism, None);
 }
 
-/// A transfer recorded by the provider of the user's jurisdiction names its legal basis.
+/// Checks that a transfer recorded by the provider of the user's jurisdiction names its legal
+/// basis.
 async fn transfers_record_their_legal_basis(store: Arc<dyn Store>) {
     use synaxis_shared::compliance::{GdprTransferBasis, TransferBasis};
     use synaxisd::compliance::{Compliance, Transfer};
@@ -1563,8 +1564,8 @@ async fn transfers_record_their_legal_basis(store: Arc<dyn Store>) {
     );
 }
 
-/// The residency check: a record of a user this region does not hold is a violation, one of a
-/// local user is not, and one stored for another region is a pending transfer.
+/// Checks the residency check: a record of a user this region does not have is a violation, one
+/// of a local user is not, and one stored for another region is a pending transfer.
 async fn residency_check_finds_foreign_records(store: Arc<dyn Store>) {
     let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
     let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;

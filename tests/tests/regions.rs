@@ -167,34 +167,31 @@ async fn chat_status(
     .as_u16()
 }
 
-/// Returns the `active` flag of the replica entry of `key_id` in `pool`, if there is one.
-async fn replica_active(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
+/// Returns the replica entry of `key_id` in `pool` as JSON, if there is one.
+async fn replica_entry(pool: &sqlx::PgPool, key_id: &str) -> Option<Value> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT entry FROM key_directory WHERE key_id = $1")
             .bind(key_id)
             .fetch_optional(pool)
             .await
             .expect("read the replica");
-    row.map(|(entry,)| {
-        let entry: Value = serde_json::from_str(&entry).expect("entry JSON");
-        entry["active"].as_bool().expect("active flag")
-    })
+    row.map(|(entry,)| serde_json::from_str(&entry).expect("entry JSON"))
 }
 
-/// Returns the consent flag of the replica entry of `key_id` in `pool`, if there is one.
+/// Returns the `active` flag of the replica entry of `key_id`, if there is one.
+async fn replica_active(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
+    let entry = replica_entry(pool, key_id).await?;
+    Some(entry["active"].as_bool().expect("active flag"))
+}
+
+/// Returns the consent flag of the replica entry of `key_id`, if there is one.
 async fn replica_consent(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT entry FROM key_directory WHERE key_id = $1")
-            .bind(key_id)
-            .fetch_optional(pool)
-            .await
-            .expect("read the replica");
-    row.map(|(entry,)| {
-        let entry: Value = serde_json::from_str(&entry).expect("entry JSON");
+    let entry = replica_entry(pool, key_id).await?;
+    Some(
         entry["consent"]["cross_border_failover"]
             .as_bool()
-            .expect("consent flag")
-    })
+            .expect("consent flag"),
+    )
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str, id: uuid::Uuid) -> i64 {
@@ -629,7 +626,8 @@ async fn health_follows_stopped_region() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "down").await;
     }
-    // Meanwhile us-east-1 tells the EU key, whose region cannot serve it, from an unknown one.
+    // Meanwhile us-east-1 answers the EU key, whose region cannot serve it, with 503, and an
+    // unknown key with 401.
     let url = format!("{}/v1/chat/completions", deployment.region("us-east-1").url);
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let known = http
@@ -659,7 +657,7 @@ async fn health_follows_stopped_region() {
         .expect("error body");
     let message = portuguese["error"]["message"].as_str().expect("message");
     assert!(message.contains("consentimento"), "{message}");
-    // A user who consented is not told to consent.
+    // The message for a user who consented does not ask for consent.
     let consented: Value = http
         .post(&url)
         .bearer_auth(&consenting.secret)

@@ -197,7 +197,7 @@ pub enum Resource {
         #[command(subcommand)]
         action: ComplianceAction,
     },
-    /// Show the health of every region as each region sees it.
+    /// Show the health of every region in each region's view.
     Region {
         #[command(subcommand)]
         action: RegionAction,

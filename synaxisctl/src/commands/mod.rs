@@ -72,8 +72,8 @@ pub enum CommandError {
     /// Regions whose residency check found violations or could not be read.
     #[error("the residency check found problems")]
     ResidencyProblems { problems: Vec<String> },
-    /// Regions that some region sees down, as `observer: region`, or views that could not be
-    /// read.
+    /// Regions that another region reports down, as `observer: region`, or views that could
+    /// not be read.
     #[error("regions are down or unreadable")]
     RegionsDegraded { problems: Vec<String> },
     #[error("failed to start the async runtime")]

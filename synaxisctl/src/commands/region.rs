@@ -36,7 +36,7 @@ pub async fn run(
                     unreadable.into_iter().chain(down)
                 })
                 .collect();
-            // The whole answer is printed in both cases, so that scripts can read it before
+            // The whole response is printed in both cases, so that scripts can read it before
             // checking the exit status.
             printer.list(&Reply {
                 raw: reply.raw,

@@ -694,7 +694,7 @@ mod tests {
     }
 }
 
-/// One region as one observer sees it: a row of `region status`.
+/// One region in one observer's view: a row of `region status`.
 #[derive(Clone, Debug)]
 pub struct RegionRow {
     pub observer: String,

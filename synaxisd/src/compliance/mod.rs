@@ -151,7 +151,7 @@ impl ComplianceProvider for Lgpd {
     }
 }
 
-/// US users: US law does not restrict the transfer, and the product asks for the same
+/// US users: US law does not restrict the transfer, but the product requires the same
 /// mechanism or consent as elsewhere.
 #[derive(Debug)]
 pub struct UsPrivacy;

@@ -76,7 +76,7 @@ pub struct Config {
     pub health: HealthConfig,
 }
 
-/// Where the events between regions go.
+/// The event bus between regions.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {

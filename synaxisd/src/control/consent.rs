@@ -12,10 +12,17 @@ use super::extract::{JsonBody, QueryParams, parse_id};
 use crate::http_error::ApiError;
 use crate::server::AppState;
 
+/// The `?scope=` of a consent route; `cross_border_failover` when absent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
     scope: Option<ConsentScope>,
+}
+
+impl ScopeQuery {
+    pub fn scope(&self) -> ConsentScope {
+        self.scope.unwrap_or(ConsentScope::CrossBorderFailover)
+    }
 }
 
 pub async fn show(
@@ -25,7 +32,7 @@ pub async fn show(
     QueryParams(query): QueryParams<ScopeQuery>,
 ) -> Result<Json<ConsentState>, ApiError> {
     let user_id: UserId = parse_id("user", &user)?;
-    let scope = query.scope.unwrap_or(ConsentScope::CrossBorderFailover);
+    let scope = query.scope();
     Ok(Json(state.tenancy.consent(&caller, user_id, scope).await?))
 }
 
@@ -51,7 +58,7 @@ pub async fn withdraw(
     QueryParams(query): QueryParams<ScopeQuery>,
 ) -> Result<Json<ConsentState>, ApiError> {
     let user_id: UserId = parse_id("user", &user)?;
-    let scope = query.scope.unwrap_or(ConsentScope::CrossBorderFailover);
+    let scope = query.scope();
     let consent = state
         .tenancy
         .withdraw_consent(&caller, user_id, scope)

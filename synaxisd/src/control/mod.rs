@@ -8,6 +8,7 @@ mod auth;
 mod billing;
 mod budgets;
 mod consent;
+pub use consent::ScopeQuery;
 pub(crate) mod extract;
 mod keys;
 mod limits;

@@ -32,7 +32,8 @@ pub struct KafkaBus {
 }
 
 /// Logs librdkafka's own messages at debug level, and its client errors, which repeat every
-/// few hundred milliseconds while a broker is down, at most once per [`ERROR_LOG_INTERVAL`].
+/// few hundred milliseconds while a broker is down, at most once per [`ERROR_LOG_INTERVAL`] for
+/// each client.
 #[derive(Debug)]
 struct QuietContext {
     brokers: String,

@@ -5,22 +5,16 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use synaxis_shared::compliance::{ConsentScope, ConsentState, GrantConsentRequest};
+use synaxis_shared::compliance::{ConsentState, GrantConsentRequest};
 
 use super::InferenceKey;
+use crate::control::ScopeQuery;
 use crate::control::extract::{JsonBody, QueryParams};
 use crate::http_error::ApiError;
 use crate::region::Forwarded;
 use crate::server::AppState;
 use crate::tenancy::Caller;
 use crate::tenancy::rbac::{Actor, Member};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeQuery {
-    scope: Option<ConsentScope>,
-}
 
 /// Builds the caller of the key's user, from the client's address: the one a forwarding peer
 /// region reports, or the connection's.
@@ -52,7 +46,7 @@ pub async fn show(
     QueryParams(query): QueryParams<ScopeQuery>,
 ) -> Result<Json<ConsentState>, ApiError> {
     let caller = caller_of(&key, address, forwarded);
-    let scope = query.scope.unwrap_or(ConsentScope::CrossBorderFailover);
+    let scope = query.scope();
     Ok(Json(
         state
             .tenancy
@@ -85,7 +79,7 @@ pub async fn withdraw(
     QueryParams(query): QueryParams<ScopeQuery>,
 ) -> Result<Json<ConsentState>, ApiError> {
     let caller = caller_of(&key, address, forwarded);
-    let scope = query.scope.unwrap_or(ConsentScope::CrossBorderFailover);
+    let scope = query.scope();
     let consent = state
         .tenancy
         .withdraw_consent(&caller, key.key.user_id, scope)

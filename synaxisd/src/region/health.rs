@@ -161,7 +161,7 @@ impl HealthMonitor {
     }
 }
 
-/// This region's answer to a peer's probe.
+/// Builds this region's response to a peer's probe.
 pub async fn answer(regions: &Regions, store: &dyn Store) -> PeerHealth {
     PeerHealth {
         region: regions.own.clone(),

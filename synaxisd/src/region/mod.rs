@@ -1,4 +1,4 @@
-//! The regions of the service as this one sees them: which region a key belongs to, the
+//! The regions of the service from this region's side: which region a key belongs to, the
 //! forwarding of requests to a key's home region over the peer API, the peer API's
 //! authentication (`peer`), and the health of every region (`health`).
 //!
@@ -43,7 +43,7 @@ pub const HEALTH_PATH: &str = "/peer/v1/health";
 /// Path of a region's residency report, which peers read.
 pub const RESIDENCY_PATH: &str = "/peer/v1/compliance/residency";
 
-/// A report that could not be made or read.
+/// Builds the report of a region whose check failed or could not be read.
 fn failed_report(region: &RegionId, error: String) -> ResidencyReport {
     ResidencyReport {
         region: region.clone(),
@@ -178,7 +178,7 @@ impl Regions {
         self.peer_get(region, HEALTH_PATH).await
     }
 
-    /// Sends a signed `GET` of `path` to a peer and reads its JSON answer.
+    /// Sends a signed `GET` of `path` to a peer and parses its JSON response.
     async fn peer_get<T: serde::de::DeserializeOwned>(
         &self,
         region: &RegionId,
@@ -343,7 +343,7 @@ fn claimed_region(headers: &HeaderMap) -> Option<&str> {
         .next()
 }
 
-/// Renders `error` in the language of the request's `Accept-Language`, for the answers given
+/// Renders `error` in the language of the request's `Accept-Language`, for responses made
 /// before routing, where the localizing middleware does not run.
 fn refuse(error: ApiError, headers: &HeaderMap, region: &RegionId) -> Response {
     let locale = headers
@@ -451,7 +451,7 @@ pub async fn route_by_region(
         .map(|(region, peer)| (region.clone(), peer.clone()));
     match home {
         Some((region, peer)) => {
-            // The home region logs the request under the id that the entry region answers with.
+            // The home region logs the request under the id of the entry region's response.
             let id = request_id(request.headers());
             let span = tracing::info_span!(
                 "request",
@@ -517,13 +517,13 @@ async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Requ
         }
         Err(error) => {
             tracing::error!(%region, %error, "cannot forward a request to its home region");
-            // The replica tells a key that its region would accept from one it would refuse.
+            // The replica separates a key that its region would accept from an invalid one.
             let presented = bearer_token(&parts.headers).unwrap_or_default();
             let error = match state.tenancy.find_in_directory(presented).await {
                 Ok(None) => ApiError::InvalidKey,
                 Ok(Some(entry)) => {
-                    // NOTE: a transfer that the provider allows is not served here yet; such a
-                    // request gets the plain 503, and one without a basis learns how to give one.
+                    // NOTE: a transfer that the provider allows is not served here yet, so such a
+                    // request gets the plain 503. One without a basis learns how to give one.
                     let compliance = crate::compliance::Compliance::default();
                     let decision = compliance.provider(peer.jurisdiction).map(|provider| {
                         provider.validate_transfer(&crate::compliance::TransferRequest {
