@@ -141,6 +141,18 @@ pub struct RegionHealth {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// The reason the last probe failed.
     pub last_error: Option<String>,
+    /// Until when an operator drained the region from this observer's routing: requests of its
+    /// users are handled as if it were down, though its probes may pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RegionHealth {
+    /// Returns whether requests may be sent to the region at `now`: it is not down, and not
+    /// drained.
+    pub fn takes_traffic(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.status != RegionStatus::Down && self.drained_until.is_none_or(|until| until <= now)
+    }
 }
 
 /// One region's view of every region, or why it could not be read.
@@ -168,4 +180,91 @@ pub struct PeerHealth {
     /// Whether its own dependencies respond.
     pub ready: bool,
     pub view: Vec<RegionHealth>,
+}
+
+/// The request of `POST /control/v1/failover/drills`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillRequest {
+    /// The region to drain from every region's routing for the drill.
+    pub region: RegionId,
+    /// How long synthetic traffic runs, in seconds.
+    pub duration_secs: u64,
+    /// The model that synthetic requests call; the serving region's first model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// What a drill's requests from the test key of one user, sent through one entry region,
+/// came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillTraffic {
+    /// The home region of the key.
+    pub home: RegionId,
+    pub jurisdiction: Jurisdiction,
+    /// Whether the key's user consented to cross-border failover.
+    pub consent: bool,
+    /// The region the requests were sent to.
+    pub entry: RegionId,
+    pub sent: u64,
+    /// Served by the entry region for a drained home region.
+    pub failed_over: u64,
+    /// Refused with `region_unavailable` for lack of a transfer basis.
+    pub refused_without_consent: u64,
+    /// Served by the home region, which was not drained.
+    pub served_at_home: u64,
+    /// Any other answer, such as an error of the upstream or a transport failure.
+    pub errors: u64,
+    /// Failed over with an `x-synaxis-cross-border` header that does not match the
+    /// jurisdictions of the key's region and the entry region.
+    pub mislabelled: u64,
+}
+
+/// How the usage records of a drill's served requests landed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillUsage {
+    /// Served requests, each of which should have one record in its home region.
+    pub expected: u64,
+    /// Served requests with exactly one record in their home region.
+    pub landed: u64,
+    /// Served requests with no record in their home region.
+    pub lost: u64,
+    /// Served requests with more than one record.
+    pub duplicated: u64,
+    /// Records still held by a region other than their home when the drill gave up waiting.
+    pub still_held: u64,
+}
+
+/// The report of a failover drill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub drill_id: String,
+    /// The drained region.
+    pub region: RegionId,
+    pub model: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub ended_at: chrono::DateTime<chrono::Utc>,
+    pub traffic: Vec<DrillTraffic>,
+    pub failed_over: u64,
+    pub refused_without_consent: u64,
+    pub served_at_home: u64,
+    pub errors: u64,
+    pub usage: DrillUsage,
+    /// Outcomes that differ from what the rules require, such as a request of a user without
+    /// consent that was served in another jurisdiction.
+    pub unexpected: Vec<String>,
+    /// Whether every region took the drained region back into its routing.
+    pub restored: bool,
+}
+
+impl DrillReport {
+    /// Returns whether the drill found nothing wrong.
+    pub fn passed(&self) -> bool {
+        self.usage.lost == 0
+            && self.usage.duplicated == 0
+            && self.usage.still_held == 0
+            && self.unexpected.is_empty()
+            && self.errors == 0
+            && self.restored
+    }
 }

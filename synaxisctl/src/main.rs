@@ -68,7 +68,11 @@ fn run(
     let connection = connect(&global, language)?;
     let token = connection.token.ok_or(CommandError::MissingToken)?;
 
-    let timeout = Duration::from_secs(global.timeout);
+    let timeout = Duration::from_secs(
+        resource
+            .minimum_timeout()
+            .map_or(global.timeout, |minimum| minimum.max(global.timeout)),
+    );
     let justification = match global.justification {
         None if resource.requires_justification() => {
             Some(prompter.require(None, Field::Justification)?)
@@ -132,6 +136,7 @@ async fn dispatch(
         Resource::Invoice { action } => commands::invoice(action, client, printer).await,
         Resource::Audit { action } => commands::audit(action, client, printer).await,
         Resource::Region { action } => commands::region(action, client, printer).await,
+        Resource::Failover { action } => commands::failover(action, client, printer).await,
         Resource::Compliance { action } => commands::compliance(action, client, printer).await,
         // `main` runs `context` without a client.
         Resource::Context { .. } => Ok(()),

@@ -377,6 +377,12 @@ async fn start_region_links(
         store.clone(),
         stop.clone(),
     )));
+    tasks.push(tokio::spawn(crate::region::failover::hand_off(
+        regions.clone(),
+        store.clone(),
+        metrics.clone(),
+        stop.clone(),
+    )));
     Ok(RegionLinks { regions, tasks })
 }
 

@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use secrecy::SecretString;
 use synaxis_shared::RegionId;
@@ -25,6 +25,7 @@ use crate::control;
 use crate::gateway::{self, Gateway};
 use crate::http_error::{ApiError, Locale};
 pub use crate::metrics::Metrics;
+use crate::region::drill;
 use crate::tenancy::Tenancy;
 
 /// Default of `server.max_body_bytes`, the largest accepted request body.
@@ -105,6 +106,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route(crate::region::HEALTH_PATH, get(peer_health))
         .route(crate::region::RESIDENCY_PATH, get(peer_residency))
+        .route(
+            crate::region::failover::USAGE_PATH,
+            post(crate::region::failover::accept_held),
+        )
+        .route(drill::TENANTS_PATH, post(drill::peer_tenants))
+        .route(drill::DIRECTORY_PATH, post(drill::peer_directory))
+        .route(drill::RECORDS_PATH, post(drill::peer_records))
+        .route(drill::DRAIN_PATH, post(drill::peer_drain))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })

@@ -1603,6 +1603,117 @@ async fn residency_check_finds_foreign_records(store: Arc<dyn Store>) {
     assert_eq!(report.violations[0].user_region, None);
 }
 
+/// Checks the hand-off of held records: the processing region lists what it holds for a
+/// region oldest first, the home region stores each record once however often it is handed,
+/// and the release deletes only the handed records.
+async fn held_records_are_handed_off_once(store: Arc<dyn Store>) {
+    let tenancy = tenancy(store.clone(), Arc::new(ManualClock::new(start_time())));
+    let (_, user) = org_user(&tenancy, "acme", "ana@acme.test").await;
+    let created = tenancy
+        .create_key(&operator(), key_request(&user))
+        .await
+        .expect("create key");
+    let eu: RegionId = "eu-west-1".parse().expect("region id");
+    store
+        .prepare_regions(std::slice::from_ref(&eu))
+        .await
+        .expect("partition");
+    let held: Vec<RequestRecord> = (0..3)
+        .map(|minute| {
+            let mut record = record(
+                &created.key,
+                start_time() + chrono::Duration::minutes(minute),
+                "0.01",
+            );
+            record.stored_region = eu.clone();
+            record
+        })
+        .collect();
+    let local = record(&created.key, start_time(), "0.02");
+    let mut all = held.clone();
+    all.push(local.clone());
+    store.insert_requests(&all, &[], &[]).await.expect("insert");
+
+    let first = store.held_requests(&eu, 2).await.expect("held");
+    assert_eq!(first, held[..2].to_vec(), "oldest first, up to the limit");
+    assert_eq!(
+        store
+            .held_requests(&region(), 10)
+            .await
+            .expect("held")
+            .len(),
+        1
+    );
+
+    // The home region's side: each record once, however often it arrives.
+    let arriving: Vec<RequestRecord> = held
+        .iter()
+        .map(|record| RequestRecord {
+            stored_region: region(),
+            ..record.clone()
+        })
+        .collect();
+    assert_eq!(
+        store
+            .accept_held_requests(&arriving[..2])
+            .await
+            .expect("accept"),
+        2
+    );
+    assert_eq!(
+        store
+            .accept_held_requests(&arriving)
+            .await
+            .expect("accept again"),
+        1
+    );
+    assert_eq!(
+        store
+            .accept_held_requests(&arriving)
+            .await
+            .expect("accept a third time"),
+        0
+    );
+
+    let ids: Vec<_> = first.iter().map(|record| record.id).collect();
+    assert_eq!(
+        store
+            .release_held_requests(&eu, &ids)
+            .await
+            .expect("release"),
+        2
+    );
+    assert_eq!(
+        store
+            .release_held_requests(&eu, &ids)
+            .await
+            .expect("release again"),
+        0
+    );
+    assert_eq!(
+        store.held_requests(&eu, 10).await.expect("held"),
+        held[2..].to_vec()
+    );
+
+    let request_ids: Vec<String> = held
+        .iter()
+        .map(|record| record.request_id.clone())
+        .collect();
+    let counts = store
+        .count_requests_by_id(&request_ids)
+        .await
+        .expect("count");
+    let mut expected: Vec<(String, RegionId, i64)> = request_ids
+        .iter()
+        .map(|id| (id.clone(), region(), 1))
+        .collect();
+    expected.push((held[2].request_id.clone(), eu.clone(), 1));
+    expected.sort();
+    let mut counts = counts;
+    counts.sort();
+    assert_eq!(counts, expected);
+}
+
 macro_rules! contract_tests {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2433,6 +2544,7 @@ async fn postgres_corrupt_user_limits_are_named() {
 }
 
 contract_tests!(
+    held_records_are_handed_off_once,
     residency_check_finds_foreign_records,
     transfers_record_their_legal_basis,
     consent_is_versioned_and_reaches_the_directory,

@@ -624,6 +624,28 @@ pub enum ComplianceAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FailoverAction {
+    /// Drain a region from every region's routing, send synthetic requests from test keys of
+    /// every region, with and without consent to cross-border failover, through the other
+    /// regions for DURATION, then restore the region. Prints what failed over, what was refused
+    /// for lack of consent, and how many usage records were lost or stored twice. Exits with 1
+    /// when anything differs from the transfer rules or a record is lost or duplicated.
+    /// Requires --justification.
+    Drill {
+        /// The region to drain, such as `eu-west-1`.
+        #[arg(long, value_name = "REGION")]
+        region: synaxis_shared::RegionId,
+        /// How long synthetic traffic runs: seconds, or a number with `s`, `m` or `h`, such as
+        /// `30s` or `2m`; at most 1h.
+        #[arg(long, value_name = "DURATION", value_parser = super::parse::parse_duration_secs)]
+        duration: u64,
+        /// The model that synthetic requests call; the region's first model when omitted.
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RegionAction {
     /// Show each region's view of every region: up, down or unknown, from its health probes.
     /// Exits with 1 when a region reports another one down or a view cannot be read.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use actions::{
     AuditAction, BudgetAction, ComplianceAction, ConsentAction, ContextAction, CreditArgs,
-    CreditsAction, FxAction, InvoiceAction, KeyAction, LimitsAction, OrgAction, PlanAction,
-    RegionAction, TeamAction, UserAction,
+    CreditsAction, FailoverAction, FxAction, InvoiceAction, KeyAction, LimitsAction, OrgAction,
+    PlanAction, RegionAction, TeamAction, UserAction,
 };
 pub use parse::{parse_endpoint, parse_justification};
 
@@ -197,6 +197,11 @@ pub enum Resource {
         #[command(subcommand)]
         action: ComplianceAction,
     },
+    /// Rehearse the failover of a region.
+    Failover {
+        #[command(subcommand)]
+        action: FailoverAction,
+    },
     /// Show the health of every region in each region's view.
     Region {
         #[command(subcommand)]
@@ -234,8 +239,22 @@ impl Resource {
                 action: CreditsAction::Topup(_)
                     | CreditsAction::Refund(_)
                     | CreditsAction::Adjust(_)
+            } | Self::Failover {
+                action: FailoverAction::Drill { .. }
             }
         )
+    }
+
+    /// Returns the shortest time that the command's request needs, when it is longer than
+    /// requests usually take: a drill lasts its duration, plus its preparation and the wait
+    /// for its records.
+    pub fn minimum_timeout(&self) -> Option<u64> {
+        match self {
+            Self::Failover {
+                action: FailoverAction::Drill { duration, .. },
+            } => Some(duration.saturating_add(180)),
+            _ => None,
+        }
     }
 }
 

@@ -143,6 +143,36 @@ pub fn scope_parser() -> impl TypedValueParser<Value = KeyScope> {
         .try_map(|value| value.parse::<KeyScope>())
 }
 
+/// Parses a drill duration: whole seconds, or a whole number with `s`, `m` or `h`, from 1 s to
+/// 1 h.
+pub fn parse_duration_secs(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (number, unit) = match value.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => value.split_at(at),
+        None => (value, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => {
+            return Err(format!(
+                "`{value}` is not a duration: use seconds or a number with s, m or h, such as 30s or 2m"
+            ));
+        }
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(scale))
+        .ok_or_else(|| format!("`{value}` is not a duration: use seconds or a number with s, m or h, such as 30s or 2m"))?;
+    if (1..=3600).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("the duration must be 1s to 1h, not `{value}`"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +292,16 @@ mod tests {
         assert!(parse_context_name("with space").is_err());
         assert!(parse_context_name("a/b").is_err());
         assert!(parse_context_name("ação").is_err());
+    }
+
+    #[test]
+    fn drill_durations_take_units() {
+        assert_eq!(parse_duration_secs("30"), Ok(30));
+        assert_eq!(parse_duration_secs("30s"), Ok(30));
+        assert_eq!(parse_duration_secs("2m"), Ok(120));
+        assert_eq!(parse_duration_secs("1h"), Ok(3600));
+        for invalid in ["0", "2h", "ten", "5d", ""] {
+            assert!(parse_duration_secs(invalid).is_err(), "{invalid}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod budget;
 mod compliance;
 mod context;
 mod credits;
+mod failover;
 mod fx;
 mod invoice;
 mod key;
@@ -23,6 +24,7 @@ pub use budget::run as budget;
 pub use compliance::run as compliance;
 pub use context::{ContextFlags, run as context};
 pub use credits::run as credits;
+pub use failover::run as failover;
 pub use fx::run as fx;
 pub use invoice::run as invoice;
 pub use key::run as key;
@@ -72,6 +74,10 @@ pub enum CommandError {
     /// Regions whose residency check found violations or could not be read.
     #[error("the residency check found problems")]
     ResidencyProblems { problems: Vec<String> },
+    /// A failover drill whose outcomes differ from the transfer rules, or that lost or
+    /// duplicated usage records.
+    #[error("the failover drill found problems")]
+    DrillProblems { problems: Vec<String> },
     /// Regions that another region reports down, as `observer: region`, or views that could
     /// not be read.
     #[error("regions are down or unreadable")]
@@ -103,6 +109,7 @@ impl CommandError {
             | Self::AuditChainBroken { .. }
             | Self::RegionsDegraded { .. }
             | Self::ResidencyProblems { .. }
+            | Self::DrillProblems { .. }
             | Self::Runtime(_)
             | Self::Output(_) => Exit::Failure,
         }

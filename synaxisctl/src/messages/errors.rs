@@ -57,6 +57,10 @@ impl Language {
                     problems.join("; ")
                 ),
             },
+            CommandError::DrillProblems { problems } => match self {
+                Self::En => format!("the failover drill failed: {}", problems.join("; ")),
+                Self::PtBr => format!("o exercício de failover falhou: {}", problems.join("; ")),
+            },
             CommandError::RegionsDegraded { problems } => match self {
                 Self::En => format!("regions not up: {}", problems.join("; ")),
                 Self::PtBr => format!("regiões fora do ar: {}", problems.join("; ")),

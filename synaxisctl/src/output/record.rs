@@ -835,3 +835,39 @@ impl Record for synaxis_shared::compliance::ResidencyReport {
         ]
     }
 }
+
+/// The summary of a failover drill: `failover drill`.
+impl Record for synaxis_shared::region::DrillReport {
+    const COLUMNS: &'static [&'static str] = &[
+        "drill_id",
+        "region",
+        "failed_over",
+        "refused_without_consent",
+        "lost",
+        "duplicated",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("drill_id", self.drill_id.clone()),
+            ("region", self.region.to_string()),
+            ("model", self.model.clone()),
+            ("started_at", self.started_at.to_rfc3339()),
+            ("ended_at", self.ended_at.to_rfc3339()),
+            ("failed_over", self.failed_over.to_string()),
+            (
+                "refused_without_consent",
+                self.refused_without_consent.to_string(),
+            ),
+            ("served_at_home", self.served_at_home.to_string()),
+            ("errors", self.errors.to_string()),
+            ("records_expected", self.usage.expected.to_string()),
+            ("records_landed", self.usage.landed.to_string()),
+            ("lost", self.usage.lost.to_string()),
+            ("duplicated", self.usage.duplicated.to_string()),
+            ("still_held", self.usage.still_held.to_string()),
+            ("unexpected", self.unexpected.join("; ")),
+            ("restored", self.restored.to_string()),
+        ]
+    }
+}

@@ -118,6 +118,7 @@ pub fn routes() -> Router<AppState> {
         .route("/control/v1/invoices/{invoice}", get(billing::show_invoice))
         .route("/control/v1/regions", get(regions::status))
         .route("/control/v1/compliance/residency", get(regions::residency))
+        .route("/control/v1/failover/drills", post(regions::drill))
         .route("/control/v1/audit", get(audit::list))
         .route("/control/v1/audit/verify", get(audit::verify))
 }

@@ -1,14 +1,16 @@
-//! Region status: this region's view of every region, and its peers' views.
+//! Region status: this region's view of every region, and its peers' views; the residency
+//! check of every region; failover drills.
 
 use axum::Json;
 use axum::extract::State;
 use synaxis_shared::compliance::ResidencyCheck;
-use synaxis_shared::region::RegionsStatus;
+use synaxis_shared::region::{DrillReport, DrillRequest, RegionsStatus};
 
 use super::ControlCaller;
+use super::extract::JsonBody;
 use crate::http_error::ApiError;
 use crate::server::AppState;
-use crate::tenancy::rbac::Actor;
+use crate::tenancy::rbac::{Action, Actor};
 
 /// Returns every region's view of every region; operator only.
 pub async fn status(
@@ -39,4 +41,30 @@ pub async fn residency(
             .residency(state.tenancy.store().as_ref())
             .await,
     ))
+}
+
+/// Runs a failover drill of a region and returns its report; operator only, with a
+/// justification, which the drill's audit entries carry.
+pub async fn drill(
+    State(state): State<AppState>,
+    ControlCaller(caller): ControlCaller,
+    JsonBody(request): JsonBody<DrillRequest>,
+) -> Result<Json<DrillReport>, ApiError> {
+    let Some(justification) = caller.justification.clone() else {
+        return Err(ApiError::invalid(
+            "justification",
+            "a drill needs a justification: pass --justification TEXT (header x-synaxis-justification)",
+        ));
+    };
+    state
+        .tenancy
+        .record_operation(
+            &caller,
+            Action::FailoverDrill,
+            "region",
+            request.region.as_str(),
+        )
+        .await?;
+    let report = crate::region::drill::run(&state, &request, &justification).await?;
+    Ok(Json(report))
 }

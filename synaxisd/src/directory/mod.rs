@@ -142,6 +142,48 @@ impl DirectoryEntry {
         }
     }
 
+    /// Returns the key as this region authenticates it while serving its user during failover:
+    /// the entry's limits and model policies, without the budgets that only the home region
+    /// holds. Fields that the entry does not carry, such as the key's name, are empty.
+    pub fn authenticated_key(&self) -> AuthenticatedKey {
+        let at = DateTime::<Utc>::from_timestamp_micros(self.version).unwrap_or_default();
+        AuthenticatedKey {
+            key: synaxis_shared::api::Key {
+                id: self.key_id,
+                org_id: self.org_id,
+                user_id: self.user_id,
+                name: String::new(),
+                scope: self.scope,
+                region: self.home_region.clone(),
+                allowed_models: self.allowed_models.key.clone(),
+                rpm_limit: self.rpm_limit,
+                tpm_limit: self.tpm_limit,
+                active: self.active,
+                expires_at: self.expires_at,
+                created_at: at,
+                rotated_at: None,
+                previous_secret_expires_at: self.previous_key_expires_at,
+                revoked_at: None,
+            },
+            role: self.role,
+            team_id: self.team_id,
+            locale: self.locale,
+            team_allowed_models: self.allowed_models.team.clone(),
+            org_allowed_models: self.allowed_models.org.clone(),
+            limits: KeyLimits {
+                user: self.limits.user.clone(),
+                team: self.limits.team.clone(),
+                org: self.limits.org.clone(),
+            },
+            org_plan: OrgPlan {
+                plan: self.plan.clone(),
+                version: self.plan_version,
+                overrides: self.plan_overrides.clone(),
+            },
+            budgets: Vec::new(),
+        }
+    }
+
     /// Returns whether `key_hash` authenticates this entry's key at `now`.
     pub fn accepts(&self, key_hash: &str, now: DateTime<Utc>) -> bool {
         let current = self.key_hash == key_hash;

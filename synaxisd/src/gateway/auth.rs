@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use synaxis_shared::api::KeyScope;
 
 use crate::http_error::ApiError;
+use crate::region::failover::FailedOver;
 use crate::server::AppState;
 use crate::store::AuthenticatedKey;
 
@@ -18,6 +19,10 @@ impl FromRequestParts<AppState> for InferenceKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // A request served during failover was authenticated against the key directory replica.
+        if let Some(failover) = parts.extensions.get::<FailedOver>() {
+            return Ok(Self(failover.key.clone()));
+        }
         let Some(presented) = bearer_token(&parts.headers) else {
             state.metrics.count_rejected_key();
             tracing::info!(

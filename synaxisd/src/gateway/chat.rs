@@ -17,6 +17,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use synaxis_shared::RegionId;
 use tokio_util::sync::CancellationToken;
 
 use super::provider::{
@@ -27,6 +28,7 @@ use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
 use crate::billing::budgets::worst_case_cost;
 use crate::http_error::{ApiError, Locale};
+use crate::region::failover::FailedOver;
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
 
@@ -36,34 +38,51 @@ const COST_HEADER: &str = "x-synaxis-cost-usd";
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    failover: Option<Extension<FailedOver>>,
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, context, key, body, Endpoint::ChatCompletions).await
+    let held_for = failover.map(|Extension(failover)| failover.home);
+    handle(
+        state,
+        context,
+        key,
+        held_for,
+        body,
+        Endpoint::ChatCompletions,
+    )
+    .await
 }
 
 pub async fn completions(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    failover: Option<Extension<FailedOver>>,
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, context, key, body, Endpoint::Completions).await
+    let held_for = failover.map(|Extension(failover)| failover.home);
+    handle(state, context, key, held_for, body, Endpoint::Completions).await
 }
 
 pub async fn embeddings(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    failover: Option<Extension<FailedOver>>,
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(state, context, key, body, Endpoint::Embeddings).await
+    let held_for = failover.map(|Extension(failover)| failover.home);
+    handle(state, context, key, held_for, body, Endpoint::Embeddings).await
 }
 
+/// Serves one request. `held_for` names the home region of a user served here during failover,
+/// for which this region holds the request's record until that region takes it.
 async fn handle(
     state: AppState,
     context: RequestContext,
     key: AuthenticatedKey,
+    held_for: Option<RegionId>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Response {
@@ -72,6 +91,9 @@ async fn handle(
         .gateway
         .recorder
         .start(&key.key, &context.request_id, endpoint.route());
+    if let Some(home) = held_for {
+        record.hold_for(home);
+    }
     let user_locale = UserLocale(key.locale);
 
     let body = match body {

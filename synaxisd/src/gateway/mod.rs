@@ -133,6 +133,11 @@ impl Gateway {
             .flat_map(|route| route.deployments.iter())
     }
 
+    /// Returns the public name of the first model in name order, if any is configured.
+    pub fn first_model(&self) -> Option<&str> {
+        self.models.values().map(|route| route.name.as_str()).min()
+    }
+
     /// Lists the models a key may use, sorted by name.
     pub fn models_for(&self, key: &AuthenticatedKey) -> Vec<&Arc<ModelRoute>> {
         let mut routes: Vec<_> = self

@@ -181,6 +181,13 @@ impl PendingRecord {
         }
     }
 
+    /// Stores the record as one held for `home`, to hand to that region once it is back.
+    pub fn hold_for(&mut self, home: RegionId) {
+        if let Some(record) = &mut self.record {
+            record.stored_region = home;
+        }
+    }
+
     /// Keeps the request body of `endpoint`, to count its input if no usage report arrives.
     pub fn set_prompt(&mut self, endpoint: Endpoint, body: Bytes) {
         self.prompt = Some((endpoint, body));

@@ -38,6 +38,14 @@ pub struct RegionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// The home region of the request's key.
+    pub region: String,
+    /// `served` or `refused`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ForwardLabels {
     pub region: String,
     pub status: u16,
@@ -70,6 +78,8 @@ pub struct Metrics {
     /// Shared with the health monitor.
     pub region_up: Family<RegionLabels, Gauge>,
     forwarded: Family<ForwardLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
+    handed_off: Family<RegionLabels, Counter>,
     /// Shared with the key directory's publisher and replicator.
     pub directory_published: Counter,
     pub directory_applied: Counter,
@@ -190,6 +200,18 @@ impl Default for Metrics {
             "Requests forwarded to their key's home region, by region and the status answered (503 or 401 when it could not be reached)",
             forwarded.clone(),
         );
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        registry.register(
+            "failover_requests",
+            "Requests of users of a down or drained region, by that region and outcome: served here, or refused for lack of a transfer basis",
+            failovers.clone(),
+        );
+        let handed_off = Family::<RegionLabels, Counter>::default();
+        registry.register(
+            "held_records_handed_off",
+            "Request records held here during failover and stored by their home region since, by that region",
+            handed_off.clone(),
+        );
         let directory_published = Counter::default();
         registry.register(
             "directory_published",
@@ -213,6 +235,8 @@ impl Default for Metrics {
             registry,
             region_up,
             forwarded,
+            failovers,
+            handed_off,
             directory_published,
             directory_applied,
             directory_rejected,
@@ -289,6 +313,23 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    pub fn count_failover(&self, region: &str, served: bool) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                region: region.to_owned(),
+                outcome: if served { "served" } else { "refused" },
+            })
+            .inc();
+    }
+
+    pub fn count_handed_off(&self, region: &str, records: u64) {
+        self.handed_off
+            .get_or_create(&RegionLabels {
+                region: region.to_owned(),
+            })
+            .inc_by(records);
     }
 
     pub fn count_rejected_key(&self) {

@@ -43,6 +43,7 @@ impl HealthMonitor {
                     last_probe_at: None,
                     since: None,
                     last_error: None,
+                    drained_until: None,
                 };
                 (region, health)
             })
@@ -71,6 +72,29 @@ impl HealthMonitor {
         self.lock()
             .get(region)
             .map_or(RegionStatus::Unknown, |health| health.status)
+    }
+
+    /// Returns whether requests may be sent to `region` at `now`: it is not down and not
+    /// drained. A region not yet probed enough for a verdict takes traffic.
+    pub fn takes_traffic(&self, region: &RegionId, now: DateTime<Utc>) -> bool {
+        self.lock()
+            .get(region)
+            .is_none_or(|health| health.takes_traffic(now))
+    }
+
+    /// Drains `region` from routing until `until`, or restores it with `None`. Returns whether
+    /// the region is known.
+    pub fn drain(&self, region: &RegionId, until: Option<DateTime<Utc>>) -> bool {
+        let mut states = self.lock();
+        let Some(health) = states.get_mut(region) else {
+            return false;
+        };
+        health.drained_until = until;
+        match until {
+            Some(until) => tracing::warn!(%region, %until, "region drained from routing"),
+            None => tracing::info!(%region, "region restored to routing"),
+        }
+        true
     }
 
     /// Counts one probe of `region` at `now`: `Ok` passed, `Err` failed with a reason.

@@ -7,6 +7,8 @@
 //! the home region's answer streams back as it comes. The entry region stores nothing about
 //! such a request; it counts it in `synaxis_forwarded_requests`.
 
+pub mod drill;
+pub mod failover;
 pub mod health;
 pub mod peer;
 
@@ -83,6 +85,8 @@ pub struct Forwarded {
 pub struct Regions {
     pub own: RegionId,
     pub own_jurisdiction: synaxis_shared::Jurisdiction,
+    /// The URL at which peers and clients reach this region.
+    pub own_url: Url,
     pub peers: BTreeMap<RegionId, Peer>,
     /// `None` when no peer secret is configured: nothing is forwarded and peer calls are
     /// refused.
@@ -106,6 +110,8 @@ pub enum PeerCallError {
     Http(#[from] reqwest::Error),
     #[error("answered {0}")]
     Status(reqwest::StatusCode),
+    #[error("cannot encode the request body: {0}")]
+    Body(String),
     #[error(
         "it rejected this region's peer signature: check that SYNAXIS_PEER_SECRET is the same in every region and that the clocks agree within a minute"
     )]
@@ -149,6 +155,7 @@ impl Regions {
             .collect();
         Self {
             own_jurisdiction: config.home_region().jurisdiction,
+            own_url: config.home_region().peer_url.clone(),
             own,
             peers,
             auth,
@@ -184,18 +191,47 @@ impl Regions {
         region: &RegionId,
         path: &str,
     ) -> Result<T, PeerCallError> {
+        self.peer_call(region, axum::http::Method::GET, path, None)
+            .await
+    }
+
+    /// Sends a signed `POST` of `body` as JSON to a peer's `path` and parses its JSON response.
+    pub async fn peer_post<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        region: &RegionId,
+        path: &str,
+        body: &B,
+    ) -> Result<T, PeerCallError> {
+        let body =
+            serde_json::to_vec(body).map_err(|error| PeerCallError::Body(error.to_string()))?;
+        self.peer_call(region, axum::http::Method::POST, path, Some(body))
+            .await
+    }
+
+    /// Sends a signed call of `path` to a peer and parses its JSON response.
+    async fn peer_call<T: serde::de::DeserializeOwned>(
+        &self,
+        region: &RegionId,
+        method: axum::http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, PeerCallError> {
         let auth = self.auth.as_ref().ok_or(PeerCallError::NoSecret)?;
         let peer = self
             .peers
             .get(region)
             .ok_or_else(|| PeerCallError::UnknownRegion(region.clone()))?;
-        let signature = auth.sign(&axum::http::Method::GET, path, Utc::now());
-        let response = self
+        let signature = auth.sign(&method, path, Utc::now());
+        let mut call = self
             .client
-            .get(Self::url(peer, path))
-            .header(PEER_HEADER.clone(), signature)
-            .send()
-            .await?;
+            .request(method, Self::url(peer, path))
+            .header(PEER_HEADER.clone(), signature);
+        if let Some(body) = body {
+            call = call
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let response = call.send().await?;
         if response.headers().contains_key(&PEER_REFUSED_HEADER) {
             return Err(PeerCallError::Refused);
         }
@@ -460,6 +496,11 @@ pub async fn route_by_region(
                 path = %request.uri().path(),
             );
             request.headers_mut().insert(REQUEST_ID.clone(), id);
+            if !state.regions.health.takes_traffic(&region, Utc::now()) {
+                return failover::serve(&state, &region, &peer, request, next)
+                    .instrument(span)
+                    .await;
+            }
             let started = std::time::Instant::now();
             let response = forward(&state, &region, &peer, request)
                 .instrument(span.clone())
@@ -522,8 +563,9 @@ async fn forward(state: &AppState, region: &RegionId, peer: &Peer, request: Requ
             let error = match state.tenancy.find_in_directory(presented).await {
                 Ok(None) => ApiError::InvalidKey,
                 Ok(Some(entry)) => {
-                    // NOTE: a transfer that the provider allows is not served here yet, so such a
-                    // request gets the plain 503. One without a basis learns how to give one.
+                    // Until the health monitor finds the home region down, its users retry; once
+                    // it does, those with a basis are served here. One without a basis learns
+                    // how to give one.
                     let compliance = crate::compliance::Compliance::default();
                     let decision = compliance.provider(peer.jurisdiction).map(|provider| {
                         provider.validate_transfer(&crate::compliance::TransferRequest {

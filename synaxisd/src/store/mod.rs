@@ -177,6 +177,30 @@ pub trait RequestStore: Send + Sync {
     /// Returns matching records, newest first.
     async fn list_requests(&self, filter: &RequestFilter)
     -> Result<Vec<RequestRecord>, StoreError>;
+    /// Returns up to `limit` of the records held here for `region`, oldest first: the usage of
+    /// that region's users served here while it was down, not yet handed to it.
+    async fn held_requests(
+        &self,
+        region: &RegionId,
+        limit: i64,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Deletes the records held for `region` with these ids, once `region` has stored them.
+    /// Returns how many were deleted.
+    async fn release_held_requests(
+        &self,
+        region: &RegionId,
+        ids: &[RequestId],
+    ) -> Result<u64, StoreError>;
+    /// Stores records that another region held for this one, skipping any already stored, so
+    /// that a hand-off repeated after a lost answer stores nothing twice. Returns how many were
+    /// new.
+    async fn accept_held_requests(&self, records: &[RequestRecord]) -> Result<u64, StoreError>;
+    /// Counts the records of each of `request_ids` (`x-request-id` values) by the region they
+    /// are stored for; request ids without records are left out.
+    async fn count_requests_by_id(
+        &self,
+        request_ids: &[String],
+    ) -> Result<Vec<(String, RegionId, i64)>, StoreError>;
 }
 
 /// Facts about the deployment, by name.
@@ -584,8 +608,9 @@ impl Default for RequestFilter {
     }
 }
 
-/// Cost and outcome of one inference request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Cost and outcome of one inference request. Regions hand held records to each other as
+/// JSON.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestRecord {
     pub id: RequestId,
     pub stored_region: RegionId,

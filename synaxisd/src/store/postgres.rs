@@ -42,10 +42,30 @@ impl PgStore {
         tx: &mut Transaction<'_, Postgres>,
         records: &[RequestRecord],
     ) -> Result<(), StoreError> {
+        Self::insert_requests_in(tx, records, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Inserts the records that are not stored yet, and returns how many there were.
+    async fn insert_new_requests(
+        tx: &mut Transaction<'_, Postgres>,
+        records: &[RequestRecord],
+    ) -> Result<u64, StoreError> {
+        Self::insert_requests_in(tx, records, true).await
+    }
+
+    /// Inserts `records`, skipping those whose id is already stored when `skip_existing`;
+    /// returns how many were inserted.
+    async fn insert_requests_in(
+        tx: &mut Transaction<'_, Postgres>,
+        records: &[RequestRecord],
+        skip_existing: bool,
+    ) -> Result<u64, StoreError> {
         fn column<T>(records: &[RequestRecord], field: impl Fn(&RequestRecord) -> T) -> Vec<T> {
             records.iter().map(field).collect()
         }
-        sqlx::query(
+        let mut statement = String::from(
             "INSERT INTO requests (id, stored_region, request_id, org_id, user_id, key_id,
                                    endpoint, model, stream, status_code, error_code,
                                    prompt_tokens, completion_tokens, cost_usd, started_at,
@@ -54,28 +74,32 @@ impl PgStore {
                                   $6::uuid[], $7::text[], $8::text[], $9::boolean[],
                                   $10::integer[], $11::text[], $12::bigint[], $13::bigint[],
                                   $14::numeric[], $15::timestamptz[], $16::bigint[])",
-        )
-        .bind(column(records, |record| record.id.0))
-        .bind(column(records, |record| {
-            record.stored_region.as_str().to_owned()
-        }))
-        .bind(column(records, |record| record.request_id.clone()))
-        .bind(column(records, |record| record.org_id.0))
-        .bind(column(records, |record| record.user_id.0))
-        .bind(column(records, |record| record.key_id.0))
-        .bind(column(records, |record| record.endpoint.clone()))
-        .bind(column(records, |record| record.model.clone()))
-        .bind(column(records, |record| record.stream))
-        .bind(column(records, |record| i32::from(record.status_code)))
-        .bind(column(records, |record| record.error_code.clone()))
-        .bind(column(records, |record| record.prompt_tokens))
-        .bind(column(records, |record| record.completion_tokens))
-        .bind(column(records, |record| record.cost_usd))
-        .bind(column(records, |record| record.started_at))
-        .bind(column(records, |record| record.duration_ms))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        );
+        if skip_existing {
+            statement.push_str(" ON CONFLICT (stored_region, id) DO NOTHING");
+        }
+        let done = sqlx::query(&statement)
+            .bind(column(records, |record| record.id.0))
+            .bind(column(records, |record| {
+                record.stored_region.as_str().to_owned()
+            }))
+            .bind(column(records, |record| record.request_id.clone()))
+            .bind(column(records, |record| record.org_id.0))
+            .bind(column(records, |record| record.user_id.0))
+            .bind(column(records, |record| record.key_id.0))
+            .bind(column(records, |record| record.endpoint.clone()))
+            .bind(column(records, |record| record.model.clone()))
+            .bind(column(records, |record| record.stream))
+            .bind(column(records, |record| i32::from(record.status_code)))
+            .bind(column(records, |record| record.error_code.clone()))
+            .bind(column(records, |record| record.prompt_tokens))
+            .bind(column(records, |record| record.completion_tokens))
+            .bind(column(records, |record| record.cost_usd))
+            .bind(column(records, |record| record.started_at))
+            .bind(column(records, |record| record.duration_ms))
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -1654,6 +1654,77 @@ macro_rules! impl_store_queries {
                 let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
                 convert_all(rows)
             }
+
+            async fn held_requests(
+                &self,
+                region: &synaxis_shared::RegionId,
+                limit: i64,
+            ) -> Result<Vec<RequestRecord>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query
+                    .push(REQUEST_COLUMNS)
+                    .push(" FROM requests WHERE stored_region = ")
+                    .push_bind(region.as_str())
+                    .push(" ORDER BY started_at, id LIMIT ")
+                    .push_bind(limit);
+                let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
+            async fn release_held_requests(
+                &self,
+                region: &synaxis_shared::RegionId,
+                ids: &[synaxis_shared::RequestId],
+            ) -> Result<u64, StoreError> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut query = QueryBuilder::<$db>::new("DELETE FROM requests WHERE stored_region = ");
+                query.push_bind(region.as_str()).push(" AND id IN (");
+                let mut separated = query.separated(", ");
+                for id in ids {
+                    separated.push_bind(id.0);
+                }
+                query.push(")");
+                let done = query.build().execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn accept_held_requests(
+                &self,
+                records: &[RequestRecord],
+            ) -> Result<u64, StoreError> {
+                if records.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.pool.begin().await?;
+                let inserted = Self::insert_new_requests(&mut tx, records).await?;
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn count_requests_by_id(
+                &self,
+                request_ids: &[String],
+            ) -> Result<Vec<(String, synaxis_shared::RegionId, i64)>, StoreError> {
+                let mut counts = Vec::new();
+                for chunk in request_ids.chunks(1000) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT request_id, stored_region, count(*) FROM requests WHERE request_id IN (",
+                    );
+                    let mut separated = query.separated(", ");
+                    for id in chunk {
+                        separated.push_bind(id.as_str());
+                    }
+                    query.push(") GROUP BY request_id, stored_region ORDER BY request_id, stored_region");
+                    let rows: Vec<(String, String, i64)> =
+                        query.build_query_as().fetch_all(&self.pool).await?;
+                    for (request_id, region, count) in rows {
+                        counts.push((request_id, super::parse_region(region)?, count));
+                    }
+                }
+                Ok(counts)
+            }
         }
 
         #[async_trait]

@@ -84,6 +84,26 @@ impl SqliteStore {
         tx: &mut Transaction<'_, Sqlite>,
         records: &[RequestRecord],
     ) -> Result<(), StoreError> {
+        Self::insert_requests_in(tx, records, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Inserts the records that are not stored yet, and returns how many there were.
+    async fn insert_new_requests(
+        tx: &mut Transaction<'_, Sqlite>,
+        records: &[RequestRecord],
+    ) -> Result<u64, StoreError> {
+        Self::insert_requests_in(tx, records, true).await
+    }
+
+    /// Inserts `records`, skipping those whose id is already stored when `skip_existing`;
+    /// returns how many were inserted.
+    async fn insert_requests_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        records: &[RequestRecord],
+        skip_existing: bool,
+    ) -> Result<u64, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO requests (");
         query.push(REQUEST_COLUMNS).push(") ");
         query.push_values(records, |mut row, record| {
@@ -104,8 +124,11 @@ impl SqliteStore {
                 .push_bind(record.started_at)
                 .push_bind(record.duration_ms);
         });
-        query.build().execute(&mut **tx).await?;
-        Ok(())
+        if skip_existing {
+            query.push(" ON CONFLICT (stored_region, id) DO NOTHING");
+        }
+        let done = query.build().execute(&mut **tx).await?;
+        Ok(done.rows_affected())
     }
 }
 

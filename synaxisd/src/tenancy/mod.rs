@@ -204,6 +204,25 @@ impl Tenancy {
         Err(error)
     }
 
+    /// Records in the audit log an operator action that changes no stored resource, such as a
+    /// failover drill of a region, once `check` allows it.
+    pub async fn record_operation(
+        &self,
+        caller: &Caller,
+        action: Action,
+        target_kind: &str,
+        target_id: &str,
+    ) -> Result<(), TenancyError> {
+        let mut draft = self.draft(caller, action, target_kind);
+        let result = check(&caller.actor, action, &Target::default());
+        if result.is_err() {
+            return self.audited(draft, result).await;
+        }
+        draft.target_id = Some(target_id.to_owned());
+        self.store.append_audit(&draft).await?;
+        Ok(())
+    }
+
     // Organizations.
 
     pub async fn create_org(

@@ -70,6 +70,7 @@ pub enum Action {
     ConsentRead,
     ConsentGrant,
     ConsentWithdraw,
+    FailoverDrill,
 }
 
 impl Action {
@@ -115,6 +116,7 @@ impl Action {
             Self::ConsentRead => "consent.read",
             Self::ConsentGrant => "consent.grant",
             Self::ConsentWithdraw => "consent.withdraw",
+            Self::FailoverDrill => "failover.drill",
         }
     }
 }
@@ -230,7 +232,8 @@ pub fn authorize(actor: &Actor, action: Action, target: &Target) -> Result<(), D
         | Action::CreditsAdd
         | Action::FxSet
         | Action::InvoiceIssue
-        | Action::AuditVerify => forbid("only the operator may"),
+        | Action::AuditVerify
+        | Action::FailoverDrill => forbid("only the operator may"),
         // Consent is the user's own decision; managers may see it.
         Action::ConsentGrant | Action::ConsentWithdraw if is_self => Ok(()),
         Action::ConsentGrant | Action::ConsentWithdraw => {

@@ -1,0 +1,816 @@
+//! Failover drills. The region that an operator asks coordinates one:
+//!
+//! 1. Every region creates a drill org with two users, one who consents to cross-border
+//!    failover and one who does not, and an inference key for each that expires soon after the
+//!    drill.
+//! 2. The coordinator waits until every region's key directory replica holds the keys of the
+//!    other regions.
+//! 3. Every region drains the drilled region from its routing, until the drill's end plus a
+//!    margin, so that a coordinator that dies leaves no region drained for long.
+//! 4. For the drill's duration, every key sends synthetic chat completions through every region
+//!    but the drained one, in rounds.
+//! 5. Every region restores the drained region, and the coordinator waits until the records
+//!    held meanwhile have reached their home region.
+//! 6. The report counts what failed over, what was refused for lack of consent, what was served
+//!    at home, and how many records of served requests are missing or stored twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use synaxis_shared::api::{CreateKeyRequest, CreateOrgRequest, CreateUserRequest, KeyScope};
+use synaxis_shared::compliance::{ConsentScope, GrantConsentRequest};
+use synaxis_shared::region::{DrillReport, DrillRequest, DrillTraffic, DrillUsage};
+use synaxis_shared::{Jurisdiction, RegionId, Role};
+use tokio::time::Instant;
+
+use super::failover::CROSS_BORDER_HEADER;
+use crate::http_error::ApiError;
+use crate::server::AppState;
+use crate::tenancy::{Caller, TenancyError};
+
+/// Path at which a region creates its drill tenants.
+pub const TENANTS_PATH: &str = "/peer/v1/drill/tenants";
+
+/// Path at which a region reports which keys its directory replica holds.
+pub const DIRECTORY_PATH: &str = "/peer/v1/drill/directory";
+
+/// Path at which a region counts the records of request ids.
+pub const RECORDS_PATH: &str = "/peer/v1/drill/records";
+
+/// Path at which a region drains a region from its routing or restores it.
+pub const DRAIN_PATH: &str = "/peer/v1/regions/drain";
+
+/// Longest drill.
+pub const MAX_DURATION_SECS: u64 = 3600;
+
+/// Time between two rounds of synthetic requests.
+const ROUND_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest wait for the drill keys to reach every replica.
+const REPLICATION_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest wait for held records to reach their home region after the drill.
+const HAND_OFF_WAIT: Duration = Duration::from_secs(60);
+
+/// Time between two checks while waiting for replicas or hand-offs.
+const POLL: Duration = Duration::from_millis(250);
+
+/// How long a drain outlasts the drill's planned end.
+const DRAIN_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How long the drill keys outlive the drill's planned end.
+const KEY_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Longest wait for the answer to one synthetic request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantsRequest {
+    drill_id: String,
+    expires_at: DateTime<Utc>,
+    justification: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DrillKey {
+    secret: String,
+    consent: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantsAnswer {
+    region: RegionId,
+    jurisdiction: Jurisdiction,
+    keys: Vec<DrillKey>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DirectoryQuery {
+    secrets: Vec<String>,
+}
+
+/// For each secret of a [`DirectoryQuery`], its replica entry's consent flag, or `None` when
+/// the replica has no entry yet.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DirectoryAnswer {
+    consent: Vec<Option<bool>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub region: RegionId,
+    /// Drained until then; `None` restores the region.
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DrainAnswer {
+    drained: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordsQuery {
+    request_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordCount {
+    request_id: String,
+    stored_region: RegionId,
+    count: i64,
+}
+
+/// Creates this region's drill tenants for a coordinator.
+pub async fn peer_tenants(
+    State(state): State<AppState>,
+    Json(request): Json<TenantsRequest>,
+) -> Response {
+    respond(create_tenants(&state, &request).await)
+}
+
+/// Reports which drill keys this region's replica holds.
+pub async fn peer_directory(
+    State(state): State<AppState>,
+    Json(query): Json<DirectoryQuery>,
+) -> Response {
+    respond(replicated(&state, &query).await)
+}
+
+/// Counts the records of a drill's request ids in this region.
+pub async fn peer_records(
+    State(state): State<AppState>,
+    Json(query): Json<RecordsQuery>,
+) -> Response {
+    respond(count_records(&state, &query).await)
+}
+
+/// Drains a region from this region's routing, or restores it.
+pub async fn peer_drain(
+    State(state): State<AppState>,
+    Json(request): Json<DrainRequest>,
+) -> Response {
+    respond(Ok(drain(&state, &request)))
+}
+
+fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn store_error(error: crate::store::StoreError) -> ApiError {
+    ApiError::from(TenancyError::Store(error))
+}
+
+async fn create_tenants(
+    state: &AppState,
+    request: &TenantsRequest,
+) -> Result<TenantsAnswer, ApiError> {
+    let caller = Caller {
+        justification: Some(request.justification.clone()),
+        ..Caller::operator()
+    };
+    let tenancy = &state.tenancy;
+    let org = tenancy
+        .create_org(
+            &caller,
+            CreateOrgRequest {
+                name: format!("Failover drill {}", request.drill_id),
+                slug: Some(format!("drill-{}", request.drill_id)),
+                plan: None,
+            },
+        )
+        .await?;
+    let mut keys = Vec::new();
+    for consent in [true, false] {
+        let label = if consent { "consent" } else { "no-consent" };
+        let user = tenancy
+            .create_user(
+                &caller,
+                CreateUserRequest {
+                    org_id: org.id,
+                    email: format!("{label}@drill-{}.synaxis.invalid", request.drill_id),
+                    role: Role::Developer,
+                    team_id: None,
+                    locale: Default::default(),
+                },
+            )
+            .await?;
+        if consent {
+            let grant = GrantConsentRequest {
+                scope: ConsentScope::CrossBorderFailover,
+                regions: Vec::new(),
+            };
+            tenancy.grant_consent(&caller, user.id, grant).await?;
+        }
+        let key = tenancy
+            .create_key(
+                &caller,
+                CreateKeyRequest {
+                    user_id: user.id,
+                    name: Some(format!("failover drill {}", request.drill_id)),
+                    scope: KeyScope::Inference,
+                    expires_at: Some(request.expires_at),
+                    allowed_models: Vec::new(),
+                    rpm_limit: None,
+                    tpm_limit: None,
+                },
+            )
+            .await?;
+        keys.push(DrillKey {
+            secret: key.secret,
+            consent,
+        });
+    }
+    Ok(TenantsAnswer {
+        region: state.regions.own.clone(),
+        jurisdiction: state.regions.own_jurisdiction,
+        keys,
+    })
+}
+
+async fn replicated(state: &AppState, query: &DirectoryQuery) -> Result<DirectoryAnswer, ApiError> {
+    let mut consent = Vec::with_capacity(query.secrets.len());
+    for secret in &query.secrets {
+        let entry = state
+            .tenancy
+            .find_in_directory(secret)
+            .await
+            .map_err(store_error)?;
+        consent.push(entry.map(|entry| entry.consent.cross_border_failover));
+    }
+    Ok(DirectoryAnswer { consent })
+}
+
+async fn count_records(
+    state: &AppState,
+    query: &RecordsQuery,
+) -> Result<Vec<RecordCount>, ApiError> {
+    let counts = state
+        .tenancy
+        .store()
+        .count_requests_by_id(&query.request_ids)
+        .await
+        .map_err(store_error)?;
+    Ok(counts
+        .into_iter()
+        .map(|(request_id, stored_region, count)| RecordCount {
+            request_id,
+            stored_region,
+            count,
+        })
+        .collect())
+}
+
+fn drain(state: &AppState, request: &DrainRequest) -> DrainAnswer {
+    DrainAnswer {
+        drained: state.regions.health.drain(&request.region, request.until),
+    }
+}
+
+/// Runs `local` when `region` is this one, else sends `body` to the peer's `path`.
+async fn on_region<B, T, F>(
+    state: &AppState,
+    region: &RegionId,
+    path: &str,
+    body: &B,
+    local: F,
+) -> Result<T, String>
+where
+    B: Serialize + Sync,
+    T: DeserializeOwned,
+    F: std::future::Future<Output = Result<T, ApiError>>,
+{
+    if *region == state.regions.own {
+        local.await.map_err(|error| error.to_string())
+    } else {
+        state
+            .regions
+            .peer_post(region, path, body)
+            .await
+            .map_err(|error| format!("{region}: {error}"))
+    }
+}
+
+/// Every region, this one first.
+fn all_regions(state: &AppState) -> Vec<RegionId> {
+    std::iter::once(state.regions.own.clone())
+        .chain(state.regions.peers.keys().cloned())
+        .collect()
+}
+
+/// Checks a drill request against this deployment.
+fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, ApiError> {
+    let regions = &state.regions;
+    if request.region != regions.own && !regions.peers.contains_key(&request.region) {
+        return Err(ApiError::invalid(
+            "region",
+            format!(
+                "region `{}` is not configured; use one of {}",
+                request.region,
+                all_regions(state)
+                    .iter()
+                    .map(RegionId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if regions.auth.is_none() || regions.peers.is_empty() {
+        return Err(ApiError::invalid(
+            "region",
+            "a drill needs peer regions linked by SYNAXIS_PEER_SECRET",
+        ));
+    }
+    if !(1..=MAX_DURATION_SECS).contains(&request.duration_secs) {
+        return Err(ApiError::invalid(
+            "duration_secs",
+            format!(
+                "the duration must be 1 to {MAX_DURATION_SECS} seconds, not {}",
+                request.duration_secs
+            ),
+        ));
+    }
+    let model = match &request.model {
+        Some(model) => state
+            .gateway
+            .model(model)
+            .map(|route| route.name.clone())
+            .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?,
+        None => state
+            .gateway
+            .first_model()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::invalid("model", "no model is configured for synthetic requests")
+            })?,
+    };
+    Ok(model)
+}
+
+/// One drill key, with the region and jurisdiction it belongs to.
+struct Sender {
+    home: RegionId,
+    jurisdiction: Jurisdiction,
+    consent: bool,
+    secret: String,
+}
+
+/// Runs a drill as [`DrillRequest`] describes, with `justification` on every change it makes.
+pub async fn run(
+    state: &AppState,
+    request: &DrillRequest,
+    justification: &str,
+) -> Result<DrillReport, ApiError> {
+    let model = check_request(state, request)?;
+    let drill_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let started_at = Utc::now();
+    let duration =
+        chrono::Duration::seconds(i64::try_from(request.duration_secs).unwrap_or(i64::MAX));
+    let regions = all_regions(state);
+    tracing::info!(drill.id = %drill_id, region = %request.region, duration_secs = request.duration_secs, "failover drill started");
+
+    // 1. Tenants in every region.
+    let tenants_request = TenantsRequest {
+        drill_id: drill_id.clone(),
+        expires_at: started_at + duration + KEY_MARGIN,
+        justification: justification.to_owned(),
+    };
+    let mut senders = Vec::new();
+    for region in &regions {
+        let answer: TenantsAnswer = on_region(
+            state,
+            region,
+            TENANTS_PATH,
+            &tenants_request,
+            create_tenants(state, &tenants_request),
+        )
+        .await
+        .map_err(|error| drill_failed("cannot create the drill tenants", &error))?;
+        senders.extend(answer.keys.into_iter().map(|key| Sender {
+            home: answer.region.clone(),
+            jurisdiction: answer.jurisdiction,
+            consent: key.consent,
+            secret: key.secret,
+        }));
+    }
+
+    // 2. Every replica holds the other regions' keys, with their consent.
+    wait_for_replicas(state, &regions, &senders).await?;
+
+    // 3. to 5. Drain, send, restore; the region is restored whatever happened meanwhile.
+    let until = Utc::now() + duration + DRAIN_MARGIN;
+    let drained = set_drain(state, &regions, &request.region, Some(until)).await;
+    let traffic = match drained {
+        Ok(()) => Ok(send_traffic(state, request, &model, &drill_id, &senders).await),
+        Err(error) => Err(error),
+    };
+    let restored = set_drain(state, &regions, &request.region, None).await;
+    if let Err(error) = &restored {
+        tracing::error!(%error, region = %request.region, "a region was not restored after the drill; its drain ends by itself at {until}");
+    }
+    let (traffic, served) =
+        traffic.map_err(|error| drill_failed("cannot drain the region", &error))?;
+
+    // 6. The records of served requests.
+    let usage = check_usage(state, &regions, &served).await;
+    let mut report = DrillReport {
+        drill_id,
+        region: request.region.clone(),
+        model,
+        started_at,
+        ended_at: Utc::now(),
+        failed_over: traffic.iter().map(|group| group.failed_over).sum(),
+        refused_without_consent: traffic
+            .iter()
+            .map(|group| group.refused_without_consent)
+            .sum(),
+        served_at_home: traffic.iter().map(|group| group.served_at_home).sum(),
+        errors: traffic.iter().map(|group| group.errors).sum(),
+        unexpected: Vec::new(),
+        traffic,
+        usage,
+        restored: restored.is_ok(),
+    };
+    report.unexpected = unexpected(&report, state);
+    tracing::info!(
+        drill.id = %report.drill_id,
+        failed_over = report.failed_over,
+        refused = report.refused_without_consent,
+        served_at_home = report.served_at_home,
+        errors = report.errors,
+        lost = report.usage.lost,
+        duplicated = report.usage.duplicated,
+        "failover drill ended"
+    );
+    Ok(report)
+}
+
+fn drill_failed(what: &str, error: &str) -> ApiError {
+    tracing::error!(%error, "{what}");
+    ApiError::Upstream(format!("{what}: {error}"))
+}
+
+async fn wait_for_replicas(
+    state: &AppState,
+    regions: &[RegionId],
+    senders: &[Sender],
+) -> Result<(), ApiError> {
+    let deadline = Instant::now() + REPLICATION_WAIT;
+    for region in regions {
+        let others: Vec<&Sender> = senders.iter().filter(|key| key.home != *region).collect();
+        let query = DirectoryQuery {
+            secrets: others.iter().map(|key| key.secret.clone()).collect(),
+        };
+        loop {
+            let answer: Result<DirectoryAnswer, String> = on_region(
+                state,
+                region,
+                DIRECTORY_PATH,
+                &query,
+                replicated(state, &query),
+            )
+            .await;
+            let ready = answer.as_ref().is_ok_and(|answer| {
+                answer
+                    .consent
+                    .iter()
+                    .zip(&others)
+                    .all(|(seen, key)| *seen == Some(key.consent))
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let reason = answer.err().unwrap_or_else(|| {
+                    "the drill keys have not reached its key directory replica".to_owned()
+                });
+                return Err(drill_failed(
+                    &format!("region {region} is not ready for the drill"),
+                    &reason,
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(())
+}
+
+/// Drains `region` until `until` in every region's routing, or restores it with `None`.
+async fn set_drain(
+    state: &AppState,
+    regions: &[RegionId],
+    region: &RegionId,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), String> {
+    let request = DrainRequest {
+        region: region.clone(),
+        until,
+    };
+    let calls = regions.iter().map(|observer| {
+        let request = &request;
+        async move {
+            on_region(state, observer, DRAIN_PATH, request, async {
+                Ok(drain(state, request))
+            })
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let errors: Vec<String> = answers
+        .into_iter()
+        .filter_map(|answer| match answer {
+            Ok(DrainAnswer { drained: true }) => None,
+            Ok(DrainAnswer { drained: false }) => Some(format!("a region does not know {region}")),
+            Err(error) => Some(error),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// What one synthetic request came to.
+enum Outcome {
+    /// Served by the entry region; `cross_border` when it said so in its header.
+    FailedOver {
+        cross_border: bool,
+    },
+    Refused,
+    ServedAtHome,
+    Error,
+}
+
+/// Sends rounds of synthetic requests from every key through every region but the drained one
+/// until the drill's duration has passed. Returns the counts per key and entry region, and the
+/// request ids of served requests with their home region.
+async fn send_traffic(
+    state: &AppState,
+    request: &DrillRequest,
+    model: &str,
+    drill_id: &str,
+    senders: &[Sender],
+) -> (Vec<DrillTraffic>, Vec<(String, RegionId)>) {
+    let entries: Vec<(RegionId, String)> = all_regions(state)
+        .into_iter()
+        .filter(|region| *region != request.region)
+        .filter_map(|region| {
+            let url = if region == state.regions.own {
+                state.regions.own_url.clone()
+            } else {
+                state.regions.peers.get(&region)?.url.clone()
+            };
+            let url = format!("{}/v1/chat/completions", url.as_str().trim_end_matches('/'));
+            Some((region, url))
+        })
+        .collect();
+    let mut traffic: Vec<DrillTraffic> = Vec::new();
+    for sender in senders {
+        for (entry, _) in &entries {
+            traffic.push(DrillTraffic {
+                home: sender.home.clone(),
+                jurisdiction: sender.jurisdiction,
+                consent: sender.consent,
+                entry: entry.clone(),
+                sent: 0,
+                failed_over: 0,
+                refused_without_consent: 0,
+                served_at_home: 0,
+                errors: 0,
+                mislabelled: 0,
+            });
+        }
+    }
+    let body = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "failover drill"}],
+        "max_tokens": 8,
+    });
+    let mut served = Vec::new();
+    let end = Instant::now() + Duration::from_secs(request.duration_secs);
+    let mut interval = tokio::time::interval(ROUND_INTERVAL);
+    let mut sequence = 0_u64;
+    while Instant::now() < end {
+        interval.tick().await;
+        let mut round = Vec::new();
+        for sender in senders {
+            for (entry, url) in &entries {
+                sequence += 1;
+                let request_id = format!("drill-{drill_id}-{sequence}");
+                round.push(async {
+                    let outcome = send_one(state, url, entry, sender, &body, &request_id).await;
+                    (request_id, outcome)
+                });
+            }
+        }
+        let outcomes = futures_util::future::join_all(round).await;
+        for (index, (request_id, outcome)) in outcomes.into_iter().enumerate() {
+            let group = &mut traffic[index];
+            group.sent += 1;
+            let is_served = matches!(outcome, Outcome::FailedOver { .. } | Outcome::ServedAtHome);
+            match outcome {
+                Outcome::FailedOver { cross_border } => {
+                    group.failed_over += 1;
+                    let transfer = jurisdiction_of(state, &group.entry) != Some(group.jurisdiction);
+                    if cross_border != transfer {
+                        group.mislabelled += 1;
+                    }
+                }
+                Outcome::Refused => group.refused_without_consent += 1,
+                Outcome::ServedAtHome => group.served_at_home += 1,
+                Outcome::Error => group.errors += 1,
+            }
+            if is_served {
+                served.push((request_id, group.home.clone()));
+            }
+        }
+    }
+    (traffic, served)
+}
+
+async fn send_one(
+    state: &AppState,
+    url: &str,
+    entry: &RegionId,
+    sender: &Sender,
+    body: &serde_json::Value,
+    request_id: &str,
+) -> Outcome {
+    let answer = state
+        .regions
+        .client
+        .post(url)
+        .bearer_auth(&sender.secret)
+        .header("x-request-id", request_id)
+        .timeout(REQUEST_TIMEOUT)
+        .json(body)
+        .send()
+        .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(%error, %entry, "a drill request failed");
+            return Outcome::Error;
+        }
+    };
+    let served_by = answer
+        .headers()
+        .get("x-synaxis-region")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let answer_headers_cross_border = answer.headers().contains_key(&CROSS_BORDER_HEADER);
+    let status = answer.status();
+    if status.is_success() {
+        // Reading the body lets the response, and so its record, finish.
+        if answer.bytes().await.is_err() {
+            return Outcome::Error;
+        }
+        if served_by == sender.home.as_str() {
+            return Outcome::ServedAtHome;
+        }
+        if served_by == entry.as_str() {
+            let cross_border = answer_headers_cross_border;
+            return Outcome::FailedOver { cross_border };
+        }
+        return Outcome::Error;
+    }
+    let code = answer
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+    if status.as_u16() == 503 && code.as_deref() == Some("region_unavailable") {
+        return Outcome::Refused;
+    }
+    tracing::warn!(status = status.as_u16(), code = code.unwrap_or_default(), %entry, "a drill request failed");
+    Outcome::Error
+}
+
+/// Waits until no region holds a record of `served` for another region, then counts each
+/// served request's records.
+async fn check_usage(
+    state: &AppState,
+    regions: &[RegionId],
+    served: &[(String, RegionId)],
+) -> DrillUsage {
+    let query = RecordsQuery {
+        request_ids: served.iter().map(|(id, _)| id.clone()).collect(),
+    };
+    let deadline = Instant::now() + HAND_OFF_WAIT;
+    // Per request id: records in its home region, and records held elsewhere.
+    let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    loop {
+        counts.clear();
+        let mut complete = true;
+        for region in regions {
+            let answer: Result<Vec<RecordCount>, String> = on_region(
+                state,
+                region,
+                RECORDS_PATH,
+                &query,
+                count_records(state, &query),
+            )
+            .await;
+            match answer {
+                Ok(rows) => {
+                    for row in rows {
+                        let entry = counts.entry(row.request_id).or_default();
+                        if row.stored_region == *region {
+                            entry.0 += row.count;
+                        } else {
+                            entry.1 += row.count;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot count the drill's records");
+                    complete = false;
+                }
+            }
+        }
+        let held: i64 = counts.values().map(|(_, held)| held).sum();
+        if (complete && held == 0) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let mut usage = DrillUsage {
+        expected: u64::try_from(served.len()).unwrap_or(u64::MAX),
+        ..DrillUsage::default()
+    };
+    for (request_id, _) in served {
+        let (home, held) = counts.get(request_id).copied().unwrap_or_default();
+        match home + held {
+            0 => usage.lost += 1,
+            1 if home == 1 => usage.landed += 1,
+            1 => {}
+            _ => usage.duplicated += 1,
+        }
+        usage.still_held += u64::try_from(held).unwrap_or(0);
+    }
+    usage
+}
+
+/// Lists the outcomes that the transfer rules do not allow, or that the drill did not produce
+/// though the rules require them.
+fn unexpected(report: &DrillReport, state: &AppState) -> Vec<String> {
+    let mut found = Vec::new();
+    for group in &report.traffic {
+        let what = format!(
+            "keys of {} {} consent sent through {}",
+            group.home,
+            if group.consent { "with" } else { "without" },
+            group.entry
+        );
+        let entry_jurisdiction = jurisdiction_of(state, &group.entry);
+        let drained = group.home == report.region;
+        let allowed = group.consent || entry_jurisdiction == Some(group.jurisdiction);
+        if drained && allowed && group.failed_over != group.sent - group.errors {
+            found.push(format!(
+                "{what}: only {} of {} failed over",
+                group.failed_over, group.sent
+            ));
+        }
+        if drained && !allowed && group.failed_over > 0 {
+            found.push(format!(
+                "{what}: {} were served without a transfer basis",
+                group.failed_over
+            ));
+        }
+        if !drained && group.served_at_home != group.sent - group.errors {
+            found.push(format!(
+                "{what}: only {} of {} were served at home",
+                group.served_at_home, group.sent
+            ));
+        }
+        if group.mislabelled > 0 {
+            found.push(format!(
+                "{what}: {} failed over with a cross-border header that does not match the jurisdictions",
+                group.mislabelled
+            ));
+        }
+    }
+    found
+}
+
+fn jurisdiction_of(state: &AppState, region: &RegionId) -> Option<Jurisdiction> {
+    if *region == state.regions.own {
+        Some(state.regions.own_jurisdiction)
+    } else {
+        state
+            .regions
+            .peers
+            .get(region)
+            .map(|peer| peer.jurisdiction)
+    }
+}
