@@ -2,7 +2,8 @@
 
 Usage: regions_stream.py, with SYNAXIS_BASE_URL, SYNAXIS_KEY, SYNAXIS_MODEL and SYNAXIS_CA_CERT
 (the PEM file of the CA that signed the gateway's certificate) set. Prints one JSON object: the
-streamed text, the reported usage, and the x-synaxis-region and x-request-id headers.
+streamed text, the reported usage, and the x-synaxis-region, x-request-id and
+x-synaxis-cross-border headers.
 """
 
 import json
@@ -28,6 +29,7 @@ def main():
     ) as response:
         region = response.headers.get("x-synaxis-region")
         request_id = response.headers.get("x-request-id")
+        cross_border = response.headers.get("x-synaxis-cross-border")
         for chunk in response.parse():
             if chunk.usage is not None:
                 usage = [chunk.usage.prompt_tokens, chunk.usage.completion_tokens]
@@ -35,7 +37,13 @@ def main():
                 pieces.append(chunk.choices[0].delta.content or "")
     print(
         json.dumps(
-            {"text": "".join(pieces), "usage": usage, "region": region, "request_id": request_id}
+            {
+                "text": "".join(pieces),
+                "usage": usage,
+                "region": region,
+                "request_id": request_id,
+                "cross_border": cross_border,
+            }
         )
     )
 

@@ -194,6 +194,29 @@ async fn replica_consent(pool: &sqlx::PgPool, key_id: &str) -> Option<bool> {
     )
 }
 
+/// Streams one chat completion with the official `openai` SDK through `region`, and returns
+/// what the script saw: text, usage, and the region, request id and cross-border headers.
+fn sdk_stream(deployment: &Deployment, python: &str, region: &str, secret: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/regions_stream.py");
+    let output = Command::new(python)
+        .arg(script)
+        .env(
+            "SYNAXIS_BASE_URL",
+            format!("{}/v1", deployment.region(region).url),
+        )
+        .env("SYNAXIS_KEY", secret)
+        .env("SYNAXIS_MODEL", "gpt-4o-mini")
+        .env("SYNAXIS_CA_CERT", &deployment.ca_file)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "the SDK stream failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("script prints JSON")
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &str, id: uuid::Uuid) -> i64 {
     let (count,): (i64,) = sqlx::query_as(sql)
         .bind(id)
@@ -214,24 +237,7 @@ async fn forwarding_stores_only_at_home() {
     let tenant = deployment.tenant("sa-east-1");
     assert!(tenant.secret.starts_with("sk-syn-br-"), "{}", tenant.secret);
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/regions_stream.py");
-    let output = Command::new(python)
-        .arg(script)
-        .env(
-            "SYNAXIS_BASE_URL",
-            format!("{}/v1", deployment.region("us-east-1").url),
-        )
-        .env("SYNAXIS_KEY", &tenant.secret)
-        .env("SYNAXIS_MODEL", "gpt-4o-mini")
-        .env("SYNAXIS_CA_CERT", &deployment.ca_file)
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "the SDK stream failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("script prints JSON");
+    let seen = sdk_stream(&deployment, &python, "us-east-1", &tenant.secret);
     assert_eq!(seen["text"], "Hello from the fake upstream.");
     assert_eq!(seen["usage"], serde_json::json!([11, 7]));
     assert_eq!(seen["region"], "sa-east-1", "processed in the home region");
@@ -580,17 +586,82 @@ async fn wait_for_status(deployment: &Deployment, observer: &str, region: &str, 
     }
 }
 
+/// Returns the regions for which `pool` stores records of `request_id`, one item per record.
+async fn records_of(pool: &sqlx::PgPool, request_id: &str) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT stored_region FROM requests WHERE request_id = $1 ORDER BY stored_region",
+    )
+    .bind(request_id)
+    .fetch_all(pool)
+    .await
+    .expect("read records");
+    rows.into_iter().map(|(region,)| region).collect()
+}
+
+/// Polls `pool` until it stores exactly `expected` for `request_id`, or the time is up.
+async fn wait_for_records(
+    pool: &sqlx::PgPool,
+    request_id: &str,
+    expected: &[&str],
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = records_of(pool, request_id).await;
+        if seen == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records of {request_id}: {seen:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Returns the transfer record of `request_id` in `pool`: regulation, citation, from, to.
+async fn transfer_of(
+    pool: &sqlx::PgPool,
+    request_id: &str,
+) -> Vec<(String, String, String, String)> {
+    sqlx::query_as(
+        "SELECT regulation, citation, from_region, to_region FROM transfers WHERE request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_all(pool)
+    .await
+    .expect("read transfers")
+}
+
+/// Checks that the residency check of every region finds no violation.
+fn assert_residency_clean(deployment: &Deployment) {
+    let (status, reply) = deployment.ctl_status("us-east-1", &["compliance", "residency-check"]);
+    assert_eq!(status, 0, "{reply}");
+    for report in reply["reports"].as_array().expect("reports") {
+        assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    }
+}
+
+/// Time that held records take to reach their home region once it is up: the hand-off runs
+/// every second, and the rest is margin for a loaded machine.
+const HAND_OFF: Duration = Duration::from_secs(30);
+
 #[tokio::test]
-async fn health_follows_stopped_region() {
+async fn failover_follows_health_and_consent() {
     let Some(deployment) = Deployment::load() else {
+        return;
+    };
+    let Some(python) = service_url(PYTHON_ENV) else {
         return;
     };
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "up").await;
     }
-    // Two EU keys that us-east-1's replica holds; the second one's user consents to failover.
-    let tenant = deployment.tenant("eu-west-1");
+    // Three EU users: one without any basis, one who consents, one whose org has standard
+    // contractual clauses.
+    let plain = deployment.tenant("eu-west-1");
     let consenting = deployment.tenant("eu-west-1");
+    let clauses = deployment.tenant("eu-west-1");
     let http = deployment.http();
     let consent = http
         .post(format!(
@@ -603,17 +674,34 @@ async fn health_follows_stopped_region() {
         .await
         .expect("grant consent through us-east-1");
     assert_eq!(consent.status().as_u16(), 200);
-    let replica = deployment.database("us-east-1").await;
+    deployment.ctl(
+        "eu-west-1",
+        &[
+            "org",
+            "update",
+            &clauses.org_id,
+            "--transfer-mechanism",
+            "standard-contractual-clauses",
+            "--justification",
+            "signed SCC on file",
+        ],
+    );
+    let us_replica = deployment.database("us-east-1").await;
+    let sa_replica = deployment.database("sa-east-1").await;
     let deadline = Instant::now() + PROPAGATION;
     loop {
-        let plain = replica_active(&replica, &tenant.key_id).await == Some(true);
-        let consented = replica_consent(&replica, &consenting.key_id).await == Some(true);
-        if plain && consented {
+        let plain_ready = replica_active(&us_replica, &plain.key_id).await == Some(true);
+        let consented = replica_consent(&us_replica, &consenting.key_id).await == Some(true);
+        let mechanism = replica_entry(&sa_replica, &clauses.key_id)
+            .await
+            .map(|entry| entry["org_transfer_mechanism"].clone());
+        let clauses_ready = mechanism == Some(serde_json::json!("standard_contractual_clauses"));
+        if plain_ready && consented && clauses_ready {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the EU keys did not reach us-east-1's replica"
+            "the EU keys did not reach the replicas"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -626,27 +714,28 @@ async fn health_follows_stopped_region() {
     for observer in ["us-east-1", "sa-east-1"] {
         wait_for_status(&deployment, observer, "eu-west-1", "down").await;
     }
-    // Meanwhile us-east-1 answers the EU key, whose region cannot serve it, with 503, and an
-    // unknown key with 401.
+
+    // Without a basis: 503 with how to consent, in English and in Portuguese.
     let url = format!("{}/v1/chat/completions", deployment.region("us-east-1").url);
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    let known = http
+    let refused = http
         .post(&url)
-        .bearer_auth(&tenant.secret)
+        .bearer_auth(&plain.secret)
         .json(&body)
         .send()
         .await
         .expect("send with the EU key");
-    assert_eq!(known.status().as_u16(), 503);
-    assert_eq!(known.headers()["retry-after"], "5");
-    assert_eq!(known.headers()["x-synaxis-region"], "us-east-1");
-    let error: Value = known.json().await.expect("error body");
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    assert_eq!(refused.headers()["x-synaxis-region"], "us-east-1");
+    assert!(refused.headers().get("x-synaxis-cross-border").is_none());
+    let error: Value = refused.json().await.expect("error body");
     assert_eq!(error["error"]["code"], "region_unavailable");
     let message = error["error"]["message"].as_str().expect("message");
     assert!(message.contains("/v1/privacy/consent"), "{message}");
     let portuguese: Value = http
         .post(&url)
-        .bearer_auth(&tenant.secret)
+        .bearer_auth(&plain.secret)
         .header("accept-language", "pt-BR")
         .json(&body)
         .send()
@@ -655,21 +744,65 @@ async fn health_follows_stopped_region() {
         .json()
         .await
         .expect("error body");
+    assert_eq!(portuguese["error"]["code"], "region_unavailable");
     let message = portuguese["error"]["message"].as_str().expect("message");
     assert!(message.contains("consentimento"), "{message}");
-    // The message for a user who consented does not ask for consent.
-    let consented: Value = http
-        .post(&url)
-        .bearer_auth(&consenting.secret)
+    assert_eq!(
+        count(
+            &us_replica,
+            "SELECT count(*) FROM transfers WHERE user_id = $1",
+            uuid(&plain.user_id)
+        )
+        .await,
+        0,
+        "no transfer is recorded for a refused request"
+    );
+
+    // With consent: the official SDK streams from us-east-1, marked cross-border, and the
+    // transfer names GDPR Art. 49(1)(a).
+    let seen = sdk_stream(&deployment, &python, "us-east-1", &consenting.secret);
+    assert_eq!(seen["text"], "Hello from the fake upstream.");
+    assert_eq!(seen["region"], "us-east-1");
+    assert_eq!(seen["cross_border"], "true");
+    let consented_id = seen["request_id"].as_str().expect("request id").to_owned();
+    assert_eq!(
+        transfer_of(&us_replica, &consented_id).await,
+        vec![(
+            "GDPR".to_owned(),
+            "GDPR Art. 49(1)(a)".to_owned(),
+            "eu-west-1".to_owned(),
+            "us-east-1".to_owned()
+        )]
+    );
+    wait_for_records(&us_replica, &consented_id, &["eu-west-1"], PROPAGATION).await;
+
+    // The org's contractual clauses let sa-east-1 serve its user without consent.
+    let clauses_id = format!("failover-{}", uuid::Uuid::new_v4().simple());
+    let served = http
+        .post(format!(
+            "{}/v1/chat/completions",
+            deployment.region("sa-east-1").url
+        ))
+        .bearer_auth(&clauses.secret)
+        .header("x-request-id", &clauses_id)
         .json(&body)
         .send()
         .await
-        .expect("send with the consenting EU key")
-        .json()
-        .await
-        .expect("error body");
-    let message = consented["error"]["message"].as_str().expect("message");
-    assert!(!message.contains("/v1/privacy/consent"), "{message}");
+        .expect("send with the EU key of an org with clauses");
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(served.headers()["x-synaxis-cross-border"], "true");
+    assert_eq!(served.headers()["x-synaxis-region"], "sa-east-1");
+    assert_eq!(
+        transfer_of(&sa_replica, &clauses_id).await,
+        vec![(
+            "GDPR".to_owned(),
+            "GDPR Art. 46(2)(c)".to_owned(),
+            "eu-west-1".to_owned(),
+            "sa-east-1".to_owned()
+        )]
+    );
+    wait_for_records(&sa_replica, &clauses_id, &["eu-west-1"], PROPAGATION).await;
+
     let unknown = http
         .post(&url)
         .bearer_auth("sk-syn-eu-0123456789abcdefghijklmnopqrstuvwxyzABCD")
@@ -693,4 +826,96 @@ async fn health_follows_stopped_region() {
     drop(restart);
     let (status, reply) = deployment.ctl_status("us-east-1", &["region", "status"]);
     assert_eq!(status, 0, "every view reads every region up: {reply}");
+
+    // The held records land in eu-west-1 once, and the regions that held them keep none.
+    let eu = deployment.database("eu-west-1").await;
+    for request_id in [&consented_id, &clauses_id] {
+        wait_for_records(&eu, request_id, &["eu-west-1"], HAND_OFF).await;
+    }
+    for (pool, request_id) in [(&us_replica, &consented_id), (&sa_replica, &clauses_id)] {
+        wait_for_records(pool, request_id, &[], HAND_OFF).await;
+    }
+    for request_id in [&consented_id, &clauses_id] {
+        assert_eq!(records_of(&eu, request_id).await, ["eu-west-1"]);
+    }
+
+    // New requests go home again.
+    let home_id = format!("home-{}", uuid::Uuid::new_v4().simple());
+    let home = http
+        .post(&url)
+        .bearer_auth(&consenting.secret)
+        .header("x-request-id", &home_id)
+        .json(&body)
+        .send()
+        .await
+        .expect("send after eu-west-1 returned");
+    assert_eq!(home.status().as_u16(), 200);
+    assert_eq!(home.headers()["x-synaxis-region"], "eu-west-1");
+    assert!(home.headers().get("x-synaxis-cross-border").is_none());
+    wait_for_records(&eu, &home_id, &["eu-west-1"], PROPAGATION).await;
+    assert!(records_of(&us_replica, &home_id).await.is_empty());
+    assert!(transfer_of(&us_replica, &home_id).await.is_empty());
+
+    assert_residency_clean(&deployment);
+}
+
+#[tokio::test]
+async fn failover_drill_loses_and_duplicates_nothing() {
+    let Some(deployment) = Deployment::load() else {
+        return;
+    };
+    for observer in ["us-east-1", "sa-east-1"] {
+        wait_for_status(&deployment, observer, "eu-west-1", "up").await;
+    }
+    let (status, report) = deployment.ctl_status(
+        "us-east-1",
+        &[
+            "failover",
+            "drill",
+            "--region",
+            "eu-west-1",
+            "--duration",
+            "3s",
+            "--justification",
+            "quarterly failover drill",
+        ],
+    );
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(report["region"], "eu-west-1");
+    assert_eq!(report["usage"]["lost"], 0, "{report:#}");
+    assert_eq!(report["usage"]["duplicated"], 0, "{report:#}");
+    assert_eq!(report["usage"]["still_held"], 0, "{report:#}");
+    assert_eq!(report["usage"]["expected"], report["usage"]["landed"]);
+    assert_eq!(report["unexpected"], serde_json::json!([]));
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["restored"], true);
+
+    // Keys of each region, with and without consent, through each region but eu-west-1.
+    let traffic = report["traffic"].as_array().expect("traffic");
+    assert_eq!(traffic.len(), 3 * 2 * 2, "{report:#}");
+    for group in traffic {
+        let sent = group["sent"].as_u64().expect("sent");
+        assert!(sent > 0, "{group}");
+        let drained = group["home"] == "eu-west-1";
+        let outcome = match (drained, group["consent"].as_bool().expect("consent")) {
+            (true, true) => "failed_over",
+            (true, false) => "refused_without_consent",
+            (false, _) => "served_at_home",
+        };
+        assert_eq!(group[outcome].as_u64(), Some(sent), "{group}");
+    }
+    let failed_over = report["failed_over"].as_u64().expect("failed over");
+    let served = failed_over + report["served_at_home"].as_u64().expect("served at home");
+    assert!(failed_over > 0);
+    assert_eq!(report["usage"]["expected"].as_u64(), Some(served));
+
+    // Every region routes to eu-west-1 again.
+    let (_, status) = deployment.ctl_status("us-east-1", &["region", "status"]);
+    for view in status["views"].as_array().expect("views") {
+        for health in view["regions"].as_array().expect("regions") {
+            assert!(health.get("drained_until").is_none(), "{health}");
+        }
+    }
+
+    assert_residency_clean(&deployment);
 }

@@ -431,6 +431,11 @@ async fn perform(api: &Api, fixture: &Fixture, case: &str, role: &str) -> Status
             "/control/v1/compliance/residency".to_owned(),
             None,
         ),
+        "failover.drill" => (
+            Method::POST,
+            "/control/v1/failover/drills".to_owned(),
+            Some(json!({"region": "eu-west-1", "duration_secs": 1})),
+        ),
         other => panic!("docs/permissions.md has case `{other}`, which this test does not know"),
     };
 

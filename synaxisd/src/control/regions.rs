@@ -50,6 +50,18 @@ pub async fn drill(
     ControlCaller(caller): ControlCaller,
     JsonBody(request): JsonBody<DrillRequest>,
 ) -> Result<Json<DrillReport>, ApiError> {
+    if !matches!(caller.actor, Actor::Operator) {
+        // Refuses, and records the refusal.
+        state
+            .tenancy
+            .record_operation(
+                &caller,
+                Action::FailoverDrill,
+                "region",
+                request.region.as_str(),
+            )
+            .await?;
+    }
     let Some(justification) = caller.justification.clone() else {
         return Err(ApiError::invalid(
             "justification",
