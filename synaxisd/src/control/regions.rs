@@ -50,8 +50,9 @@ pub async fn drill(
     ControlCaller(caller): ControlCaller,
     JsonBody(request): JsonBody<DrillRequest>,
 ) -> Result<Json<DrillReport>, ApiError> {
-    if !matches!(caller.actor, Actor::Operator) {
-        // Refuses, and records the refusal.
+    // A member's call is rejected and audited here; an operator's is audited once justified.
+    let is_operator = matches!(caller.actor, Actor::Operator);
+    if !is_operator || caller.justification.is_some() {
         state
             .tenancy
             .record_operation(
@@ -68,15 +69,6 @@ pub async fn drill(
             "a drill needs a justification: pass --justification TEXT (header x-synaxis-justification)",
         ));
     };
-    state
-        .tenancy
-        .record_operation(
-            &caller,
-            Action::FailoverDrill,
-            "region",
-            request.region.as_str(),
-        )
-        .await?;
     let report = crate::region::drill::run(&state, &request, &justification).await?;
     Ok(Json(report))
 }

@@ -3,7 +3,7 @@
 //! 1. Every region creates a drill org with two users, one who consents to cross-border
 //!    failover and one who does not, and an inference key for each that expires soon after the
 //!    drill.
-//! 2. The coordinator waits until every region's key directory replica holds the keys of the
+//! 2. The coordinator waits until every region's key directory replica contains the keys of the
 //!    other regions.
 //! 3. Every region drains the drilled region from its routing, until the drill's end plus a
 //!    margin, so that a coordinator that dies leaves no region drained for long.
@@ -37,7 +37,7 @@ use crate::tenancy::{Caller, TenancyError};
 /// Path at which a region creates its drill tenants.
 pub const TENANTS_PATH: &str = "/peer/v1/drill/tenants";
 
-/// Path at which a region reports which keys its directory replica holds.
+/// Path at which a region reports which keys its directory replica contains.
 pub const DIRECTORY_PATH: &str = "/peer/v1/drill/directory";
 
 /// Path at which a region counts the records of request ids.

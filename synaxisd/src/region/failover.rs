@@ -1,6 +1,6 @@
-//! Failover: serving here a request of a user whose home region is down or drained, when the
-//! compliance provider of the user's jurisdiction allows it, and handing the usage records made
-//! meanwhile to the home region once it takes traffic again.
+//! Failover: this region serves a request of a user whose home region is down or drained, when
+//! the compliance provider of the user's jurisdiction allows it. The usage records made meanwhile
+//! go to the home region once it takes traffic again.
 //!
 //! A served request authenticates with the replica's directory entry, runs through the local
 //! router with the entry's limits and model policies, and stores its record in this region's
