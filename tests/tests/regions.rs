@@ -662,6 +662,32 @@ async fn failover_follows_health_and_consent() {
     let plain = deployment.tenant("eu-west-1");
     let consenting = deployment.tenant("eu-west-1");
     let clauses = deployment.tenant("eu-west-1");
+    // A consenting user whose key's budget covers one request.
+    let budgeted = deployment.tenant("eu-west-1");
+    deployment.ctl(
+        "eu-west-1",
+        &[
+            "user",
+            "consent",
+            "grant",
+            &budgeted.user_id,
+            "--justification",
+            "consent form on file",
+        ],
+    );
+    deployment.ctl(
+        "eu-west-1",
+        &[
+            "budget",
+            "set",
+            "--key",
+            &budgeted.key_id,
+            "--max-usd",
+            "0.000001",
+            "--justification",
+            "one request",
+        ],
+    );
     let http = deployment.http();
     let consent = http
         .post(format!(
@@ -696,7 +722,12 @@ async fn failover_follows_health_and_consent() {
             .await
             .map(|entry| entry["org_transfer_mechanism"].clone());
         let clauses_ready = mechanism == Some(serde_json::json!("standard_contractual_clauses"));
-        if plain_ready && consented && clauses_ready {
+        let budget = replica_entry(&us_replica, &budgeted.key_id)
+            .await
+            .map(|entry| entry["budgets"][0]["max_usd"].clone());
+        let budget_ready = budget == Some(serde_json::json!("0.000001"))
+            && replica_consent(&us_replica, &budgeted.key_id).await == Some(true);
+        if plain_ready && consented && clauses_ready && budget_ready {
             break;
         }
         assert!(
@@ -803,6 +834,29 @@ async fn failover_follows_health_and_consent() {
     );
     wait_for_records(&sa_replica, &clauses_id, &["eu-west-1"], PROPAGATION).await;
 
+    // The replicated budget admits one request; the held record of that one uses it up.
+    let budget_id = format!("budget-{}", uuid::Uuid::new_v4().simple());
+    let first = http
+        .post(&url)
+        .bearer_auth(&budgeted.secret)
+        .header("x-request-id", &budget_id)
+        .json(&body)
+        .send()
+        .await
+        .expect("send within the budget");
+    assert_eq!(first.status().as_u16(), 200);
+    wait_for_records(&us_replica, &budget_id, &["eu-west-1"], PROPAGATION).await;
+    let over = http
+        .post(&url)
+        .bearer_auth(&budgeted.secret)
+        .json(&body)
+        .send()
+        .await
+        .expect("send past the budget");
+    assert_eq!(over.status().as_u16(), 402);
+    let error: Value = over.json().await.expect("error body");
+    assert_eq!(error["error"]["code"], "budget_exceeded");
+
     let unknown = http
         .post(&url)
         .bearer_auth("sk-syn-eu-0123456789abcdefghijklmnopqrstuvwxyzABCD")
@@ -829,13 +883,18 @@ async fn failover_follows_health_and_consent() {
 
     // The held records land in eu-west-1 once, and the regions that held them keep none.
     let eu = deployment.database("eu-west-1").await;
-    for request_id in [&consented_id, &clauses_id] {
+    let held = [&consented_id, &clauses_id, &budget_id];
+    for request_id in held {
         wait_for_records(&eu, request_id, &["eu-west-1"], HAND_OFF).await;
     }
-    for (pool, request_id) in [(&us_replica, &consented_id), (&sa_replica, &clauses_id)] {
+    for (pool, request_id) in [
+        (&us_replica, &consented_id),
+        (&sa_replica, &clauses_id),
+        (&us_replica, &budget_id),
+    ] {
         wait_for_records(pool, request_id, &[], HAND_OFF).await;
     }
-    for request_id in [&consented_id, &clauses_id] {
+    for request_id in held {
         assert_eq!(records_of(&eu, request_id).await, ["eu-west-1"]);
     }
 

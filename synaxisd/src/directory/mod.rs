@@ -14,6 +14,7 @@ mod replicator;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use synaxis_shared::api::KeyScope;
+use synaxis_shared::budgets::{Budget, BudgetScope};
 pub use synaxis_shared::compliance::ConsentFlags;
 use synaxis_shared::limits::LimitSet;
 use synaxis_shared::plans::Overrides;
@@ -61,6 +62,9 @@ pub struct DirectoryEntry {
     /// The transfer mechanism recorded on the org, if any.
     #[serde(default)]
     pub org_transfer_mechanism: Option<synaxis_shared::compliance::OrgTransferMechanism>,
+    /// The budgets of the key, its team and its org, with their spend when the entry was made.
+    #[serde(default)]
+    pub budgets: Vec<Budget>,
     /// Microseconds since the Unix epoch at the read that made the entry.
     pub version: i64,
 }
@@ -138,6 +142,7 @@ impl DirectoryEntry {
             plan_overrides: overrides,
             consent: ConsentFlags::default(),
             org_transfer_mechanism: None,
+            budgets: Vec::new(),
             version,
         }
     }
@@ -181,6 +186,15 @@ impl DirectoryEntry {
                 overrides: self.plan_overrides.clone(),
             },
             budgets: Vec::new(),
+        }
+    }
+
+    /// Returns whether `budget` belongs to this entry's key, its team or its org.
+    pub fn owns_budget(&self, budget: &Budget) -> bool {
+        match budget.scope {
+            BudgetScope::Key => budget.id == self.key_id.0,
+            BudgetScope::Team => self.team_id.is_some_and(|team| budget.id == team.0),
+            BudgetScope::Org => budget.id == self.org_id.0,
         }
     }
 

@@ -22,15 +22,18 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use synaxis_shared::RegionId;
+use synaxis_shared::budgets::{Budget, BudgetScope};
 use synaxis_shared::region::RegionStatus;
 use tokio_util::sync::CancellationToken;
 
 use super::{Peer, REQUEST_ID, Regions, refuse};
 use crate::compliance::{Compliance, Transfer, TransferDecision, TransferRequest};
+use crate::directory::DirectoryEntry;
 use crate::gateway::auth::bearer_token;
-use crate::http_error::ApiError;
+use crate::http_error::{ApiError, BudgetExceeded};
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::store::{AuthenticatedKey, RequestRecord, Store};
@@ -124,6 +127,10 @@ pub(super) async fn serve(
         TransferDecision::Allowed(basis) => Some(basis),
     };
 
+    if let Err(error) = check_budgets(state, home, &entry).await {
+        return refuse(error, request.headers(), own);
+    }
+
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -169,6 +176,54 @@ pub(super) async fn serve(
         );
     }
     response
+}
+
+/// Checks the replicated budgets of the entry's key, team and org, less the cost of the records
+/// that this region holds for them, and refuses with 402 when one has nothing left.
+async fn check_budgets(
+    state: &AppState,
+    home: &RegionId,
+    entry: &DirectoryEntry,
+) -> Result<(), ApiError> {
+    if entry.budgets.is_empty() {
+        return Ok(());
+    }
+    let held = state
+        .tenancy
+        .store()
+        .held_requests_of_org(home, entry.org_id)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, org.id = %entry.org_id, "cannot read the held records of an org");
+            ApiError::RegionUnavailable {
+                region: home.clone(),
+            }
+        })?;
+    for budget in &entry.budgets {
+        // NOTE: held records carry no team, so a team budget counts the key's user's records
+        // only, and the replicated spend is as old as the entry.
+        let spent_here: Decimal = held
+            .iter()
+            .filter(|record| match budget.scope {
+                BudgetScope::Key => record.key_id == entry.key_id,
+                BudgetScope::Team => record.user_id == entry.user_id,
+                BudgetScope::Org => true,
+            })
+            .map(|record| record.cost_usd)
+            .sum();
+        if budget.remaining_usd <= spent_here {
+            let budget = Budget {
+                spent_usd: budget.spent_usd + spent_here,
+                remaining_usd: Decimal::ZERO,
+                ..budget.clone()
+            };
+            return Err(ApiError::BudgetExceeded(Box::new(BudgetExceeded {
+                budget,
+                cost_usd: Decimal::ZERO,
+            })));
+        }
+    }
+    Ok(())
 }
 
 /// Stores the records that a peer held for this region. `region::route_by_region` has checked

@@ -184,6 +184,13 @@ pub trait RequestStore: Send + Sync {
         region: &RegionId,
         limit: i64,
     ) -> Result<Vec<RequestRecord>, StoreError>;
+    /// Returns the records held here for `region` of the org `org_id`, whose cost counts
+    /// against the org's replicated budgets until they are handed off.
+    async fn held_requests_of_org(
+        &self,
+        region: &RegionId,
+        org_id: OrgId,
+    ) -> Result<Vec<RequestRecord>, StoreError>;
     /// Deletes the records held for `region` with these ids, once `region` has stored them.
     /// Returns how many were deleted.
     async fn release_held_requests(

@@ -1671,6 +1671,23 @@ macro_rules! impl_store_queries {
                 convert_all(rows)
             }
 
+            async fn held_requests_of_org(
+                &self,
+                region: &synaxis_shared::RegionId,
+                org_id: OrgId,
+            ) -> Result<Vec<RequestRecord>, StoreError> {
+                let mut query = QueryBuilder::<$db>::new("SELECT ");
+                query
+                    .push(REQUEST_COLUMNS)
+                    .push(" FROM requests WHERE stored_region = ")
+                    .push_bind(region.as_str())
+                    .push(" AND org_id = ")
+                    .push_bind(org_id.0)
+                    .push(" ORDER BY started_at, id");
+                let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
+                convert_all(rows)
+            }
+
             async fn release_held_requests(
                 &self,
                 region: &synaxis_shared::RegionId,
@@ -1923,7 +1940,38 @@ macro_rules! impl_store_queries {
                 }
                 query.push(" ORDER BY k.id");
                 let rows = query.build_query_as::<DirectoryRow>().fetch_all(&self.pool).await?;
-                rows.into_iter().map(|row| row.into_entry(version)).collect()
+                let mut entries: Vec<crate::directory::DirectoryEntry> = rows
+                    .into_iter()
+                    .map(|row| row.into_entry(version))
+                    .collect::<Result<_, _>>()?;
+
+                // The budgets of the entries' keys, teams and orgs, as they stand now.
+                let mut orgs: Vec<uuid::Uuid> = entries.iter().map(|entry| entry.org_id.0).collect();
+                orgs.sort_unstable();
+                orgs.dedup();
+                let mut budgets = Vec::new();
+                for chunk in orgs.chunks(1000) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT scope, scope_id, org_id, max_micros, spent_micros, reserved_micros,
+                                updated_at
+                         FROM budgets WHERE org_id IN (",
+                    );
+                    let mut separated = query.separated(", ");
+                    for org in chunk {
+                        separated.push_bind(*org);
+                    }
+                    query.push(")");
+                    let rows = query.build_query_as::<BudgetRow>().fetch_all(&self.pool).await?;
+                    budgets.extend(convert_all::<_, Budget>(rows)?);
+                }
+                for entry in &mut entries {
+                    entry.budgets = budgets
+                        .iter()
+                        .filter(|budget| entry.owns_budget(budget))
+                        .cloned()
+                        .collect();
+                }
+                Ok(entries)
             }
 
             async fn apply_directory_entries(
