@@ -148,7 +148,7 @@ start_region() {
     SYNAXIS_PEER_SECRET=$(secret SYNAXIS_PEER_SECRET)
     SYNAXIS_OPERATOR_TOKEN=$(operator_token "$region")
     export SYNAXIS_KEY_PEPPER SYNAXIS_PEER_SECRET SYNAXIS_OPERATOR_TOKEN
-    exec setsid nohup "$root/target/debug/synaxisd" --config "$run/$region.toml" serve \
+    exec setsid nohup "${CARGO_TARGET_DIR:-$root/target}/debug/synaxisd" --config "$run/$region.toml" serve \
       >>"$run/$region.log" 2>&1
   ) &
   echo $! >"$pid_file"

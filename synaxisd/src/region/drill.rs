@@ -178,13 +178,19 @@ async fn create_tenants(
         ..Caller::operator()
     };
     let tenancy = &state.tenancy;
+    // The highest-ranked plan, so that the drill's rate of requests stays within its quotas.
+    let plan = tenancy
+        .plans()
+        .plans()
+        .max_by_key(|plan| plan.rank)
+        .map(|plan| plan.id.clone());
     let org = tenancy
         .create_org(
             &caller,
             CreateOrgRequest {
                 name: format!("Failover drill {}", request.drill_id),
                 slug: Some(format!("drill-{}", request.drill_id)),
-                plan: None,
+                plan,
             },
         )
         .await?;
