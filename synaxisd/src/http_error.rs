@@ -77,6 +77,9 @@ pub enum ApiError {
     },
     #[error("the key's home region {region} cannot be reached")]
     RegionUnavailable { region: RegionId },
+    /// A failover drill could not run, for the stated reason.
+    #[error("the failover drill could not run: {0}")]
+    DrillFailed(String),
     /// The home region is down, and the user has no basis for being served in `here`.
     #[error("the key's home region {region} cannot be reached, and no consent allows {here}")]
     RegionUnavailableWithoutConsent { region: RegionId, here: RegionId },
@@ -123,6 +126,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::PeerRefused(_) => StatusCode::UNAUTHORIZED,
+            Self::DrillFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -157,6 +161,7 @@ impl ApiError {
                 "region_unavailable"
             }
             Self::PeerRefused(_) => "peer_unauthorized",
+            Self::DrillFailed(_) => "drill_failed",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -190,6 +195,7 @@ impl ApiError {
             | Self::UpstreamTimeout
             | Self::RegionUnavailable { .. }
             | Self::RegionUnavailableWithoutConsent { .. }
+            | Self::DrillFailed(_)
             | Self::ShuttingDown
             | Self::Internal => "api_error",
         }
@@ -265,10 +271,13 @@ impl ApiError {
             ),
             Self::UpstreamTimeout => "The upstream provider timed out. Try again later.".to_owned(),
             Self::RegionUnavailable { region } => format!(
-                "Region {region}, where this request is served, cannot be reached from here right now. Retry after the time in Retry-After."
+                "Region {region}, where this request is served, is unavailable from here right now. Retry after the time in Retry-After."
             ),
             Self::RegionUnavailableWithoutConsent { region, here } => format!(
-                "Your home region, {region}, cannot be reached right now, and your data may be processed in {here} only with your consent or your organization's contractual clauses. Retry after the time in Retry-After, or give consent while your region is up: POST /v1/privacy/consent with {{\"scope\": \"cross_border_failover\"}}."
+                "Your home region, {region}, is unavailable right now, and neither your consent nor your organization's contractual clauses allow processing your data in {here}. Retry after the time in Retry-After, or, while your region is up, consent to cross-border failover: POST /v1/privacy/consent with {{\"scope\": \"cross_border_failover\"}}, whose `regions`, when given, must include {here}."
+            ),
+            Self::DrillFailed(reason) => format!(
+                "The failover drill could not run: {reason}. Check every region with `synaxisctl region status`, then run the drill again."
             ),
             Self::OtherRegionKey { region, url } => format!(
                 "This key belongs to region {region}, and this region does not forward to it. Send the request to {url}."
@@ -341,10 +350,13 @@ impl ApiError {
                 "O provedor upstream excedeu o tempo limite. Tente novamente mais tarde.".to_owned()
             }
             Self::RegionUnavailable { region } => format!(
-                "A região {region}, onde esta requisição é atendida, não pode ser alcançada daqui agora. Tente de novo após o tempo em Retry-After."
+                "A região {region}, onde esta requisição é atendida, está indisponível daqui agora. Tente de novo após o tempo em Retry-After."
             ),
             Self::RegionUnavailableWithoutConsent { region, here } => format!(
-                "Sua região de origem, {region}, não pode ser alcançada agora, e seus dados só podem ser tratados em {here} com o seu consentimento ou com as cláusulas contratuais da sua organização. Tente de novo após o tempo em Retry-After, ou dê o consentimento enquanto a sua região estiver no ar: POST /v1/privacy/consent com {{\"scope\": \"cross_border_failover\"}}."
+                "Sua região de origem, {region}, está indisponível agora, e nem o seu consentimento nem as cláusulas contratuais da sua organização permitem tratar seus dados em {here}. Tente de novo após o tempo em Retry-After ou, enquanto a sua região estiver no ar, dê o consentimento para failover entre regiões: POST /v1/privacy/consent com {{\"scope\": \"cross_border_failover\"}}, cuja lista `regions`, quando informada, deve incluir {here}."
+            ),
+            Self::DrillFailed(reason) => format!(
+                "O exercício de failover não pôde ser feito: {reason}. Verifique todas as regiões com `synaxisctl region status` e repita o exercício."
             ),
             Self::OtherRegionKey { region, url } => format!(
                 "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."
@@ -376,7 +388,7 @@ impl ApiError {
             | Self::Upstream(_)
             | Self::UpstreamTimeout
             | Self::RegionUnavailable { .. }
-            | Self::RegionUnavailableWithoutConsent { .. }
+            | Self::DrillFailed(_)
             | Self::PeerRefused(_)
             | Self::ShuttingDown => {
                 tracing::warn!(error = %self, code = self.code(), "request failed");

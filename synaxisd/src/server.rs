@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route(drill::DIRECTORY_PATH, post(drill::peer_directory))
         .route(drill::RECORDS_PATH, post(drill::peer_records))
         .route(drill::DRAIN_PATH, post(drill::peer_drain))
+        .route(drill::FINISH_PATH, post(drill::peer_finish))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })

@@ -1407,8 +1407,16 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
     assert_eq!(entries[0].consent.regions, vec![region()]);
 
     clock.advance(Duration::minutes(5));
-    let withdrawn = tenancy
+    let unjustified = tenancy
         .withdraw_consent(&operator(), user.id, scope)
+        .await
+        .expect_err("the operator needs a justification");
+    assert!(
+        unjustified.to_string().contains("justification"),
+        "{unjustified}"
+    );
+    let withdrawn = tenancy
+        .withdraw_consent(&justified_operator(), user.id, scope)
         .await
         .expect("withdraw");
     assert!(!withdrawn.granted);
@@ -1490,8 +1498,16 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
         .await
         .expect_err("only the operator records a mechanism");
     assert!(matches!(refused, TenancyError::Denied(_)), "{refused:?}");
+    let unjustified = tenancy
+        .update_org(&operator(), &org.id.to_string(), clauses.clone())
+        .await
+        .expect_err("the operator needs a justification");
+    assert!(
+        unjustified.to_string().contains("justification"),
+        "{unjustified}"
+    );
     let updated = tenancy
-        .update_org(&operator(), &org.id.to_string(), clauses)
+        .update_org(&justified_operator(), &org.id.to_string(), clauses)
         .await
         .expect("record clauses");
     assert_eq!(
@@ -1508,7 +1524,7 @@ async fn consent_is_versioned_and_reaches_the_directory(store: Arc<dyn Store>) {
     );
     let cleared = tenancy
         .update_org(
-            &operator(),
+            &justified_operator(),
             &org.id.to_string(),
             UpdateOrgRequest {
                 transfer_mechanism: Some(TransferMechanismChange::None),

@@ -59,7 +59,17 @@ async fn consent_api_records_versions() {
     });
     assert_eq!(shown["granted"], true);
     let withdrawn = tokio::task::block_in_place(|| {
-        ctl_json(&daemon, &["user", "consent", "withdraw", &tenant.user_id])
+        ctl_json(
+            &daemon,
+            &[
+                "user",
+                "consent",
+                "withdraw",
+                &tenant.user_id,
+                "--justification",
+                "withdrawal requested by email",
+            ],
+        )
     });
     assert_eq!(withdrawn["granted"], false);
     assert_eq!(withdrawn["current"]["version"], 2);

@@ -662,7 +662,7 @@ async fn failover_follows_health_and_consent() {
     let plain = deployment.tenant("eu-west-1");
     let consenting = deployment.tenant("eu-west-1");
     let clauses = deployment.tenant("eu-west-1");
-    // A consenting user whose key's budget covers one request.
+    // A consenting user whose key's budget covers two small requests.
     let budgeted = deployment.tenant("eu-west-1");
     deployment.ctl(
         "eu-west-1",
@@ -683,9 +683,9 @@ async fn failover_follows_health_and_consent() {
             "--key",
             &budgeted.key_id,
             "--max-usd",
-            "0.000001",
+            "0.00001",
             "--justification",
-            "one request",
+            "two small requests",
         ],
     );
     let http = deployment.http();
@@ -725,7 +725,11 @@ async fn failover_follows_health_and_consent() {
         let budget = replica_entry(&us_replica, &budgeted.key_id)
             .await
             .map(|entry| entry["budgets"][0]["max_usd"].clone());
-        let budget_ready = budget == Some(serde_json::json!("0.000001"))
+        let budget_max = budget
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(|max| max.parse::<rust_decimal::Decimal>().ok());
+        let budget_ready = budget_max == Some(rust_decimal::Decimal::new(1, 5))
             && replica_consent(&us_replica, &budgeted.key_id).await == Some(true);
         if plain_ready && consented && clauses_ready && budget_ready {
             break;
@@ -834,27 +838,44 @@ async fn failover_follows_health_and_consent() {
     );
     wait_for_records(&sa_replica, &clauses_id, &["eu-west-1"], PROPAGATION).await;
 
-    // The replicated budget admits one request; the held record of that one uses it up.
-    let budget_id = format!("budget-{}", uuid::Uuid::new_v4().simple());
-    let first = http
-        .post(&url)
-        .bearer_auth(&budgeted.secret)
-        .header("x-request-id", &budget_id)
-        .json(&body)
-        .send()
-        .await
-        .expect("send within the budget");
-    assert_eq!(first.status().as_u16(), 200);
-    wait_for_records(&us_replica, &budget_id, &["eu-west-1"], PROPAGATION).await;
-    let over = http
-        .post(&url)
-        .bearer_auth(&budgeted.secret)
-        .json(&body)
-        .send()
-        .await
-        .expect("send past the budget");
-    assert_eq!(over.status().as_u16(), 402);
-    let error: Value = over.json().await.expect("error body");
+    // The replicated budget of $0.00001 refuses a request whose worst case is larger, admits
+    // small ones, and refuses once the records held here have used it up.
+    let small = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let large = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 4000,
+        "messages": [{"role": "user", "content": "hi"}],
+    });
+    let budget_status = |body: &Value, request_id: &str| {
+        let request = http
+            .post(&url)
+            .bearer_auth(&budgeted.secret)
+            .header("x-request-id", request_id)
+            .json(body);
+        async move {
+            let answer = request.send().await.expect("send with the budgeted key");
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.expect("JSON body");
+            (status, body)
+        }
+    };
+    let (status, error) = budget_status(&large, "budget-large").await;
+    assert_eq!(status, 402, "{error}");
+    assert_eq!(error["error"]["code"], "budget_exceeded");
+    let mut budget_ids = Vec::new();
+    for _ in 0..2 {
+        let request_id = format!("budget-{}", uuid::Uuid::new_v4().simple());
+        let (status, body) = budget_status(&small, &request_id).await;
+        assert_eq!(status, 200, "{body}");
+        wait_for_records(&us_replica, &request_id, &["eu-west-1"], PROPAGATION).await;
+        budget_ids.push(request_id);
+    }
+    let (status, error) = budget_status(&small, "budget-over").await;
+    assert_eq!(status, 402, "{error}");
     assert_eq!(error["error"]["code"], "budget_exceeded");
 
     let unknown = http
@@ -883,14 +904,15 @@ async fn failover_follows_health_and_consent() {
 
     // The held records land in eu-west-1 once, and the regions that held them keep none.
     let eu = deployment.database("eu-west-1").await;
-    let held = [&consented_id, &clauses_id, &budget_id];
+    let held = [&consented_id, &clauses_id, &budget_ids[0], &budget_ids[1]];
     for request_id in held {
         wait_for_records(&eu, request_id, &["eu-west-1"], HAND_OFF).await;
     }
     for (pool, request_id) in [
         (&us_replica, &consented_id),
         (&sa_replica, &clauses_id),
-        (&us_replica, &budget_id),
+        (&us_replica, &budget_ids[0]),
+        (&us_replica, &budget_ids[1]),
     ] {
         wait_for_records(pool, request_id, &[], HAND_OFF).await;
     }

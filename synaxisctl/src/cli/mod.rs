@@ -44,7 +44,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Base URL of the synaxisd control API. When omitted: SYNAXIS_ENDPOINT, then the current
-    /// context, then http://127.0.0.1:8080.
+    /// context, then http://127.0.0.1:8080. For an https URL whose certificate a private CA
+    /// signed, set SYNAXIS_CA_CERT to the CA's PEM file.
     #[arg(long, value_name = "URL", value_parser = parse::parse_endpoint, global = true)]
     pub endpoint: Option<Url>,
 

@@ -30,7 +30,7 @@ pub async fn run(
                 .await?;
             // The whole report is printed in both cases, so that scripts can read it before
             // checking the exit status.
-            printer.one(&reply)?;
+            printer.drill_report(&reply)?;
             let report = &reply.body;
             if !report.passed() {
                 let usage = &report.usage;

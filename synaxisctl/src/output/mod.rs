@@ -84,6 +84,23 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// Prints a drill's report: its summary and a row per key and entry region, or the
+    /// server's JSON.
+    pub fn drill_report(
+        &mut self,
+        reply: &Reply<synaxis_shared::region::DrillReport>,
+    ) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => self.write_json(&reply.raw),
+            OutputFormat::Table => {
+                let summary = self.detail_table(&reply.body);
+                self.write_table(&summary)?;
+                let traffic = self.list_table(&reply.body.traffic);
+                self.write_table(&traffic)
+            }
+        }
+    }
+
     /// Prints a new key and its secret. The JSON form is the server's, secret included.
     pub fn created_key(&mut self, reply: &Reply<CreatedKey>) -> io::Result<()> {
         let notice = self.language.secret_notice();

@@ -705,6 +705,8 @@ pub struct RegionRow {
     pub since: String,
     pub last_probe_at: String,
     pub last_error: String,
+    /// Until when the observer keeps the region out of its routing.
+    pub drained_until: String,
 }
 
 impl RegionRow {
@@ -723,6 +725,7 @@ impl RegionRow {
                     since: NONE.to_owned(),
                     last_probe_at: NONE.to_owned(),
                     last_error: error.clone(),
+                    drained_until: NONE.to_owned(),
                 });
             }
             for health in &view.regions {
@@ -735,6 +738,7 @@ impl RegionRow {
                     since: optional_timestamp(health.since.as_ref()),
                     last_probe_at: optional_timestamp(health.last_probe_at.as_ref()),
                     last_error: health.last_error.clone().unwrap_or_else(|| NONE.to_owned()),
+                    drained_until: optional_timestamp(health.drained_until.as_ref()),
                 });
             }
         }
@@ -750,6 +754,7 @@ impl Record for RegionRow {
         "consecutive_failures",
         "consecutive_passes",
         "since",
+        "drained_until",
         "last_error",
     ];
 
@@ -762,6 +767,7 @@ impl Record for RegionRow {
             ("consecutive_passes", self.consecutive_passes.clone()),
             ("since", self.since.clone()),
             ("last_probe_at", self.last_probe_at.clone()),
+            ("drained_until", self.drained_until.clone()),
             ("last_error", self.last_error.clone()),
         ]
     }
@@ -852,8 +858,8 @@ impl Record for synaxis_shared::region::DrillReport {
             ("drill_id", self.drill_id.clone()),
             ("region", self.region.to_string()),
             ("model", self.model.clone()),
-            ("started_at", self.started_at.to_rfc3339()),
-            ("ended_at", self.ended_at.to_rfc3339()),
+            ("started_at", timestamp(&self.started_at)),
+            ("ended_at", timestamp(&self.ended_at)),
             ("failed_over", self.failed_over.to_string()),
             (
                 "refused_without_consent",
@@ -868,6 +874,38 @@ impl Record for synaxis_shared::region::DrillReport {
             ("still_held", self.usage.still_held.to_string()),
             ("unexpected", self.unexpected.join("; ")),
             ("restored", self.restored.to_string()),
+        ]
+    }
+}
+
+/// What one key's requests through one entry region came to: a row of `failover drill`.
+impl Record for synaxis_shared::region::DrillTraffic {
+    const COLUMNS: &'static [&'static str] = &[
+        "home",
+        "consent",
+        "entry",
+        "sent",
+        "failed_over",
+        "refused_without_consent",
+        "served_at_home",
+        "errors",
+    ];
+
+    fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {
+        vec![
+            ("home", self.home.to_string()),
+            ("jurisdiction", self.jurisdiction.to_string()),
+            ("consent", self.consent.to_string()),
+            ("entry", self.entry.to_string()),
+            ("sent", self.sent.to_string()),
+            ("failed_over", self.failed_over.to_string()),
+            (
+                "refused_without_consent",
+                self.refused_without_consent.to_string(),
+            ),
+            ("served_at_home", self.served_at_home.to_string()),
+            ("errors", self.errors.to_string()),
+            ("mislabelled", self.mislabelled.to_string()),
         ]
     }
 }

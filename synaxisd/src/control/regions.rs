@@ -11,6 +11,7 @@ use super::extract::JsonBody;
 use crate::http_error::ApiError;
 use crate::server::AppState;
 use crate::tenancy::rbac::{Action, Actor};
+use synaxis_shared::api::AuditResult;
 
 /// Returns every region's view of every region; operator only.
 pub async fn status(
@@ -44,31 +45,36 @@ pub async fn residency(
 }
 
 /// Runs a failover drill of a region and returns its report; operator only, with a
-/// justification, which the drill's audit entries carry.
+/// justification, which the drill's audit entries carry. The audit entry of the drill records
+/// a failure when the drill could not run or found a problem.
 pub async fn drill(
     State(state): State<AppState>,
     ControlCaller(caller): ControlCaller,
     JsonBody(request): JsonBody<DrillRequest>,
 ) -> Result<Json<DrillReport>, ApiError> {
-    // A member's call is rejected and audited here; an operator's is audited once justified.
-    let is_operator = matches!(caller.actor, Actor::Operator);
-    if !is_operator || caller.justification.is_some() {
-        state
-            .tenancy
-            .record_operation(
-                &caller,
-                Action::FailoverDrill,
-                "region",
-                request.region.as_str(),
-            )
-            .await?;
-    }
+    state
+        .tenancy
+        .authorize_operation(&caller, Action::FailoverDrill, "region")
+        .await?;
     let Some(justification) = caller.justification.clone() else {
         return Err(ApiError::invalid(
             "justification",
             "a drill needs a justification: pass --justification TEXT (header x-synaxis-justification)",
         ));
     };
-    let report = crate::region::drill::run(&state, &request, &justification).await?;
-    Ok(Json(report))
+    let report = crate::region::drill::run(&state, &request, &justification).await;
+    let result = match &report {
+        Ok(report) if report.passed() => AuditResult::Success,
+        _ => AuditResult::Failure,
+    };
+    state
+        .tenancy
+        .record_operation(
+            &caller,
+            Action::FailoverDrill,
+            ("region", request.region.as_str()),
+            result,
+        )
+        .await?;
+    report.map(Json)
 }

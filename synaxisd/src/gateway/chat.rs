@@ -17,7 +17,6 @@ use futures_util::{FutureExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use synaxis_shared::RegionId;
 use tokio_util::sync::CancellationToken;
 
 use super::provider::{
@@ -27,7 +26,7 @@ use super::record::{Outcome, PendingRecord, prompt_estimate};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
 use crate::billing::budgets::worst_case_cost;
-use crate::http_error::{ApiError, Locale};
+use crate::http_error::{ApiError, BudgetExceeded, Locale};
 use crate::region::failover::FailedOver;
 use crate::server::{AppState, RequestContext, UserLocale};
 use crate::store::AuthenticatedKey;
@@ -42,12 +41,12 @@ pub async fn chat_completions(
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let held_for = failover.map(|Extension(failover)| failover.home);
+    let failover = failover.map(|Extension(failover)| failover);
     handle(
         state,
         context,
         key,
-        held_for,
+        failover,
         body,
         Endpoint::ChatCompletions,
     )
@@ -61,8 +60,8 @@ pub async fn completions(
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let held_for = failover.map(|Extension(failover)| failover.home);
-    handle(state, context, key, held_for, body, Endpoint::Completions).await
+    let failover = failover.map(|Extension(failover)| failover);
+    handle(state, context, key, failover, body, Endpoint::Completions).await
 }
 
 pub async fn embeddings(
@@ -72,17 +71,18 @@ pub async fn embeddings(
     InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let held_for = failover.map(|Extension(failover)| failover.home);
-    handle(state, context, key, held_for, body, Endpoint::Embeddings).await
+    let failover = failover.map(|Extension(failover)| failover);
+    handle(state, context, key, failover, body, Endpoint::Embeddings).await
 }
 
-/// Serves one request. `held_for` names the home region of a user served here during failover,
-/// for which this region holds the request's record until that region takes it.
+/// Serves one request. `failover` is set for a user of another region served here during
+/// failover: this region holds the request's record for the user's home region until that
+/// region takes it, and checks the replicated budgets instead of reserving on stored ones.
 async fn handle(
     state: AppState,
     context: RequestContext,
     key: AuthenticatedKey,
-    held_for: Option<RegionId>,
+    failover: Option<FailedOver>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Response {
@@ -91,9 +91,13 @@ async fn handle(
         .gateway
         .recorder
         .start(&key.key, &context.request_id, endpoint.route());
-    if let Some(home) = held_for {
-        record.hold_for(home);
-    }
+    let replicated_budgets = match failover {
+        Some(FailedOver { home, budgets, .. }) => {
+            record.hold_for(home);
+            budgets
+        }
+        None => Vec::new(),
+    };
     let user_locale = UserLocale(key.locale);
 
     let body = match body {
@@ -111,7 +115,7 @@ async fn handle(
 
     let admission = &state.gateway.admission;
     let plan = admission.plan(&key);
-    let has_budgets = !key.budgets.is_empty();
+    let has_budgets = !key.budgets.is_empty() || !replicated_budgets.is_empty();
     let (input_tokens, output_tokens) = if plan.counts_tokens() || has_budgets {
         let output = match endpoint {
             Endpoint::Embeddings => 0,
@@ -132,15 +136,27 @@ async fn handle(
             .iter()
             .map(|deployment| &deployment.prices);
         let worst_case = worst_case_cost(prices, input_tokens, output_tokens);
-        match state
-            .gateway
-            .budgets
-            .reserve(request_id, &key.budgets, worst_case)
-            .await
+        if let Some(budget) = replicated_budgets
+            .iter()
+            .find(|budget| budget.remaining_usd < worst_case)
         {
-            Ok(Some(hold)) => record.hold_budget(hold),
-            Ok(None) => {}
-            Err(error) => return fail(record, error, user_locale).await,
+            let error = ApiError::BudgetExceeded(Box::new(BudgetExceeded {
+                budget: budget.clone(),
+                cost_usd: worst_case,
+            }));
+            return fail(record, error, user_locale).await;
+        }
+        if !key.budgets.is_empty() {
+            match state
+                .gateway
+                .budgets
+                .reserve(request_id, &key.budgets, worst_case)
+                .await
+            {
+                Ok(Some(hold)) => record.hold_budget(hold),
+                Ok(None) => {}
+                Err(error) => return fail(record, error, user_locale).await,
+            }
         }
     }
     let tokens = if plan.counts_tokens() {

@@ -133,9 +133,15 @@ impl Gateway {
             .flat_map(|route| route.deployments.iter())
     }
 
-    /// Returns the public name of the first model in name order, if any is configured.
-    pub fn first_model(&self) -> Option<&str> {
-        self.models.values().map(|route| route.name.as_str()).min()
+    /// Returns the public names of every configured model, sorted.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .models
+            .values()
+            .map(|route| route.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// Lists the models a key may use, sorted by name.

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use synaxis_shared::api::{CreateKeyRequest, CreateOrgRequest, CreateUserRequest, KeyScope};
 use synaxis_shared::compliance::{ConsentScope, GrantConsentRequest};
-use synaxis_shared::region::{DrillReport, DrillRequest, DrillTraffic, DrillUsage};
+use synaxis_shared::region::{DrillReport, DrillRequest, DrillTraffic, DrillUsage, RegionStatus};
 use synaxis_shared::{Jurisdiction, RegionId, Role};
 use tokio::time::Instant;
 
@@ -42,6 +42,9 @@ pub const DIRECTORY_PATH: &str = "/peer/v1/drill/directory";
 
 /// Path at which a region counts the records of request ids.
 pub const RECORDS_PATH: &str = "/peer/v1/drill/records";
+
+/// Path at which a region revokes its drill org once the drill is over.
+pub const FINISH_PATH: &str = "/peer/v1/drill/finish";
 
 /// Path at which a region drains a region from its routing or restores it.
 pub const DRAIN_PATH: &str = "/peer/v1/regions/drain";
@@ -75,6 +78,17 @@ pub struct TenantsRequest {
     drill_id: String,
     expires_at: DateTime<Utc>,
     justification: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishRequest {
+    drill_id: String,
+    justification: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishAnswer {
+    revoked: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -132,6 +146,14 @@ pub async fn peer_tenants(
     Json(request): Json<TenantsRequest>,
 ) -> Response {
     respond(create_tenants(&state, &request).await)
+}
+
+/// Revokes this region's drill org for a coordinator.
+pub async fn peer_finish(
+    State(state): State<AppState>,
+    Json(request): Json<FinishRequest>,
+) -> Response {
+    respond(finish(&state, &request).await)
 }
 
 /// Reports which drill keys this region's replica holds.
@@ -242,6 +264,23 @@ async fn create_tenants(
     })
 }
 
+/// Revokes the drill's org in this region, which deactivates its keys; an org that the drill
+/// did not get to create is no error.
+async fn finish(state: &AppState, request: &FinishRequest) -> Result<FinishAnswer, ApiError> {
+    let caller = Caller {
+        justification: Some(request.justification.clone()),
+        ..Caller::operator()
+    };
+    let slug = format!("drill-{}", request.drill_id);
+    match state.tenancy.revoke_org(&caller, &slug).await {
+        Ok(_) => Ok(FinishAnswer { revoked: true }),
+        Err(TenancyError::Store(crate::store::StoreError::NotFound { .. })) => {
+            Ok(FinishAnswer { revoked: false })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 async fn replicated(state: &AppState, query: &DirectoryQuery) -> Result<DirectoryAnswer, ApiError> {
     let mut consent = Vec::with_capacity(query.secrets.len());
     for secret in &query.secrets {
@@ -316,16 +355,13 @@ fn all_regions(state: &AppState) -> Vec<RegionId> {
 fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, ApiError> {
     let regions = &state.regions;
     if request.region != regions.own && !regions.peers.contains_key(&request.region) {
+        let known: Vec<String> = all_regions(state).iter().map(ToString::to_string).collect();
         return Err(ApiError::invalid(
             "region",
             format!(
-                "region `{}` is not configured; use one of {}",
+                "`{}` is not a region of the service: use one of {}",
                 request.region,
-                all_regions(state)
-                    .iter()
-                    .map(RegionId::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                known.join(", ")
             ),
         ));
     }
@@ -344,20 +380,33 @@ fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, Api
             ),
         ));
     }
+    let names = state.gateway.model_names();
     let model = match &request.model {
-        Some(model) => state
-            .gateway
-            .model(model)
-            .map(|route| route.name.clone())
-            .ok_or_else(|| ApiError::ModelNotFound(model.clone()))?,
-        None => state
-            .gateway
-            .first_model()
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ApiError::invalid("model", "no model is configured for synthetic requests")
-            })?,
+        Some(model) => state.gateway.model(model).map(|route| route.name.clone()),
+        None => names.first().map(|name| (*name).to_owned()),
     };
+    let Some(model) = model else {
+        let requested = request.model.as_deref().unwrap_or_default();
+        return Err(ApiError::invalid(
+            "model",
+            format!(
+                "model `{requested}` is not configured in region {}: use one of {}",
+                regions.own,
+                names.join(", ")
+            ),
+        ));
+    };
+    // Every region must take traffic now, or the drill would measure an outage instead.
+    let now = Utc::now();
+    for region in regions.peers.keys() {
+        let status = regions.health.status(region);
+        if status != RegionStatus::Up || !regions.health.takes_traffic(region, now) {
+            return Err(ApiError::DrillFailed(format!(
+                "region {region} is {status} or drained in the view of {}, and a drill needs every region up and taking traffic",
+                regions.own
+            )));
+        }
+    }
     Ok(model)
 }
 
@@ -389,17 +438,27 @@ pub async fn run(
         expires_at: started_at + duration + KEY_MARGIN,
         justification: justification.to_owned(),
     };
+    let finish_request = FinishRequest {
+        drill_id: drill_id.clone(),
+        justification: justification.to_owned(),
+    };
     let mut senders = Vec::new();
     for region in &regions {
-        let answer: TenantsAnswer = on_region(
+        let answer: Result<TenantsAnswer, String> = on_region(
             state,
             region,
             TENANTS_PATH,
             &tenants_request,
             create_tenants(state, &tenants_request),
         )
-        .await
-        .map_err(|error| drill_failed("cannot create the drill tenants", &error))?;
+        .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                revoke_tenants(state, &regions, &finish_request).await;
+                return Err(drill_failed("cannot create the drill tenants", &error));
+            }
+        };
         senders.extend(answer.keys.into_iter().map(|key| Sender {
             home: answer.region.clone(),
             jurisdiction: answer.jurisdiction,
@@ -409,7 +468,10 @@ pub async fn run(
     }
 
     // 2. Every replica holds the other regions' keys, with their consent.
-    wait_for_replicas(state, &regions, &senders).await?;
+    if let Err(error) = wait_for_replicas(state, &regions, &senders).await {
+        revoke_tenants(state, &regions, &finish_request).await;
+        return Err(error);
+    }
 
     // 3. to 5. Drain, send, restore; the region is restored whatever happened meanwhile.
     let until = Utc::now() + duration + DRAIN_MARGIN;
@@ -422,11 +484,17 @@ pub async fn run(
     if let Err(error) = &restored {
         tracing::error!(%error, region = %request.region, "a region was not restored after the drill; its drain ends by itself at {until}");
     }
-    let (traffic, served) =
-        traffic.map_err(|error| drill_failed("cannot drain the region", &error))?;
+    let (traffic, served) = match traffic {
+        Ok(traffic) => traffic,
+        Err(error) => {
+            revoke_tenants(state, &regions, &finish_request).await;
+            return Err(drill_failed("cannot drain the region", &error));
+        }
+    };
 
     // 6. The records of served requests.
     let usage = check_usage(state, &regions, &served).await;
+    revoke_tenants(state, &regions, &finish_request).await;
     let mut report = DrillReport {
         drill_id,
         region: request.region.clone(),
@@ -461,7 +529,19 @@ pub async fn run(
 
 fn drill_failed(what: &str, error: &str) -> ApiError {
     tracing::error!(%error, "{what}");
-    ApiError::Upstream(format!("{what}: {error}"))
+    ApiError::DrillFailed(format!("{what}: {error}"))
+}
+
+/// Revokes the drill's org in every region, so that its keys stop working at once. A region
+/// that cannot be reached keeps its org until an operator revokes it; its keys expire anyway.
+async fn revoke_tenants(state: &AppState, regions: &[RegionId], request: &FinishRequest) {
+    for region in regions {
+        let answer: Result<FinishAnswer, String> =
+            on_region(state, region, FINISH_PATH, request, finish(state, request)).await;
+        if let Err(error) = answer {
+            tracing::warn!(%region, %error, drill.id = %request.drill_id, "cannot revoke a drill org; revoke `drill-{}` there by hand", request.drill_id);
+        }
+    }
 }
 
 async fn wait_for_replicas(

@@ -29,7 +29,7 @@ use synaxis_shared::budgets::{Budget, BudgetScope};
 use synaxis_shared::region::RegionStatus;
 use tokio_util::sync::CancellationToken;
 
-use super::{Peer, REQUEST_ID, Regions, refuse};
+use super::{Peer, REQUEST_ID, Regions, refuse, refuse_in};
 use crate::compliance::{Compliance, Transfer, TransferDecision, TransferRequest};
 use crate::directory::DirectoryEntry;
 use crate::gateway::auth::bearer_token;
@@ -60,6 +60,9 @@ pub struct FailedOver {
     pub home: RegionId,
     /// The key as the replica's directory entry describes it.
     pub key: AuthenticatedKey,
+    /// The replicated budgets of the key, its team and its org, each less the cost of the
+    /// records that this region holds for them.
+    pub budgets: Vec<Budget>,
 }
 
 /// The answer of a region to a hand-off of held records.
@@ -92,12 +95,16 @@ pub(super) async fn serve(
             return refuse(error, request.headers(), own);
         }
     };
+    // From here on the user is known, so errors speak the user's language by default.
+    let refuse = |error: ApiError, headers: &axum::http::HeaderMap| {
+        refuse_in(error, headers, own, Some(entry.locale))
+    };
     let compliance = Compliance::default();
     let Some(provider) = compliance.provider(peer.jurisdiction) else {
         let error = ApiError::RegionUnavailable {
             region: home.clone(),
         };
-        return refuse(error, request.headers(), own);
+        return refuse(error, request.headers());
     };
     let decision = provider.validate_transfer(&TransferRequest {
         target_region: own,
@@ -115,21 +122,22 @@ pub(super) async fn serve(
                 region: home.clone(),
                 here: own.clone(),
             };
-            return refuse(error, request.headers(), own);
+            return refuse(error, request.headers());
         }
         _ if !served_route => {
             let error = ApiError::RegionUnavailable {
                 region: home.clone(),
             };
-            return refuse(error, request.headers(), own);
+            return refuse(error, request.headers());
         }
         TransferDecision::SameJurisdiction => None,
         TransferDecision::Allowed(basis) => Some(basis),
     };
 
-    if let Err(error) = check_budgets(state, home, &entry).await {
-        return refuse(error, request.headers(), own);
-    }
+    let budgets = match budgets_left(state, home, &entry).await {
+        Ok(budgets) => budgets,
+        Err(error) => return refuse(error, request.headers()),
+    };
 
     let request_id = request
         .headers()
@@ -154,7 +162,7 @@ pub(super) async fn serve(
             let error = ApiError::RegionUnavailable {
                 region: home.clone(),
             };
-            return refuse(error, request.headers(), own);
+            return refuse(error, request.headers());
         }
     }
     state.metrics.count_failover(home.as_str(), true);
@@ -167,6 +175,7 @@ pub(super) async fn serve(
     request.extensions_mut().insert(FailedOver {
         home: home.clone(),
         key: entry.authenticated_key(),
+        budgets,
     });
     let mut response = next.run(request).await;
     if basis.is_some() {
@@ -178,15 +187,16 @@ pub(super) async fn serve(
     response
 }
 
-/// Checks the replicated budgets of the entry's key, team and org, less the cost of the records
-/// that this region holds for them, and refuses with 402 when one has nothing left.
-async fn check_budgets(
+/// Returns the replicated budgets of the entry's key, team and org, each less the cost of the
+/// records that this region holds for them, or 402 when one has nothing left. The request's
+/// handler checks its worst-case cost against what is left.
+async fn budgets_left(
     state: &AppState,
     home: &RegionId,
     entry: &DirectoryEntry,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Budget>, ApiError> {
     if entry.budgets.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let held = state
         .tenancy
@@ -199,6 +209,7 @@ async fn check_budgets(
                 region: home.clone(),
             }
         })?;
+    let mut left = Vec::with_capacity(entry.budgets.len());
     for budget in &entry.budgets {
         // NOTE: held records carry no team, so a team budget counts the key's user's records
         // only, and the replicated spend is as old as the entry.
@@ -211,19 +222,20 @@ async fn check_budgets(
             })
             .map(|record| record.cost_usd)
             .sum();
-        if budget.remaining_usd <= spent_here {
-            let budget = Budget {
-                spent_usd: budget.spent_usd + spent_here,
-                remaining_usd: Decimal::ZERO,
-                ..budget.clone()
-            };
+        let budget = Budget {
+            spent_usd: budget.spent_usd + spent_here,
+            remaining_usd: (budget.remaining_usd - spent_here).max(Decimal::ZERO),
+            ..budget.clone()
+        };
+        if budget.remaining_usd.is_zero() {
             return Err(ApiError::BudgetExceeded(Box::new(BudgetExceeded {
                 budget,
                 cost_usd: Decimal::ZERO,
             })));
         }
+        left.push(budget);
     }
-    Ok(())
+    Ok(left)
 }
 
 /// Stores the records that a peer held for this region. `region::route_by_region` has checked

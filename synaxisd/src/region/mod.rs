@@ -382,10 +382,21 @@ fn claimed_region(headers: &HeaderMap) -> Option<&str> {
 /// Renders `error` in the language of the request's `Accept-Language`, for responses made
 /// before routing, where the localizing middleware does not run.
 fn refuse(error: ApiError, headers: &HeaderMap, region: &RegionId) -> Response {
+    refuse_in(error, headers, region, None)
+}
+
+/// Renders `error` like [`refuse`], in `user_locale` when the request names no language.
+fn refuse_in(
+    error: ApiError,
+    headers: &HeaderMap,
+    region: &RegionId,
+    user_locale: Option<crate::http_error::Locale>,
+) -> Response {
     let locale = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|value| value.to_str().ok())
         .and_then(crate::http_error::Locale::from_accept_language)
+        .or(user_locale)
         .unwrap_or_default();
     let body = error.body(locale);
     let mut response = error.into_response();

@@ -89,7 +89,12 @@ impl Tenancy {
             )?;
             self.check_consent_regions(&regions)?;
             let source = match caller.actor {
-                Actor::Operator => ConsentSource::Operator,
+                Actor::Operator => {
+                    // The operator acts on the user's documented request, which the audit
+                    // entry names.
+                    super::plans::require_justification(caller, "recording a user's consent")?;
+                    ConsentSource::Operator
+                }
                 _ => ConsentSource::User,
             };
             let change = NewConsent {

@@ -204,21 +204,35 @@ impl Tenancy {
         Err(error)
     }
 
-    /// Records in the audit log an operator action that changes no stored resource, such as a
-    /// failover drill of a region, once `check` allows it.
-    pub async fn record_operation(
+    /// Checks that `caller` may run `action`, an operation that changes no stored resource,
+    /// such as a failover drill, and records a refusal in the audit log.
+    pub async fn authorize_operation(
         &self,
         caller: &Caller,
         action: Action,
         target_kind: &str,
-        target_id: &str,
     ) -> Result<(), TenancyError> {
-        let mut draft = self.draft(caller, action, target_kind);
         let result = check(&caller.actor, action, &Target::default());
         if result.is_err() {
+            let draft = self.draft(caller, action, target_kind);
             return self.audited(draft, result).await;
         }
+        Ok(())
+    }
+
+    /// Records in the audit log an operation that [`Tenancy::authorize_operation`] allowed,
+    /// with its result.
+    pub async fn record_operation(
+        &self,
+        caller: &Caller,
+        action: Action,
+        target: (&str, &str),
+        result: AuditResult,
+    ) -> Result<(), TenancyError> {
+        let (target_kind, target_id) = target;
+        let mut draft = self.draft(caller, action, target_kind);
         draft.target_id = Some(target_id.to_owned());
+        draft.result = result;
         self.store.append_audit(&draft).await?;
         Ok(())
     }
@@ -363,6 +377,7 @@ impl Tenancy {
                         "only the operator records an org's transfer mechanism".to_owned(),
                     ));
                 }
+                plans::require_justification(caller, "recording a transfer mechanism")?;
                 org.transfer_mechanism = match change {
                     TransferMechanismChange::StandardContractualClauses => {
                         Some(OrgTransferMechanism::StandardContractualClauses)
