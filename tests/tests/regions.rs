@@ -75,6 +75,21 @@ impl Deployment {
         (output.status.code().unwrap_or(-1), value)
     }
 
+    /// Runs `synaxisctl ARGS` against `region`, expecting it to fail, and returns its exit
+    /// status and error message.
+    fn ctl_error(&self, region: &str, args: &[&str]) -> (i32, String) {
+        let region = self.region(region);
+        let output = Command::new(common::binary("synaxisctl"))
+            .args(["--endpoint", &region.url, "--token", &region.operator_token])
+            .args(args)
+            .env("SYNAXIS_CA_CERT", &self.ca_file)
+            .env_remove("SYNAXIS_LANG")
+            .output()
+            .expect("run synaxisctl");
+        let message = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code().unwrap_or(-1), message)
+    }
+
     fn ctl(&self, region: &str, args: &[&str]) -> Value {
         let (status, value) = self.ctl_status(region, args);
         assert_eq!(status, 0, "synaxisctl {args:?} in {region} failed: {value}");
@@ -989,6 +1004,53 @@ async fn failover_drill_loses_and_duplicates_nothing() {
     let served = failed_over + report["served_at_home"].as_u64().expect("served at home");
     assert!(failed_over > 0);
     assert_eq!(report["usage"]["expected"].as_u64(), Some(served));
+
+    // The drill org is revoked in every region, and the audit log records the drill.
+    let slug = format!("drill-{}", report["drill_id"].as_str().expect("drill id"));
+    for region in ["eu-west-1", "us-east-1", "sa-east-1"] {
+        let pool = deployment.database(region).await;
+        let active: Vec<(bool,)> =
+            sqlx::query_as("SELECT active FROM organizations WHERE slug = $1")
+                .bind(&slug)
+                .fetch_all(&pool)
+                .await
+                .expect("read the drill org");
+        assert_eq!(active, vec![(false,)], "{region}");
+    }
+    let us = deployment.database("us-east-1").await;
+    let entry: (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT result, target_id, justification FROM audit_log
+         WHERE action = 'failover.drill' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(&us)
+    .await
+    .expect("the drill's audit entry");
+    assert_eq!(
+        entry,
+        (
+            "success".to_owned(),
+            Some("eu-west-1".to_owned()),
+            Some("quarterly failover drill".to_owned())
+        )
+    );
+
+    // A drill of a region that does not exist names it and the regions there are.
+    let (status, message) = deployment.ctl_error(
+        "us-east-1",
+        &[
+            "failover",
+            "drill",
+            "--region",
+            "mars-1",
+            "--duration",
+            "3s",
+            "--justification",
+            "typo",
+        ],
+    );
+    assert_eq!(status, 1, "{message}");
+    assert!(message.contains("`mars-1`"), "{message}");
+    assert!(message.contains("eu-west-1"), "{message}");
 
     // Every region routes to eu-west-1 again.
     let (_, status) = deployment.ctl_status("us-east-1", &["region", "status"]);
