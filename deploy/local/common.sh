@@ -16,13 +16,20 @@ port_open() {
   (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
-wait_until() {
-  local what=$1; shift
+# Waits until the process PID listens on HOST:PORT; fails at once, with the end of LOG, when
+# the process has exited.
+wait_for_listener() {
+  local what=$1 pid=$2 address=$3 log_file=$4
   for _ in $(seq 1 300); do
-    if "$@"; then return 0; fi
+    if port_open "$address"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$what exited before listening on $address; the end of $log_file:" >&2
+      tail -n 5 "$log_file" >&2
+      return 1
+    fi
     sleep 0.2
   done
-  echo "$what did not become ready within 60 s" >&2
+  echo "$what did not listen on $address within 60 s; see $log_file" >&2
   return 1
 }
 
