@@ -76,7 +76,7 @@ pub async fn embeddings(
 }
 
 /// Serves one request. `failover` is set for a user of another region served here during
-/// failover: this region holds the request's record for the user's home region until that
+/// failover. This region then keeps the request's record for the user's home region until that
 /// region takes it, and checks the replicated budgets instead of reserving on stored ones.
 async fn handle(
     state: AppState,

@@ -49,16 +49,16 @@ pub const FINISH_PATH: &str = "/peer/v1/drill/finish";
 /// Path at which a region drains a region from its routing or restores it.
 pub const DRAIN_PATH: &str = "/peer/v1/regions/drain";
 
-/// Longest drill.
+/// Maximum duration of a drill, in seconds.
 pub const MAX_DURATION_SECS: u64 = 3600;
 
 /// Time between two rounds of synthetic requests.
 const ROUND_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Longest wait for the drill keys to reach every replica.
+/// Maximum wait for the drill keys to reach every replica.
 const REPLICATION_WAIT: Duration = Duration::from_secs(30);
 
-/// Longest wait for held records to reach their home region after the drill.
+/// Maximum wait for held records to reach their home region after the drill.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(60);
 
 /// Time between two checks while waiting for replicas or hand-offs.
@@ -70,7 +70,7 @@ const DRAIN_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 /// How long the drill keys outlive the drill's planned end.
 const KEY_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Longest wait for the answer to one synthetic request.
+/// Maximum wait for the response to one synthetic request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize, Deserialize)]

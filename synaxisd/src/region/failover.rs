@@ -9,7 +9,7 @@
 //! carries `x-synaxis-cross-border: true`.
 //!
 //! The hand-off task sends held records to the home region's `/peer/v1/usage`, which stores
-//! those it does not have yet, and deletes them here once the home region has answered. A
+//! those it does not have yet, and deletes them here once the home region has confirmed. A
 //! hand-off whose answer is lost is repeated and stores nothing twice, so every record lands
 //! in its home region exactly once.
 
@@ -65,7 +65,7 @@ pub struct FailedOver {
     pub budgets: Vec<Budget>,
 }
 
-/// The answer of a region to a hand-off of held records.
+/// The response of a region to a hand-off of held records.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct HandOffAnswer {
     /// Records stored now; the others were stored by an earlier hand-off.
