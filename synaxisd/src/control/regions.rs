@@ -62,19 +62,30 @@ pub async fn drill(
             "a drill needs a justification: pass --justification TEXT (header x-synaxis-justification)",
         ));
     };
-    let report = crate::region::drill::run(&state, &request, &justification).await;
-    let result = match &report {
-        Ok(report) if report.passed() => AuditResult::Success,
-        _ => AuditResult::Failure,
-    };
-    state
-        .tenancy
-        .record_operation(
-            &caller,
-            Action::FailoverDrill,
-            ("region", request.region.as_str()),
-            result,
-        )
-        .await?;
-    report.map(Json)
+    // The drill runs in a task of its own, so that a client that goes away does not stop it
+    // halfway, with a region drained and its audit entry unwritten.
+    let drill = tokio::spawn(async move {
+        let report = crate::region::drill::run(&state, &request, &justification).await;
+        let result = match &report {
+            Ok(report) if report.passed() => AuditResult::Success,
+            _ => AuditResult::Failure,
+        };
+        state
+            .tenancy
+            .record_operation(
+                &caller,
+                Action::FailoverDrill,
+                ("region", request.region.as_str()),
+                result,
+            )
+            .await?;
+        report
+    });
+    match drill.await {
+        Ok(report) => report.map(Json),
+        Err(error) => {
+            tracing::error!(%error, "the failover drill task failed");
+            Err(ApiError::Internal)
+        }
+    }
 }
