@@ -635,8 +635,8 @@ pub enum FailoverAction {
         /// The region to drain, such as `eu-west-1`.
         #[arg(long, value_name = "REGION")]
         region: synaxis_shared::RegionId,
-        /// How long synthetic traffic runs: seconds, or a number with `s`, `m` or `h`, such as
-        /// `30s` or `2m`; at most 1h.
+        /// How long synthetic traffic runs: seconds, or a duration such as `30s`, `2m` or
+        /// `1m 30s`; from 1s to 1h.
         #[arg(long, value_name = "DURATION", value_parser = super::parse::parse_duration_secs)]
         duration: u64,
         /// The model that synthetic requests call; the region's first model when omitted.

@@ -143,29 +143,18 @@ pub fn scope_parser() -> impl TypedValueParser<Value = KeyScope> {
         .try_map(|value| value.parse::<KeyScope>())
 }
 
-/// Parses a drill duration: whole seconds, or a whole number with `s`, `m` or `h`, from 1 s to
-/// 1 h.
+/// Parses a drill duration, from 1 s to 1 h: whole seconds, or a duration such as `30s`, `2m`
+/// or `1m 30s`.
 pub fn parse_duration_secs(value: &str) -> Result<u64, String> {
     let value = value.trim();
-    let (number, unit) = match value.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => value.split_at(at),
-        None => (value, "s"),
+    let seconds = match value.parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) => humantime::parse_duration(value)
+            .map_err(|error| {
+                format!("`{value}` is not a duration ({error}): use seconds or a duration such as 30s or 2m")
+            })?
+            .as_secs(),
     };
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => {
-            return Err(format!(
-                "`{value}` is not a duration: use seconds or a number with s, m or h, such as 30s or 2m"
-            ));
-        }
-    };
-    let seconds = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|number| number.checked_mul(scale))
-        .ok_or_else(|| format!("`{value}` is not a duration: use seconds or a number with s, m or h, such as 30s or 2m"))?;
     if (1..=3600).contains(&seconds) {
         Ok(seconds)
     } else {
@@ -300,6 +289,7 @@ mod tests {
         assert_eq!(parse_duration_secs("30s"), Ok(30));
         assert_eq!(parse_duration_secs("2m"), Ok(120));
         assert_eq!(parse_duration_secs("1h"), Ok(3600));
+        assert_eq!(parse_duration_secs("1m 30s"), Ok(90));
         for invalid in ["0", "2h", "ten", "5d", ""] {
             assert!(parse_duration_secs(invalid).is_err(), "{invalid}");
         }
