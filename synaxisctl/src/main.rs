@@ -44,6 +44,11 @@ fn main() -> ExitCode {
             let mut printer = Printer::new(io::stdout(), global.output, language);
             commands::context(action, flags, &prompter, &mut printer)
         }
+        Resource::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "synaxisctl", &mut io::stdout());
+            Ok(())
+        }
         resource => run(global, resource, &prompter, language),
     };
 
@@ -138,7 +143,7 @@ async fn dispatch(
         Resource::Region { action } => commands::region(action, client, printer).await,
         Resource::Failover { action } => commands::failover(action, client, printer).await,
         Resource::Compliance { action } => commands::compliance(action, client, printer).await,
-        // `main` runs `context` without a client.
-        Resource::Context { .. } => Ok(()),
+        // `main` runs `context` and `completions` without a client.
+        Resource::Context { .. } | Resource::Completions { .. } => Ok(()),
     }
 }

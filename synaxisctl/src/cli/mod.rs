@@ -213,6 +213,13 @@ pub enum Resource {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Print the completion script of a shell: `synaxisctl completions bash >
+    /// ~/.local/share/bash-completion/completions/synaxisctl`. The repository's `completions/`
+    /// folder holds the scripts of bash, zsh and fish.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Manage named endpoint and token pairs in the config file.
     Context {
         #[command(subcommand)]
@@ -272,6 +279,36 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn committed_completions_are_current() {
+        use clap_complete::Shell;
+        let committed = [
+            (
+                Shell::Bash,
+                "synaxisctl.bash",
+                include_str!("../../../completions/synaxisctl.bash"),
+            ),
+            (
+                Shell::Zsh,
+                "_synaxisctl",
+                include_str!("../../../completions/_synaxisctl"),
+            ),
+            (
+                Shell::Fish,
+                "synaxisctl.fish",
+                include_str!("../../../completions/synaxisctl.fish"),
+            ),
+        ];
+        for (shell, file, text) in committed {
+            let mut generated = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "synaxisctl", &mut generated);
+            assert!(
+                generated == text.as_bytes(),
+                "completions/{file} is out of date: run `synaxisctl completions {shell} > completions/{file}`"
+            );
+        }
     }
 
     #[test]
