@@ -6,6 +6,15 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Error returned when a string is not a UUID id.
+#[derive(Debug, thiserror::Error)]
+#[error("`{value}` is not an id: expected a UUID such as 5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11")]
+pub struct InvalidId {
+    pub value: String,
+    #[source]
+    pub source: uuid::Error,
+}
+
 macro_rules! uuid_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
@@ -33,10 +42,13 @@ macro_rules! uuid_id {
         }
 
         impl FromStr for $name {
-            type Err = uuid::Error;
+            type Err = InvalidId;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                Uuid::parse_str(s).map(Self).map_err(|source| InvalidId {
+                    value: s.to_owned(),
+                    source,
+                })
             }
         }
 

@@ -715,22 +715,22 @@ impl BudgetExceeded {
         let exhausted = budget.remaining_usd.is_zero();
         match locale {
             Locale::En if exhausted => format!(
-                "The {scope} budget of ${max} is used up (${spent} spent, ${reserved} reserved by requests in flight). Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD`."
+                "The {scope} budget of ${max} is used up (${spent} spent, ${reserved} reserved by requests in flight). Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD --justification TEXT`."
             ),
             Locale::PtBr if exhausted => format!(
-                "O orçamento {} de US$ {max} está esgotado (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento). Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`.",
+                "O orçamento {} de US$ {max} está esgotado (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento). Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD --justification TEXT`.",
                 scope.pt_br()
             ),
             Locale::En => {
                 let smaller = ", or send a lower max_tokens";
                 format!(
-                    "The {scope} budget of ${max} has ${left} left (${spent} spent, ${reserved} reserved by requests in flight), less than this request's worst-case cost of ${cost}. Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD`{smaller}."
+                    "The {scope} budget of ${max} has ${left} left (${spent} spent, ${reserved} reserved by requests in flight), less than this request's worst-case cost of ${cost}. Raise it with `synaxisctl budget set --{scope} {id} --max-usd USD --justification TEXT`{smaller}."
                 )
             }
             Locale::PtBr => {
                 let smaller = ", ou envie um max_tokens menor";
                 format!(
-                    "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD`{smaller}.",
+                    "O orçamento {} de US$ {max} tem US$ {left} livres (US$ {spent} gastos, US$ {reserved} reservados por requisições em andamento), menos que o custo máximo desta requisição, US$ {cost}. Aumente-o com `synaxisctl budget set --{scope} {id} --max-usd USD --justification TEXT`{smaller}.",
                     scope.pt_br()
                 )
             }

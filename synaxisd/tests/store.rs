@@ -1661,7 +1661,17 @@ async fn held_records_are_handed_off_once(store: Arc<dyn Store>) {
         1
     );
 
-    // The home region's side: each record once, however often it arrives.
+    // The home region's side: each record once, however often it arrives, and its cost counts
+    // once against the key's and the org's budgets.
+    for budget in [
+        BudgetOf::Key(created.key.id),
+        BudgetOf::Org(&created.key.org_id.to_string()),
+    ] {
+        tenancy
+            .set_budget(&justified_operator(), budget, set_budget("1"))
+            .await
+            .expect("set budget");
+    }
     let arriving: Vec<RequestRecord> = held
         .iter()
         .map(|record| RequestRecord {
@@ -1690,6 +1700,16 @@ async fn held_records_are_handed_off_once(store: Arc<dyn Store>) {
             .expect("accept a third time"),
         0
     );
+    for budget in [
+        BudgetOf::Key(created.key.id),
+        BudgetOf::Org(&created.key.org_id.to_string()),
+    ] {
+        let budget = tenancy
+            .get_budget(&operator(), budget)
+            .await
+            .expect("read budget");
+        assert_eq!(budget.spent_usd, usd("0.03"), "three held records of $0.01");
+    }
 
     let ids: Vec<_> = first.iter().map(|record| record.id).collect();
     assert_eq!(

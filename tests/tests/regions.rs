@@ -934,6 +934,17 @@ async fn failover_follows_health_and_consent() {
     for request_id in held {
         assert_eq!(records_of(&eu, request_id).await, ["eu-west-1"]);
     }
+    // The handed-off records' cost now counts against the key's budget at home.
+    let (spent, recorded): (i64, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT (SELECT spent_micros FROM budgets WHERE scope = 'key' AND scope_id = $1),
+                (SELECT sum(cost_usd) FROM requests WHERE key_id = $1)",
+    )
+    .bind(uuid(&budgeted.key_id))
+    .fetch_one(&eu)
+    .await
+    .expect("read the budget and the records");
+    assert!(spent > 0, "the held records cost something");
+    assert_eq!(rust_decimal::Decimal::new(spent, 6), recorded);
 
     // New requests go home again.
     let home_id = format!("home-{}", uuid::Uuid::new_v4().simple());

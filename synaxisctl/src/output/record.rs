@@ -882,6 +882,7 @@ impl Record for synaxis_shared::region::DrillReport {
 impl Record for synaxis_shared::region::DrillTraffic {
     const COLUMNS: &'static [&'static str] = &[
         "home",
+        "jurisdiction",
         "consent",
         "entry",
         "sent",
@@ -889,6 +890,7 @@ impl Record for synaxis_shared::region::DrillTraffic {
         "refused_without_consent",
         "served_at_home",
         "errors",
+        "mislabelled",
     ];
 
     fn fields(&self, _language: Language) -> Vec<(&'static str, String)> {

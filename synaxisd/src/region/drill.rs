@@ -396,16 +396,22 @@ fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, Api
             ),
         ));
     };
-    // Every region must take traffic now, or the drill would measure an outage instead.
+    // Every region must take traffic now, or the drill would measure an outage or another
+    // drill instead.
     let now = Utc::now();
-    for region in regions.peers.keys() {
-        let status = regions.health.status(region);
-        if status != RegionStatus::Up || !regions.health.takes_traffic(region, now) {
-            return Err(ApiError::DrillFailed(format!(
-                "region {region} is {status} or drained in the view of {}, and a drill needs every region up and taking traffic",
-                regions.own
-            )));
-        }
+    for health in regions.health.view() {
+        let region = &health.region;
+        let cause = if let Some(until) = health.drained_until.filter(|until| *until > now) {
+            format!("drained until {until} (a drill is running)")
+        } else if *region != regions.own && health.status != RegionStatus::Up {
+            health.status.to_string()
+        } else {
+            continue;
+        };
+        return Err(ApiError::DrillFailed(format!(
+            "region {region} is {cause} in the view of {}, and a drill needs every region up and taking traffic",
+            regions.own
+        )));
     }
     Ok(model)
 }
@@ -514,16 +520,33 @@ pub async fn run(
         restored: restored.is_ok(),
     };
     report.unexpected = unexpected(&report, state);
-    tracing::info!(
-        drill.id = %report.drill_id,
-        failed_over = report.failed_over,
-        refused = report.refused_without_consent,
-        served_at_home = report.served_at_home,
-        errors = report.errors,
-        lost = report.usage.lost,
-        duplicated = report.usage.duplicated,
-        "failover drill ended"
-    );
+    // The log keeps the outcome for an operator whose client went away before the report.
+    let unexpected = report.unexpected.join("; ");
+    if report.passed() {
+        tracing::info!(
+            drill.id = %report.drill_id,
+            region = %report.region,
+            failed_over = report.failed_over,
+            refused = report.refused_without_consent,
+            served_at_home = report.served_at_home,
+            "failover drill passed"
+        );
+    } else {
+        tracing::warn!(
+            drill.id = %report.drill_id,
+            region = %report.region,
+            failed_over = report.failed_over,
+            refused = report.refused_without_consent,
+            served_at_home = report.served_at_home,
+            errors = report.errors,
+            lost = report.usage.lost,
+            duplicated = report.usage.duplicated,
+            still_held = report.usage.still_held,
+            restored = report.restored,
+            unexpected,
+            "failover drill found problems"
+        );
+    }
     Ok(report)
 }
 

@@ -44,8 +44,8 @@ pub const USAGE_PATH: &str = "/peer/v1/usage";
 /// Marks a response served by a region of another jurisdiction than the user's.
 pub static CROSS_BORDER_HEADER: HeaderName = HeaderName::from_static("x-synaxis-cross-border");
 
-/// The routes that a region serves for users of another region during failover. The others
-/// read or change data that only the home region holds.
+/// The inference routes that a region serves for users of another region during failover,
+/// besides `GET /v1/models`. The others read or change data that only the home region holds.
 const SERVED_ROUTES: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
 
 /// Records handed to a home region in one call at most.
@@ -112,9 +112,10 @@ pub(super) async fn serve(
         org_mechanism: entry.org_transfer_mechanism,
         consent: &entry.consent,
     });
-    let served_route = request.method() == Method::POST
-        && SERVED_ROUTES.contains(&request.uri().path())
-        && entry.scope == synaxis_shared::api::KeyScope::Inference;
+    let path = request.uri().path();
+    let served_route = entry.scope == synaxis_shared::api::KeyScope::Inference
+        && ((request.method() == Method::POST && SERVED_ROUTES.contains(&path))
+            || (request.method() == Method::GET && path == "/v1/models"));
     let basis = match decision {
         TransferDecision::Refused => {
             state.metrics.count_failover(home.as_str(), false);

@@ -47,21 +47,21 @@ impl PgStore {
             .map(|_| ())
     }
 
-    /// Inserts the records that are not stored yet, and returns how many there were.
+    /// Inserts the records that are not stored yet, and returns their ids.
     async fn insert_new_requests(
         tx: &mut Transaction<'_, Postgres>,
         records: &[RequestRecord],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<uuid::Uuid>, StoreError> {
         Self::insert_requests_in(tx, records, true).await
     }
 
-    /// Inserts `records`, skipping those whose id is already stored when `skip_existing`;
-    /// returns how many were inserted.
+    /// Inserts `records`. When `skip_existing`, skips those whose id is already stored and
+    /// returns the ids of those inserted; otherwise returns no ids.
     async fn insert_requests_in(
         tx: &mut Transaction<'_, Postgres>,
         records: &[RequestRecord],
         skip_existing: bool,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<uuid::Uuid>, StoreError> {
         fn column<T>(records: &[RequestRecord], field: impl Fn(&RequestRecord) -> T) -> Vec<T> {
             records.iter().map(field).collect()
         }
@@ -76,9 +76,9 @@ impl PgStore {
                                   $14::numeric[], $15::timestamptz[], $16::bigint[])",
         );
         if skip_existing {
-            statement.push_str(" ON CONFLICT (stored_region, id) DO NOTHING");
+            statement.push_str(" ON CONFLICT (stored_region, id) DO NOTHING RETURNING id");
         }
-        let done = sqlx::query(&statement)
+        let query = sqlx::query_as::<_, (uuid::Uuid,)>(&statement)
             .bind(column(records, |record| record.id.0))
             .bind(column(records, |record| {
                 record.stored_region.as_str().to_owned()
@@ -96,10 +96,9 @@ impl PgStore {
             .bind(column(records, |record| record.completion_tokens))
             .bind(column(records, |record| record.cost_usd))
             .bind(column(records, |record| record.started_at))
-            .bind(column(records, |record| record.duration_ms))
-            .execute(&mut **tx)
-            .await?;
-        Ok(done.rows_affected())
+            .bind(column(records, |record| record.duration_ms));
+        let inserted = query.fetch_all(&mut **tx).await?;
+        Ok(inserted.into_iter().map(|(id,)| id).collect())
     }
 }
 

@@ -1716,8 +1716,29 @@ macro_rules! impl_store_queries {
                 }
                 let mut tx = self.pool.begin().await?;
                 let inserted = Self::insert_new_requests(&mut tx, records).await?;
+                // The cost of each record stored now counts against the budgets of its key,
+                // its user's team and its org, as if it had been served here.
+                let mut changes: BTreeMap<BudgetRef, (i64, i64)> = BTreeMap::new();
+                for record in records.iter().filter(|record| inserted.contains(&record.id.0)) {
+                    let cost = to_micros(record.cost_usd)
+                        .unwrap_or_else(|| to_micros_ceil(record.cost_usd));
+                    let team: Option<(Option<uuid::Uuid>,)> =
+                        sqlx::query_as("SELECT team_id FROM users WHERE id = $1")
+                            .bind(record.user_id.0)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let owners = [
+                        Some((synaxis_shared::budgets::BudgetScope::Key, record.key_id.0)),
+                        team.and_then(|(team,)| team).map(|team| (synaxis_shared::budgets::BudgetScope::Team, team)),
+                        Some((synaxis_shared::budgets::BudgetScope::Org, record.org_id.0)),
+                    ];
+                    for (scope, id) in owners.into_iter().flatten() {
+                        changes.entry(BudgetRef { scope, id }).or_default().0 += cost;
+                    }
+                }
+                Self::apply_budget_changes(&mut tx, &changes).await?;
                 tx.commit().await?;
-                Ok(inserted)
+                Ok(u64::try_from(inserted.len()).unwrap_or(u64::MAX))
             }
 
             async fn count_requests_by_id(

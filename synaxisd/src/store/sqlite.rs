@@ -89,21 +89,21 @@ impl SqliteStore {
             .map(|_| ())
     }
 
-    /// Inserts the records that are not stored yet, and returns how many there were.
+    /// Inserts the records that are not stored yet, and returns their ids.
     async fn insert_new_requests(
         tx: &mut Transaction<'_, Sqlite>,
         records: &[RequestRecord],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<uuid::Uuid>, StoreError> {
         Self::insert_requests_in(tx, records, true).await
     }
 
-    /// Inserts `records`, skipping those whose id is already stored when `skip_existing`;
-    /// returns how many were inserted.
+    /// Inserts `records`. When `skip_existing`, skips those whose id is already stored and
+    /// returns the ids of those inserted; otherwise returns no ids.
     async fn insert_requests_in(
         tx: &mut Transaction<'_, Sqlite>,
         records: &[RequestRecord],
         skip_existing: bool,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<uuid::Uuid>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO requests (");
         query.push(REQUEST_COLUMNS).push(") ");
         query.push_values(records, |mut row, record| {
@@ -125,10 +125,10 @@ impl SqliteStore {
                 .push_bind(record.duration_ms);
         });
         if skip_existing {
-            query.push(" ON CONFLICT (stored_region, id) DO NOTHING");
+            query.push(" ON CONFLICT (stored_region, id) DO NOTHING RETURNING id");
         }
-        let done = query.build().execute(&mut **tx).await?;
-        Ok(done.rows_affected())
+        let inserted: Vec<(uuid::Uuid,)> = query.build_query_as().fetch_all(&mut **tx).await?;
+        Ok(inserted.into_iter().map(|(id,)| id).collect())
     }
 }
 
