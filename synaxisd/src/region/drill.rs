@@ -11,8 +11,9 @@
 //!    but the drained one, in rounds.
 //! 5. Every region restores the drained region, and the coordinator waits until the records
 //!    held meanwhile have reached their home region.
-//! 6. The report counts what failed over, what was refused for lack of consent, what was served
-//!    at home, and how many records of served requests are missing or stored twice.
+//! 6. Every region revokes its drill org. The report counts what failed over, what was refused
+//!    for lack of consent, what was served at home, and how many records of served requests are
+//!    missing or stored twice.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
