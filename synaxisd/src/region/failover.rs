@@ -199,6 +199,8 @@ async fn budgets_left(
     if entry.budgets.is_empty() {
         return Ok(Vec::new());
     }
+    // NOTE: this reads every record held for the org on each request, which grows with a long
+    // outage of a busy org with budgets.
     let held = state
         .tenancy
         .store()
