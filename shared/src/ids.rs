@@ -8,15 +8,19 @@ use uuid::Uuid;
 
 /// Error returned when a string is not a UUID id.
 #[derive(Debug, thiserror::Error)]
-#[error("`{value}` is not an id: expected a UUID such as 5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11")]
+#[error("`{value}` is not {kind} id: expected a UUID such as 5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11{hint}")]
 pub struct InvalidId {
     pub value: String,
+    /// The kind of id, with its article, such as `an organization`.
+    pub kind: &'static str,
+    /// Where to find such ids, or empty.
+    pub hint: &'static str,
     #[source]
     pub source: uuid::Error,
 }
 
 macro_rules! uuid_id {
-    ($(#[$meta:meta])* $name:ident) => {
+    ($(#[$meta:meta])* $name:ident, $kind:literal, $hint:literal) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -47,6 +51,8 @@ macro_rules! uuid_id {
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 Uuid::parse_str(s).map(Self).map_err(|source| InvalidId {
                     value: s.to_owned(),
+                    kind: $kind,
+                    hint: $hint,
                     source,
                 })
             }
@@ -62,25 +68,37 @@ macro_rules! uuid_id {
 
 uuid_id!(
     /// Identifier of an organization (tenant).
-    OrgId
+    OrgId,
+    "an organization",
+    "; `synaxisctl org list` shows them"
 );
 uuid_id!(
     /// Identifier of a team inside an organization.
-    TeamId
+    TeamId,
+    "a team",
+    "; `synaxisctl team list --org ORG_ID` shows them"
 );
 uuid_id!(
     /// Identifier of a user inside an organization.
-    UserId
+    UserId,
+    "a user",
+    "; `synaxisctl user list --org ORG_ID` shows them"
 );
 uuid_id!(
     /// Identifier of a virtual key. Stable across rotations; the secret is not derived from it.
-    KeyId
+    KeyId,
+    "a key",
+    "; `synaxisctl key list --user USER_ID` shows them"
 );
 uuid_id!(
     /// Identifier of one inference request and of its request record.
-    RequestId
+    RequestId,
+    "a request",
+    ""
 );
 uuid_id!(
     /// Identifier of an invoice.
-    InvoiceId
+    InvoiceId,
+    "an invoice",
+    "; `synaxisctl invoice list ORG` shows them"
 );
