@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 /// Error returned when a string is not a UUID id.
 #[derive(Debug, thiserror::Error)]
-#[error("`{value}` is not {kind} id: expected a UUID such as 5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11{hint}")]
+#[error(
+    "`{value}` is not {kind} id: expected a UUID such as 5f1c1f5e-8a53-4c55-9d2c-2f1f8f0f1a11{hint}"
+)]
 pub struct InvalidId {
     pub value: String,
     /// The kind of id, with its article, such as `an organization`.

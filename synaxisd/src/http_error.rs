@@ -80,6 +80,13 @@ pub enum ApiError {
     /// A failover drill could not run, for the stated reason.
     #[error("the failover drill could not run: {0}")]
     DrillFailed(String),
+    /// Another failover drill holds a region until `until`.
+    #[error("failover drill {drill_id}, run by {coordinator}, holds the regions until {until}")]
+    DrillRunning {
+        drill_id: String,
+        coordinator: RegionId,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// The home region is down, and the user has no basis for being served in `here`.
     #[error("the key's home region {region} cannot be reached, and no consent allows {here}")]
     RegionUnavailableWithoutConsent { region: RegionId, here: RegionId },
@@ -127,6 +134,7 @@ impl ApiError {
             }
             Self::PeerRefused(_) => StatusCode::UNAUTHORIZED,
             Self::DrillFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DrillRunning { .. } => StatusCode::CONFLICT,
             Self::UpstreamRejected { status, .. } => *status,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -162,6 +170,7 @@ impl ApiError {
             }
             Self::PeerRefused(_) => "peer_unauthorized",
             Self::DrillFailed(_) => "drill_failed",
+            Self::DrillRunning { .. } => "drill_running",
             Self::Upstream(_) => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
@@ -196,6 +205,7 @@ impl ApiError {
             | Self::RegionUnavailable { .. }
             | Self::RegionUnavailableWithoutConsent { .. }
             | Self::DrillFailed(_)
+            | Self::DrillRunning { .. }
             | Self::ShuttingDown
             | Self::Internal => "api_error",
         }
@@ -279,6 +289,14 @@ impl ApiError {
             Self::DrillFailed(reason) => format!(
                 "The failover drill could not run: {reason}. Check every region with `synaxisctl region status`, then run the drill again."
             ),
+            Self::DrillRunning {
+                drill_id,
+                coordinator,
+                until,
+            } => format!(
+                "Failover drill {drill_id}, run by {coordinator}, holds the regions until {} at the latest. Run this drill after it ends.",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
             Self::OtherRegionKey { region, url } => format!(
                 "This key belongs to region {region}, and this region does not forward to it. Send the request to {url}."
             ),
@@ -357,6 +375,14 @@ impl ApiError {
             ),
             Self::DrillFailed(reason) => format!(
                 "O exercício de failover não pôde ser feito: {reason}. Verifique todas as regiões com `synaxisctl region status` e repita o exercício."
+            ),
+            Self::DrillRunning {
+                drill_id,
+                coordinator,
+                until,
+            } => format!(
+                "O exercício de failover {drill_id}, conduzido por {coordinator}, ocupa as regiões até {} no máximo. Faça este exercício depois que ele terminar.",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
             Self::OtherRegionKey { region, url } => format!(
                 "Esta chave pertence à região {region}, e esta região não encaminha para ela. Envie a requisição para {url}."

@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route(drill::RECORDS_PATH, post(drill::peer_records))
         .route(drill::DRAIN_PATH, post(drill::peer_drain))
         .route(drill::FINISH_PATH, post(drill::peer_finish))
+        .route(drill::CLAIM_PATH, post(drill::peer_claim))
         .merge(gateway::routes())
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })

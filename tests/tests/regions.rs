@@ -892,6 +892,15 @@ async fn failover_follows_health_and_consent() {
     let (status, error) = budget_status(&small, "budget-over").await;
     assert_eq!(status, 402, "{error}");
     assert_eq!(error["error"]["code"], "budget_exceeded");
+    // The model list costs nothing, so a used-up budget does not refuse it.
+    let models = http
+        .get(format!("{}/v1/models", deployment.region("us-east-1").url))
+        .bearer_auth(&budgeted.secret)
+        .send()
+        .await
+        .expect("list models through us-east-1");
+    assert_eq!(models.status().as_u16(), 200);
+    assert_eq!(models.headers()["x-synaxis-cross-border"], "true");
 
     let unknown = http
         .post(&url)
@@ -1036,14 +1045,45 @@ async fn failover_drill_loses_and_duplicates_nothing() {
     .fetch_one(&us)
     .await
     .expect("the drill's audit entry");
+    let drill_id = report["drill_id"].as_str().expect("drill id");
+    assert!(drill_id.starts_with("eu-west-1-"), "{drill_id}");
     assert_eq!(
         entry,
         (
             "success".to_owned(),
-            Some("eu-west-1".to_owned()),
+            Some(drill_id.to_owned()),
             Some("quarterly failover drill".to_owned())
         )
     );
+
+    // Of two drills started together, one runs and the other is refused with 409.
+    let start = |region: &str, drilled: &str| {
+        let region = deployment.region(region);
+        Command::new(common::binary("synaxisctl"))
+            .args(["--endpoint", &region.url, "--token", &region.operator_token])
+            .args(["failover", "drill", "--region", drilled, "--duration", "2s"])
+            .args(["--justification", "overlapping drills"])
+            .env("SYNAXIS_CA_CERT", &deployment.ca_file)
+            .env_remove("SYNAXIS_LANG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start synaxisctl")
+    };
+    let first = start("us-east-1", "eu-west-1");
+    let second = start("sa-east-1", "us-east-1");
+    let mut outcomes: Vec<(i32, String)> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().expect("wait for synaxisctl");
+            let message = String::from_utf8_lossy(&output.stderr).into_owned();
+            (output.status.code().unwrap_or(-1), message)
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes[0].0, 0, "one drill runs: {outcomes:?}");
+    assert_eq!(outcomes[1].0, 5, "the other is refused: {outcomes:?}");
+    assert!(outcomes[1].1.contains("holds the regions"), "{outcomes:?}");
 
     // A drill of a region that does not exist names it and the regions there are.
     let (status, message) = deployment.ctl_error(

@@ -64,8 +64,9 @@ pub async fn drill(
     };
     // The drill runs in a task of its own, so that a client that goes away does not stop it
     // halfway, with a region drained and its audit entry unwritten.
+    let drill_id = crate::region::drill::new_id(&request.region);
     let drill = tokio::spawn(async move {
-        let report = crate::region::drill::run(&state, &request, &justification).await;
+        let report = crate::region::drill::run(&state, &request, &justification, &drill_id).await;
         let result = match &report {
             Ok(report) if report.passed() => AuditResult::Success,
             _ => AuditResult::Failure,
@@ -75,7 +76,7 @@ pub async fn drill(
             .record_operation(
                 &caller,
                 Action::FailoverDrill,
-                ("region", request.region.as_str()),
+                ("failover_drill", drill_id.as_str()),
                 result,
             )
             .await?;

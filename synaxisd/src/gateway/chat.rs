@@ -138,7 +138,7 @@ async fn handle(
         let worst_case = worst_case_cost(prices, input_tokens, output_tokens);
         if let Some(budget) = replicated_budgets
             .iter()
-            .find(|budget| budget.remaining_usd < worst_case)
+            .find(|budget| budget.remaining_usd.is_zero() || budget.remaining_usd < worst_case)
         {
             let error = ApiError::BudgetExceeded(Box::new(BudgetExceeded {
                 budget: budget.clone(),

@@ -9,17 +9,23 @@ use serde_json::{Value, json};
 use super::InferenceKey;
 use super::record::Outcome;
 use crate::billing::Usage;
+use crate::region::failover::FailedOver;
 use crate::server::{AppState, RequestContext};
 
 pub async fn list_models(
     State(state): State<AppState>,
     Extension(context): Extension<RequestContext>,
+    failover: Option<Extension<FailedOver>>,
     InferenceKey(key): InferenceKey,
 ) -> Json<Value> {
-    let record = state
+    let mut record = state
         .gateway
         .recorder
         .start(&key.key, &context.request_id, "/v1/models");
+    // The record of a user of another region served during failover belongs to that region.
+    if let Some(Extension(failover)) = failover {
+        record.hold_for(failover.home);
+    }
 
     let data: Vec<Value> = state
         .gateway

@@ -47,6 +47,9 @@ pub const RECORDS_PATH: &str = "/peer/v1/drill/records";
 /// Path at which a region revokes its drill org once the drill is over.
 pub const FINISH_PATH: &str = "/peer/v1/drill/finish";
 
+/// Path at which a region takes or releases the claim of a drill.
+pub const CLAIM_PATH: &str = "/peer/v1/drill/claim";
+
 /// Path at which a region drains a region from its routing or restores it.
 pub const DRAIN_PATH: &str = "/peer/v1/regions/drain";
 
@@ -68,6 +71,10 @@ const POLL: Duration = Duration::from_millis(250);
 /// How long a drain outlasts the drill's planned end.
 const DRAIN_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
 
+/// How long a drill's claim on the regions outlives its planned end: the waits for replicas and
+/// hand-offs, the drain's margin, and slack.
+const CLAIM_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+
 /// How long the drill keys outlive the drill's planned end.
 const KEY_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -79,6 +86,29 @@ pub struct TenantsRequest {
     drill_id: String,
     expires_at: DateTime<Utc>,
     justification: String,
+}
+
+/// A drill's hold on a region: while it lasts, no other drill starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillClaim {
+    pub drill_id: String,
+    /// The region that runs the drill.
+    pub coordinator: RegionId,
+    /// The claim ends by itself then, should the drill never release it.
+    pub until: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    claim: DrillClaim,
+    /// Releases the claim instead of taking it.
+    release: bool,
+}
+
+/// The claim of another drill that holds the region, when the region refused the request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimAnswer {
+    held_by: Option<DrillClaim>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,6 +177,14 @@ pub async fn peer_tenants(
     Json(request): Json<TenantsRequest>,
 ) -> Response {
     respond(create_tenants(&state, &request).await)
+}
+
+/// Takes or releases a drill's claim on this region for a coordinator.
+pub async fn peer_claim(
+    State(state): State<AppState>,
+    Json(request): Json<ClaimRequest>,
+) -> Response {
+    respond(Ok(take_or_release(&state, &request)))
 }
 
 /// Revokes this region's drill org for a coordinator.
@@ -315,6 +353,82 @@ async fn count_records(
         .collect())
 }
 
+/// Takes the request's claim on this region unless another drill's unexpired claim holds it, or
+/// releases the request's own claim.
+fn take_or_release(state: &AppState, request: &ClaimRequest) -> ClaimAnswer {
+    let mut slot = state
+        .regions
+        .drill
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Utc::now();
+    let ours = &request.claim;
+    if let Some(held) = slot.as_ref()
+        && held.until > now
+        && held.drill_id != ours.drill_id
+    {
+        return ClaimAnswer {
+            held_by: (!request.release).then(|| held.clone()),
+        };
+    }
+    *slot = (!request.release).then(|| ours.clone());
+    ClaimAnswer { held_by: None }
+}
+
+/// Takes `claim` in every region, in region id order, so that of two drills that start together
+/// one gets every claim and the other none. Releases what it took when a region refuses.
+async fn claim_all(
+    state: &AppState,
+    regions: &[RegionId],
+    claim: &DrillClaim,
+) -> Result<(), ApiError> {
+    let mut ordered = regions.to_vec();
+    ordered.sort();
+    let take = ClaimRequest {
+        claim: claim.clone(),
+        release: false,
+    };
+    for (index, region) in ordered.iter().enumerate() {
+        let answer: Result<ClaimAnswer, String> =
+            on_region(state, region, CLAIM_PATH, &take, async {
+                Ok(take_or_release(state, &take))
+            })
+            .await;
+        let refusal = match answer {
+            Ok(ClaimAnswer { held_by: None }) => continue,
+            Ok(ClaimAnswer {
+                held_by: Some(held),
+            }) => ApiError::DrillRunning {
+                drill_id: held.drill_id,
+                coordinator: held.coordinator,
+                until: held.until,
+            },
+            Err(error) => drill_failed("cannot claim the regions", &error),
+        };
+        release_all(state, &ordered[..index], claim).await;
+        return Err(refusal);
+    }
+    Ok(())
+}
+
+/// Releases `claim` in `regions`; a region that cannot be reached lets it expire.
+async fn release_all(state: &AppState, regions: &[RegionId], claim: &DrillClaim) {
+    let release = ClaimRequest {
+        claim: claim.clone(),
+        release: true,
+    };
+    for region in regions {
+        let answer: Result<ClaimAnswer, String> =
+            on_region(state, region, CLAIM_PATH, &release, async {
+                Ok(take_or_release(state, &release))
+            })
+            .await;
+        if let Err(error) = answer {
+            tracing::warn!(%region, %error, drill.id = %claim.drill_id, "cannot release a drill's claim; it expires at {}", claim.until);
+        }
+    }
+}
+
 fn drain(state: &AppState, request: &DrainRequest) -> DrainAnswer {
     DrainAnswer {
         drained: state.regions.health.drain(&request.region, request.until),
@@ -397,13 +511,19 @@ fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, Api
             ),
         ));
     };
-    // Every region must take traffic now, or the drill would measure an outage or another
-    // drill instead.
+    Ok(model)
+}
+
+/// Checks that every region takes traffic now, or the drill would measure an outage or another
+/// drill instead.
+fn check_health(state: &AppState) -> Result<(), ApiError> {
+    let regions = &state.regions;
     let now = Utc::now();
     for health in regions.health.view() {
         let region = &health.region;
         let cause = if let Some(until) = health.drained_until.filter(|until| *until > now) {
-            format!("drained until {until} (a drill is running)")
+            let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            format!("drained until {until} by a drill that ended without restoring it")
         } else if *region != regions.own && health.status != RegionStatus::Up {
             health.status.to_string()
         } else {
@@ -414,7 +534,7 @@ fn check_request(state: &AppState, request: &DrillRequest) -> Result<String, Api
             regions.own
         )));
     }
-    Ok(model)
+    Ok(())
 }
 
 /// One drill key, with the region and jurisdiction it belongs to.
@@ -425,14 +545,49 @@ struct Sender {
     secret: String,
 }
 
-/// Runs a drill as [`DrillRequest`] describes, with `justification` on every change it makes.
+/// Returns a new drill id, which names the drilled region, such as `eu-west-1-3f9a0c12b7de`.
+pub fn new_id(region: &RegionId) -> String {
+    format!(
+        "{region}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Runs the drill `drill_id` as [`DrillRequest`] describes, with `justification` on every change
+/// it makes, once it holds every region's claim.
 pub async fn run(
     state: &AppState,
     request: &DrillRequest,
     justification: &str,
+    drill_id: &str,
 ) -> Result<DrillReport, ApiError> {
     let model = check_request(state, request)?;
-    let drill_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let duration =
+        chrono::Duration::seconds(i64::try_from(request.duration_secs).unwrap_or(i64::MAX));
+    let regions = all_regions(state);
+    let claim = DrillClaim {
+        drill_id: drill_id.to_owned(),
+        coordinator: state.regions.own.clone(),
+        until: Utc::now() + duration + CLAIM_MARGIN,
+    };
+    claim_all(state, &regions, &claim).await?;
+    let report = match check_health(state) {
+        Ok(()) => run_claimed(state, request, justification, drill_id, &model).await,
+        Err(error) => Err(error),
+    };
+    release_all(state, &regions, &claim).await;
+    report
+}
+
+async fn run_claimed(
+    state: &AppState,
+    request: &DrillRequest,
+    justification: &str,
+    drill_id: &str,
+    model: &str,
+) -> Result<DrillReport, ApiError> {
+    let drill_id = drill_id.to_owned();
+    let model = model.to_owned();
     let started_at = Utc::now();
     let duration =
         chrono::Duration::seconds(i64::try_from(request.duration_secs).unwrap_or(i64::MAX));

@@ -33,7 +33,7 @@ use super::{Peer, REQUEST_ID, Regions, refuse, refuse_in};
 use crate::compliance::{Compliance, Transfer, TransferDecision, TransferRequest};
 use crate::directory::DirectoryEntry;
 use crate::gateway::auth::bearer_token;
-use crate::http_error::{ApiError, BudgetExceeded};
+use crate::http_error::ApiError;
 use crate::metrics::Metrics;
 use crate::server::AppState;
 use crate::store::{AuthenticatedKey, RequestRecord, Store};
@@ -135,11 +135,6 @@ pub(super) async fn serve(
         TransferDecision::Allowed(basis) => Some(basis),
     };
 
-    let budgets = match budgets_left(state, home, &entry).await {
-        Ok(budgets) => budgets,
-        Err(error) => return refuse(error, request.headers()),
-    };
-
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -166,6 +161,19 @@ pub(super) async fn serve(
             return refuse(error, request.headers());
         }
     }
+    // The model list costs nothing, so only inference checks the budgets.
+    let budgets = if request.method() == Method::POST {
+        match budgets_left(state, home, &entry).await {
+            Ok(budgets) => budgets,
+            Err(error) => {
+                let mut response = refuse(error, request.headers());
+                mark_cross_border(&mut response, basis.is_some());
+                return response;
+            }
+        }
+    } else {
+        Vec::new()
+    };
     state.metrics.count_failover(home.as_str(), true);
     tracing::info!(
         home = %home,
@@ -179,18 +187,23 @@ pub(super) async fn serve(
         budgets,
     });
     let mut response = next.run(request).await;
-    if basis.is_some() {
+    mark_cross_border(&mut response, basis.is_some());
+    response
+}
+
+/// Marks a response of a request that was transferred to another jurisdiction.
+fn mark_cross_border(response: &mut Response, transferred: bool) {
+    if transferred {
         response.headers_mut().insert(
             CROSS_BORDER_HEADER.clone(),
             HeaderValue::from_static("true"),
         );
     }
-    response
 }
 
 /// Returns the replicated budgets of the entry's key, team and org, each less the cost of the
-/// records that this region holds for them, or 402 when one has nothing left. The request's
-/// handler checks its worst-case cost against what is left.
+/// records that this region holds for them. The request's handler refuses with 402 when one has
+/// less left than the request's worst-case cost, or nothing.
 async fn budgets_left(
     state: &AppState,
     home: &RegionId,
@@ -225,18 +238,11 @@ async fn budgets_left(
             })
             .map(|record| record.cost_usd)
             .sum();
-        let budget = Budget {
+        left.push(Budget {
             spent_usd: budget.spent_usd + spent_here,
             remaining_usd: (budget.remaining_usd - spent_here).max(Decimal::ZERO),
             ..budget.clone()
-        };
-        if budget.remaining_usd.is_zero() {
-            return Err(ApiError::BudgetExceeded(Box::new(BudgetExceeded {
-                budget,
-                cost_usd: Decimal::ZERO,
-            })));
-        }
-        left.push(budget);
+        });
     }
     Ok(left)
 }

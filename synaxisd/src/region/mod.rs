@@ -95,6 +95,8 @@ pub struct Regions {
     pub health: Arc<HealthMonitor>,
     /// When a refused peer call was last logged.
     last_refusal_log: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The failover drill that holds this region, so that two drills do not overlap.
+    pub drill: std::sync::Mutex<Option<drill::DrillClaim>>,
 }
 
 /// Shortest time between two logged refusals of peer calls.
@@ -162,6 +164,7 @@ impl Regions {
             client,
             health,
             last_refusal_log: std::sync::Mutex::new(None),
+            drill: std::sync::Mutex::new(None),
         }
     }
 
