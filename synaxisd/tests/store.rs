@@ -1650,11 +1650,11 @@ async fn held_records_are_handed_off_once(store: Arc<dyn Store>) {
     all.push(local.clone());
     store.insert_requests(&all, &[], &[]).await.expect("insert");
 
-    let first = store.held_requests(&eu, 2).await.expect("held");
+    let first = store.held_requests(&eu, None, 2).await.expect("held");
     assert_eq!(first, held[..2].to_vec(), "oldest first, up to the limit");
     assert_eq!(
         store
-            .held_requests(&region(), 10)
+            .held_requests(&region(), None, 10)
             .await
             .expect("held")
             .len(),
@@ -1727,9 +1727,19 @@ async fn held_records_are_handed_off_once(store: Arc<dyn Store>) {
         0
     );
     assert_eq!(
-        store.held_requests(&eu, 10).await.expect("held"),
+        store.held_requests(&eu, None, 10).await.expect("held"),
         held[2..].to_vec()
     );
+    let of_org = store
+        .held_requests(&eu, Some(created.key.org_id), 10)
+        .await
+        .expect("held of the org");
+    assert_eq!(of_org, held[2..].to_vec());
+    let of_other = store
+        .held_requests(&eu, Some(OrgId::new()), 10)
+        .await
+        .expect("held of another org");
+    assert!(of_other.is_empty(), "{of_other:?}");
 
     let request_ids: Vec<String> = held
         .iter()

@@ -217,7 +217,7 @@ async fn budgets_left(
     let held = state
         .tenancy
         .store()
-        .held_requests_of_org(home, entry.org_id)
+        .held_requests(home, Some(entry.org_id), i64::MAX)
         .await
         .map_err(|error| {
             tracing::warn!(%error, org.id = %entry.org_id, "cannot read the held records of an org");
@@ -320,7 +320,7 @@ async fn hand_off_to(
 ) -> Result<(), String> {
     loop {
         let held = store
-            .held_requests(region, HAND_OFF_BATCH)
+            .held_requests(region, None, HAND_OFF_BATCH)
             .await
             .map_err(|error| error.to_string())?;
         if held.is_empty() {

@@ -177,19 +177,14 @@ pub trait RequestStore: Send + Sync {
     /// Returns matching records, newest first.
     async fn list_requests(&self, filter: &RequestFilter)
     -> Result<Vec<RequestRecord>, StoreError>;
-    /// Returns up to `limit` of the records held here for `region`, oldest first: the usage of
-    /// that region's users served here while it was down, not yet handed to it.
+    /// Returns up to `limit` of the records held here for `region`, of the org `org_id` when
+    /// given, oldest first: the usage of that region's users served here while it was down, not
+    /// yet handed to it.
     async fn held_requests(
         &self,
         region: &RegionId,
+        org_id: Option<OrgId>,
         limit: i64,
-    ) -> Result<Vec<RequestRecord>, StoreError>;
-    /// Returns the records held here for `region` of the org `org_id`, whose cost counts
-    /// against the org's replicated budgets until they are handed off.
-    async fn held_requests_of_org(
-        &self,
-        region: &RegionId,
-        org_id: OrgId,
     ) -> Result<Vec<RequestRecord>, StoreError>;
     /// Deletes the records held for `region` with these ids, once `region` has stored them.
     /// Returns how many were deleted.

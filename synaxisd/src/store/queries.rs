@@ -1658,32 +1658,18 @@ macro_rules! impl_store_queries {
             async fn held_requests(
                 &self,
                 region: &synaxis_shared::RegionId,
+                org_id: Option<OrgId>,
                 limit: i64,
             ) -> Result<Vec<RequestRecord>, StoreError> {
                 let mut query = QueryBuilder::<$db>::new("SELECT ");
                 query
                     .push(REQUEST_COLUMNS)
                     .push(" FROM requests WHERE stored_region = ")
-                    .push_bind(region.as_str())
-                    .push(" ORDER BY started_at, id LIMIT ")
-                    .push_bind(limit);
-                let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
-                convert_all(rows)
-            }
-
-            async fn held_requests_of_org(
-                &self,
-                region: &synaxis_shared::RegionId,
-                org_id: OrgId,
-            ) -> Result<Vec<RequestRecord>, StoreError> {
-                let mut query = QueryBuilder::<$db>::new("SELECT ");
-                query
-                    .push(REQUEST_COLUMNS)
-                    .push(" FROM requests WHERE stored_region = ")
-                    .push_bind(region.as_str())
-                    .push(" AND org_id = ")
-                    .push_bind(org_id.0)
-                    .push(" ORDER BY started_at, id");
+                    .push_bind(region.as_str());
+                if let Some(org_id) = org_id {
+                    query.push(" AND org_id = ").push_bind(org_id.0);
+                }
+                query.push(" ORDER BY started_at, id LIMIT ").push_bind(limit);
                 let rows = query.build_query_as::<RequestRow>().fetch_all(&self.pool).await?;
                 convert_all(rows)
             }
