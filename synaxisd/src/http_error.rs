@@ -80,9 +80,10 @@ pub enum ApiError {
     /// A failover drill could not run, for the stated reason.
     #[error("the failover drill could not run: {0}")]
     DrillFailed(String),
-    /// Another failover drill holds a region until `until`.
+    /// Another failover drill holds a region until `until`, so the drill `refused` did not start.
     #[error("failover drill {drill_id}, run by {coordinator}, holds the regions until {until}")]
     DrillRunning {
+        refused: String,
         drill_id: String,
         coordinator: RegionId,
         until: chrono::DateTime<chrono::Utc>,
@@ -290,11 +291,12 @@ impl ApiError {
                 "The failover drill could not run: {reason}. Check every region with `synaxisctl region status`, then run the drill again."
             ),
             Self::DrillRunning {
+                refused,
                 drill_id,
                 coordinator,
                 until,
             } => format!(
-                "Failover drill {drill_id}, run by {coordinator}, holds the regions until {} at the latest. Run this drill after it ends.",
+                "Failover drill {drill_id}, run by {coordinator}, holds the regions until {} at the latest, so drill {refused} did not start. Run it again after that drill ends.",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
             Self::OtherRegionKey { region, url } => format!(
@@ -377,11 +379,12 @@ impl ApiError {
                 "O exercício de failover não pôde ser feito: {reason}. Verifique todas as regiões com `synaxisctl region status` e repita o exercício."
             ),
             Self::DrillRunning {
+                refused,
                 drill_id,
                 coordinator,
                 until,
             } => format!(
-                "O exercício de failover {drill_id}, conduzido por {coordinator}, ocupa as regiões até {} no máximo. Faça este exercício depois que ele terminar.",
+                "O exercício de failover {drill_id}, conduzido por {coordinator}, ocupa as regiões até {} no máximo, então o exercício {refused} não começou. Repita-o depois que aquele exercício terminar.",
                 until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
             Self::OtherRegionKey { region, url } => format!(

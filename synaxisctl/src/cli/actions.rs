@@ -630,8 +630,9 @@ pub enum FailoverAction {
     /// regions for DURATION, then restore the region. Prints what failed over, what was refused
     /// for lack of consent, and how many usage records were lost or stored twice. Exits with 1
     /// when an outcome breaks the transfer rules, a request fails, a record is lost,
-    /// duplicated or still held, or a region was not restored. The drill runs to its end in
-    /// the server even when this command is interrupted. Requires --justification.
+    /// duplicated or still held, or a region was not restored, and with 5 when another drill
+    /// is running. The drill runs to its end in the server even when this command is
+    /// interrupted. Requires --justification.
     Drill {
         /// The region to drain, such as `eu-west-1`.
         #[arg(long, value_name = "REGION")]

@@ -399,6 +399,7 @@ async fn claim_all(
             Ok(ClaimAnswer {
                 held_by: Some(held),
             }) => ApiError::DrillRunning {
+                refused: claim.drill_id.clone(),
                 drill_id: held.drill_id,
                 coordinator: held.coordinator,
                 until: held.until,
