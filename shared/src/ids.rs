@@ -15,7 +15,7 @@ pub struct InvalidId {
     pub value: String,
     /// The kind of id, with its article, such as `an organization`.
     pub kind: &'static str,
-    /// Where to find such ids, or empty.
+    /// A hint on listing such ids, or empty.
     pub hint: &'static str,
     #[source]
     pub source: uuid::Error,

@@ -195,8 +195,8 @@ pub struct DrillRequest {
     pub model: Option<String>,
 }
 
-/// What a drill's requests from the test key of one user, sent through one entry region,
-/// came to.
+/// The outcome of a drill's requests from the test key of one user, sent through one entry
+/// region.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillTraffic {
     /// The home region of the key.
@@ -213,14 +213,14 @@ pub struct DrillTraffic {
     pub refused_without_consent: u64,
     /// Served by the home region, which was not drained.
     pub served_at_home: u64,
-    /// Any other answer, such as an error of the upstream or a transport failure.
+    /// Any other response, such as an error of the upstream, or a transport failure.
     pub errors: u64,
     /// Failed over with an `x-synaxis-cross-border` header that does not match the
     /// jurisdictions of the key's region and the entry region.
     pub mislabelled: u64,
 }
 
-/// How the usage records of a drill's served requests landed.
+/// The counts of the usage records of a drill's served requests, by where they landed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillUsage {
     /// Served requests, each of which should have one record in its home region.

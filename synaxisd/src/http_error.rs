@@ -80,7 +80,8 @@ pub enum ApiError {
     /// A failover drill could not run, for the stated reason.
     #[error("the failover drill could not run: {0}")]
     DrillFailed(String),
-    /// Another failover drill holds a region until `until`, so the drill `refused` did not start.
+    /// Another failover drill has claimed the regions until `until`, so the drill `refused` did
+    /// not start.
     #[error("failover drill {drill_id}, run by {coordinator}, holds the regions until {until}")]
     DrillRunning {
         refused: String,

@@ -215,7 +215,7 @@ pub enum Resource {
     },
     /// Print the completion script of a shell: `synaxisctl completions bash >
     /// ~/.local/share/bash-completion/completions/synaxisctl`. The repository's `completions/`
-    /// folder holds the scripts of bash, zsh and fish.
+    /// folder contains the scripts of bash, zsh and fish.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,

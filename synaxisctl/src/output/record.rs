@@ -878,7 +878,7 @@ impl Record for synaxis_shared::region::DrillReport {
     }
 }
 
-/// What one key's requests through one entry region came to: a row of `failover drill`.
+/// The outcome of one key's requests through one entry region: a row of `failover drill`.
 impl Record for synaxis_shared::region::DrillTraffic {
     const COLUMNS: &'static [&'static str] = &[
         "home",

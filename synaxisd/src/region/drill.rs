@@ -105,7 +105,7 @@ pub struct ClaimRequest {
     release: bool,
 }
 
-/// The claim of another drill that holds the region, when the region refused the request.
+/// The claim of another drill on the region, when the region rejected the request.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClaimAnswer {
     held_by: Option<DrillClaim>,
@@ -460,7 +460,7 @@ where
     }
 }
 
-/// Every region, this one first.
+/// Returns every region, this one first.
 fn all_regions(state: &AppState) -> Vec<RegionId> {
     std::iter::once(state.regions.own.clone())
         .chain(state.regions.peers.keys().cloned())
@@ -555,7 +555,7 @@ pub fn new_id(region: &RegionId) -> String {
 }
 
 /// Runs the drill `drill_id` as [`DrillRequest`] describes, with `justification` on every change
-/// it makes, once it holds every region's claim.
+/// it makes, once it has every region's claim.
 pub async fn run(
     state: &AppState,
     request: &DrillRequest,
@@ -630,7 +630,7 @@ async fn run_claimed(
         }));
     }
 
-    // 2. Every replica holds the other regions' keys, with their consent.
+    // 2. Every replica contains the other regions' keys, with their consent.
     if let Err(error) = wait_for_replicas(state, &regions, &senders).await {
         revoke_tenants(state, &regions, &finish_request).await;
         return Err(error);
@@ -805,9 +805,9 @@ async fn set_drain(
     }
 }
 
-/// What one synthetic request came to.
+/// The outcome of one synthetic request.
 enum Outcome {
-    /// Served by the entry region; `cross_border` when it said so in its header.
+    /// Served by the entry region. `cross_border` when its header marked a transfer.
     FailedOver {
         cross_border: bool,
     },

@@ -10,7 +10,7 @@
 //!
 //! The hand-off task sends held records to the home region's `/peer/v1/usage`, which stores
 //! those it does not have yet, and deletes them here once the home region has confirmed. A
-//! hand-off whose answer is lost is repeated and stores nothing twice, so every record lands
+//! hand-off whose response is lost is repeated and stores nothing twice, so every record lands
 //! in its home region exactly once.
 
 use std::sync::Arc;
@@ -73,7 +73,7 @@ pub struct HandOffAnswer {
 }
 
 /// Serves `request`, whose key belongs to `home`, here if the user's compliance provider
-/// allows it; otherwise answers 503 `region_unavailable`, with how to consent when consent would
+/// allows it; otherwise responds with 503 `region_unavailable`, with how to consent when consent would
 /// allow it.
 pub(super) async fn serve(
     state: &AppState,
@@ -96,7 +96,7 @@ pub(super) async fn serve(
         }
     };
     // From here on the user is known, so errors speak the user's language by default.
-    let refuse = |error: ApiError, headers: &axum::http::HeaderMap| {
+    let reject = |error: ApiError, headers: &axum::http::HeaderMap| {
         refuse_in(error, headers, own, Some(entry.locale))
     };
     let compliance = Compliance::default();
@@ -104,7 +104,7 @@ pub(super) async fn serve(
         let error = ApiError::RegionUnavailable {
             region: home.clone(),
         };
-        return refuse(error, request.headers());
+        return reject(error, request.headers());
     };
     let decision = provider.validate_transfer(&TransferRequest {
         target_region: own,
@@ -123,13 +123,13 @@ pub(super) async fn serve(
                 region: home.clone(),
                 here: own.clone(),
             };
-            return refuse(error, request.headers());
+            return reject(error, request.headers());
         }
         _ if !served_route => {
             let error = ApiError::RegionUnavailable {
                 region: home.clone(),
             };
-            return refuse(error, request.headers());
+            return reject(error, request.headers());
         }
         TransferDecision::SameJurisdiction => None,
         TransferDecision::Allowed(basis) => Some(basis),
@@ -154,11 +154,11 @@ pub(super) async fn serve(
         let store = state.tenancy.store().as_ref();
         if let Err(error) = provider.log_transfer(store, transfer).await {
             // Without its record, the transfer does not happen.
-            tracing::error!(%error, "cannot record a transfer; the request is refused");
+            tracing::error!(%error, "failed to record a transfer, so the request is rejected");
             let error = ApiError::RegionUnavailable {
                 region: home.clone(),
             };
-            return refuse(error, request.headers());
+            return reject(error, request.headers());
         }
     }
     // The model list costs nothing, so only inference checks the budgets.
@@ -166,7 +166,7 @@ pub(super) async fn serve(
         match budgets_left(state, home, &entry).await {
             Ok(budgets) => budgets,
             Err(error) => {
-                let mut response = refuse(error, request.headers());
+                let mut response = reject(error, request.headers());
                 mark_cross_border(&mut response, basis.is_some());
                 return response;
             }

@@ -95,7 +95,7 @@ pub struct Regions {
     pub health: Arc<HealthMonitor>,
     /// When a refused peer call was last logged.
     last_refusal_log: std::sync::Mutex<Option<std::time::Instant>>,
-    /// The failover drill that holds this region, so that two drills do not overlap.
+    /// The failover drill that has claimed this region, so that two drills do not overlap.
     pub drill: std::sync::Mutex<Option<drill::DrillClaim>>,
 }
 

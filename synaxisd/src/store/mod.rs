@@ -194,7 +194,7 @@ pub trait RequestStore: Send + Sync {
         ids: &[RequestId],
     ) -> Result<u64, StoreError>;
     /// Stores records that another region held for this one, skipping any already stored, so
-    /// that a hand-off repeated after a lost answer stores nothing twice. Returns how many were
+    /// that a hand-off repeated after a lost response stores nothing twice. Returns how many were
     /// new.
     async fn accept_held_requests(&self, records: &[RequestRecord]) -> Result<u64, StoreError>;
     /// Counts the records of each of `request_ids` (`x-request-id` values) by the region they
