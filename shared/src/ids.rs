@@ -23,15 +23,22 @@ pub struct InvalidId {
 
 macro_rules! uuid_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal, $hint:literal) => {
+        uuid_id!(
+            $(#[$meta])* $name, $kind, $hint,
+            /// Creates a new random (version 4) identifier.
+            Uuid::new_v4
+        );
+    };
+    ($(#[$meta:meta])* $name:ident, $kind:literal, $hint:literal, $(#[doc = $new_doc:literal])+ $new:path) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
 
         impl $name {
-            /// Creates a new random (version 4) identifier.
+            $(#[doc = $new_doc])+
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self($new())
             }
         }
 
@@ -96,7 +103,10 @@ uuid_id!(
     /// Identifier of one inference request and of its request record.
     RequestId,
     "a request",
-    ""
+    "",
+    /// Creates a new time-ordered (version 7) identifier: records stored one after another
+    /// then add to the end of the primary key's index instead of at random places in it.
+    Uuid::now_v7
 );
 uuid_id!(
     /// Identifier of an invoice.
@@ -104,3 +114,17 @@ uuid_id!(
     "an invoice",
     "; `synaxisctl invoice list ORG` shows them"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_sort_in_creation_order() {
+        let ids: Vec<RequestId> = (0..10_000).map(|_| RequestId::new()).collect();
+
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(ids[0].0.get_version_num(), 7);
+        assert_eq!(OrgId::new().0.get_version_num(), 4);
+    }
+}

@@ -2,16 +2,21 @@
 //! never past its key's expiry or the end of a rotated secret's grace. The process that changes
 //! a key, user, team or org evicts the entries it affects at once; other processes see the
 //! change when their entries expire, or sooner when the key directory's events tell them.
+//!
+//! Concurrent misses of one key share one store lookup, so that the requests that find an
+//! entry expired together, or a key's first requests, do not each query the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use prometheus_client::metrics::counter::Counter;
 use synaxis_shared::{KeyId, OrgId, TeamId, UserId};
 
 use crate::directory::DirectorySelector;
-use crate::store::AuthenticatedKey;
+use crate::store::{AuthenticatedKey, StoreError};
 
 /// Maximum life of a cached lookup, in seconds. It is also the maximum time another process
 /// may still accept a key after it was revoked.
@@ -26,9 +31,18 @@ struct Entry {
     valid_until: DateTime<Utc>,
 }
 
+/// The outcome of a store lookup shared with the misses that waited for it: `None` when the
+/// lookup failed, and each waiter then tries on its own.
+type SharedLookup = tokio::sync::OnceCell<Option<Option<AuthenticatedKey>>>;
+
 #[derive(Debug, Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Store lookups in flight, by key hash.
+    loading: Mutex<HashMap<String, Arc<SharedLookup>>>,
+    /// Counts evictions, so that a lookup that an eviction overtook does not store what it read
+    /// before the change.
+    generation: AtomicU64,
     hits: Counter,
     misses: Counter,
     /// Receives every change that this process makes, for the key directory.
@@ -39,10 +53,9 @@ impl AuthCache {
     /// Creates a cache that counts its hits and misses into these counters.
     pub fn new(hits: Counter, misses: Counter) -> Self {
         Self {
-            entries: Mutex::default(),
             hits,
             misses,
-            changes: None,
+            ..Self::default()
         }
     }
 
@@ -63,25 +76,76 @@ impl AuthCache {
         }
     }
 
-    /// Returns the cached key for `hash` when its entry is still valid at `now`.
+    /// Returns the cached key for `hash` when its entry is still valid at `now`, counting a hit.
     pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<AuthenticatedKey> {
-        let entries = self.lock();
+        let entries = self.lock(&self.entries);
         let found = entries
             .get(hash)
             .filter(|entry| now < entry.valid_until)
             .map(|entry| entry.key.clone());
         drop(entries);
-
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.inc();
+        if found.is_some() {
+            self.hits.inc();
+        }
         found
     }
 
-    pub fn insert(&self, hash: String, key: AuthenticatedKey, now: DateTime<Utc>) {
+    /// Looks `hash` up with `lookup` after [`get`](Self::get) missed, and caches a key found.
+    /// Misses of the same hash that arrive while a lookup runs wait for it and take its result.
+    /// They count as hits, because only the lookups that reach the store count as misses.
+    pub async fn load<F, Fut>(
+        &self,
+        hash: &str,
+        now: DateTime<Utc>,
+        lookup: F,
+    ) -> Result<Option<AuthenticatedKey>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<AuthenticatedKey>, StoreError>>,
+    {
+        let shared = Arc::clone(self.lock(&self.loading).entry(hash.to_owned()).or_default());
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut own = None;
+        let outcome = shared
+            .get_or_init(|| async {
+                self.misses.inc();
+                let result = lookup().await;
+                let outcome = result.as_ref().ok().cloned();
+                own = Some(result);
+                outcome
+            })
+            .await
+            .clone();
+
+        let Some(result) = own else {
+            return match outcome {
+                Some(found) => {
+                    self.hits.inc();
+                    Ok(found)
+                }
+                None => {
+                    self.misses.inc();
+                    lookup().await
+                }
+            };
+        };
+        {
+            let mut loading = self.lock(&self.loading);
+            if loading
+                .get(hash)
+                .is_some_and(|current| Arc::ptr_eq(current, &shared))
+            {
+                loading.remove(hash);
+            }
+        }
+        if let Ok(Some(key)) = &result {
+            self.insert(hash.to_owned(), key.clone(), now, generation);
+        }
+        result
+    }
+
+    /// Caches `key`, unless an eviction happened since `generation` was read.
+    fn insert(&self, hash: String, key: AuthenticatedKey, now: DateTime<Utc>, generation: u64) {
         let mut valid_until = now + Duration::seconds(AUTH_CACHE_TTL_SECS);
         for limit in [key.key.expires_at, key.key.previous_secret_expires_at]
             .into_iter()
@@ -90,7 +154,10 @@ impl AuthCache {
             valid_until = valid_until.min(limit);
         }
 
-        let mut entries = self.lock();
+        let mut entries = self.lock(&self.entries);
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
@@ -123,7 +190,9 @@ impl AuthCache {
     }
 
     fn evict(&self, matches: impl Fn(&AuthenticatedKey) -> bool) {
-        self.lock().retain(|_, entry| !matches(&entry.key));
+        let mut entries = self.lock(&self.entries);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|_, entry| !matches(&entry.key));
     }
 
     /// Lookups served from the cache since start.
@@ -136,10 +205,135 @@ impl AuthCache {
         self.misses.get()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // Entries are plain values, so a panic elsewhere cannot leave them half-written.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock<'a, T>(&self, map: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+        // Both maps hold plain values, so a panic elsewhere cannot leave them half-written.
+        map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use synaxis_shared::api::{Key, KeyScope};
+    use synaxis_shared::{RegionId, Role};
+
+    use super::*;
+
+    fn key(now: DateTime<Utc>) -> AuthenticatedKey {
+        AuthenticatedKey {
+            key: Key {
+                id: KeyId::new(),
+                org_id: OrgId::new(),
+                user_id: UserId::new(),
+                name: "default".to_owned(),
+                scope: KeyScope::Inference,
+                region: RegionId::from_static("us-east-1"),
+                allowed_models: Vec::new(),
+                rpm_limit: None,
+                tpm_limit: None,
+                active: true,
+                expires_at: None,
+                created_at: now,
+                rotated_at: None,
+                previous_secret_expires_at: None,
+                revoked_at: None,
+            },
+            role: Role::Developer,
+            team_id: None,
+            locale: Default::default(),
+            team_allowed_models: Vec::new(),
+            org_allowed_models: Vec::new(),
+            limits: Default::default(),
+            org_plan: Default::default(),
+            budgets: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_lookup() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let found = key(now);
+        let lookups = AtomicUsize::new(0);
+        let release = tokio::sync::Notify::new();
+        let lookup = || async {
+            lookups.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            Ok(Some(found.clone()))
+        };
+
+        let misses = futures_util::future::join_all((0..20).map(|_| cache.load("h", now, lookup)));
+        let release_when_all_wait = async {
+            // Every load has either started the lookup or joined it before the lookup ends.
+            tokio::task::yield_now().await;
+            release.notify_waiters();
+        };
+        let (results, ()) = tokio::join!(misses, release_when_all_wait);
+
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "store lookups");
+        for result in results {
+            let answered = result.expect("lookup").expect("key found");
+            assert_eq!(answered.key.id, found.key.id);
+        }
+        assert_eq!(cache.misses(), 1);
+        assert_eq!(cache.hits(), 19);
+        assert!(cache.get("h", now).is_some(), "the key is cached");
+    }
+
+    #[tokio::test]
+    async fn failed_lookup_waiters_retry() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let found = key(now);
+        let lookups = AtomicUsize::new(0);
+        let release = tokio::sync::Notify::new();
+        let lookup = || async {
+            if lookups.fetch_add(1, Ordering::SeqCst) == 0 {
+                release.notified().await;
+                return Err(StoreError::Corrupt("store down".to_owned()));
+            }
+            Ok(Some(found.clone()))
+        };
+
+        let first = cache.load("h", now, lookup);
+        let second = cache.load("h", now, lookup);
+        let release_when_both_wait = async {
+            tokio::task::yield_now().await;
+            release.notify_waiters();
+        };
+        let (first, second, ()) = tokio::join!(first, second, release_when_both_wait);
+
+        assert!(first.is_err(), "the failed lookup's own error");
+        assert!(
+            second.expect("own lookup").is_some(),
+            "the waiter's own lookup"
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        assert!(
+            cache.lock(&cache.loading).is_empty(),
+            "no lookup left in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lookup_overtaken_by_an_eviction_is_not_cached() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let found = key(now);
+        let key_id = found.key.id;
+        let lookup = || async {
+            // The key changes while its old state is being read.
+            cache.forget_key(key_id);
+            Ok(Some(found.clone()))
+        };
+
+        let result = cache.load("h", now, lookup).await.expect("lookup");
+
+        assert!(result.is_some(), "the request itself is answered");
+        assert!(
+            cache.get("h", now).is_none(),
+            "the stale read is not cached"
+        );
     }
 }

@@ -950,12 +950,9 @@ impl Tenancy {
         if let Some(key) = self.auth_cache.get(&hash, now) {
             return Ok(Some(key));
         }
-
-        let found = self.store.find_usable_key(&hash, now).await?;
-        if let Some(key) = &found {
-            self.auth_cache.insert(hash, key.clone(), now);
-        }
-        Ok(found)
+        self.auth_cache
+            .load(&hash, now, || self.store.find_usable_key(&hash, now))
+            .await
     }
 }
 
