@@ -108,8 +108,16 @@ impl AuthCache {
         let mut own = None;
         let outcome = shared
             .get_or_init(|| async {
+                let _in_flight = InFlight {
+                    cache: self,
+                    hash,
+                    shared: &shared,
+                };
                 self.misses.inc();
                 let result = lookup().await;
+                if let Ok(Some(key)) = &result {
+                    self.insert(hash.to_owned(), key.clone(), now, generation);
+                }
                 let outcome = result.as_ref().ok().cloned();
                 own = Some(result);
                 outcome
@@ -117,31 +125,17 @@ impl AuthCache {
             .await
             .clone();
 
-        let Some(result) = own else {
-            return match outcome {
-                Some(found) => {
-                    self.hits.inc();
-                    Ok(found)
-                }
-                None => {
-                    self.misses.inc();
-                    lookup().await
-                }
-            };
-        };
-        {
-            let mut loading = self.lock(&self.loading);
-            if loading
-                .get(hash)
-                .is_some_and(|current| Arc::ptr_eq(current, &shared))
-            {
-                loading.remove(hash);
+        match (own, outcome) {
+            (Some(result), _) => result,
+            (None, Some(found)) => {
+                self.hits.inc();
+                Ok(found)
+            }
+            (None, None) => {
+                self.misses.inc();
+                lookup().await
             }
         }
-        if let Ok(Some(key)) = &result {
-            self.insert(hash.to_owned(), key.clone(), now, generation);
-        }
-        result
     }
 
     /// Caches `key`, unless an eviction happened since `generation` was read.
@@ -208,6 +202,26 @@ impl AuthCache {
     fn lock<'a, T>(&self, map: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
         // Both maps hold plain values, so a panic elsewhere cannot leave them half-written.
         map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A store lookup in flight, taken out of `AuthCache::loading` when the lookup ends or its
+/// request is cancelled, so that an abandoned lookup leaves nothing behind.
+struct InFlight<'a> {
+    cache: &'a AuthCache,
+    hash: &'a str,
+    shared: &'a Arc<SharedLookup>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.cache.lock(&self.cache.loading);
+        if loading
+            .get(self.hash)
+            .is_some_and(|current| Arc::ptr_eq(current, self.shared))
+        {
+            loading.remove(self.hash);
+        }
     }
 }
 
@@ -317,7 +331,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lookup_overtaken_by_an_eviction_is_not_cached() {
+    async fn cancelled_lookup_leaves_nothing_in_flight() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let lookups = AtomicUsize::new(0);
+        let lookup = || {
+            lookups.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Option<AuthenticatedKey>, StoreError>>()
+        };
+
+        let load = cache.load("h", now, lookup);
+        let cancelled = tokio::time::timeout(std::time::Duration::ZERO, load).await;
+
+        assert!(
+            cancelled.is_err(),
+            "the lookup never ends, so the load is cancelled"
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "the lookup started");
+        assert!(
+            cache.lock(&cache.loading).is_empty(),
+            "no lookup left in flight"
+        );
+    }
+
+    #[tokio::test]
+    async fn eviction_during_lookup_skips_caching() {
         let cache = AuthCache::default();
         let now = Utc::now();
         let found = key(now);
