@@ -104,8 +104,8 @@ uuid_id!(
     RequestId,
     "a request",
     "",
-    /// Creates a new time-ordered (version 7) identifier: records stored one after another
-    /// then add to the end of the primary key's index instead of at random places in it.
+    /// Creates a new time-ordered (version 7) identifier, so that records stored one after
+    /// another go to the end of the primary key's index instead of random places in it.
     Uuid::now_v7
 );
 uuid_id!(

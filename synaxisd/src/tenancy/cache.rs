@@ -31,8 +31,8 @@ struct Entry {
     valid_until: DateTime<Utc>,
 }
 
-/// The outcome of a store lookup shared with the misses that waited for it: `None` when the
-/// lookup failed, and each waiter then tries on its own.
+/// The result of a store lookup, shared with the misses that waited for it. `None` means that
+/// the lookup failed, so each waiter tries on its own.
 type SharedLookup = tokio::sync::OnceCell<Option<Option<AuthenticatedKey>>>;
 
 #[derive(Debug, Default)]
@@ -264,6 +264,17 @@ mod tests {
         }
     }
 
+    /// Wakes the lookup waiting on `release` after one turn of the test's task, in which every
+    /// load joined beside it starts the lookup or waits for it.
+    async fn release_after_one_turn(release: &tokio::sync::Notify) {
+        tokio::task::yield_now().await;
+        release.notify_waiters();
+    }
+
+    fn in_flight(cache: &AuthCache) -> usize {
+        cache.lock(&cache.loading).len()
+    }
+
     #[tokio::test]
     async fn concurrent_misses_share_one_lookup() {
         let cache = AuthCache::default();
@@ -278,12 +289,7 @@ mod tests {
         };
 
         let misses = futures_util::future::join_all((0..20).map(|_| cache.load("h", now, lookup)));
-        let release_when_all_wait = async {
-            // Every load has either started the lookup or joined it before the lookup ends.
-            tokio::task::yield_now().await;
-            release.notify_waiters();
-        };
-        let (results, ()) = tokio::join!(misses, release_when_all_wait);
+        let (results, ()) = tokio::join!(misses, release_after_one_turn(&release));
 
         assert_eq!(lookups.load(Ordering::SeqCst), 1, "store lookups");
         for result in results {
@@ -312,11 +318,7 @@ mod tests {
 
         let first = cache.load("h", now, lookup);
         let second = cache.load("h", now, lookup);
-        let release_when_both_wait = async {
-            tokio::task::yield_now().await;
-            release.notify_waiters();
-        };
-        let (first, second, ()) = tokio::join!(first, second, release_when_both_wait);
+        let (first, second, ()) = tokio::join!(first, second, release_after_one_turn(&release));
 
         assert!(first.is_err(), "the failed lookup's own error");
         assert!(
@@ -324,10 +326,7 @@ mod tests {
             "the waiter's own lookup"
         );
         assert_eq!(lookups.load(Ordering::SeqCst), 2);
-        assert!(
-            cache.lock(&cache.loading).is_empty(),
-            "no lookup left in flight"
-        );
+        assert_eq!(in_flight(&cache), 0, "lookups left in flight");
     }
 
     #[tokio::test]
@@ -348,10 +347,7 @@ mod tests {
             "the lookup never ends, so the load is cancelled"
         );
         assert_eq!(lookups.load(Ordering::SeqCst), 1, "the lookup started");
-        assert!(
-            cache.lock(&cache.loading).is_empty(),
-            "no lookup left in flight"
-        );
+        assert_eq!(in_flight(&cache), 0, "lookups left in flight");
     }
 
     #[tokio::test]
