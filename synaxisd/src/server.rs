@@ -6,18 +6,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use axum::serve::IncomingStream;
+use axum::{Extension, Router};
 use secrecy::SecretString;
 use synaxis_shared::RegionId;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::audit::AuditLog;
@@ -97,9 +101,13 @@ pub struct RequestContext {
     pub locale: Locale,
 }
 
-/// Builds the router. Requests pass `region::route_by_region` first, which forwards those of
-/// other regions' keys and checks peer calls before the routes are matched.
-pub fn router(state: AppState) -> Router {
+/// Builds the HTTP service: one router with every route, inside two middlewares. Requests pass
+/// `region::route_by_region` first, which forwards those of other regions' keys and checks
+/// peer calls before the routes are matched, then [`request_context`].
+///
+/// The middlewares and the body limit wrap the router once, rather than each route through
+/// `Router::layer`, so that a request clones and boxes each of them once.
+pub fn router(state: AppState) -> App<impl HttpService> {
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -120,18 +128,62 @@ pub fn router(state: AppState) -> Router {
         .merge(control::routes())
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            request_context,
-        ))
         .with_state(state.clone());
-    Router::new()
-        .fallback_service(routes)
-        .layer(middleware::from_fn_with_state(
-            state,
-            crate::region::route_by_region,
-        ))
+    let limited = DefaultBodyLimit::max(state.max_body_bytes).layer(routes);
+    let with_context =
+        middleware::from_fn_with_state(state.clone(), request_context).layer(limited);
+    let service =
+        middleware::from_fn_with_state(state, crate::region::route_by_region).layer(with_context);
+    App(service)
+}
+
+/// A service that answers every request, as axum serves it.
+pub trait HttpService:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The HTTP service that [`router`] builds. Serving it gives every request the peer address as
+/// `ConnectInfo<SocketAddr>`.
+#[derive(Clone)]
+pub struct App<S>(S);
+
+impl<S> std::fmt::Debug for App<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl<'a, L, S> Service<IncomingStream<'a, L>> for App<S>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    S: Clone,
+{
+    type Response = <Extension<ConnectInfo<SocketAddr>> as Layer<S>>::Service;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
+        let peer = ConnectInfo(*stream.remote_addr());
+        std::future::ready(Ok(Extension(peer).layer(self.0.clone())))
+    }
 }
 
 /// Returns this region's residency report to a peer. `region::route_by_region` has checked the
@@ -309,14 +361,15 @@ pub struct Drain {
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `drain.timeout` to finish. Requests still running then are cancelled and end with a record.
 /// Last, once every record is finished, the record writer stores what remains.
-pub async fn serve<L>(
+pub async fn serve<L, S>(
     listener: L,
-    app: Router,
+    app: App<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Drain,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    S: HttpService,
 {
     let Drain {
         timeout: drain_timeout,
@@ -335,13 +388,7 @@ where
         let _ = draining_tx.send(());
     };
 
-    // The tap gives every listener the peer address as connection info.
-    let listener = listener.tap_io(|_| {});
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let deadline = async move {
         if draining_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;

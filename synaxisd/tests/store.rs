@@ -228,7 +228,10 @@ async fn key_authenticates_by_secret(store: Arc<dyn Store>) {
     assert!(created.secret.starts_with("sk-syn-us-"));
     assert_eq!(created.key.allowed_models, vec!["gpt-4o-mini".to_owned()]);
     let found = tenancy.authenticate(&created.secret).await.expect("lookup");
-    assert_eq!(found.map(|found| found.key), Some(created.key.clone()));
+    assert_eq!(
+        found.map(|found| found.key.clone()),
+        Some(created.key.clone())
+    );
 
     // The last character changed to one it is not: a fixed replacement would equal it in one
     // secret out of 62.

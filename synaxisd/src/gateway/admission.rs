@@ -11,6 +11,7 @@
 //! call in one limiter call. A lease keeper task renews every held lease in batched calls.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -386,7 +387,7 @@ impl Admission {
         let org_plan = &key.org_plan;
         let entitlements = catalog.version(&org_plan.plan, org_plan.version)?;
         let overrides = &org_plan.overrides;
-        let scope = format!("plan:{}", key.key.org_id);
+        let mut scope = None;
         // Tokens past the monthly quota are paid from credits; requests past the daily one
         // wait for the next day.
         for (metric, window, quota, action) in [
@@ -408,6 +409,7 @@ impl Admission {
             ),
         ] {
             if let Quota::Limited(limit) = quota {
+                let scope = scope.get_or_insert_with(|| format!("plan:{}", key.key.org_id));
                 limits.push(Planned {
                     check: LimitCheck {
                         counter: Counter::new(scope.clone(), metric, window, WindowKind::Fixed),
@@ -450,30 +452,40 @@ impl Admission {
             }
         }
 
-        let team_set = key.team_id.map(|team| {
-            let set = or_default(&key.limits.team, &self.defaults.team);
-            (format!("team:{team}"), set)
-        });
-        let scopes = [
+        let team_id = key.team_id.as_ref().map(|team| team as &dyn fmt::Display);
+        let scopes: [(&'static str, &str, Option<&dyn fmt::Display>, &LimitSet); 3] = [
             (
                 "user",
-                Some((
-                    format!("user:{}", own.user_id),
-                    or_default(&key.limits.user, &self.defaults.user),
-                )),
+                "user",
+                Some(&own.user_id),
+                or_default(&key.limits.user, &self.defaults.user),
             ),
-            ("team", team_set),
+            (
+                "team",
+                "team",
+                team_id,
+                or_default(&key.limits.team, &self.defaults.team),
+            ),
             (
                 "organization",
-                Some((
-                    format!("org:{}", own.org_id),
-                    or_default(&key.limits.org, &self.defaults.org),
-                )),
+                "org",
+                Some(&own.org_id),
+                or_default(&key.limits.org, &self.defaults.org),
             ),
         ];
         let mut concurrency = None;
-        for (scope, set) in scopes {
-            let Some((name, set)) = set else { continue };
+        for (scope, prefix, id, set) in scopes {
+            let Some(id) = id else { continue };
+            let cap = if scope == "organization" {
+                set.concurrent_requests
+            } else {
+                None
+            };
+            // Most scopes have no limits, and then the counter name is not built.
+            if set.rules().next().is_none() && cap.is_none() {
+                continue;
+            }
+            let name = format!("{prefix}:{id}");
             for (metric, window, rule) in set.rules() {
                 limits.push(Planned {
                     check: LimitCheck {
@@ -485,9 +497,7 @@ impl Admission {
                     scope,
                 });
             }
-            if scope == "organization"
-                && let Some(cap) = set.concurrent_requests
-            {
+            if let Some(cap) = cap {
                 concurrency = Some((name, cap));
             }
         }

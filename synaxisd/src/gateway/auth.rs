@@ -1,5 +1,7 @@
 //! Authentication of inference requests by virtual key.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -11,9 +13,9 @@ use crate::region::failover::FailedOver;
 use crate::server::AppState;
 use crate::store::AuthenticatedKey;
 
-/// The usable inference key that authenticated the request.
+/// The usable inference key that authenticated the request, shared with the auth cache.
 #[derive(Clone, Debug)]
-pub struct InferenceKey(pub AuthenticatedKey);
+pub struct InferenceKey(pub Arc<AuthenticatedKey>);
 
 impl FromRequestParts<AppState> for InferenceKey {
     type Rejection = ApiError;

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use serde::de::IgnoredAny;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::Grant;
 use super::provider::{
     ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, ProviderError,
 };
@@ -42,14 +44,14 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    handle(
+    Box::pin(handle(
         state,
         context,
         key,
         failover,
         body,
         Endpoint::ChatCompletions,
-    )
+    ))
     .await
 }
 
@@ -61,7 +63,15 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    handle(state, context, key, failover, body, Endpoint::Completions).await
+    Box::pin(handle(
+        state,
+        context,
+        key,
+        failover,
+        body,
+        Endpoint::Completions,
+    ))
+    .await
 }
 
 pub async fn embeddings(
@@ -72,7 +82,15 @@ pub async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    handle(state, context, key, failover, body, Endpoint::Embeddings).await
+    Box::pin(handle(
+        state,
+        context,
+        key,
+        failover,
+        body,
+        Endpoint::Embeddings,
+    ))
+    .await
 }
 
 /// Serves one request. `failover` is set for a user of another region served here during
@@ -81,7 +99,7 @@ pub async fn embeddings(
 async fn handle(
     state: AppState,
     context: RequestContext,
-    key: AuthenticatedKey,
+    key: Arc<AuthenticatedKey>,
     failover: Option<FailedOver>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
@@ -147,12 +165,11 @@ async fn handle(
             return fail(record, error, user_locale).await;
         }
         if !key.budgets.is_empty() {
-            match state
+            let reserve = state
                 .gateway
                 .budgets
-                .reserve(request_id, &key.budgets, worst_case)
-                .await
-            {
+                .reserve(request_id, &key.budgets, worst_case);
+            match Box::pin(reserve).await {
                 Ok(Some(hold)) => record.hold_budget(hold),
                 Ok(None) => {}
                 Err(error) => return fail(record, error, user_locale).await,
@@ -164,14 +181,20 @@ async fn handle(
     } else {
         0
     };
-    let lease_id = request_id.to_string();
-    let admitted = tokio::select! {
-        admitted = admission.admit(plan, tokens, &lease_id) => admitted,
-        () = state.shutdown.cancelled() => Err(ApiError::ShuttingDown),
-    };
-    let grant = match admitted {
-        Ok(grant) => grant,
-        Err(error) => return fail(record, error, user_locale).await,
+    let grant = if plan.is_empty() {
+        Grant::default()
+    } else {
+        let lease_id = request_id.to_string();
+        // Boxed: the limiter's future is large, and requests without limits skip it.
+        let admit = Box::pin(admission.admit(plan, tokens, &lease_id));
+        let admitted = tokio::select! {
+            admitted = admit => admitted,
+            () = state.shutdown.cancelled() => Err(ApiError::ShuttingDown),
+        };
+        match admitted {
+            Ok(grant) => grant,
+            Err(error) => return fail(record, error, user_locale).await,
+        }
     };
     if let Some(reservation) = grant.reservation {
         record.reserve(reservation);
@@ -364,24 +387,20 @@ pub fn parse_body(body: &[u8]) -> Result<Fields<'_>, ApiError> {
             ),
         });
     }
-    match serde_json::from_slice::<&RawValue>(body) {
-        Ok(value) if value.get().starts_with('{') => {}
-        Ok(_) => {
-            return Err(ApiError::InvalidRequest {
-                param: None,
-                message: "the request body must be a JSON object".to_owned(),
-            });
+    // A second parse, only of a body that fails, tells a body that is no JSON apart from one
+    // that is JSON but no object.
+    Fields::parse(body).map_err(|fields_error| {
+        let message = match serde_json::from_slice::<&RawValue>(body) {
+            Err(error) => format!("the request body is not valid JSON: {error}"),
+            Ok(value) if !value.get().starts_with('{') => {
+                "the request body must be a JSON object".to_owned()
+            }
+            Ok(_) => format!("the request body is not valid JSON: {fields_error}"),
+        };
+        ApiError::InvalidRequest {
+            param: None,
+            message,
         }
-        Err(error) => {
-            return Err(ApiError::InvalidRequest {
-                param: None,
-                message: format!("the request body is not valid JSON: {error}"),
-            });
-        }
-    }
-    Fields::parse(body).map_err(|error| ApiError::InvalidRequest {
-        param: None,
-        message: format!("the request body is not valid JSON: {error}"),
     })
 }
 
@@ -402,13 +421,21 @@ fn upstream_error(error: ProviderError) -> ApiError {
     }
 }
 
-async fn fail(record: PendingRecord, error: ApiError, user_locale: UserLocale) -> Response {
-    record
-        .finish(Outcome::failed(error.status(), error.code()))
-        .await;
-    let mut response = error.into_response();
-    response.extensions_mut().insert(user_locale);
-    response
+/// Finishes the record of a failed request and renders the error. The future is boxed, so that
+/// the many error exits of [`handle`] do not each make its future larger.
+fn fail(
+    record: PendingRecord,
+    error: ApiError,
+    user_locale: UserLocale,
+) -> BoxFuture<'static, Response> {
+    Box::pin(async move {
+        record
+            .finish(Outcome::failed(error.status(), error.code()))
+            .await;
+        let mut response = error.into_response();
+        response.extensions_mut().insert(user_locale);
+        response
+    })
 }
 
 async fn complete(mut record: PendingRecord, completion: Completion) -> Response {

@@ -59,7 +59,7 @@ const HAND_OFF_INTERVAL: Duration = Duration::from_secs(1);
 pub struct FailedOver {
     pub home: RegionId,
     /// The key as the replica's directory entry describes it.
-    pub key: AuthenticatedKey,
+    pub key: Arc<AuthenticatedKey>,
     /// The replicated budgets of the key, its team and its org, each less the cost of the
     /// records that this region holds for them.
     pub budgets: Vec<Budget>,
@@ -183,7 +183,7 @@ pub(super) async fn serve(
     );
     request.extensions_mut().insert(FailedOver {
         home: home.clone(),
-        key: entry.authenticated_key(),
+        key: Arc::new(entry.authenticated_key()),
         budgets,
     });
     let mut response = next.run(request).await;

@@ -62,7 +62,10 @@ impl PgStore {
         records: &[RequestRecord],
         skip_existing: bool,
     ) -> Result<Vec<uuid::Uuid>, StoreError> {
-        fn column<T>(records: &[RequestRecord], field: impl Fn(&RequestRecord) -> T) -> Vec<T> {
+        fn column<'r, T>(
+            records: &'r [RequestRecord],
+            field: impl Fn(&'r RequestRecord) -> T,
+        ) -> Vec<T> {
             records.iter().map(field).collect()
         }
         let mut statement = String::from(
@@ -80,18 +83,16 @@ impl PgStore {
         }
         let query = sqlx::query_as::<_, (uuid::Uuid,)>(&statement)
             .bind(column(records, |record| record.id.0))
-            .bind(column(records, |record| {
-                record.stored_region.as_str().to_owned()
-            }))
-            .bind(column(records, |record| record.request_id.clone()))
+            .bind(column(records, |record| record.stored_region.as_str()))
+            .bind(column(records, |record| record.request_id.as_str()))
             .bind(column(records, |record| record.org_id.0))
             .bind(column(records, |record| record.user_id.0))
             .bind(column(records, |record| record.key_id.0))
-            .bind(column(records, |record| record.endpoint.clone()))
-            .bind(column(records, |record| record.model.clone()))
+            .bind(column(records, |record| record.endpoint.as_str()))
+            .bind(column(records, |record| record.model.as_str()))
             .bind(column(records, |record| record.stream))
             .bind(column(records, |record| i32::from(record.status_code)))
-            .bind(column(records, |record| record.error_code.clone()))
+            .bind(column(records, |record| record.error_code.as_deref()))
             .bind(column(records, |record| record.prompt_tokens))
             .bind(column(records, |record| record.completion_tokens))
             .bind(column(records, |record| record.cost_usd))

@@ -27,13 +27,13 @@ const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug)]
 struct Entry {
-    key: AuthenticatedKey,
+    key: Arc<AuthenticatedKey>,
     valid_until: DateTime<Utc>,
 }
 
 /// The result of a store lookup, shared with the misses that waited for it. `None` means that
 /// the lookup failed, so each waiter tries on its own.
-type SharedLookup = tokio::sync::OnceCell<Option<Option<AuthenticatedKey>>>;
+type SharedLookup = tokio::sync::OnceCell<Option<Option<Arc<AuthenticatedKey>>>>;
 
 #[derive(Debug, Default)]
 pub struct AuthCache {
@@ -77,12 +77,12 @@ impl AuthCache {
     }
 
     /// Returns the cached key for `hash` when its entry is still valid at `now`, counting a hit.
-    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<AuthenticatedKey> {
+    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<AuthenticatedKey>> {
         let entries = self.lock(&self.entries);
         let found = entries
             .get(hash)
             .filter(|entry| now < entry.valid_until)
-            .map(|entry| entry.key.clone());
+            .map(|entry| Arc::clone(&entry.key));
         drop(entries);
         if found.is_some() {
             self.hits.inc();
@@ -98,7 +98,7 @@ impl AuthCache {
         hash: &str,
         now: DateTime<Utc>,
         lookup: F,
-    ) -> Result<Option<AuthenticatedKey>, StoreError>
+    ) -> Result<Option<Arc<AuthenticatedKey>>, StoreError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<AuthenticatedKey>, StoreError>>,
@@ -114,9 +114,9 @@ impl AuthCache {
                     shared: &shared,
                 };
                 self.misses.inc();
-                let result = lookup().await;
+                let result = lookup().await.map(|found| found.map(Arc::new));
                 if let Ok(Some(key)) = &result {
-                    self.insert(hash.to_owned(), key.clone(), now, generation);
+                    self.insert(hash.to_owned(), Arc::clone(key), now, generation);
                 }
                 let outcome = result.as_ref().ok().cloned();
                 own = Some(result);
@@ -133,13 +133,19 @@ impl AuthCache {
             }
             (None, None) => {
                 self.misses.inc();
-                lookup().await
+                Ok(lookup().await?.map(Arc::new))
             }
         }
     }
 
     /// Caches `key`, unless an eviction happened since `generation` was read.
-    fn insert(&self, hash: String, key: AuthenticatedKey, now: DateTime<Utc>, generation: u64) {
+    fn insert(
+        &self,
+        hash: String,
+        key: Arc<AuthenticatedKey>,
+        now: DateTime<Utc>,
+        generation: u64,
+    ) {
         let mut valid_until = now + Duration::seconds(AUTH_CACHE_TTL_SECS);
         for limit in [key.key.expires_at, key.key.previous_secret_expires_at]
             .into_iter()

@@ -941,7 +941,7 @@ impl Tenancy {
     pub async fn authenticate(
         &self,
         presented: &str,
-    ) -> Result<Option<AuthenticatedKey>, StoreError> {
+    ) -> Result<Option<Arc<AuthenticatedKey>>, StoreError> {
         if keys::region_prefix(presented) != Some(self.key_prefix.as_str()) {
             return Ok(None);
         }

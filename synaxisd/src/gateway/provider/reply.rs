@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
+use super::fields::Name;
 use crate::billing::{Usage, tokens};
 
 /// One chunk of a chat completion or completion stream, in OpenAI's format.
@@ -225,7 +226,7 @@ impl<'de> Deserialize<'de> for UsageView {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UsageView, A::Error> {
                 let mut usage = UsageView::default();
-                while let Some(field) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Name(field)) = map.next_key()? {
                     match field.as_ref() {
                         "prompt_tokens" => {
                             usage.prompt_tokens = map.next_value::<Value>()?.as_i64()
