@@ -12,11 +12,11 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::{Extension, Router};
+use futures_util::future::BoxFuture;
 use secrecy::SecretString;
 use synaxis_shared::RegionId;
 use tokio_util::sync::CancellationToken;
@@ -101,12 +101,13 @@ pub struct RequestContext {
     pub locale: Locale,
 }
 
-/// Builds the HTTP service: one router with every route, inside two middlewares. Requests pass
+/// Builds the HTTP service: one router with every route, behind two middlewares. Requests pass
 /// `region::route_by_region` first, which forwards those of other regions' keys and checks
 /// peer calls before the routes are matched, then [`request_context`].
 ///
 /// The middlewares and the body limit wrap the router once, rather than each route through
-/// `Router::layer`, so that a request clones and boxes each of them once.
+/// `Router::layer`, and the middlewares are plain functions that [`Front`] and [`Next`] chain,
+/// so that a request boxes one future for them.
 pub fn router(state: AppState) -> App<impl HttpService> {
     let routes = Router::new()
         .route("/healthz", get(healthz))
@@ -129,12 +130,52 @@ pub fn router(state: AppState) -> App<impl HttpService> {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state.clone());
-    let limited = DefaultBodyLimit::max(state.max_body_bytes).layer(routes);
-    let with_context =
-        middleware::from_fn_with_state(state.clone(), request_context).layer(limited);
-    let service =
-        middleware::from_fn_with_state(state, crate::region::route_by_region).layer(with_context);
-    App(service)
+    let routes = DefaultBodyLimit::max(state.max_body_bytes).layer(routes);
+    App(Front(Next { state, routes }))
+}
+
+type Routes = <DefaultBodyLimit as Layer<Router>>::Service;
+
+/// The service in front of the routes: it runs `region::route_by_region` on each request.
+#[derive(Clone, Debug)]
+pub struct Front(Next);
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let next = self.0.clone();
+        Box::pin(async move {
+            let state = next.state.clone();
+            Ok(crate::region::route_by_region(state, request, next).await)
+        })
+    }
+}
+
+/// What a request served in this region passes after `region::route_by_region`:
+/// [`request_context`], then the router.
+#[derive(Clone)]
+pub struct Next {
+    state: AppState,
+    routes: Routes,
+}
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Next").finish_non_exhaustive()
+    }
+}
+
+impl Next {
+    pub async fn run(self, request: Request) -> Response {
+        request_context(self.state, request, self.routes).await
+    }
 }
 
 /// A service that answers every request, as axum serves it.
@@ -205,11 +246,7 @@ async fn peer_health(State(state): State<AppState>) -> Response {
 
 /// Gives the request an id and a span, tags the response with the id and the region, and
 /// renders error bodies in the client's language.
-async fn request_context(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn request_context(state: AppState, mut request: Request, mut routes: Routes) -> Response {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -238,7 +275,12 @@ async fn request_context(
         "/healthz" | "/readyz" | "/metrics" | crate::region::HEALTH_PATH
     );
     let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let routed = async move {
+        // The router is always ready.
+        let Ok(response) = routes.call(request).await;
+        response
+    };
+    let mut response = routed.instrument(span.clone()).await;
 
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_millis();

@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use rust_decimal::Decimal;
@@ -35,7 +34,7 @@ use crate::directory::DirectoryEntry;
 use crate::gateway::auth::bearer_token;
 use crate::http_error::ApiError;
 use crate::metrics::Metrics;
-use crate::server::AppState;
+use crate::server::{AppState, Next};
 use crate::store::{AuthenticatedKey, RequestRecord, Store};
 
 /// Path under which a peer hands this region the records it held for it.

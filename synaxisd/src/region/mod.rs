@@ -16,9 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::TryStreamExt;
@@ -31,7 +30,7 @@ use url::Url;
 use crate::config::Config;
 use crate::gateway::auth::bearer_token;
 use crate::http_error::ApiError;
-use crate::server::AppState;
+use crate::server::{AppState, Next};
 use crate::tenancy::keys;
 use health::HealthMonitor;
 use peer::{PEER_HEADER, PeerAuth};
@@ -427,11 +426,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// Runs before routing: checks peer calls and takes their forwarding prefix off, and forwards
 /// requests whose key belongs to another region.
-pub async fn route_by_region(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn route_by_region(state: AppState, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path.starts_with("/peer/") {
         let Some(auth) = &state.regions.auth else {
