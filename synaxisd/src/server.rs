@@ -1,13 +1,12 @@
 //! The HTTP server: shared state, the router, per-request context, health endpoints, and
 //! serving with a graceful drain.
 
+use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use std::convert::Infallible;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
@@ -158,7 +157,7 @@ impl Service<Request> for Front {
     }
 }
 
-/// What a request served in this region passes after `region::route_by_region`:
+/// The rest of the stack for a request served in this region, after `region::route_by_region`:
 /// [`request_context`], then the router.
 #[derive(Clone)]
 pub struct Next {
@@ -173,12 +172,13 @@ impl std::fmt::Debug for Next {
 }
 
 impl Next {
+    /// Runs the request context, then the router.
     pub async fn run(self, request: Request) -> Response {
         request_context(self.state, request, self.routes).await
     }
 }
 
-/// A service that answers every request, as axum serves it.
+/// A service that handles every request, as axum serves it.
 pub trait HttpService:
     Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
     + Clone
@@ -276,7 +276,7 @@ async fn request_context(state: AppState, mut request: Request, mut routes: Rout
     );
     let started = std::time::Instant::now();
     let routed = async move {
-        // The router is always ready.
+        // axum's `Router::poll_ready` returns ready at once, and its error type is `Infallible`.
         let Ok(response) = routes.call(request).await;
         response
     };

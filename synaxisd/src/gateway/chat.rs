@@ -44,14 +44,14 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    Box::pin(handle(
+    handle(
         state,
         context,
         key,
         failover,
         body,
         Endpoint::ChatCompletions,
-    ))
+    )
     .await
 }
 
@@ -63,15 +63,7 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    Box::pin(handle(
-        state,
-        context,
-        key,
-        failover,
-        body,
-        Endpoint::Completions,
-    ))
-    .await
+    handle(state, context, key, failover, body, Endpoint::Completions).await
 }
 
 pub async fn embeddings(
@@ -82,21 +74,26 @@ pub async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let failover = failover.map(|Extension(failover)| failover);
-    Box::pin(handle(
-        state,
-        context,
-        key,
-        failover,
-        body,
-        Endpoint::Embeddings,
-    ))
-    .await
+    handle(state, context, key, failover, body, Endpoint::Embeddings).await
+}
+
+/// Serves one request through [`serve`], whose future is boxed: it is several kilobytes, and
+/// unboxed it would be copied each time a future that contains it moves.
+fn handle(
+    state: AppState,
+    context: RequestContext,
+    key: Arc<AuthenticatedKey>,
+    failover: Option<FailedOver>,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> BoxFuture<'static, Response> {
+    Box::pin(serve(state, context, key, failover, body, endpoint))
 }
 
 /// Serves one request. `failover` is set for a user of another region served here during
 /// failover. This region then keeps the request's record for the user's home region until that
 /// region takes it, and checks the replicated budgets instead of reserving on stored ones.
-async fn handle(
+async fn serve(
     state: AppState,
     context: RequestContext,
     key: Arc<AuthenticatedKey>,
@@ -387,8 +384,8 @@ pub fn parse_body(body: &[u8]) -> Result<Fields<'_>, ApiError> {
             ),
         });
     }
-    // A second parse, only of a body that fails, tells a body that is no JSON apart from one
-    // that is JSON but no object.
+    // Only a body that fails is parsed a second time, to distinguish a body that is not JSON
+    // from one that is JSON but not an object.
     Fields::parse(body).map_err(|fields_error| {
         let message = match serde_json::from_slice::<&RawValue>(body) {
             Err(error) => format!("the request body is not valid JSON: {error}"),
@@ -422,7 +419,7 @@ fn upstream_error(error: ProviderError) -> ApiError {
 }
 
 /// Finishes the record of a failed request and renders the error. The future is boxed, so that
-/// the many error exits of [`handle`] do not each make its future larger.
+/// the many error exits of [`serve`] do not each make its future larger.
 fn fail(
     record: PendingRecord,
     error: ApiError,

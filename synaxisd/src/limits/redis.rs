@@ -549,8 +549,8 @@ impl RedisLimiter {
         Ok(())
     }
 
-    /// Returns the key of `counter` in the window or bucket of `cell`. It is built with plain
-    /// appends: a request names several counters, and `format!` costs several times as much.
+    /// Returns the key of `counter` in the window or bucket of `cell`. It appends the parts
+    /// rather than calling `format!`, because each request builds several of these keys.
     fn counter_key(&self, counter: &Counter, cell: &Cell) -> String {
         let Counter {
             scope,
