@@ -24,6 +24,7 @@ use crate::gateway::admission::Admission;
 use crate::gateway::record::Recorder;
 use crate::geo::GeoIp;
 use crate::limits::Limiter;
+use crate::limits::allowance::AllowanceLimiter;
 use crate::limits::fallback::FallbackLimiter;
 use crate::limits::memory::MemoryLimiter;
 use crate::region::Regions;
@@ -161,7 +162,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let writer = writer.with_auto_topups(auto_topups.clone());
     let writer_stop = CancellationToken::new();
     tracker.spawn(writer.run(writer_stop.clone()));
-    let limiter = open_limiter(&config.limits, &metrics).await?;
+    let (limiter, allowances) = open_limiter(&config.limits, &metrics, clock.clone()).await?;
     let admission = Admission::new(limiter, clock.clone(), metrics.clone(), &config.limits)
         .with_plans(tenancy.plans().clone())
         .with_credits(store.clone())
@@ -256,6 +257,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             "the last settles and lease releases did not finish in time; leases expire by themselves"
         );
+    }
+    if let Some(allowances) = allowances
+        && let Err(error) = allowances.return_all(clock.now()).await
+    {
+        tracing::warn!(%error, "returning unused rate-limit allowances failed; they count until their window ends");
     }
     Ok(())
 }
@@ -438,14 +444,16 @@ const LINKS_GRACE: Duration = Duration::from_secs(2);
 /// Maximum wait at shutdown for the last settles and lease releases.
 const FINISHER_GRACE: Duration = Duration::from_secs(5);
 
-/// Builds the limiter of `limits.store`.
+/// Builds the limiter of `limits.store`. On Redis, it also returns the local allowances in front
+/// of it, which shutdown gives back.
 async fn open_limiter(
     config: &LimitsConfig,
     metrics: &Metrics,
-) -> anyhow::Result<Arc<dyn Limiter>> {
-    let limiter: Arc<dyn Limiter> = match (config.store, &config.redis_url) {
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn Limiter>, Option<Arc<AllowanceLimiter>>)> {
+    match (config.store, &config.redis_url) {
         (LimitStoreKind::Redis, Some(url)) => {
-            let limiter = FallbackLimiter::start(
+            let shared = FallbackLimiter::start(
                 url,
                 &config.redis_key_prefix,
                 Duration::from_millis(config.redis_timeout_ms),
@@ -454,11 +462,11 @@ async fn open_limiter(
             )
             .await?;
             tracing::info!(processes = config.processes, "rate limits on Redis");
-            limiter
+            let allowances = AllowanceLimiter::start(shared, clock);
+            Ok((allowances.clone(), Some(allowances)))
         }
-        _ => Arc::new(MemoryLimiter::new()),
-    };
-    Ok(limiter)
+        _ => Ok((Arc::new(MemoryLimiter::new()), None)),
+    }
 }
 
 /// Records the pepper's fingerprint on first start, and refuses a pepper that differs from the

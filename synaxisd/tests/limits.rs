@@ -1,5 +1,6 @@
 //! Contract tests of the limiter: every case runs against the in-process limiter and against
-//! Redis, each Redis case under its own key prefix. Time moves only through the `now` values
+//! Redis, each Redis case under its own key prefix, and against local allowances in front of
+//! each. Time moves only through the `now` values
 //! that the cases pass.
 
 // Helpers of a test fail it by panicking, as assertions do.
@@ -12,6 +13,8 @@ use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use synaxis_tests::services::{REDIS_URL_ENV, redis_key_prefix, service_url};
+use synaxisd::clock::ManualClock;
+use synaxisd::limits::allowance::AllowanceLimiter;
 use synaxisd::limits::memory::MemoryLimiter;
 use synaxisd::limits::redis::RedisLimiter;
 use synaxisd::limits::{
@@ -903,7 +906,39 @@ macro_rules! contract_tests {
             )*
             use super::*;
         }
+
+        mod allowance_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(with_allowances(Arc::new(MemoryLimiter::new()))).await;
+                }
+            )*
+            use super::*;
+        }
+
+        mod allowance_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(url) = service_url(REDIS_URL_ENV) else { return };
+                    let prefix = redis_key_prefix();
+                    let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
+                        .await
+                        .expect("connect redis");
+                    super::$case(with_allowances(Arc::new(limiter))).await;
+                    super::check_and_delete_keys(&url, &prefix).await;
+                }
+            )*
+            use super::*;
+        }
     };
+}
+
+/// Puts local allowances in front of `store`, with a clock that never moves, so that only the
+/// cases' own calls return allowances.
+fn with_allowances(store: Arc<dyn Limiter>) -> Arc<dyn Limiter> {
+    AllowanceLimiter::start(store, Arc::new(ManualClock::new(DateTime::UNIX_EPOCH)))
 }
 
 contract_tests!(
@@ -1060,5 +1095,63 @@ async fn two_limiters_share_sliding_bound() {
         fullest = fullest.max(in_window);
     }
     assert_eq!(fullest, LIMIT, "some minute reaches the limit");
+    check_and_delete_keys(&url, &prefix).await;
+}
+
+/// Two limiters with local allowances on one Redis, as two busy gateway processes are, take
+/// concurrent rounds of requests at one limit until a round admits none. Allowances never let
+/// them admit more than the limit, and the units that one holds are used by its own requests,
+/// so together they admit exactly the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_limiters_with_allowances_admit_exactly_limit() {
+    const LIMIT: u64 = 12_000;
+    const ROUND: usize = 200;
+    let Some(url) = service_url(REDIS_URL_ENV) else {
+        return;
+    };
+    let prefix = redis_key_prefix();
+    let mut limiters = Vec::new();
+    for _ in 0..2 {
+        let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
+            .await
+            .expect("connect redis");
+        limiters.push(with_allowances(Arc::new(limiter)));
+    }
+    let limit = check(
+        "org:o",
+        Metric::Requests,
+        Window::Minute,
+        WindowKind::Sliding,
+        LIMIT,
+        1,
+    );
+    let now = at("2026-01-15T12:00:01Z");
+
+    let mut admitted = 0;
+    loop {
+        let mut tasks = Vec::with_capacity(ROUND);
+        for attempt in 0..ROUND {
+            let limiter = limiters[attempt % 2].clone();
+            let checks = [limit.clone()];
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire(&checks, now).await.expect("acquire")
+            }));
+        }
+        let mut round = 0;
+        for task in tasks {
+            if task.await.expect("task").is_admitted() {
+                round += 1;
+            }
+        }
+        if round == 0 {
+            break;
+        }
+        admitted += round;
+    }
+    assert_eq!(admitted, LIMIT);
+    let store = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
+        .await
+        .expect("connect redis");
+    assert_eq!(remaining(&store, &[limit], now).await, vec![0]);
     check_and_delete_keys(&url, &prefix).await;
 }

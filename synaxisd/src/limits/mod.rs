@@ -2,12 +2,16 @@
 //! [`redis`] for production and [`memory`] for the embedded single node. The contract tests in
 //! `synaxisd/tests/limits.rs` run the same cases against both.
 //!
+//! [`allowance`] sits in front of the Redis limiter and serves most charges of a busy process
+//! from units it took ahead.
+//!
 //! One [`Limiter::acquire`] call checks every limit that applies to a request, across scopes,
 //! metrics and windows, and charges all of them or none. Token limits are charged with an
 //! estimate and corrected later by [`Limiter::settle`]. Every method takes the current time from
 //! the caller and never reads a clock. `docs/limits.md` describes the windows and the bound of
 //! sliding windows.
 
+pub mod allowance;
 pub mod fallback;
 pub mod memory;
 pub mod redis;

@@ -95,6 +95,14 @@ impl Cell {
         }
     }
 
+    /// Returns the first instant of this cell, in milliseconds.
+    pub(crate) fn start_ms(&self) -> i64 {
+        match *self {
+            Self::Fixed { start_ms, .. } => start_ms,
+            Self::Sliding { index, bucket_ms } => index * bucket_ms,
+        }
+    }
+
     /// Returns the instant, in milliseconds, from which a charge in this cell no longer counts.
     pub(crate) fn expires_at_ms(&self) -> i64 {
         match *self {
