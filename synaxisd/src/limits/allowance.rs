@@ -1,5 +1,5 @@
 //! Local allowances and kept concurrency slots in front of a shared limiter, so that a busy
-//! process asks the store once per many requests instead of once per request.
+//! process calls the store once per many requests instead of once per request.
 //!
 //! When a request's charge goes to the store, the limiter may charge more than the request
 //! costs: an allowance, which the store counts as used at once. Later requests of the same
@@ -101,7 +101,7 @@ struct HeldSlot {
     expires_ms: i64,
 }
 
-/// What one process holds of one counter in one fixed window or sliding bucket.
+/// The units that one process has of one counter in one fixed window or sliding bucket.
 #[derive(Debug)]
 struct Allowance {
     cell: Cell,
@@ -327,8 +327,8 @@ impl AllowanceLimiter {
     }
 
     /// Charges `checks` to the store, with refills where they are due, and takes `lease` with
-    /// them. A refused call with refills is repeated without them, so refusals are the store's
-    /// answer to the request alone.
+    /// them. A rejected call with refills is repeated without them, so a rejection is the
+    /// store's decision on the request alone.
     async fn charge_store(
         &self,
         checks: &[LimitCheck],
@@ -1131,7 +1131,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ended_lease_is_kept_and_lent_to_next_request() {
+    async fn ended_lease_lent_to_next_request() {
         let store = Arc::new(Counting::default());
         let limiter = limiter(store.clone());
         let first = lease("r1", 640);
@@ -1173,7 +1173,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn kept_slots_are_at_most_a_share_of_cap() {
+    async fn kept_slots_bounded_by_cap_share() {
         let store = Arc::new(Counting::default());
         let processes = [limiter(store.clone()), limiter(store.clone())];
         let cap = 2 * MAX_SHARE;
@@ -1207,7 +1207,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn slots_of_a_stopped_process_expire_with_their_leases() {
+    async fn stopped_process_slots_expire() {
         let store = Arc::new(Counting::default());
         let limiter = limiter(store.clone());
         let request = lease("r1", 640);
