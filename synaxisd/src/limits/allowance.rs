@@ -25,8 +25,9 @@
 //! in between.
 //!
 //! Concurrency leases work alike. When a request that took its lease from the store ends, the
-//! process keeps the lease, up to the cap divided by [`MAX_SHARE`] kept leases per scope, and
-//! lends it to a later request instead of asking the store for one. Kept leases stay in the
+//! process keeps the lease, up to the cap divided by [`SLOT_SHARE`] unused kept leases per scope
+//! and none under a cap of [`MIN_CAP`], and lends it to a later request instead of asking the
+//! store for one. Kept leases stay in the
 //! store's set, so the cap is never exceeded, and a request renews the lease it was lent. A kept
 //! lease is lent only while it has at least half of the lease time left, so that it outlives the
 //! next renewal; the others are released, as are the kept leases of a scope that no request used
@@ -52,6 +53,10 @@ use crate::clock::Clock;
 pub const MIN_LIMIT: u64 = 10_000;
 /// An allowance is at most the limit divided by this.
 pub const MAX_SHARE: u64 = 64;
+/// Smallest concurrency cap whose leases are kept for later requests.
+pub const MIN_CAP: u64 = 64;
+/// Unused kept leases of a scope are at most the cap divided by this.
+pub const SLOT_SHARE: u64 = 8;
 /// The first allowance of a counter, in multiples of the request's cost.
 pub const START_REQUESTS: u64 = 16;
 /// A refill within this many milliseconds of the previous one doubles the allowance.
@@ -89,6 +94,8 @@ struct Slots {
     cap: u64,
     /// Store lease ids with their expiry in milliseconds.
     free: Vec<(String, i64)>,
+    /// The fewest unused kept leases since the last sweep: that many were not needed.
+    fewest_free: usize,
     used_since_sweep: bool,
 }
 
@@ -410,6 +417,7 @@ impl AllowanceLimiter {
                 continue;
             }
             slots.used_since_sweep = true;
+            slots.fewest_free = slots.fewest_free.min(slots.free.len());
             state.held.insert(
                 lease.id.clone(),
                 HeldSlot {
@@ -436,9 +444,9 @@ impl AllowanceLimiter {
     }
 
     /// Notes the store lease that a request was admitted with, to keep it when the request
-    /// ends. Caps below [`MAX_SHARE`] keep no slots.
+    /// ends. Caps below [`MIN_CAP`] keep no slots.
     fn note_store_lease(&self, lease: &LeaseRequest, now_ms: i64) {
-        if lease.cap < MAX_SHARE {
+        if lease.cap < MIN_CAP {
             return;
         }
         self.lock().held.insert(
@@ -453,7 +461,7 @@ impl AllowanceLimiter {
     }
 
     /// Ends a request's lease: keeps its store lease as a free slot while the scope keeps fewer
-    /// than the cap divided by [`MAX_SHARE`], else returns the store lease to release.
+    /// than the cap divided by [`SLOT_SHARE`], else returns the store lease to release.
     fn end_lease(&self, lease: &HeldLease) -> Option<HeldLease> {
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -471,7 +479,7 @@ impl AllowanceLimiter {
             }
             slots.cap = slot.cap;
         }
-        if (slots.free.len() as u64) < slot.cap / MAX_SHARE {
+        if (slots.free.len() as u64) < slot.cap / SLOT_SHARE {
             slots.free.push((slot.store_id, slot.expires_ms));
             slots.used_since_sweep = true;
             return None;
@@ -526,7 +534,8 @@ impl AllowanceLimiter {
 
     /// Returns to the store every allowance that was not used since the last sweep, or whose
     /// window or bucket requests no longer charge at `now`, and any units set aside for return.
-    /// Releases the kept slots of scopes that no request used since the last sweep.
+    /// Releases the kept slots of scopes that no request used since the last sweep, and as many
+    /// of the others as stayed unused since then.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<(), LimitError> {
         let returns = {
             let mut guard = self.lock();
@@ -546,6 +555,15 @@ impl AllowanceLimiter {
             let releases = &mut state.releases;
             state.slots.retain(|scope, slots| {
                 if slots.used_since_sweep {
+                    // Leases that stayed unused through the whole interval are not needed.
+                    let surplus = slots.fewest_free.min(slots.free.len());
+                    for (id, _) in slots.free.drain(..surplus) {
+                        releases.push(HeldLease {
+                            scope: scope.clone(),
+                            id,
+                        });
+                    }
+                    slots.fewest_free = slots.free.len();
                     slots.used_since_sweep = false;
                     return true;
                 }
@@ -1176,7 +1194,8 @@ mod tests {
     async fn kept_slots_bounded_by_cap_share() {
         let store = Arc::new(Counting::default());
         let processes = [limiter(store.clone()), limiter(store.clone())];
-        let cap = 2 * MAX_SHARE;
+        let cap = MIN_CAP;
+        let kept = cap / SLOT_SHARE;
         let requests: Vec<LeaseRequest> = (0..cap).map(|i| lease(&format!("a{i}"), cap)).collect();
         for request in &requests {
             admit_leased(&processes[0], request, start()).await;
@@ -1184,26 +1203,60 @@ mod tests {
         for request in &requests {
             end(&processes[0], request, start()).await;
         }
-        assert_eq!(store.active_leases("org:a", start()).await, 2);
+        assert_eq!(store.active_leases("org:a", start()).await, kept);
 
-        // The other process gets every slot but the two that the first keeps, and the first
-        // lends those two to its own requests.
-        for i in 0..cap - 2 {
+        // The other process gets every slot but those that the first keeps, and the first
+        // lends those to its own requests.
+        for i in 0..cap - kept {
             admit_leased(&processes[1], &lease(&format!("b{i}"), cap), start()).await;
         }
-        let refused = processes[1]
+        let rejected = processes[1]
             .acquire_leased(&[], &lease("b-last", cap), start())
             .await
             .expect("acquire");
         assert!(
-            matches!(refused, LeasedDecision::LeaseRejected { .. }),
-            "{refused:?}"
+            matches!(rejected, LeasedDecision::LeaseRejected { .. }),
+            "{rejected:?}"
         );
         let calls = store.lease_calls();
-        admit_leased(&processes[0], &lease("a-next", cap), start()).await;
-        admit_leased(&processes[0], &lease("a-next-2", cap), start()).await;
+        for i in 0..kept {
+            admit_leased(&processes[0], &lease(&format!("c{i}"), cap), start()).await;
+        }
         assert_eq!(store.lease_calls(), calls);
         assert_eq!(store.active_leases("org:a", start()).await, cap);
+    }
+
+    #[tokio::test]
+    async fn sweep_releases_slots_unused_since_last() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let cap = MIN_CAP;
+        let kept = cap / SLOT_SHARE;
+        let requests: Vec<LeaseRequest> = (0..kept).map(|i| lease(&format!("a{i}"), cap)).collect();
+        for request in &requests {
+            admit_leased(&limiter, request, start()).await;
+        }
+        for request in &requests {
+            end(&limiter, request, start()).await;
+        }
+        limiter.sweep(start()).await.expect("sweep");
+        assert_eq!(store.active_leases("org:a", start()).await, kept);
+
+        // Two requests at a time use the kept slots until the next sweep, so the others go.
+        for round in 0..5 {
+            let pair = [
+                lease(&format!("p{round}"), cap),
+                lease(&format!("q{round}"), cap),
+            ];
+            for request in &pair {
+                admit_leased(&limiter, request, start()).await;
+            }
+            for request in &pair {
+                end(&limiter, request, start()).await;
+            }
+        }
+        limiter.sweep(start()).await.expect("sweep");
+        assert_eq!(store.active_leases("org:a", start()).await, 2);
     }
 
     #[tokio::test]
