@@ -156,9 +156,11 @@ pub struct Grant {
 }
 
 /// The token charges and concurrency lease of an admitted request, kept until it ends. Ending
-/// it, or dropping it, hands the settle and the release to the admission's finisher task.
+/// it, or dropping it, settles the charges and releases the lease: in the limiter where it can,
+/// and otherwise through the admission's finisher task.
 #[derive(Debug)]
 pub struct Reservation {
+    limiter: Arc<dyn Limiter>,
     finisher: mpsc::UnboundedSender<Finish>,
     leases: Arc<Mutex<HashMap<String, String>>>,
     token_counters: Vec<Counter>,
@@ -225,6 +227,10 @@ impl Reservation {
             adjustments,
             charged_at: self.charged_at,
             lease,
+        };
+        // What the limiter finishes in the process never wakes the finisher task.
+        let Some(end) = self.limiter.finish_locally(end) else {
+            return;
         };
         if self.finisher.send(end).is_err() {
             tracing::warn!("the limiter's finisher has stopped; a settle or lease release is lost");
@@ -618,6 +624,7 @@ impl Admission {
         Ok(Grant {
             headers: rate_headers(&statuses, charged_at),
             reservation: Some(Reservation {
+                limiter: self.limiter.clone(),
                 finisher: self.finisher.clone(),
                 leases: self.leases.clone(),
                 token_counters,

@@ -9,7 +9,8 @@
 //! used only while requests still charge that window or bucket, so a charge from it counts
 //! exactly where a charge to the store would have counted.
 //!
-//! An allowance is taken only for a limit of at least [`MIN_LIMIT`], and only while the store,
+//! An allowance is taken only for a limit of at least [`MIN_LIMIT`] and below [`MAX_AMOUNT`],
+//! which marks a limit lifted for one request, and only while the store,
 //! as last seen, would have at least half of the limit left after it. Its size starts at
 //! [`START_REQUESTS`] request costs, doubles while the process uses it up within
 //! [`FAST_REFILL_MS`], halves when a refill comes after [`SLOW_REFILL_MS`], and never exceeds
@@ -44,7 +45,7 @@ use chrono::{DateTime, Utc};
 use super::window::{self, Cell};
 use super::{
     Adjustment, Admission, Counter, Decision, Finish, HeldLease, LeaseDecision, LeaseRequest,
-    LeasedDecision, LimitCheck, LimitError, LimitStatus, Limiter, duration_millis,
+    LeasedDecision, LimitCheck, LimitError, LimitStatus, Limiter, MAX_AMOUNT, duration_millis,
     validate_adjustments, validate_checks,
 };
 use crate::clock::Clock;
@@ -297,7 +298,9 @@ impl AllowanceLimiter {
         for ((check, cell), (status, refill)) in
             checks.iter().zip(cells).zip(statuses.iter().zip(refills))
         {
-            if check.limit < MIN_LIMIT {
+            // Admission lifts a `credit_charge` limit to `MAX_AMOUNT` for a request that credits
+            // pay for. Units taken under it would count against the real limit of other requests.
+            if check.limit < MIN_LIMIT || check.limit >= MAX_AMOUNT {
                 reported.push(status.clone());
                 continue;
             }
@@ -309,7 +312,7 @@ impl AllowanceLimiter {
                     .or_insert_with(|| Allowance::new(*cell, status)),
             };
             if allowance.cell != *cell || allowance.limit != check.limit {
-                if allowance.units > 0 && allowance.cell != *cell {
+                if allowance.units > 0 {
                     state
                         .returns
                         .push((check.counter.clone(), allowance.cell, allowance.units));
@@ -736,20 +739,29 @@ impl Limiter for AllowanceLimiter {
         self.inner.settle(&rest, charged_at, now).await
     }
 
+    fn finish_locally(&self, end: Finish) -> Option<Finish> {
+        // Invalid adjustments go on to the store, which rejects them with their error.
+        let adjustments = if validate_adjustments(&end.adjustments).is_ok() {
+            self.settle_locally(&end.adjustments, end.charged_at)
+        } else {
+            end.adjustments
+        };
+        let lease = end.lease.and_then(|lease| self.end_lease(&lease));
+        (!adjustments.is_empty() || lease.is_some()).then_some(Finish {
+            adjustments,
+            charged_at: end.charged_at,
+            lease,
+        })
+    }
+
     async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
-        let mut rest = Vec::with_capacity(ends.len());
         for end in ends {
             validate_adjustments(&end.adjustments)?;
-            let adjustments = self.settle_locally(&end.adjustments, end.charged_at);
-            let lease = end.lease.as_ref().and_then(|lease| self.end_lease(lease));
-            if !adjustments.is_empty() || lease.is_some() {
-                rest.push(Finish {
-                    adjustments,
-                    charged_at: end.charged_at,
-                    lease,
-                });
-            }
         }
+        let rest: Vec<Finish> = ends
+            .iter()
+            .filter_map(|end| self.finish_locally(end.clone()))
+            .collect();
         if rest.is_empty() {
             return Ok(());
         }
@@ -1094,6 +1106,24 @@ mod tests {
             store.remaining(&check, next_bucket).await,
             10_000_000 - 6_000
         );
+    }
+
+    #[tokio::test]
+    async fn changed_limit_returns_held_units() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let old = requests(1_000_000);
+        for _ in 0..3 {
+            admit(&limiter, std::slice::from_ref(&old)).await;
+        }
+        assert!(store.remaining(&old, start()).await < 1_000_000 - 3);
+
+        let new = requests(2_000_000);
+        // The old units count in the store until the next sweep returns them.
+        let statuses = admit(&limiter, std::slice::from_ref(&new)).await;
+        assert!(statuses[0].remaining < 2_000_000 - 4);
+        limiter.sweep(start()).await.expect("sweep");
+        assert_eq!(store.remaining(&new, start()).await, 2_000_000 - 4);
     }
 
     #[tokio::test]

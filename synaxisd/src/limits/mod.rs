@@ -314,6 +314,13 @@ pub trait Limiter: Send + Sync + Debug {
         decision.map(LeasedDecision::Decided)
     }
 
+    /// Finishes what the process can finish without the store, such as settles and releases
+    /// that local allowances absorb, and returns the rest for [`Limiter::finish`], or `None`
+    /// when nothing is left. The default leaves everything to [`Limiter::finish`].
+    fn finish_locally(&self, end: Finish) -> Option<Finish> {
+        Some(end)
+    }
+
     /// Settles the adjustments and releases the leases of many finished requests. The default
     /// makes one call per request and lease; the Redis limiter makes one in all.
     async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
