@@ -11,11 +11,12 @@
 //! call in one limiter call. A lease keeper task renews every held lease in batched calls.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use synaxis_shared::OrgId;
@@ -415,7 +416,8 @@ impl Admission {
             ),
         ] {
             if let Quota::Limited(limit) = quota {
-                let scope = scope.get_or_insert_with(|| format!("plan:{}", key.key.org_id));
+                let scope: &mut Arc<str> =
+                    scope.get_or_insert_with(|| format!("plan:{}", key.key.org_id).into());
                 limits.push(Planned {
                     check: LimitCheck {
                         counter: Counter::new(scope.clone(), metric, window, WindowKind::Fixed),
@@ -491,7 +493,7 @@ impl Admission {
             if set.rules().next().is_none() && cap.is_none() {
                 continue;
             }
-            let name = format!("{prefix}:{id}");
+            let name: Arc<str> = format!("{prefix}:{id}").into();
             for (metric, window, rule) in set.rules() {
                 limits.push(Planned {
                     check: LimitCheck {
@@ -504,7 +506,7 @@ impl Admission {
                 });
             }
             if let Some(cap) = cap {
-                concurrency = Some((name, cap));
+                concurrency = Some((name.to_string(), cap));
             }
         }
         if let Some(plan_cap) = self.plan_quotas(key, &mut limits) {
@@ -824,7 +826,7 @@ static SCOPE_TOKENS: HeaderName = HeaderName::from_static("x-synaxis-ratelimit-s
 /// Builds the `x-ratelimit-*` headers of the request and token limits closest to their limit.
 /// `x-synaxis-ratelimit-scope-*` names that limit's scope and window, such as `org/minute`.
 fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(8);
     let names = [
         (
             Metric::Requests,
@@ -852,38 +854,71 @@ fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
         headers.insert(limit.clone(), HeaderValue::from(status.limit));
         headers.insert(remaining.clone(), HeaderValue::from(status.remaining));
         let until = (status.reset_at - now).to_std().unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(&format_reset(until)) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(format_reset(until))) {
             headers.insert(reset.clone(), value);
         }
-        let counter = &status.counter;
-        let kind = counter.scope.split(':').next().unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_str(&format!("{kind}/{}", counter.window.as_str())) {
+        if let Some(value) = scope_value(&status.counter) {
             headers.insert(scope.clone(), value);
         }
     }
     headers
 }
 
-/// Formats a time to reset as OpenAI's headers do: `250ms`, `12s`, `1.5s`, `6m0s`, `2h5m0s`.
+/// Returns the `x-ratelimit-scope-*` value of a counter, such as `org/minute`, from a table of
+/// static values, so that building it allocates nothing.
+fn scope_value(counter: &Counter) -> Option<HeaderValue> {
+    const VALUES: [(&str, [&str; 4]); 5] = [
+        ("key", ["key/minute", "key/hour", "key/day", "key/month"]),
+        (
+            "user",
+            ["user/minute", "user/hour", "user/day", "user/month"],
+        ),
+        (
+            "team",
+            ["team/minute", "team/hour", "team/day", "team/month"],
+        ),
+        ("org", ["org/minute", "org/hour", "org/day", "org/month"]),
+        (
+            "plan",
+            ["plan/minute", "plan/hour", "plan/day", "plan/month"],
+        ),
+    ];
+    let kind = counter.scope.split(':').next().unwrap_or_default();
+    let (_, values) = VALUES.iter().find(|(name, _)| *name == kind)?;
+    let value = match counter.window {
+        Window::Minute => values[0],
+        Window::Hour => values[1],
+        Window::Day => values[2],
+        Window::Month => values[3],
+    };
+    Some(HeaderValue::from_static(value))
+}
+
+/// Formats a time until reset as OpenAI's headers do: `250ms`, `1.5s`, `6m0s`, `2h5m0s`.
 fn format_reset(until: Duration) -> String {
     let millis = until.as_millis();
+    let mut text = String::with_capacity(16);
     if millis < 1_000 {
-        return format!("{millis}ms");
+        let _ = write!(text, "{millis}ms");
+        return text;
     }
     let hours = millis / 3_600_000;
     let minutes = millis / 60_000 % 60;
-    let seconds = millis % 60_000;
-    let seconds = if seconds.is_multiple_of(1_000) {
-        format!("{}s", seconds / 1_000)
-    } else {
-        let text = format!("{:.3}", seconds as f64 / 1_000.0);
-        format!("{}s", text.trim_end_matches('0'))
+    let seconds = millis % 60_000 / 1_000;
+    let fraction = millis % 1_000;
+    // Writing to a String cannot fail.
+    let _ = match (hours, minutes) {
+        (0, 0) => Ok(()),
+        (0, minutes) => write!(text, "{minutes}m"),
+        (hours, minutes) => write!(text, "{hours}h{minutes}m"),
     };
-    match (hours, minutes) {
-        (0, 0) => seconds,
-        (0, minutes) => format!("{minutes}m{seconds}"),
-        (hours, minutes) => format!("{hours}h{minutes}m{seconds}"),
+    let _ = write!(text, "{seconds}");
+    if fraction > 0 {
+        let _ = write!(text, ".{fraction:03}");
+        text.truncate(text.trim_end_matches('0').len());
     }
+    text.push('s');
+    text
 }
 
 #[cfg(test)]
@@ -897,5 +932,18 @@ mod tests {
         assert_eq!(format_reset(Duration::from_millis(1_500)), "1.5s");
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
         assert_eq!(format_reset(Duration::from_secs(7_500)), "2h5m0s");
+        assert_eq!(format_reset(Duration::from_millis(61_040)), "1m1.04s");
+    }
+
+    #[test]
+    fn scope_values_name_kind_and_window() {
+        let counter = |scope: &str, window| {
+            Counter::new(scope, Metric::Requests, window, WindowKind::Sliding)
+        };
+        let value = scope_value(&counter("org:1", Window::Minute));
+        assert_eq!(value, Some(HeaderValue::from_static("org/minute")));
+        let value = scope_value(&counter("plan:1", Window::Month));
+        assert_eq!(value, Some(HeaderValue::from_static("plan/month")));
+        assert_eq!(scope_value(&counter("other:1", Window::Day)), None);
     }
 }

@@ -19,6 +19,7 @@ mod window;
 
 use std::cmp::Ordering;
 use std::fmt::{self, Debug, Display};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,14 +34,20 @@ pub use window::BUCKETS;
 /// `org:<uuid>`, with a metric, a window and a window kind.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Counter {
-    pub scope: String,
+    /// Shared, because every request clones the counters of its limits several times.
+    pub scope: Arc<str>,
     pub metric: Metric,
     pub window: Window,
     pub kind: WindowKind,
 }
 
 impl Counter {
-    pub fn new(scope: impl Into<String>, metric: Metric, window: Window, kind: WindowKind) -> Self {
+    pub fn new(
+        scope: impl Into<Arc<str>>,
+        metric: Metric,
+        window: Window,
+        kind: WindowKind,
+    ) -> Self {
         Self {
             scope: scope.into(),
             metric,
