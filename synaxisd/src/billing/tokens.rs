@@ -2,9 +2,12 @@
 //! before the usage report: the delivered text is counted with OpenAI's `o200k_base`
 //! tokenizer. For models of other tokenizers the count is an estimate.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tiktoken_rs::CoreBPE;
 
 static ENCODER: LazyLock<Option<CoreBPE>> = LazyLock::new(|| match tiktoken_rs::o200k_base() {
@@ -49,6 +52,84 @@ pub fn count_messages(messages: Option<&Value>) -> i64 {
         total += count(&text);
     }
     total
+}
+
+/// A chat completion body with only what [`count_chat_body`] reads.
+#[derive(Deserialize)]
+struct ChatBody<'a> {
+    #[serde(borrow, default)]
+    messages: Option<Vec<CountedMessage<'a>>>,
+}
+
+/// A chat message with only what its count reads. Its strings are borrowed from the body unless
+/// they contain escapes.
+#[derive(Deserialize)]
+struct CountedMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// Estimates the prompt tokens of a chat completion body as [`count_messages`] does, without
+/// building a tree of JSON values. Returns `None` when the body has another shape, such as a
+/// message that is not an object, which [`count_messages`] then counts.
+pub fn count_chat_body(body: &[u8]) -> Option<i64> {
+    let body: ChatBody<'_> = serde_json::from_slice(body).ok()?;
+    let Some(messages) = body.messages else {
+        return Some(0);
+    };
+    let mut total = TOKENS_PER_REPLY;
+    let mut text = String::new();
+    for message in &messages {
+        total += TOKENS_PER_MESSAGE;
+        text.clear();
+        if let Some(Text(role)) = &message.role {
+            text.push_str(role);
+            text.push('\n');
+        }
+        if let Some(content) = message.content {
+            push_content(content, &mut text)?;
+        }
+        if let Some(calls) = message.tool_calls {
+            let calls: Value = serde_json::from_str(calls.get()).ok()?;
+            text.push_str(&calls.to_string());
+        }
+        total += count(&text);
+    }
+    Some(total)
+}
+
+/// Appends the text of a raw `content` as [`collect_text`] does.
+fn push_content(content: &RawValue, out: &mut String) -> Option<()> {
+    match content.get().as_bytes().first() {
+        Some(b'"') => {
+            let Text(text) = serde_json::from_str(content.get()).ok()?;
+            out.push_str(&text);
+        }
+        Some(b'[') => {
+            let parts: Vec<Part<'_>> = serde_json::from_str(content.get()).ok()?;
+            for text in parts.iter().filter_map(|part| part.text) {
+                // A `text` that is not a string adds nothing, as in `collect_text`.
+                if let Ok(Text(text)) = serde_json::from_str::<Text<'_>>(text.get()) {
+                    out.push_str(&text);
+                }
+            }
+        }
+        _ => {}
+    }
+    Some(())
 }
 
 /// Appends the text of a message's `content`: a string, or the `text` of its parts.
@@ -137,6 +218,45 @@ mod tests {
             &mut text,
         );
         assert_eq!(text, "Hi{\"a\":1}");
+    }
+
+    #[test]
+    fn chat_body_counts_like_messages() {
+        let bodies = [
+            json!({"model": "m", "messages": [{"role": "user", "content": "Hello world"}]}),
+            json!({"messages": [
+                {"role": "system", "content": "Answer in \"quotes\"\n"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "part one"},
+                    {"type": "image_url", "image_url": {"url": "x"}},
+                    {"type": "text", "text": 5},
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "f", "arguments": "{\"a\": 1}"}},
+                ]},
+                {"content": "no role"},
+            ]}),
+            json!({"model": "m"}),
+            json!({"messages": []}),
+        ];
+        for body in bodies {
+            let text = body.to_string();
+            let typed = count_chat_body(text.as_bytes());
+            assert_eq!(typed, Some(count_messages(body.get("messages"))), "{text}");
+        }
+    }
+
+    #[test]
+    fn chat_body_of_other_shape_is_left_to_values() {
+        for text in [
+            r#"{"messages": ["not an object"]}"#,
+            r#"{"messages": [{"role": 5, "content": "x"}]}"#,
+            r#"{"messages": "text"}"#,
+            "not json",
+        ] {
+            assert_eq!(count_chat_body(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]

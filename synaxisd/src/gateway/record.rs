@@ -338,6 +338,11 @@ fn send(sender: &mpsc::UnboundedSender<Finished>, finished: Finished) {
 
 /// Counts the tokens of a request's input with the tokenizer.
 pub(crate) fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
+    if endpoint == Endpoint::ChatCompletions
+        && let Some(count) = tokens::count_chat_body(body)
+    {
+        return count;
+    }
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
         return 0;
     };
