@@ -9,31 +9,31 @@
 //! used only while requests still charge that window or bucket, so a charge from it counts
 //! exactly where a charge to the store would have counted.
 //!
-//! An allowance is taken only for a limit of at least [`MIN_LIMIT`] and below [`MAX_AMOUNT`],
-//! which marks a limit lifted for one request, and only while the store,
-//! as last seen, would have at least half of the limit left after it. Its size starts at
+//! An allowance is taken only for a limit of at least [`MIN_LIMIT`] and below [`MAX_AMOUNT`]
+//! (which marks a limit lifted for one request), and only while the store, as last seen, would
+//! have at least half of the limit left after it. Its size starts at
 //! [`START_REQUESTS`] request costs, doubles while the process uses it up within
 //! [`FAST_REFILL_MS`], halves when a refill comes after [`SLOW_REFILL_MS`], and never exceeds
 //! the limit divided by [`MAX_SHARE`]. A task returns to the store every allowance that was not
 //! used for [`SWEEP_INTERVAL`], and those of windows and buckets that requests no longer charge.
 //!
 //! So the store never counts less than was admitted, and no limit is ever exceeded. What an
-//! allowance changes is where the last part of a limit goes: while one process holds units that
-//! it has not used, another process that finds the store full is refused, by at most the units
-//! that other processes hold, until they use or return them. Rejections always come from the
+//! allowance changes is where the last part of a limit goes: while one process has units that
+//! it has not used, another process that finds the store full is rejected, by at most the units
+//! that other processes have, until they use or return them. Rejections always come from the
 //! store. The remaining amounts that a local admission reports are the store's as of the last
 //! refill, less what this process used since, so they do not show what other processes used
 //! in between.
 //!
 //! Concurrency leases work alike. When a request that took its lease from the store ends, the
-//! process keeps the lease, up to the cap divided by [`SLOT_SHARE`] unused kept leases per scope
-//! and none under a cap of [`MIN_CAP`], and lends it to a later request instead of asking the
-//! store for one. Kept leases stay in the
-//! store's set, so the cap is never exceeded, and a request renews the lease it was lent. A kept
-//! lease is lent only while it has at least half of the lease time left, so that it outlives the
-//! next renewal; the others are released, as are the kept leases of a scope that no request used
-//! for [`SWEEP_INTERVAL`]. A process that dies holding leases frees them when they expire, as it
-//! does the leases of its requests.
+//! process keeps the lease while the scope has fewer than the cap divided by [`SLOT_SHARE`]
+//! unused kept leases, and none under a cap of [`MIN_CAP`]. It lends a kept lease to a later
+//! request instead of asking the store for one. Kept leases stay in the store's set, so the cap
+//! is never exceeded, and a request renews the lease it was lent. A kept lease is lent only
+//! while it has at least half of the lease time left, so that it outlives the next renewal, and
+//! the others are released. Each sweep also releases the kept leases that stayed unused since
+//! the last one. A process that dies holding leases frees them when they expire, as it does the
+//! leases of its requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
