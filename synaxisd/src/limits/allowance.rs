@@ -352,7 +352,14 @@ impl AllowanceLimiter {
         for (check, refill) in costs.iter_mut().zip(&refills) {
             check.cost = check.cost.saturating_add(*refill);
         }
+        let mut unfinished = UnfinishedRefills {
+            limiter: self,
+            checks,
+            refills: &refills,
+            returned: false,
+        };
         let decision = self.call_inner(&costs, lease, now).await;
+        unfinished.returned = true;
         let admitted = match &decision {
             Ok(LeasedDecision::Decided(Decision::Admitted(admission))) => {
                 Some(admission.statuses.as_slice())
@@ -640,6 +647,32 @@ impl AllowanceLimiter {
     }
 }
 
+/// Refills under way in a store call. Dropped before the call returns, which happens when the
+/// caller stops waiting, it marks them ended, so that later requests can refill again.
+struct UnfinishedRefills<'a> {
+    limiter: &'a AllowanceLimiter,
+    checks: &'a [LimitCheck],
+    refills: &'a [u64],
+    /// Set once the call returned, and then [`AllowanceLimiter::record`] ends the refills.
+    returned: bool,
+}
+
+impl Drop for UnfinishedRefills<'_> {
+    fn drop(&mut self) {
+        if self.returned {
+            return;
+        }
+        let mut state = self.limiter.lock();
+        for (check, refill) in self.checks.iter().zip(self.refills) {
+            if *refill > 0
+                && let Some(allowance) = state.allowances.get_mut(&check.counter)
+            {
+                allowance.refilling = false;
+            }
+        }
+    }
+}
+
 /// Sweeps the allowances of `limiter` every [`SWEEP_INTERVAL`] while it exists.
 async fn run_sweeper(limiter: Weak<AllowanceLimiter>, clock: Arc<dyn Clock>) {
     loop {
@@ -844,7 +877,9 @@ impl Limiter for AllowanceLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures_util::FutureExt;
 
     use super::*;
     use crate::clock::ManualClock;
@@ -857,6 +892,8 @@ mod tests {
         store: MemoryLimiter,
         calls: AtomicUsize,
         lease_calls: AtomicUsize,
+        /// While set, charges never return, as when the store stops answering.
+        stalled: AtomicBool,
     }
 
     #[async_trait]
@@ -867,6 +904,9 @@ mod tests {
             now: DateTime<Utc>,
         ) -> Result<Decision, LimitError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.stalled.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             self.store.acquire(checks, now).await
         }
 
@@ -1124,6 +1164,26 @@ mod tests {
         assert!(statuses[0].remaining < 2_000_000 - 4);
         limiter.sweep(start()).await.expect("sweep");
         assert_eq!(store.remaining(&new, start()).await, 2_000_000 - 4);
+    }
+
+    #[tokio::test]
+    async fn abandoned_refill_allows_next_one() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let check = requests(1_000_000);
+        let checks = std::slice::from_ref(&check);
+        admit(&limiter, checks).await;
+
+        // The caller stops waiting for a call that carries a refill.
+        store.stalled.store(true, Ordering::SeqCst);
+        let abandoned = limiter.acquire(checks, start()).now_or_never();
+        assert!(abandoned.is_none());
+        store.stalled.store(false, Ordering::SeqCst);
+
+        admit(&limiter, checks).await;
+        let calls = store.calls();
+        admit(&limiter, checks).await;
+        assert_eq!(store.calls(), calls, "the next call took a refill");
     }
 
     #[tokio::test]
