@@ -274,8 +274,8 @@ impl AllowanceLimiter {
             .collect()
     }
 
-    /// Records what a call to the store returned: the remaining amounts, the refills it
-    /// charged (none when `refills` is `None`), and the end of the refills under way.
+    /// Records what a call to the store returned: the end of the refills under way, and for an
+    /// admitted call (`statuses` is `Some`) the remaining amounts and the refills it charged.
     fn record(
         &self,
         checks: &[LimitCheck],
@@ -373,10 +373,10 @@ impl AllowanceLimiter {
                 statuses,
             })));
         }
-        let refused_with_refills =
+        let rejected_with_refills =
             matches!(decision, LeasedDecision::Decided(Decision::Rejected(_)))
                 && refills.iter().any(|refill| *refill > 0);
-        if !refused_with_refills {
+        if !rejected_with_refills {
             return Ok(decision);
         }
         let decision = self.call_inner(checks, lease, now).await?;
@@ -1055,21 +1055,21 @@ mod tests {
         let processes = [limiter(store.clone()), limiter(store.clone())];
         let check = requests(20_000);
         let mut admitted = 0;
-        let mut refused_in_a_row = 0;
+        let mut rejected_in_a_row = 0;
         let mut turn = 0;
         // Each process is asked in turn until both refuse: units that one holds are used by it,
         // so nothing of the limit is left over.
-        while refused_in_a_row < 2 {
+        while rejected_in_a_row < 2 {
             let limiter = &processes[turn % 2];
             turn += 1;
             match limiter.acquire(std::slice::from_ref(&check), start()).await {
                 Ok(Decision::Admitted(_)) => {
                     admitted += 1;
-                    refused_in_a_row = 0;
+                    rejected_in_a_row = 0;
                 }
                 Ok(Decision::Rejected(rejection)) => {
                     assert_eq!(rejection.status.remaining, 0);
-                    refused_in_a_row += 1;
+                    rejected_in_a_row += 1;
                 }
                 Err(error) => panic!("acquire failed: {error}"),
             }
