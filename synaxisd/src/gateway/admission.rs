@@ -436,7 +436,8 @@ impl Admission {
     }
 
     pub fn plan(&self, key: &AuthenticatedKey) -> Plan {
-        let mut limits = Vec::new();
+        // Room for the limits that a request usually has, without growing.
+        let mut limits = Vec::with_capacity(8);
         let own = &key.key;
         for (metric, limit) in [
             (Metric::Requests, own.rpm_limit),

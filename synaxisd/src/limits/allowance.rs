@@ -75,15 +75,19 @@ pub struct AllowanceLimiter {
     state: Mutex<State>,
 }
 
+/// A map hashed with foldhash, seeded per map, instead of SipHash, because every request looks
+/// up several keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    allowances: HashMap<Counter, Allowance>,
+    allowances: FastMap<Counter, Allowance>,
     /// Units to give back to the store, by counter and the cell they were charged to.
     returns: Vec<(Counter, Cell, u64)>,
     /// Concurrency slots kept for later requests, by lease scope.
-    slots: HashMap<String, Slots>,
+    slots: FastMap<String, Slots>,
     /// The store leases of requests under way, by the request's lease id.
-    held: HashMap<String, HeldSlot>,
+    held: FastMap<String, HeldSlot>,
     /// Store leases to release.
     releases: Vec<HeldLease>,
 }
