@@ -897,9 +897,7 @@ macro_rules! contract_tests {
                 async fn $case() {
                     let Some(url) = service_url(REDIS_URL_ENV) else { return };
                     let prefix = redis_key_prefix();
-                    let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
-                        .await
-                        .expect("connect redis");
+                    let limiter = connect_redis(&url, &prefix).await;
                     super::$case(Arc::new(limiter)).await;
                     super::check_and_delete_keys(&url, &prefix).await;
                 }
@@ -923,9 +921,7 @@ macro_rules! contract_tests {
                 async fn $case() {
                     let Some(url) = service_url(REDIS_URL_ENV) else { return };
                     let prefix = redis_key_prefix();
-                    let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
-                        .await
-                        .expect("connect redis");
+                    let limiter = connect_redis(&url, &prefix).await;
                     super::$case(with_allowances(Arc::new(limiter))).await;
                     super::check_and_delete_keys(&url, &prefix).await;
                 }
@@ -933,6 +929,13 @@ macro_rules! contract_tests {
             use super::*;
         }
     };
+}
+
+/// Connects a limiter to the Redis at `url`, with keys under `prefix`.
+async fn connect_redis(url: &str, prefix: &str) -> RedisLimiter {
+    RedisLimiter::connect(url, prefix, REDIS_TIMEOUT)
+        .await
+        .expect("connect redis")
 }
 
 /// Puts local allowances in front of `store`, with a clock that never moves, so that only the
@@ -1041,9 +1044,7 @@ async fn two_limiters_share_sliding_bound() {
     let prefix = redis_key_prefix();
     let mut limiters = Vec::new();
     for _ in 0..2 {
-        let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
-            .await
-            .expect("connect redis");
+        let limiter = connect_redis(&url, &prefix).await;
         limiters.push(Arc::new(limiter));
     }
     let limit = check(
@@ -1100,8 +1101,8 @@ async fn two_limiters_share_sliding_bound() {
 
 /// Two limiters with local allowances on one Redis, as two busy gateway processes are, take
 /// concurrent rounds of requests at one limit until a round admits none. Allowances never let
-/// them admit more than the limit, and the units that one holds are used by its own requests,
-/// so together they admit exactly the limit.
+/// them admit more than the limit, and the units that one has are used by its own requests, so
+/// together they admit exactly the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_limiters_with_allowances_admit_exactly_limit() {
     const LIMIT: u64 = 12_000;
@@ -1112,9 +1113,7 @@ async fn two_limiters_with_allowances_admit_exactly_limit() {
     let prefix = redis_key_prefix();
     let mut limiters = Vec::new();
     for _ in 0..2 {
-        let limiter = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
-            .await
-            .expect("connect redis");
+        let limiter = connect_redis(&url, &prefix).await;
         limiters.push(with_allowances(Arc::new(limiter)));
     }
     let limit = check(
@@ -1149,9 +1148,7 @@ async fn two_limiters_with_allowances_admit_exactly_limit() {
         admitted += round;
     }
     assert_eq!(admitted, LIMIT);
-    let store = RedisLimiter::connect(&url, &prefix, REDIS_TIMEOUT)
-        .await
-        .expect("connect redis");
+    let store = connect_redis(&url, &prefix).await;
     assert_eq!(remaining(&store, &[limit], now).await, vec![0]);
     check_and_delete_keys(&url, &prefix).await;
 }

@@ -248,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn chat_body_of_other_shape_is_left_to_values() {
+    fn other_chat_shapes_fall_back() {
         for text in [
             r#"{"messages": ["not an object"]}"#,
             r#"{"messages": [{"role": 5, "content": "x"}]}"#,

@@ -907,7 +907,7 @@ fn format_reset(until: Duration) -> String {
     let minutes = millis / 60_000 % 60;
     let seconds = millis % 60_000 / 1_000;
     let fraction = millis % 1_000;
-    // Writing to a String cannot fail.
+    // `fmt::Write` for `String` never returns an error.
     let _ = match (hours, minutes) {
         (0, 0) => Ok(()),
         (0, minutes) => write!(text, "{minutes}m"),

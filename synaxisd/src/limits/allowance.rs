@@ -5,9 +5,9 @@
 //! costs: an allowance, which the store counts as used at once. Later requests of the same
 //! process charge the allowance instead of the store, as long as every one of their counters has
 //! enough of it, and token settles move units between the request and the allowance. An
-//! allowance belongs to one fixed window or sliding bucket, the one its charge went to, and is
-//! used only while requests still charge that window or bucket, so a charge from it counts
-//! exactly where a charge to the store would have counted.
+//! allowance belongs to the fixed window or sliding bucket that its charge went to. It is used
+//! only while requests still charge that window or bucket, so a charge from it counts exactly
+//! where a charge to the store would have counted.
 //!
 //! An allowance is taken only for a limit of at least [`MIN_LIMIT`] and below [`MAX_AMOUNT`]
 //! (which marks a limit lifted for one request), and only while the store, as last seen, would
@@ -87,7 +87,7 @@ struct State {
     /// Concurrency slots kept for later requests, by lease scope.
     slots: FastMap<String, Slots>,
     /// The store leases of requests under way, by the request's lease id.
-    held: FastMap<String, HeldSlot>,
+    in_use: FastMap<String, SlotInUse>,
     /// Store leases to release.
     releases: Vec<HeldLease>,
 }
@@ -106,7 +106,7 @@ struct Slots {
 
 /// The store lease that a request uses: its own, or a kept one lent to it.
 #[derive(Debug)]
-struct HeldSlot {
+struct SlotInUse {
     scope: String,
     cap: u64,
     store_id: String,
@@ -213,13 +213,14 @@ impl AllowanceLimiter {
         }
         let mut state = self.lock();
         let allowances = &mut state.allowances;
-        let fits = |allowance: Option<&Allowance>, check: &LimitCheck, cell: &Cell, taken: u64| {
-            allowance.is_some_and(|allowance| {
-                allowance.cell == *cell
-                    && allowance.limit == check.limit
-                    && allowance.units >= taken.saturating_add(check.cost)
-            })
-        };
+        let fits =
+            |allowance: Option<&Allowance>, check: &LimitCheck, cell: &Cell, earlier: u64| {
+                allowance.is_some_and(|allowance| {
+                    allowance.cell == *cell
+                        && allowance.limit == check.limit
+                        && allowance.units >= earlier.saturating_add(check.cost)
+                })
+            };
         for (i, (check, cell)) in checks.iter().zip(cells).enumerate() {
             // A counter named twice must have room for both costs.
             let earlier: u64 = checks[..i]
@@ -356,6 +357,7 @@ impl AllowanceLimiter {
         for (check, refill) in costs.iter_mut().zip(&refills) {
             check.cost = check.cost.saturating_add(*refill);
         }
+
         let mut unfinished = UnfinishedRefills {
             limiter: self,
             checks,
@@ -364,6 +366,7 @@ impl AllowanceLimiter {
         };
         let decision = self.call_inner(&costs, lease, now).await;
         unfinished.returned = true;
+
         let admitted = match &decision {
             Ok(LeasedDecision::Decided(Decision::Admitted(admission))) => {
                 Some(admission.statuses.as_slice())
@@ -383,10 +386,17 @@ impl AllowanceLimiter {
         if !rejected_with_refills {
             return Ok(decision);
         }
+
         let decision = self.call_inner(checks, lease, now).await?;
         if let LeasedDecision::Decided(Decision::Admitted(admission)) = &decision {
-            let none = vec![0; checks.len()];
-            let statuses = self.record(checks, cells, &none, Some(&admission.statuses), now_ms);
+            let no_refills = vec![0; checks.len()];
+            let statuses = self.record(
+                checks,
+                cells,
+                &no_refills,
+                Some(&admission.statuses),
+                now_ms,
+            );
             return Ok(LeasedDecision::Decided(Decision::Admitted(Admission {
                 statuses: statuses.unwrap_or_default(),
             })));
@@ -432,9 +442,9 @@ impl AllowanceLimiter {
             }
             slots.used_since_sweep = true;
             slots.fewest_free = slots.fewest_free.min(slots.free.len());
-            state.held.insert(
+            state.in_use.insert(
                 lease.id.clone(),
-                HeldSlot {
+                SlotInUse {
                     scope: lease.scope.clone(),
                     cap: lease.cap,
                     store_id,
@@ -450,7 +460,7 @@ impl AllowanceLimiter {
     fn unlend_slot(&self, lease_id: &str) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        if let Some(slot) = state.held.remove(lease_id)
+        if let Some(slot) = state.in_use.remove(lease_id)
             && let Some(slots) = state.slots.get_mut(&slot.scope)
         {
             slots.free.push((slot.store_id, slot.expires_ms));
@@ -463,9 +473,9 @@ impl AllowanceLimiter {
         if lease.cap < MIN_CAP {
             return;
         }
-        self.lock().held.insert(
+        self.lock().in_use.insert(
             lease.id.clone(),
-            HeldSlot {
+            SlotInUse {
                 scope: lease.scope.clone(),
                 cap: lease.cap,
                 store_id: lease.id.clone(),
@@ -479,7 +489,7 @@ impl AllowanceLimiter {
     fn end_lease(&self, lease: &HeldLease) -> Option<HeldLease> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let Some(slot) = state.held.remove(&lease.id) else {
+        let Some(slot) = state.in_use.remove(&lease.id) else {
             return Some(lease.clone());
         };
         let slots = state.slots.entry(slot.scope.clone()).or_default();
@@ -523,10 +533,10 @@ impl AllowanceLimiter {
                 });
             let left = match allowance {
                 Some(allowance) if delta > 0 => {
-                    let taken = allowance.units.min(delta.unsigned_abs());
-                    allowance.units -= taken;
-                    allowance.used += taken;
-                    delta - i64::try_from(taken).unwrap_or(i64::MAX)
+                    let drawn = allowance.units.min(delta.unsigned_abs());
+                    allowance.units -= drawn;
+                    allowance.used += drawn;
+                    delta - i64::try_from(drawn).unwrap_or(i64::MAX)
                 }
                 Some(allowance) => {
                     let back = allowance.used.min(delta.unsigned_abs());
@@ -544,6 +554,18 @@ impl AllowanceLimiter {
             }
         }
         rest
+    }
+
+    /// Settles and releases what the allowances and kept slots absorb of a request's end, whose
+    /// adjustments are valid, and returns the rest for the store.
+    fn finish_validated(&self, end: &Finish) -> Option<Finish> {
+        let adjustments = self.settle_locally(&end.adjustments, end.charged_at);
+        let lease = end.lease.as_ref().and_then(|lease| self.end_lease(lease));
+        (!adjustments.is_empty() || lease.is_some()).then_some(Finish {
+            adjustments,
+            charged_at: end.charged_at,
+            lease,
+        })
     }
 
     /// Returns to the store every allowance that was not used since the last sweep, or whose
@@ -740,12 +762,12 @@ impl Limiter for AllowanceLimiter {
             (false, Some(statuses)) => {
                 // The charges came from the allowances: the store takes only the lease, and
                 // they go back into the allowances when it refuses the lease or fails.
-                let taken = self.inner.acquire_leased(&[], lease, now).await;
-                let admitted = matches!(taken, Ok(LeasedDecision::Decided(Decision::Admitted(_))));
+                let leased = self.inner.acquire_leased(&[], lease, now).await;
+                let admitted = matches!(leased, Ok(LeasedDecision::Decided(Decision::Admitted(_))));
                 if !admitted {
                     self.restore(checks, &cells);
                 }
-                taken.map(|taken| match taken {
+                leased.map(|leased| match leased {
                     LeasedDecision::Decided(Decision::Admitted(_)) => {
                         LeasedDecision::Decided(Decision::Admitted(Admission { statuses }))
                     }
@@ -778,17 +800,10 @@ impl Limiter for AllowanceLimiter {
 
     fn finish_locally(&self, end: Finish) -> Option<Finish> {
         // Invalid adjustments go on to the store, which rejects them with their error.
-        let adjustments = if validate_adjustments(&end.adjustments).is_ok() {
-            self.settle_locally(&end.adjustments, end.charged_at)
-        } else {
-            end.adjustments
-        };
-        let lease = end.lease.and_then(|lease| self.end_lease(&lease));
-        (!adjustments.is_empty() || lease.is_some()).then_some(Finish {
-            adjustments,
-            charged_at: end.charged_at,
-            lease,
-        })
+        if validate_adjustments(&end.adjustments).is_err() {
+            return Some(end);
+        }
+        self.finish_validated(&end)
     }
 
     async fn finish(&self, ends: &[Finish], now: DateTime<Utc>) -> Result<(), LimitError> {
@@ -797,7 +812,7 @@ impl Limiter for AllowanceLimiter {
         }
         let rest: Vec<Finish> = ends
             .iter()
-            .filter_map(|end| self.finish_locally(end.clone()))
+            .filter_map(|end| self.finish_validated(end))
             .collect();
         if rest.is_empty() {
             return Ok(());
@@ -825,12 +840,12 @@ impl Limiter for AllowanceLimiter {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<bool, LimitError> {
-        let held = HeldLease {
+        let lease = HeldLease {
             scope: scope.to_owned(),
             id: lease_id.to_owned(),
         };
         let renewed = self
-            .renew_leases(std::slice::from_ref(&held), now, ttl)
+            .renew_leases(std::slice::from_ref(&lease), now, ttl)
             .await?;
         Ok(renewed.first() == Some(&true))
     }
@@ -841,7 +856,11 @@ impl Limiter for AllowanceLimiter {
         lease_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, LimitError> {
-        let store_id = self.lock().held.remove(lease_id).map(|slot| slot.store_id);
+        let store_id = self
+            .lock()
+            .in_use
+            .remove(lease_id)
+            .map(|slot| slot.store_id);
         let id = store_id.as_deref().unwrap_or(lease_id);
         self.inner.release_lease(scope, id, now).await
     }
@@ -857,7 +876,7 @@ impl Limiter for AllowanceLimiter {
             let state = self.lock();
             leases
                 .iter()
-                .map(|lease| match state.held.get(&lease.id) {
+                .map(|lease| match state.in_use.get(&lease.id) {
                     Some(slot) => HeldLease {
                         scope: lease.scope.clone(),
                         id: slot.store_id.clone(),
@@ -870,7 +889,7 @@ impl Limiter for AllowanceLimiter {
         let expires_ms = now.timestamp_millis().saturating_add(duration_millis(ttl));
         let mut state = self.lock();
         for (lease, renewed) in leases.iter().zip(&renewed) {
-            if let Some(slot) = state.held.get_mut(&lease.id) {
+            if let Some(slot) = state.in_use.get_mut(&lease.id) {
                 // A lease that the store no longer holds is never lent again.
                 slot.expires_ms = if *renewed { expires_ms } else { i64::MIN };
             }
@@ -896,7 +915,7 @@ mod tests {
         store: MemoryLimiter,
         calls: AtomicUsize,
         lease_calls: AtomicUsize,
-        /// While set, charges never return, as when the store stops answering.
+        /// While set, charges never return, as when the store stops replying.
         stalled: AtomicBool,
     }
 
@@ -973,7 +992,7 @@ mod tests {
         async fn active_leases(&self, scope: &str, now: DateTime<Utc>) -> u64 {
             match self.store.acquire_lease(scope, 0, "probe", now, TTL).await {
                 Ok(LeaseDecision::Rejected { active, .. }) => active,
-                other => panic!("a lease with a cap of 0 was not refused: {other:?}"),
+                other => panic!("a lease with a cap of 0 was not rejected: {other:?}"),
             }
         }
 
@@ -985,7 +1004,7 @@ mod tests {
             };
             match self.store.acquire(&[free], now).await {
                 Ok(Decision::Admitted(admission)) => admission.statuses[0].remaining,
-                other => panic!("a status query was refused: {other:?}"),
+                other => panic!("a status query was rejected: {other:?}"),
             }
         }
     }
@@ -1034,9 +1053,9 @@ mod tests {
         // The first call learns the counter, the next takes 16, and each later refill within
         // the fast-refill time doubles: 16 + 32 + ... + 512 covers the 999 after the first.
         assert_eq!(store.calls(), 7);
-        let held = store.remaining(&check, start()).await;
+        let store_remaining = store.remaining(&check, start()).await;
         assert!(
-            held <= 1_000_000 - 1_000,
+            store_remaining <= 1_000_000 - 1_000,
             "the store counts every admission"
         );
     }
@@ -1061,7 +1080,7 @@ mod tests {
         let mut admitted = 0;
         let mut rejected_in_a_row = 0;
         let mut turn = 0;
-        // Each process is asked in turn until both refuse: units that one holds are used by it,
+        // Each process is called in turn until both reject: units that one has are used by it,
         // so nothing of the limit is left over.
         while rejected_in_a_row < 2 {
             let limiter = &processes[turn % 2];
@@ -1289,7 +1308,7 @@ mod tests {
         let store = Arc::new(Counting::default());
         let processes = [limiter(store.clone()), limiter(store.clone())];
         let cap = MIN_CAP;
-        let kept = cap / SLOT_SHARE;
+        let kept_slots = cap / SLOT_SHARE;
         let requests: Vec<LeaseRequest> = (0..cap).map(|i| lease(&format!("a{i}"), cap)).collect();
         for request in &requests {
             admit_leased(&processes[0], request, start()).await;
@@ -1297,11 +1316,11 @@ mod tests {
         for request in &requests {
             end(&processes[0], request, start()).await;
         }
-        assert_eq!(store.active_leases("org:a", start()).await, kept);
+        assert_eq!(store.active_leases("org:a", start()).await, kept_slots);
 
         // The other process gets every slot but those that the first keeps, and the first
         // lends those to its own requests.
-        for i in 0..cap - kept {
+        for i in 0..cap - kept_slots {
             admit_leased(&processes[1], &lease(&format!("b{i}"), cap), start()).await;
         }
         let rejected = processes[1]
@@ -1313,7 +1332,7 @@ mod tests {
             "{rejected:?}"
         );
         let calls = store.lease_calls();
-        for i in 0..kept {
+        for i in 0..kept_slots {
             admit_leased(&processes[0], &lease(&format!("c{i}"), cap), start()).await;
         }
         assert_eq!(store.lease_calls(), calls);
@@ -1325,8 +1344,10 @@ mod tests {
         let store = Arc::new(Counting::default());
         let limiter = limiter(store.clone());
         let cap = MIN_CAP;
-        let kept = cap / SLOT_SHARE;
-        let requests: Vec<LeaseRequest> = (0..kept).map(|i| lease(&format!("a{i}"), cap)).collect();
+        let kept_slots = cap / SLOT_SHARE;
+        let requests: Vec<LeaseRequest> = (0..kept_slots)
+            .map(|i| lease(&format!("a{i}"), cap))
+            .collect();
         for request in &requests {
             admit_leased(&limiter, request, start()).await;
         }
@@ -1334,7 +1355,7 @@ mod tests {
             end(&limiter, request, start()).await;
         }
         limiter.sweep(start()).await.expect("sweep");
-        assert_eq!(store.active_leases("org:a", start()).await, kept);
+        assert_eq!(store.active_leases("org:a", start()).await, kept_slots);
 
         // Two requests at a time use the kept slots until the next sweep, so the others go.
         for round in 0..5 {
