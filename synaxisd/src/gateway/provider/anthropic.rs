@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
 use hyper::Uri;
 use hyper::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -140,7 +139,7 @@ impl Provider for AnthropicProvider {
             return Ok(ChatResponse::Complete(Completion::from_value(&completion)));
         }
 
-        let events = http1::until_deadline(body, deadline).eventsource();
+        let events = super::sse::events(http1::until_deadline(body, deadline));
         Ok(ChatResponse::Stream(stream::translate_stream(
             events,
             unix_time(),

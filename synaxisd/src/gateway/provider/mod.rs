@@ -7,6 +7,7 @@ mod fields;
 pub(crate) mod http1;
 pub mod openai;
 mod reply;
+pub mod sse;
 
 use std::fmt::Debug;
 

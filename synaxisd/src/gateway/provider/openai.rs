@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventsource_stream::Eventsource;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use hyper::Uri;
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::http1::{self, Upstream};
+use super::sse;
 use super::{
     ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, Provider, ProviderError,
 };
@@ -161,14 +161,13 @@ fn with_usage_report(options: Option<&RawValue>) -> String {
 /// Parses an OpenAI server-sent event stream into its JSON chunks. Events may be split across
 /// reads anywhere. A chunk that is not JSON, a read error, or an end before `data: [DONE]`
 /// yields an error, after which the stream ends.
-pub fn chunks_from_sse<S, B, E>(bytes: S) -> BoxStream<'static, Result<Chunk, ProviderError>>
+pub fn chunks_from_sse<S, B>(bytes: S) -> BoxStream<'static, Result<Chunk, ProviderError>>
 where
-    S: Stream<Item = Result<B, E>> + Send + 'static,
+    S: Stream<Item = Result<B, ProviderError>> + Send + 'static,
     B: AsRef<[u8]> + Send,
-    E: std::fmt::Display + Send,
 {
     let chunks = async_stream::stream! {
-        let mut events = std::pin::pin!(bytes.eventsource());
+        let mut events = std::pin::pin!(sse::events(bytes));
         loop {
             let Some(event) = events.next().await else {
                 yield Err(ProviderError::InvalidResponse(
@@ -179,7 +178,7 @@ where
             let data = match event {
                 Ok(event) => event.data,
                 Err(error) => {
-                    yield Err(ProviderError::InvalidResponse(error.to_string()));
+                    yield Err(error);
                     break;
                 }
             };

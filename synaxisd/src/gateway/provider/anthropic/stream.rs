@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 
-use eventsource_stream::{Event, EventStreamError};
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 
 use super::response::{TokenCounts, finish_reason};
+use crate::gateway::provider::sse::Event;
 use crate::gateway::provider::{Chunk, ProviderError};
 
 /// Chunks translated from one event, and whether the message is complete.
@@ -269,15 +269,14 @@ pub fn translate_stream<S>(
     created: u64,
 ) -> BoxStream<'static, Result<Chunk, ProviderError>>
 where
-    S: Stream<Item = Result<Event, EventStreamError<ProviderError>>> + Send + 'static,
+    S: Stream<Item = Result<Event, ProviderError>> + Send + 'static,
 {
     let chunks = async_stream::stream! {
         let mut translator = StreamTranslator::new(created);
         let mut events = Box::pin(events);
         while let Some(event) = events.next().await {
-            let translated = event
-                .map_err(map_event_error)
-                .and_then(|event| translator.translate(&event.event, &event.data));
+            let translated =
+                event.and_then(|event| translator.translate(&event.event, &event.data));
             match translated {
                 Ok(Translated { chunks, done }) => {
                     for chunk in chunks {
@@ -298,13 +297,6 @@ where
         ));
     };
     chunks.boxed()
-}
-
-fn map_event_error(error: EventStreamError<ProviderError>) -> ProviderError {
-    match error {
-        EventStreamError::Transport(error) => error,
-        other => ProviderError::InvalidResponse(other.to_string()),
-    }
 }
 
 #[cfg(test)]
@@ -539,8 +531,6 @@ mod tests {
             Ok(Event {
                 event: name.to_owned(),
                 data: data.to_owned(),
-                id: String::new(),
-                retry: None,
             })
         };
         let events = futures_util::stream::iter(vec![
@@ -565,8 +555,6 @@ mod tests {
             Ok(Event {
                 event: (*name).to_owned(),
                 data: (*data).to_owned(),
-                id: String::new(),
-                retry: None,
             })
         }));
 
