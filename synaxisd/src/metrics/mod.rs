@@ -1,5 +1,7 @@
 //! Prometheus metrics, served at `/metrics` in the text exposition format.
 
+use std::sync::OnceLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,6 +58,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
 }
 
+/// The routes whose latency histograms [`Metrics`] keeps at hand: the inference routes.
+const LATENCY_ROUTES: [&str; 3] = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+
+/// The latency histograms of one route.
+#[derive(Debug)]
+struct RouteLatency {
+    total: Histogram,
+    upstream: Histogram,
+    overhead: Histogram,
+}
+
 /// Every metric of the daemon, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -64,6 +77,9 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     overhead_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     upstream_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// The three latency histograms of each route in [`LATENCY_ROUTES`], taken from their
+    /// families on the route's first request, so that later requests skip the label lookups.
+    route_latency: [OnceLock<RouteLatency>; LATENCY_ROUTES.len()],
     upstream_errors: Family<DeploymentLabels, Counter>,
     breaker_open: Family<DeploymentLabels, Gauge>,
     fallbacks: Counter,
@@ -247,6 +263,7 @@ impl Default for Metrics {
             request_seconds,
             overhead_seconds,
             upstream_seconds,
+            route_latency: Default::default(),
             upstream_errors,
             breaker_open,
             fallbacks,
@@ -264,16 +281,29 @@ impl Metrics {
 
     /// Records a request's timings: the whole, and the part spent waiting for upstreams.
     pub fn observe_latency(&self, route: &'static str, total_seconds: f64, upstream_seconds: f64) {
-        let labels = RouteLabels { route };
-        self.request_seconds
-            .get_or_create(&labels)
-            .observe(total_seconds);
-        self.upstream_seconds
-            .get_or_create(&labels)
-            .observe(upstream_seconds);
-        self.overhead_seconds
-            .get_or_create(&labels)
-            .observe((total_seconds - upstream_seconds).max(0.0));
+        let overhead_seconds = (total_seconds - upstream_seconds).max(0.0);
+        let resolve = || RouteLatency {
+            total: self
+                .request_seconds
+                .get_or_create_owned(&RouteLabels { route }),
+            upstream: self
+                .upstream_seconds
+                .get_or_create_owned(&RouteLabels { route }),
+            overhead: self
+                .overhead_seconds
+                .get_or_create_owned(&RouteLabels { route }),
+        };
+        let resolved;
+        let latency = match LATENCY_ROUTES.iter().position(|known| *known == route) {
+            Some(index) => self.route_latency[index].get_or_init(resolve),
+            None => {
+                resolved = resolve();
+                &resolved
+            }
+        };
+        latency.total.observe(total_seconds);
+        latency.upstream.observe(upstream_seconds);
+        latency.overhead.observe(overhead_seconds);
     }
 
     pub fn count_upstream_error(&self, deployment: &str) {

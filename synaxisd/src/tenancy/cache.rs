@@ -6,7 +6,6 @@
 //! Concurrent misses of one key share one store lookup, so that the requests that find an
 //! entry expired together, or a key's first requests, do not each query the store.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +33,10 @@ struct Entry {
 /// The result of a store lookup, shared with the misses that waited for it. `None` means that
 /// the lookup failed, so each waiter tries on its own.
 type SharedLookup = tokio::sync::OnceCell<Option<Option<Arc<AuthenticatedKey>>>>;
+
+/// A map by key hash. The hashes are HMAC outputs that no client can choose, so foldhash's fast
+/// hashing needs no protection against chosen collisions.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 pub struct AuthCache {

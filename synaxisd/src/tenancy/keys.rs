@@ -41,7 +41,15 @@ impl KeyHasher {
     pub fn hash(&self, key: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(key.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        // Written through a table, because `hex::encode` collects the text from an iterator of
+        // `char`s, which took about 2,000 instructions per key under callgrind.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(64);
+        for byte in mac.finalize().into_bytes() {
+            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        text
     }
 }
 
