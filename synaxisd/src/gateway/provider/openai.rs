@@ -167,39 +167,60 @@ where
     B: AsRef<[u8]> + Send,
 {
     let chunks = async_stream::stream! {
-        let mut events = std::pin::pin!(sse::events(bytes));
-        loop {
-            let Some(event) = events.next().await else {
+        let mut bytes = std::pin::pin!(bytes);
+        let mut decoder = sse::Decoder::default();
+        let mut events = Vec::new();
+        'reads: loop {
+            let Some(read) = bytes.next().await else {
                 yield Err(ProviderError::InvalidResponse(
                     "the stream ended before data: [DONE]".to_owned(),
                 ));
                 break;
             };
-            let data = match event {
-                Ok(event) => event.data,
-                Err(error) => {
-                    yield Err(error);
-                    break;
+            let decoded = read.and_then(|read| decoder.decode(read.as_ref(), &mut events));
+            for event in events.drain(..) {
+                match read_event_data(event.data) {
+                    Ok(EventData::Chunk(chunk)) => yield Ok(chunk),
+                    Ok(EventData::Blank) => {}
+                    Ok(EventData::Done) => break 'reads,
+                    Err(error) => {
+                        yield Err(error);
+                        break 'reads;
+                    }
                 }
-            };
-            let trimmed = data.trim();
-            if trimmed == "[DONE]" {
+            }
+            if let Err(error) = decoded {
+                yield Err(error);
                 break;
-            }
-            if trimmed.is_empty() {
-                continue;
-            }
-            let data = if trimmed.len() == data.len() { data } else { trimmed.to_owned() };
-            match Chunk::parse(data) {
-                Ok(chunk) => yield Ok(chunk),
-                Err(error) => {
-                    yield Err(ProviderError::InvalidResponse(format!(
-                        "stream chunk is not JSON: {error}"
-                    )));
-                    break;
-                }
             }
         }
     };
     chunks.boxed()
+}
+
+/// What the `data` of one event of an OpenAI stream carries.
+enum EventData {
+    Chunk(Chunk),
+    /// Only white space, which is skipped.
+    Blank,
+    /// `[DONE]`, the end of the stream.
+    Done,
+}
+
+fn read_event_data(data: String) -> Result<EventData, ProviderError> {
+    let trimmed = data.trim();
+    if trimmed == "[DONE]" {
+        return Ok(EventData::Done);
+    }
+    if trimmed.is_empty() {
+        return Ok(EventData::Blank);
+    }
+    let data = if trimmed.len() == data.len() {
+        data
+    } else {
+        trimmed.to_owned()
+    };
+    Chunk::parse(data).map(EventData::Chunk).map_err(|error| {
+        ProviderError::InvalidResponse(format!("stream chunk is not JSON: {error}"))
+    })
 }
