@@ -198,7 +198,7 @@ where
     chunks.boxed()
 }
 
-/// What the `data` of one event of an OpenAI stream carries.
+/// The content of one event's `data` in an OpenAI stream.
 enum EventData {
     Chunk(Chunk),
     /// Only white space, which is skipped.
