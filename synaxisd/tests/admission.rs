@@ -114,15 +114,18 @@ fn refusal(result: Result<Grant, ApiError>) -> RateLimited {
     match result {
         Err(ApiError::RateLimited(limited)) => *limited,
         Err(other) => panic!("expected a 429, got {other:?}"),
-        Ok(grant) => panic!("expected a 429, got admitted with {:?}", grant.headers),
+        Ok(grant) => panic!(
+            "expected a 429, got admitted with {:?}",
+            grant.headers.to_header_map()
+        ),
     }
 }
 
 fn header(grant: &Grant, name: &str) -> String {
-    grant
-        .headers
+    let headers = grant.headers.to_header_map();
+    headers
         .get(name)
-        .unwrap_or_else(|| panic!("header {name} in {:?}", grant.headers))
+        .unwrap_or_else(|| panic!("header {name} in {headers:?}"))
         .to_str()
         .expect("ASCII header")
         .to_owned()

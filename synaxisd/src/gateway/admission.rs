@@ -152,8 +152,32 @@ impl Plan {
 /// An admitted request: its `x-ratelimit-*` headers, and its reservation until it ends.
 #[derive(Debug, Default)]
 pub struct Grant {
-    pub headers: HeaderMap,
+    pub headers: RateHeaders,
     pub reservation: Option<Reservation>,
+}
+
+/// The `x-ratelimit-*` headers of an admitted request, kept as the statuses of its counters
+/// until they are written into the response.
+#[derive(Debug, Default)]
+pub struct RateHeaders {
+    statuses: Vec<LimitStatus>,
+    /// Time of the admission, from which the reset headers count.
+    now: DateTime<Utc>,
+}
+
+impl RateHeaders {
+    /// Writes the headers of the scope and window closest to its limit, for requests and for
+    /// tokens, into `headers`.
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        write_rate_headers(&self.statuses, self.now, headers);
+    }
+
+    /// Returns the headers in a map of their own.
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut headers = HeaderMap::with_capacity(8);
+        self.write_to(&mut headers);
+        headers
+    }
 }
 
 /// The token charges and concurrency lease of an admitted request, kept until it ends. Ending
@@ -625,7 +649,10 @@ impl Admission {
             .map(|planned| planned.check.counter)
             .collect();
         Ok(Grant {
-            headers: rate_headers(&statuses, charged_at),
+            headers: RateHeaders {
+                statuses,
+                now: charged_at,
+            },
             reservation: Some(Reservation {
                 limiter: self.limiter.clone(),
                 finisher: self.finisher.clone(),
@@ -828,6 +855,12 @@ static SCOPE_TOKENS: HeaderName = HeaderName::from_static("x-synaxis-ratelimit-s
 /// `x-synaxis-ratelimit-scope-*` names that limit's scope and window, such as `org/minute`.
 fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(8);
+    write_rate_headers(statuses, now, &mut headers);
+    headers
+}
+
+/// Writes the `x-ratelimit-*` headers of [`rate_headers`] into `headers`.
+fn write_rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>, headers: &mut HeaderMap) {
     let names = [
         (
             Metric::Requests,
@@ -862,7 +895,6 @@ fn rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>) -> HeaderMap {
             headers.insert(scope.clone(), value);
         }
     }
-    headers
 }
 
 /// Returns the `x-ratelimit-scope-*` value of a counter, such as `org/minute`, from a table of

@@ -236,7 +236,7 @@ async fn serve(
             state.shutdown.clone(),
         ),
     };
-    response.headers_mut().extend(grant.headers);
+    grant.headers.write_to(response.headers_mut());
     let total_seconds = started.elapsed().as_secs_f64();
     state
         .metrics
