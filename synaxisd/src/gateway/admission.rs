@@ -11,7 +11,7 @@
 //! call in one limiter call. A lease keeper task renews every held lease in batched calls.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -169,6 +169,9 @@ impl RateHeaders {
     /// Writes the headers of the scope and window closest to its limit, for requests and for
     /// tokens, into `headers`.
     pub fn write_to(&self, headers: &mut HeaderMap) {
+        if !self.statuses.is_empty() {
+            headers.reserve(8);
+        }
         write_rate_headers(&self.statuses, self.now, headers);
     }
 
@@ -930,24 +933,30 @@ fn scope_value(counter: &Counter) -> Option<HeaderValue> {
 /// Formats a time until reset as OpenAI's headers do: `250ms`, `1.5s`, `6m0s`, `2h5m0s`.
 fn format_reset(until: Duration) -> String {
     let millis = until.as_millis();
+    let mut digits = itoa::Buffer::new();
     let mut text = String::with_capacity(16);
     if millis < 1_000 {
-        let _ = write!(text, "{millis}ms");
+        text.push_str(digits.format(millis));
+        text.push_str("ms");
         return text;
     }
     let hours = millis / 3_600_000;
     let minutes = millis / 60_000 % 60;
     let seconds = millis % 60_000 / 1_000;
     let fraction = millis % 1_000;
-    // `fmt::Write` for `String` never returns an error.
-    let _ = match (hours, minutes) {
-        (0, 0) => Ok(()),
-        (0, minutes) => write!(text, "{minutes}m"),
-        (hours, minutes) => write!(text, "{hours}h{minutes}m"),
-    };
-    let _ = write!(text, "{seconds}");
+    if hours > 0 {
+        text.push_str(digits.format(hours));
+        text.push('h');
+    }
+    if hours > 0 || minutes > 0 {
+        text.push_str(digits.format(minutes));
+        text.push('m');
+    }
+    text.push_str(digits.format(seconds));
     if fraction > 0 {
-        let _ = write!(text, ".{fraction:03}");
+        // The fraction's three digits, with leading zeros, come from 1000 + fraction.
+        text.push('.');
+        text.push_str(&digits.format(1_000 + fraction)[1..]);
         text.truncate(text.trim_end_matches('0').len());
     }
     text.push('s');
@@ -966,6 +975,10 @@ mod tests {
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
         assert_eq!(format_reset(Duration::from_secs(7_500)), "2h5m0s");
         assert_eq!(format_reset(Duration::from_millis(61_040)), "1m1.04s");
+        assert_eq!(format_reset(Duration::ZERO), "0ms");
+        assert_eq!(format_reset(Duration::from_millis(999)), "999ms");
+        assert_eq!(format_reset(Duration::from_millis(1_001)), "1.001s");
+        assert_eq!(format_reset(Duration::from_secs(3_600)), "1h0m0s");
     }
 
     #[test]
