@@ -167,31 +167,22 @@ where
     B: AsRef<[u8]> + Send,
 {
     let chunks = async_stream::stream! {
-        let mut bytes = std::pin::pin!(bytes);
-        let mut decoder = sse::Decoder::default();
-        let mut events = Vec::new();
-        'reads: loop {
-            let Some(read) = bytes.next().await else {
+        let mut events = std::pin::pin!(sse::events(bytes));
+        loop {
+            let Some(event) = events.next().await else {
                 yield Err(ProviderError::InvalidResponse(
                     "the stream ended before data: [DONE]".to_owned(),
                 ));
                 break;
             };
-            let decoded = read.and_then(|read| decoder.decode(read.as_ref(), &mut events));
-            for event in events.drain(..) {
-                match read_event_data(event.data) {
-                    Ok(EventData::Chunk(chunk)) => yield Ok(chunk),
-                    Ok(EventData::Blank) => {}
-                    Ok(EventData::Done) => break 'reads,
-                    Err(error) => {
-                        yield Err(error);
-                        break 'reads;
-                    }
+            match event.and_then(|event| read_event_data(event.data)) {
+                Ok(EventData::Chunk(chunk)) => yield Ok(chunk),
+                Ok(EventData::Blank) => {}
+                Ok(EventData::Done) => break,
+                Err(error) => {
+                    yield Err(error);
+                    break;
                 }
-            }
-            if let Err(error) = decoded {
-                yield Err(error);
-                break;
             }
         }
     };

@@ -13,8 +13,8 @@ use futures_util::{Stream, StreamExt};
 
 use super::ProviderError;
 
-/// Bytes that one event may take at most, its unfinished line included. An upstream that sends
-/// more without a blank line is treated as broken, so that it cannot grow the gateway's memory.
+/// Maximum size of one event in bytes, its unfinished line included. An upstream that sends more
+/// without a blank line is treated as broken, so that it cannot grow the gateway's memory.
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// The UTF-8 byte order mark, which a stream may start with.
@@ -36,7 +36,7 @@ pub struct Decoder {
     partial: Vec<u8>,
     /// The last read ended with a CR, so an LF that starts the next one ends no line.
     after_cr: bool,
-    /// At least one line has ended; a byte order mark is skipped only before the first.
+    /// Whether a line has ended, because a byte order mark is skipped only before the first.
     started: bool,
     /// The event being read: its type, its data, and whether a `data` line has come.
     event: String,
@@ -46,8 +46,8 @@ pub struct Decoder {
 
 impl Decoder {
     /// Reads `bytes`, the next part of the stream, and appends the events it completes to
-    /// `out`. Fails on a line that is not UTF-8 and on an event over [`MAX_EVENT_BYTES`]. The
-    /// stream cannot be read further after an error.
+    /// `out`. Fails on a line that is not UTF-8 and on an event over [`MAX_EVENT_BYTES`]. After
+    /// an error, the rest of the stream must not be decoded.
     pub fn decode(&mut self, mut bytes: &[u8], out: &mut Vec<Event>) -> Result<(), ProviderError> {
         if bytes.is_empty() {
             return Ok(());
@@ -74,9 +74,7 @@ impl Decoder {
             bytes = &bytes[next..];
         }
         if self.partial.len() + bytes.len() + self.data.len() > MAX_EVENT_BYTES {
-            return Err(ProviderError::InvalidResponse(format!(
-                "a stream event is larger than {MAX_EVENT_BYTES} bytes"
-            )));
+            return Err(event_too_large());
         }
         self.partial.extend_from_slice(bytes);
         Ok(())
@@ -109,9 +107,7 @@ impl Decoder {
                 self.data.push_str(value);
                 self.has_data = true;
                 if self.data.len() > MAX_EVENT_BYTES {
-                    return Err(ProviderError::InvalidResponse(format!(
-                        "a stream event is larger than {MAX_EVENT_BYTES} bytes"
-                    )));
+                    return Err(event_too_large());
                 }
             }
             "event" => {
@@ -136,6 +132,12 @@ impl Decoder {
             data: std::mem::take(&mut self.data),
         });
     }
+}
+
+fn event_too_large() -> ProviderError {
+    ProviderError::InvalidResponse(format!(
+        "a stream event is larger than {MAX_EVENT_BYTES} bytes"
+    ))
 }
 
 /// Reads the events of a stream of bytes. The events end at the first error, which is yielded
