@@ -59,6 +59,7 @@ fn request(body: Value, stream: bool) -> ChatRequest {
         body: Value::Object(body).to_string().into(),
         model,
         stream,
+        body_model: None,
     }
 }
 

@@ -122,6 +122,8 @@ pub struct ReceivedRequest {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as it arrived.
+    pub raw_body: Bytes,
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +328,7 @@ async fn accept_request(
         path: path.to_owned(),
         headers: headers.clone(),
         body: request.clone(),
+        raw_body: body.clone(),
     });
     let mut position = 0;
     state.arrivals.send_modify(|arrived| {

@@ -413,6 +413,67 @@ gpt-4o-mini-fast = "gpt-4o"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_receives_one_model_per_body() {
+    let upstream = FakeUpstream::start(FakeConfig::default())
+        .await
+        .expect("fake upstream");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(&DaemonOptions {
+        database_url: sqlite_url(&dir),
+        upstream_base_url: upstream.base_url(),
+        data_dir: dir.path().to_owned(),
+        ..DaemonOptions::default()
+    });
+    let tenant = tokio::task::block_in_place(|| create_tenant(&daemon, "acme"));
+    let key = tokio::task::block_in_place(|| {
+        ctl_json(
+            &daemon,
+            &[
+                "key",
+                "create",
+                "--user",
+                &tenant.user_id,
+                "--allow-model",
+                "gpt-4o",
+            ],
+        )
+    });
+    let key = key["secret"].as_str().expect("secret").to_owned();
+    let send = |body: &'static str| {
+        let daemon_url = daemon.url();
+        let key = key.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{daemon_url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("chat request")
+                .status()
+        }
+    };
+
+    // The gateway checks the last `model` of a body that names two, here one whose upstream
+    // name is its own. The upstream must not see the first, whichever of the two its JSON
+    // parser would keep.
+    let twice = r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "model": "gpt-4o"}"#;
+    assert_eq!(send(twice).await, StatusCode::OK);
+    // A body already fit for the upstream goes unchanged, spacing included.
+    let plain = r#"{"model": "gpt-4o",  "messages": [{"role": "user", "content": "hi"}]}"#;
+    assert_eq!(send(plain).await, StatusCode::OK);
+
+    let received = upstream.received_requests();
+    assert_eq!(received.len(), 2);
+    let first = std::str::from_utf8(&received[0].raw_body).expect("UTF-8 body");
+    assert_eq!(first.matches("\"model\"").count(), 1, "{first}");
+    assert_eq!(received[0].body["model"], "gpt-4o", "{first}");
+    assert_eq!(&received[1].raw_body[..], plain.as_bytes());
+    tokio::task::block_in_place(|| daemon.stop());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_cache_serves_a_key_from_memory() {
     let upstream = FakeUpstream::start(FakeConfig::default())
         .await

@@ -22,6 +22,16 @@ static ENCODER: LazyLock<Option<CoreBPE>> = LazyLock::new(|| match tiktoken_rs::
 const TOKENS_PER_MESSAGE: i64 = 3;
 const TOKENS_PER_REPLY: i64 = 3;
 
+/// Roles that are one token each in `o200k_base`, so that counting them needs no tokenizer run.
+const ONE_TOKEN_ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
 /// Counts the tokens of `text`.
 pub fn count(text: &str) -> i64 {
     if text.is_empty() {
@@ -32,7 +42,18 @@ pub fn count(text: &str) -> i64 {
     })
 }
 
-/// Estimates the prompt tokens of a chat completion's `messages`.
+/// Counts the tokens of a message's role, which the chat format encodes apart from its content.
+fn count_role(role: &str) -> i64 {
+    if ONE_TOKEN_ROLES.contains(&role) {
+        1
+    } else {
+        count(role)
+    }
+}
+
+/// Estimates the prompt tokens of a chat completion's `messages` as OpenAI's chat format counts
+/// them: a fixed number per message and for the reply, plus the tokens of each role and of each
+/// message's text and tool calls.
 pub fn count_messages(messages: Option<&Value>) -> i64 {
     let Some(Value::Array(messages)) = messages else {
         return 0;
@@ -40,11 +61,10 @@ pub fn count_messages(messages: Option<&Value>) -> i64 {
     let mut total = TOKENS_PER_REPLY;
     for message in messages {
         total += TOKENS_PER_MESSAGE;
-        let mut text = String::new();
         if let Some(role) = message.get("role").and_then(Value::as_str) {
-            text.push_str(role);
-            text.push('\n');
+            total += count_role(role);
         }
+        let mut text = String::new();
         collect_text(message.get("content"), &mut text);
         if let Some(calls) = message.get("tool_calls") {
             text.push_str(&calls.to_string());
@@ -52,13 +72,6 @@ pub fn count_messages(messages: Option<&Value>) -> i64 {
         total += count(&text);
     }
     total
-}
-
-/// A chat completion body with only what [`count_chat_body`] reads.
-#[derive(Deserialize)]
-struct ChatBody<'a> {
-    #[serde(borrow, default)]
-    messages: Option<Vec<CountedMessage<'a>>>,
 }
 
 /// A chat message with only what its count reads. Its strings are borrowed from the body unless
@@ -82,22 +95,19 @@ struct Part<'a> {
     text: Option<&'a RawValue>,
 }
 
-/// Estimates the prompt tokens of a chat completion body as [`count_messages`] does, without
-/// building a tree of JSON values. Returns `None` when the body has another shape, such as a
-/// message that is not an object, which [`count_messages`] then counts.
-pub fn count_chat_body(body: &[u8]) -> Option<i64> {
-    let body: ChatBody<'_> = serde_json::from_slice(body).ok()?;
-    let Some(messages) = body.messages else {
-        return Some(0);
-    };
+/// Estimates the prompt tokens of a chat completion's `messages`, given as JSON text, as
+/// [`count_messages`] does, without building a tree of JSON values. Returns `None` when they
+/// have another shape, such as a message that is not an object, which [`count_messages`] then
+/// counts.
+pub fn count_raw_messages(messages: &RawValue) -> Option<i64> {
+    let messages: Vec<CountedMessage<'_>> = serde_json::from_str(messages.get()).ok()?;
     let mut total = TOKENS_PER_REPLY;
     let mut text = String::new();
     for message in &messages {
         total += TOKENS_PER_MESSAGE;
         text.clear();
         if let Some(Text(role)) = &message.role {
-            text.push_str(role);
-            text.push('\n');
+            total += count_role(role);
         }
         if let Some(content) = message.content {
             push_content(content, &mut text)?;
@@ -221,7 +231,15 @@ mod tests {
     }
 
     #[test]
-    fn chat_body_counts_like_messages() {
+    fn one_token_roles_are_one_token() {
+        for role in ONE_TOKEN_ROLES {
+            assert_eq!(count(role), 1, "{role}");
+        }
+        assert_eq!(count_role("narrator"), count("narrator"));
+    }
+
+    #[test]
+    fn raw_messages_count_like_messages() {
         let bodies = [
             json!({"model": "m", "messages": [{"role": "user", "content": "Hello world"}]}),
             json!({"messages": [
@@ -237,12 +255,13 @@ mod tests {
                 ]},
                 {"content": "no role"},
             ]}),
-            json!({"model": "m"}),
+            json!({"messages": [{"role": "narrator", "content": "Once"}]}),
             json!({"messages": []}),
         ];
         for body in bodies {
-            let text = body.to_string();
-            let typed = count_chat_body(text.as_bytes());
+            let text = body["messages"].to_string();
+            let raw: Box<RawValue> = serde_json::from_str(&text).expect("JSON text");
+            let typed = count_raw_messages(&raw);
             assert_eq!(typed, Some(count_messages(body.get("messages"))), "{text}");
         }
     }
@@ -250,12 +269,13 @@ mod tests {
     #[test]
     fn other_chat_shapes_fall_back() {
         for text in [
-            r#"{"messages": ["not an object"]}"#,
-            r#"{"messages": [{"role": 5, "content": "x"}]}"#,
-            r#"{"messages": "text"}"#,
-            "not json",
+            r#"["not an object"]"#,
+            r#"[{"role": 5, "content": "x"}]"#,
+            r#""text""#,
+            "{}",
         ] {
-            assert_eq!(count_chat_body(text.as_bytes()), None, "{text}");
+            let raw: Box<RawValue> = serde_json::from_str(text).expect("JSON text");
+            assert_eq!(count_raw_messages(&raw), None, "{text}");
         }
     }
 

@@ -24,7 +24,7 @@ use super::admission::Grant;
 use super::provider::{
     ChatRequest, ChatResponse, Chunk, Completion, Endpoint, Fields, ProviderError,
 };
-use super::record::{Outcome, PendingRecord, prompt_estimate};
+use super::record::{Outcome, PendingRecord, input_tokens};
 use super::routing;
 use super::{InferenceKey, ModelRoute, blocking_policy};
 use crate::billing::budgets::worst_case_cost;
@@ -123,21 +123,21 @@ async fn serve(
         }
     };
 
-    let prepared = match prepare(&state, &key, &body, endpoint, &mut record) {
+    let admission = &state.gateway.admission;
+    let plan = admission.plan(&key);
+    let has_budgets = !key.budgets.is_empty() || !replicated_budgets.is_empty();
+    let counts_tokens = plan.counts_tokens() || has_budgets;
+    let prepared = match prepare(&state, &key, &body, endpoint, counts_tokens, &mut record) {
         Ok(prepared) => prepared,
         Err(error) => return fail(record, error, user_locale).await,
     };
 
-    let admission = &state.gateway.admission;
-    let plan = admission.plan(&key);
-    let has_budgets = !key.budgets.is_empty() || !replicated_budgets.is_empty();
-    let (input_tokens, output_tokens) = if plan.counts_tokens() || has_budgets {
+    let (input_tokens, output_tokens) = if counts_tokens {
         let output = match endpoint {
             Endpoint::Embeddings => 0,
             _ => admission.output_estimate(prepared.max_tokens),
         };
-        let input = u64::try_from(prompt_estimate(endpoint, &body)).unwrap_or(0);
-        (input, output)
+        (prepared.input_tokens, output)
     } else {
         (0, 0)
     };
@@ -202,6 +202,7 @@ async fn serve(
         body,
         model: String::new(),
         stream: prepared.stream,
+        body_model: prepared.body_model,
     };
     let upstream_started = Instant::now();
     let gateway = &state.gateway;
@@ -265,13 +266,20 @@ struct Prepared {
     client_wants_usage: bool,
     /// `max_tokens`, or else `max_completion_tokens`, when the request sets one.
     max_tokens: Option<u64>,
+    /// The tokens of the input, counted only when `prepare` was asked to count them.
+    input_tokens: u64,
+    /// See [`ChatRequest::body_model`].
+    body_model: Option<Arc<str>>,
 }
 
+/// Checks a request's body and resolves its model, and counts its input tokens when
+/// `count_input` is set.
 fn prepare(
     state: &AppState,
     key: &AuthenticatedKey,
     body: &[u8],
     endpoint: Endpoint,
+    count_input: bool,
     record: &mut PendingRecord,
 ) -> Result<Prepared, ApiError> {
     let fields = parse_body(body)?;
@@ -325,11 +333,20 @@ fn prepare(
         })
         .transpose()?
         .flatten();
+    let input_tokens = if count_input {
+        u64::try_from(input_tokens(endpoint, &fields)).unwrap_or(0)
+    } else {
+        0
+    };
+    let body_model =
+        (fields.has_unique_names() && (!stream || client_wants_usage)).then(|| Arc::from(model));
     Ok(Prepared {
         route,
         stream,
         client_wants_usage,
         max_tokens,
+        input_tokens,
+        body_model,
     })
 }
 

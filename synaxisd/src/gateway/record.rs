@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::admission::Reservation;
-use super::provider::Endpoint;
+use super::provider::{Endpoint, Fields};
 use crate::billing::budgets::BudgetHold;
 use crate::billing::payments::AutoTopups;
 use crate::billing::{self, Usage, tokens};
@@ -338,29 +338,38 @@ fn send(sender: &mpsc::UnboundedSender<Finished>, finished: Finished) {
 
 /// Counts the tokens of a request's input with the tokenizer.
 pub(crate) fn prompt_estimate(endpoint: Endpoint, body: &[u8]) -> i64 {
+    Fields::parse(body).map_or(0, |fields| input_tokens(endpoint, &fields))
+}
+
+/// Counts the tokens of the input of a request whose body is parsed into `fields`: `messages`
+/// for chat completions, `prompt` for completions, `input` for embeddings.
+pub(crate) fn input_tokens(endpoint: Endpoint, fields: &Fields<'_>) -> i64 {
+    let field = match endpoint {
+        Endpoint::ChatCompletions => "messages",
+        Endpoint::Completions => "prompt",
+        Endpoint::Embeddings => "input",
+    };
+    let Some(input) = fields.get(field) else {
+        return 0;
+    };
     if endpoint == Endpoint::ChatCompletions
-        && let Some(count) = tokens::count_chat_body(body)
+        && let Some(count) = tokens::count_raw_messages(input)
     {
         return count;
     }
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+    let Ok(input) = serde_json::from_str::<Value>(input.get()) else {
         return 0;
     };
     match endpoint {
-        Endpoint::ChatCompletions => tokens::count_messages(body.get("messages")),
+        Endpoint::ChatCompletions => tokens::count_messages(Some(&input)),
         Endpoint::Completions | Endpoint::Embeddings => {
-            let field = if endpoint == Endpoint::Completions {
-                "prompt"
-            } else {
-                "input"
-            };
             let mut text = String::new();
-            match body.get(field) {
-                Some(Value::String(input)) => text.push_str(input),
-                Some(Value::Array(items)) => {
+            match input {
+                Value::String(input) => text.push_str(&input),
+                Value::Array(items) => {
                     for item in items {
                         if let Value::String(input) = item {
-                            text.push_str(input);
+                            text.push_str(&input);
                         }
                     }
                 }

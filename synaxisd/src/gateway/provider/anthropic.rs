@@ -123,7 +123,7 @@ impl Provider for AnthropicProvider {
             &self.upstream,
             self.messages_path.clone(),
             &self.headers,
-            body,
+            body.into(),
             deadline,
         )
         .await?;

@@ -27,6 +27,14 @@ impl<'a> Fields<'a> {
             .map(|(_, value)| *value)
     }
 
+    /// Returns whether no name occurs twice among the top-level fields.
+    pub fn has_unique_names(&self) -> bool {
+        self.0
+            .iter()
+            .enumerate()
+            .all(|(index, (name, _))| self.0[index + 1..].iter().all(|(later, _)| later != name))
+    }
+
     /// Writes the object again with the fields of `replace` set to their JSON texts, replaced
     /// where present and appended where not. A name given twice is written once, with its last
     /// value.

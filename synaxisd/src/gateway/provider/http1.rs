@@ -356,12 +356,12 @@ pub async fn post_json(
     upstream: &Arc<Upstream>,
     path: Uri,
     headers: &[(HeaderName, HeaderValue)],
-    body: Vec<u8>,
+    body: Bytes,
     deadline: Instant,
 ) -> Result<ResponseBody, ProviderError> {
     let mut request = Request::post(path)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|error| ProviderError::Unsupported(error.to_string()))?;
     for (name, value) in headers {
         request.headers_mut().insert(name.clone(), value.clone());

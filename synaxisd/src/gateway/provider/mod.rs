@@ -10,6 +10,7 @@ mod reply;
 pub mod sse;
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 pub use fields::Fields;
 pub use reply::{Chunk, Completion};
@@ -55,6 +56,10 @@ pub struct ChatRequest {
     /// The upstream's name of the model, which replaces the body's `model`.
     pub model: String,
     pub stream: bool,
+    /// The body's `model`, set when an OpenAI-compatible upstream of that model name can take
+    /// the body unchanged: its top-level names are unique, and a streamed request already asks
+    /// for the usage report.
+    pub body_model: Option<Arc<str>>,
 }
 
 pub enum ChatResponse {

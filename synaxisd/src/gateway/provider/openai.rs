@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use hyper::Uri;
@@ -113,19 +114,11 @@ impl Provider for OpenAiProvider {
         request: ChatRequest,
     ) -> Result<ChatResponse, ProviderError> {
         let deadline = Instant::now() + self.request_timeout;
-        let fields = Fields::parse(&request.body).map_err(|error| {
-            ProviderError::Unsupported(format!("the request body is not a JSON object: {error}"))
-        })?;
-        let model = Value::String(request.model).to_string();
-        let mut replace = vec![("model", model.as_str())];
-        let options;
-        if request.stream {
-            // Request the final usage chunk in every case. The gateway removes it from the
-            // client's stream when the client did not request it.
-            options = with_usage_report(fields.get("stream_options"));
-            replace.push(("stream_options", options.as_str()));
-        }
-        let body = fields.write_with(&replace);
+        let body = if request.body_model.as_deref() == Some(request.model.as_str()) {
+            request.body
+        } else {
+            Bytes::from(rewrite(&request)?)
+        };
 
         let headers: &[(HeaderName, HeaderValue)] = match &self.authorization {
             Some(authorization) => &[(AUTHORIZATION, authorization.clone())],
@@ -147,6 +140,23 @@ impl Provider for OpenAiProvider {
         let bytes = http1::until_deadline(body, deadline);
         Ok(ChatResponse::Stream(chunks_from_sse(bytes)))
     }
+}
+
+/// Returns the request's body with the upstream's model name and, for a stream, a request for
+/// the usage report. The gateway removes that report from the client's stream when the client
+/// did not ask for it.
+fn rewrite(request: &ChatRequest) -> Result<Vec<u8>, ProviderError> {
+    let fields = Fields::parse(&request.body).map_err(|error| {
+        ProviderError::Unsupported(format!("the request body is not a JSON object: {error}"))
+    })?;
+    let model = Value::String(request.model.clone()).to_string();
+    let mut replace = vec![("model", model.as_str())];
+    let options;
+    if request.stream {
+        options = with_usage_report(fields.get("stream_options"));
+        replace.push(("stream_options", options.as_str()));
+    }
+    Ok(fields.write_with(&replace))
 }
 
 /// Returns the client's `stream_options` with `include_usage` set, as JSON text.
