@@ -884,18 +884,37 @@ fn write_rate_headers(statuses: &[LimitStatus], now: DateTime<Utc>, headers: &mu
             ],
         ),
     ];
+    // The values are written into one buffer that the header values share, so that they take
+    // one allocation instead of one each.
+    let mut text = String::with_capacity(96);
+    let mut digits = itoa::Buffer::new();
+    let mut spans = [(&LIMIT_REQUESTS, 0, 0); 6];
+    let mut count = 0;
     for (metric, [limit, remaining, reset, scope]) in names {
         let Some(status) = crate::limits::closest_to_limit(statuses, metric) else {
             continue;
         };
-        headers.insert(limit.clone(), HeaderValue::from(status.limit));
-        headers.insert(remaining.clone(), HeaderValue::from(status.remaining));
-        let until = (status.reset_at - now).to_std().unwrap_or_default();
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(format_reset(until))) {
-            headers.insert(reset.clone(), value);
+        for (name, number) in [(limit, status.limit), (remaining, status.remaining)] {
+            let start = text.len();
+            text.push_str(digits.format(number));
+            spans[count] = (name, start, text.len());
+            count += 1;
         }
+        let start = text.len();
+        push_reset(
+            (status.reset_at - now).to_std().unwrap_or_default(),
+            &mut text,
+        );
+        spans[count] = (reset, start, text.len());
+        count += 1;
         if let Some(value) = scope_value(&status.counter) {
             headers.insert(scope.clone(), value);
+        }
+    }
+    let text = Bytes::from(text);
+    for &(name, start, end) in &spans[..count] {
+        if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+            headers.insert(name.clone(), value);
         }
     }
 }
@@ -930,15 +949,15 @@ fn scope_value(counter: &Counter) -> Option<HeaderValue> {
     Some(HeaderValue::from_static(value))
 }
 
-/// Formats a time until reset as OpenAI's headers do: `250ms`, `1.5s`, `6m0s`, `2h5m0s`.
-fn format_reset(until: Duration) -> String {
+/// Appends a time until reset to `text` as OpenAI's headers write it: `250ms`, `1.5s`, `6m0s`,
+/// `2h5m0s`.
+fn push_reset(until: Duration, text: &mut String) {
     let millis = until.as_millis();
     let mut digits = itoa::Buffer::new();
-    let mut text = String::with_capacity(16);
     if millis < 1_000 {
         text.push_str(digits.format(millis));
         text.push_str("ms");
-        return text;
+        return;
     }
     let hours = millis / 3_600_000;
     let minutes = millis / 60_000 % 60;
@@ -954,18 +973,24 @@ fn format_reset(until: Duration) -> String {
     }
     text.push_str(digits.format(seconds));
     if fraction > 0 {
-        // The fraction's three digits, with leading zeros, come from 1000 + fraction.
+        // The fraction's three digits, with leading zeros, come from 1000 + fraction. Trailing
+        // zeros are cut, which stops at the fraction's last non-zero digit.
         text.push('.');
         text.push_str(&digits.format(1_000 + fraction)[1..]);
         text.truncate(text.trim_end_matches('0').len());
     }
     text.push('s');
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format_reset(until: Duration) -> String {
+        let mut text = String::new();
+        push_reset(until, &mut text);
+        text
+    }
 
     #[test]
     fn reset_times_read_like_openai_headers() {

@@ -11,11 +11,16 @@
 //!
 //! An allowance is taken only for a limit of at least [`MIN_LIMIT`] and below [`MAX_AMOUNT`]
 //! (which marks a limit lifted for one request), and only while the store, as last seen, would
-//! have at least half of the limit left after it. Its size starts at
+//! have at least half of the limit left after it. Its refill size starts at
 //! [`START_REQUESTS`] request costs, doubles while the process uses it up within
 //! [`FAST_REFILL_MS`], halves when a refill comes after [`SLOW_REFILL_MS`], and never exceeds
-//! the limit divided by [`MAX_SHARE`]. A task returns to the store every allowance that was not
-//! used for [`SWEEP_INTERVAL`], and those of windows and buckets that requests no longer charge.
+//! the limit divided by [`MAX_SHARE`]. Once an admission leaves an allowance below half of its
+//! refill size, a task of its own charges the next refill to the store, while requests go on
+//! charging the units left. Only a request that finds the allowance empty waits for the store.
+//! So a process holds at most one and a half refill sizes of a counter. A task returns to the
+//! store every allowance that was not used for [`SWEEP_INTERVAL`], and those of windows and
+//! buckets that requests no longer charge. An unused allowance keeps its refill size for
+//! [`IDLE_SWEEPS`] sweeps after its units went back.
 //!
 //! So the store never counts less than was admitted, and no limit is ever exceeded. What an
 //! allowance changes is where the last part of a limit goes: while one process has units that
@@ -66,6 +71,8 @@ pub const FAST_REFILL_MS: i64 = 250;
 pub const SLOW_REFILL_MS: i64 = 2_000;
 /// Time between returns of unused allowances.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Sweeps that an unused allowance, its units returned, stays known for.
+pub const IDLE_SWEEPS: u32 = 10;
 
 /// A limiter that serves charges from local allowances where it can and passes the rest, and
 /// every lease, to `inner`.
@@ -73,6 +80,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct AllowanceLimiter {
     inner: Arc<dyn Limiter>,
     state: Mutex<State>,
+    /// The limiter itself, for the tasks that refill allowances ahead of need.
+    this: Weak<AllowanceLimiter>,
 }
 
 /// A map hashed with foldhash, seeded per map, instead of SipHash, because every request looks
@@ -131,6 +140,9 @@ struct Allowance {
     refilled_at_ms: Option<i64>,
     refilling: bool,
     used_since_sweep: bool,
+    /// Sweeps in a row that found the allowance unused. Its units go back at the first, and
+    /// the entry, with the refill size that it learned, after [`IDLE_SWEEPS`].
+    idle_sweeps: u32,
 }
 
 impl Allowance {
@@ -146,6 +158,7 @@ impl Allowance {
             refilled_at_ms: None,
             refilling: false,
             used_since_sweep: true,
+            idle_sweeps: 0,
         }
     }
 
@@ -188,9 +201,10 @@ impl AllowanceLimiter {
     /// Wraps `inner` and starts the task that returns unused allowances every
     /// [`SWEEP_INTERVAL`] of `clock`, which stops once the limiter is dropped.
     pub fn start(inner: Arc<dyn Limiter>, clock: Arc<dyn Clock>) -> Arc<Self> {
-        let limiter = Arc::new(Self {
+        let limiter = Arc::new_cyclic(|this| Self {
             inner,
             state: Mutex::new(State::default()),
+            this: this.clone(),
         });
         tokio::spawn(run_sweeper(Arc::downgrade(&limiter), clock));
         limiter
@@ -204,7 +218,14 @@ impl AllowanceLimiter {
     }
 
     /// Charges every check to its allowance when all have enough, and returns the statuses.
-    fn charge_locally(&self, checks: &[LimitCheck], cells: &[Cell]) -> Option<Vec<LimitStatus>> {
+    /// An allowance that the charge leaves below half of its refill size starts a refill in a
+    /// task of its own, so that later requests find units instead of waiting for the store.
+    fn charge_locally(
+        &self,
+        checks: &[LimitCheck],
+        cells: &[Cell],
+        now: DateTime<Utc>,
+    ) -> Option<Vec<LimitStatus>> {
         if checks.is_empty() {
             return Some(Vec::new());
         }
@@ -232,15 +253,62 @@ impl AllowanceLimiter {
                 return None;
             }
         }
+        let now_ms = now.timestamp_millis();
         let mut statuses = Vec::with_capacity(checks.len());
-        for check in checks {
+        let mut top_ups = Vec::new();
+        for (check, cell) in checks.iter().zip(cells) {
             let allowance = allowances.get_mut(&check.counter)?;
             allowance.units -= check.cost;
             allowance.used += check.cost;
             allowance.used_since_sweep = true;
             statuses.push(allowance.status(&check.counter));
+            if allowance.units < allowance.chunk / 2 {
+                let refill = allowance.start_refill(check.cost, now_ms);
+                if refill > 0 {
+                    top_ups.push(TopUp {
+                        check: LimitCheck {
+                            cost: refill,
+                            ..check.clone()
+                        },
+                        cell: *cell,
+                    });
+                }
+            }
+        }
+        drop(state);
+        if !top_ups.is_empty()
+            && let Some(limiter) = self.this.upgrade()
+        {
+            tokio::spawn(async move { limiter.top_up(top_ups, now).await });
         }
         Some(statuses)
+    }
+
+    /// Charges the refills of `top_ups` to the store, each into its allowance. A refill that
+    /// the store rejects is dropped: the requests that find the allowance empty then go to the
+    /// store themselves.
+    async fn top_up(&self, top_ups: Vec<TopUp>, now: DateTime<Utc>) {
+        let (checks, cells): (Vec<LimitCheck>, Vec<Cell>) = top_ups
+            .into_iter()
+            .map(|top_up| (top_up.check, top_up.cell))
+            .unzip();
+        let refills: Vec<u64> = checks.iter().map(|check| check.cost).collect();
+        let mut unfinished = UnfinishedRefills {
+            limiter: self,
+            checks: &checks,
+            refills: &refills,
+            returned: false,
+        };
+        let decision = self.inner.acquire(&checks, now).await;
+        unfinished.returned = true;
+        let admitted = match &decision {
+            Ok(Decision::Admitted(admission)) => Some(admission.statuses.as_slice()),
+            _ => None,
+        };
+        self.record(&checks, &cells, &refills, admitted, now.timestamp_millis());
+        if let Err(error) = decision {
+            tracing::warn!(%error, "refilling rate-limit allowances failed; requests charge the store directly");
+        }
     }
 
     /// Puts charges that [`Self::charge_locally`] took back into their allowances.
@@ -581,12 +649,17 @@ impl AllowanceLimiter {
                 let current = Cell::locate(counter, now).ok() == Some(allowance.cell);
                 if current && (allowance.used_since_sweep || allowance.refilling) {
                     allowance.used_since_sweep = false;
+                    allowance.idle_sweeps = 0;
                     return true;
                 }
                 if allowance.units > 0 {
                     returns.push((counter.clone(), allowance.cell, allowance.units));
+                    allowance.units = 0;
                 }
-                false
+                // An idle entry stays a few sweeps with its refill size, so that a counter used
+                // again soon refills at that size instead of starting small.
+                allowance.idle_sweeps += 1;
+                current && allowance.idle_sweeps <= IDLE_SWEEPS
             });
             let releases = &mut state.releases;
             state.slots.retain(|scope, slots| {
@@ -673,6 +746,13 @@ impl AllowanceLimiter {
     }
 }
 
+/// A refill to charge to the store ahead of need: the counter's check with the refill as its
+/// cost, and the window or bucket that the refill goes to.
+struct TopUp {
+    check: LimitCheck,
+    cell: Cell,
+}
+
 /// Refills under way in a store call. Dropped before the call returns, which happens when the
 /// caller stops waiting, it marks them ended, so that later requests can refill again.
 struct UnfinishedRefills<'a> {
@@ -728,7 +808,7 @@ impl Limiter for AllowanceLimiter {
     ) -> Result<Decision, LimitError> {
         validate_checks(checks)?;
         let cells = locate(checks, now)?;
-        if let Some(statuses) = self.charge_locally(checks, &cells) {
+        if let Some(statuses) = self.charge_locally(checks, &cells, now) {
             return Ok(Decision::Admitted(Admission { statuses }));
         }
         match self.charge_store(checks, &cells, None, now).await? {
@@ -750,7 +830,7 @@ impl Limiter for AllowanceLimiter {
         let cells = locate(checks, now)?;
         let now_ms = now.timestamp_millis();
         let lent = self.lend_slot(lease, now_ms);
-        let local = self.charge_locally(checks, &cells);
+        let local = self.charge_locally(checks, &cells, now);
         let decision = match (lent, local) {
             (true, Some(statuses)) => {
                 return Ok(LeasedDecision::Decided(Decision::Admitted(Admission {
@@ -1049,10 +1129,13 @@ mod tests {
         for admitted in 1..=1_000_u64 {
             let statuses = admit(&limiter, std::slice::from_ref(&check)).await;
             assert_eq!(statuses[0].remaining, 1_000_000 - admitted);
+            // Lets a refill task that the admission started run.
+            tokio::task::yield_now().await;
         }
-        // The first call learns the counter, the next takes 16, and each later refill within
-        // the fast-refill time doubles: 16 + 32 + ... + 512 covers the 999 after the first.
-        assert_eq!(store.calls(), 7);
+        // The first call learns the counter and the next takes 16 with its request. Each later
+        // refill starts when the allowance falls below half of its size and, within the
+        // fast-refill time, doubles: 32 + ... + 1024, the last before the units run out.
+        assert_eq!(store.calls(), 8);
         let store_remaining = store.remaining(&check, start()).await;
         assert!(
             store_remaining <= 1_000_000 - 1_000,
@@ -1172,6 +1255,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn idle_allowance_keeps_refill_size() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let check = requests(1_000_000);
+        let checks = std::slice::from_ref(&check);
+        for _ in 0..1_000 {
+            admit(&limiter, checks).await;
+            tokio::task::yield_now().await;
+        }
+        // Two sweeps without use return the units.
+        limiter.sweep(start()).await.expect("sweep");
+        limiter.sweep(start()).await.expect("sweep");
+        assert_eq!(store.remaining(&check, start()).await, 1_000_000 - 1_000);
+
+        // The next refill has the size learned before, so the store gets one call for the
+        // next 100 requests instead of a ramp from 16 again.
+        let calls = store.calls();
+        for _ in 0..100 {
+            admit(&limiter, checks).await;
+        }
+        assert_eq!(store.calls(), calls + 1);
+    }
+
+    #[tokio::test]
     async fn changed_limit_returns_held_units() {
         let store = Arc::new(Counting::default());
         let limiter = limiter(store.clone());
@@ -1187,6 +1294,31 @@ mod tests {
         assert!(statuses[0].remaining < 2_000_000 - 4);
         limiter.sweep(start()).await.expect("sweep");
         assert_eq!(store.remaining(&new, start()).await, 2_000_000 - 4);
+    }
+
+    #[tokio::test]
+    async fn refill_starts_before_allowance_runs_out() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let check = requests(1_000_000);
+        let checks = std::slice::from_ref(&check);
+        // The first call learns the counter, the second takes an allowance of 16.
+        admit(&limiter, checks).await;
+        admit(&limiter, checks).await;
+        assert_eq!(store.calls(), 2);
+
+        // The store stops replying. The refill that starts below half of the allowance waits,
+        // and the admissions go on from the units left.
+        store.stalled.store(true, Ordering::SeqCst);
+        for _ in 0..16 {
+            let admitted = limiter.acquire(checks, start()).now_or_never();
+            assert!(
+                matches!(admitted, Some(Ok(Decision::Admitted(_)))),
+                "{admitted:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.calls(), 3, "one refill, started ahead of need");
     }
 
     #[tokio::test]
