@@ -17,7 +17,10 @@
 //! the limit divided by [`MAX_SHARE`]. Once an admission leaves an allowance below half of its
 //! refill size, a task of its own charges the next refill to the store, while requests go on
 //! charging the units left. Only a request that finds the allowance empty waits for the store.
-//! So a process holds at most one and a half refill sizes of a counter. A task returns to the
+//! In the last [`NEXT_CELL_LEAD_MS`] of a window or bucket, an admission also charges a refill
+//! to the next one, as the store counts it at its start, which becomes the allowance when
+//! requests reach it. So a process holds at most one and a half refill sizes of a counter in
+//! the current window or bucket, and one in the next. A task returns to the
 //! store every allowance that was not used for [`SWEEP_INTERVAL`], and those of windows and
 //! buckets that requests no longer charge. An unused allowance keeps its refill size for
 //! [`IDLE_SWEEPS`] sweeps after its units went back.
@@ -36,7 +39,8 @@
 //! request instead of asking the store for one. Kept leases stay in the store's set, so the cap
 //! is never exceeded, and a request renews the lease it was lent. A kept lease is lent only
 //! while it has at least half of the lease time left, so that it outlives the next renewal, and
-//! the others are released. Each sweep also releases the kept leases that stayed unused since
+//! the others are released. Each sweep renews the kept leases that would fall below half before
+//! the sweep after next. Each sweep also releases the kept leases that stayed unused since
 //! the last one. A process that dies holding leases frees them when they expire, as it does the
 //! leases of its requests.
 
@@ -73,6 +77,9 @@ pub const SLOW_REFILL_MS: i64 = 2_000;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Sweeps that an unused allowance, its units returned, stays known for.
 pub const IDLE_SWEEPS: u32 = 10;
+/// Milliseconds before a window or bucket ends from which an admission charges a refill to the
+/// next one, so that requests find units there as soon as it starts.
+pub const NEXT_CELL_LEAD_MS: i64 = 1_000;
 
 /// A limiter that serves charges from local allowances where it can and passes the rest, and
 /// every lease, to `inner`.
@@ -111,6 +118,8 @@ struct Slots {
     /// The fewest unused kept leases since the last sweep: that many were not needed.
     fewest_free: usize,
     used_since_sweep: bool,
+    /// Time to live of the scope's leases, which a sweep renews them for.
+    ttl: Duration,
 }
 
 /// The store lease that a request uses: its own, or a kept one lent to it.
@@ -120,6 +129,7 @@ struct SlotInUse {
     cap: u64,
     store_id: String,
     expires_ms: i64,
+    ttl: Duration,
 }
 
 /// The units that one process has of one counter in one fixed window or sliding bucket.
@@ -143,6 +153,19 @@ struct Allowance {
     /// Sweeps in a row that found the allowance unused. Its units go back at the first, and
     /// the entry, with the refill size that it learned, after [`IDLE_SWEEPS`].
     idle_sweeps: u32,
+    /// Units charged ahead to the window or bucket after `cell`, which become the allowance
+    /// when requests start charging it.
+    next: Option<NextCell>,
+    next_refilling: bool,
+}
+
+/// Units charged to a window or bucket before it started, with the store's answer.
+#[derive(Debug)]
+struct NextCell {
+    cell: Cell,
+    units: u64,
+    remaining: u64,
+    reset_at: DateTime<Utc>,
 }
 
 impl Allowance {
@@ -159,7 +182,24 @@ impl Allowance {
             refilling: false,
             used_since_sweep: true,
             idle_sweeps: 0,
+            next: None,
+            next_refilling: false,
         }
+    }
+
+    /// Makes the units charged ahead to `cell` the allowance, when they were charged to it,
+    /// and returns the units left of the previous window or bucket, to give back.
+    fn move_to(&mut self, cell: Cell) -> Option<(Cell, u64)> {
+        if self.cell == cell || self.next.as_ref().is_none_or(|next| next.cell != cell) {
+            return None;
+        }
+        let next = self.next.take()?;
+        let previous = (self.cell, std::mem::replace(&mut self.units, next.units));
+        self.cell = next.cell;
+        self.used = 0;
+        self.remaining = next.remaining;
+        self.reset_at = next.reset_at;
+        (previous.1 > 0).then_some(previous)
     }
 
     fn status(&self, counter: &Counter) -> LimitStatus {
@@ -232,8 +272,16 @@ impl AllowanceLimiter {
         if checks.iter().any(|check| check.cost == 0) {
             return None;
         }
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let allowances = &mut state.allowances;
+        for (check, cell) in checks.iter().zip(cells) {
+            if let Some(allowance) = allowances.get_mut(&check.counter)
+                && let Some((previous, units)) = allowance.move_to(*cell)
+            {
+                state.returns.push((check.counter.clone(), previous, units));
+            }
+        }
         let fits =
             |allowance: Option<&Allowance>, check: &LimitCheck, cell: &Cell, earlier: u64| {
                 allowance.is_some_and(|allowance| {
@@ -256,6 +304,7 @@ impl AllowanceLimiter {
         let now_ms = now.timestamp_millis();
         let mut statuses = Vec::with_capacity(checks.len());
         let mut top_ups = Vec::new();
+        let mut next_top_ups = Vec::new();
         for (check, cell) in checks.iter().zip(cells) {
             let allowance = allowances.get_mut(&check.counter)?;
             allowance.units -= check.cost;
@@ -274,14 +323,76 @@ impl AllowanceLimiter {
                     });
                 }
             }
+            // One call charges the next cells that start at one instant, the store's `now`.
+            let same_start = next_top_ups
+                .first()
+                .is_none_or(|first: &TopUp| first.cell.start_ms() == cell.end_ms());
+            if same_start && let Some(top_up) = next_cell_top_up(allowance, check, cell, now_ms) {
+                next_top_ups.push(top_up);
+            }
         }
-        drop(state);
-        if !top_ups.is_empty()
-            && let Some(limiter) = self.this.upgrade()
-        {
-            tokio::spawn(async move { limiter.top_up(top_ups, now).await });
+        drop(guard);
+        if let Some(limiter) = self.this.upgrade() {
+            if !top_ups.is_empty() {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.top_up(top_ups, now).await });
+            }
+            if let Some(starts) = next_top_ups
+                .first()
+                .and_then(|top_up| window::instant(top_up.cell.start_ms()).ok())
+            {
+                tokio::spawn(async move { limiter.top_up_next(next_top_ups, starts).await });
+            }
         }
         Some(statuses)
+    }
+
+    /// Charges the refills of `top_ups` to the windows or buckets that start at `starts`, as
+    /// the store counts them at that instant, and keeps them for when they start.
+    async fn top_up_next(&self, top_ups: Vec<TopUp>, starts: DateTime<Utc>) {
+        let (checks, cells): (Vec<LimitCheck>, Vec<Cell>) = top_ups
+            .into_iter()
+            .map(|top_up| (top_up.check, top_up.cell))
+            .unzip();
+        let decision = self.inner.acquire(&checks, starts).await;
+        let statuses = match &decision {
+            Ok(Decision::Admitted(admission)) => Some(admission.statuses.as_slice()),
+            _ => None,
+        };
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for (index, (check, cell)) in checks.iter().zip(&cells).enumerate() {
+            let status = statuses.and_then(|statuses| statuses.get(index));
+            let Some(allowance) = state.allowances.get_mut(&check.counter) else {
+                if status.is_some() {
+                    state
+                        .returns
+                        .push((check.counter.clone(), *cell, check.cost));
+                }
+                continue;
+            };
+            allowance.next_refilling = false;
+            let Some(status) = status else {
+                continue;
+            };
+            if allowance.cell == *cell {
+                // Requests reached the cell first and took an allowance of their own in it.
+                allowance.units = allowance.units.saturating_add(check.cost);
+            } else if let Some(previous) = allowance.next.replace(NextCell {
+                cell: *cell,
+                units: check.cost,
+                remaining: status.remaining,
+                reset_at: status.reset_at,
+            }) {
+                state
+                    .returns
+                    .push((check.counter.clone(), previous.cell, previous.units));
+            }
+        }
+        drop(guard);
+        if let Err(error) = decision {
+            tracing::warn!(%error, "charging rate-limit allowances ahead to the next window failed");
+        }
     }
 
     /// Charges the refills of `top_ups` to the store, each into its allowance. A refill that
@@ -384,17 +495,36 @@ impl AllowanceLimiter {
                     .entry(check.counter.clone())
                     .or_insert_with(|| Allowance::new(*cell, status)),
             };
+            if allowance.cell != *cell && cell.start_ms() < allowance.cell.start_ms() {
+                // The call charged a window or bucket that requests have left: its refill goes
+                // back.
+                if *refill > 0 {
+                    state.returns.push((check.counter.clone(), *cell, *refill));
+                }
+                reported.push(status.clone());
+                continue;
+            }
             if allowance.cell != *cell || allowance.limit != check.limit {
                 if allowance.units > 0 {
                     state
                         .returns
                         .push((check.counter.clone(), allowance.cell, allowance.units));
                 }
-                // The refill size carries over to the next window or bucket.
+                // The refill size carries over to the next window or bucket, and so do units
+                // charged ahead to it.
                 let previous = std::mem::replace(allowance, Allowance::new(*cell, status));
                 if previous.limit == check.limit {
                     allowance.chunk = previous.chunk;
                     allowance.refilled_at_ms = previous.refilled_at_ms;
+                }
+                if let Some(next) = previous.next {
+                    if next.cell == *cell && previous.limit == check.limit {
+                        allowance.units = next.units;
+                    } else {
+                        state
+                            .returns
+                            .push((check.counter.clone(), next.cell, next.units));
+                    }
                 }
             }
             allowance.remaining = status.remaining;
@@ -517,6 +647,7 @@ impl AllowanceLimiter {
                     cap: lease.cap,
                     store_id,
                     expires_ms,
+                    ttl: lease.ttl,
                 },
             );
             return true;
@@ -548,6 +679,7 @@ impl AllowanceLimiter {
                 cap: lease.cap,
                 store_id: lease.id.clone(),
                 expires_ms: now_ms.saturating_add(duration_millis(lease.ttl)),
+                ttl: lease.ttl,
             },
         );
     }
@@ -574,6 +706,7 @@ impl AllowanceLimiter {
         if (slots.free.len() as u64) < slot.cap / SLOT_SHARE {
             slots.free.push((slot.store_id, slot.expires_ms));
             slots.used_since_sweep = true;
+            slots.ttl = slot.ttl;
             return None;
         }
         Some(HeldLease {
@@ -641,6 +774,8 @@ impl AllowanceLimiter {
     /// Releases the kept slots of scopes that no request used since the last sweep, and as many
     /// of the others as stayed unused since then.
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<(), LimitError> {
+        let now_ms = now.timestamp_millis();
+        let mut renewals: Vec<(Duration, Vec<HeldLease>)> = Vec::new();
         let returns = {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -655,6 +790,9 @@ impl AllowanceLimiter {
                 if allowance.units > 0 {
                     returns.push((counter.clone(), allowance.cell, allowance.units));
                     allowance.units = 0;
+                }
+                if let Some(next) = allowance.next.take() {
+                    returns.push((counter.clone(), next.cell, next.units));
                 }
                 // An idle entry stays a few sweeps with its refill size, so that a counter used
                 // again soon refills at that size instead of starting small.
@@ -674,6 +812,25 @@ impl AllowanceLimiter {
                     }
                     slots.fewest_free = slots.free.len();
                     slots.used_since_sweep = false;
+                    // A kept lease is lent while it has half of its time to live left. The ones
+                    // that would fall below that before the sweep after next are renewed now.
+                    let due_ms =
+                        duration_millis(slots.ttl) / 2 + 2 * duration_millis(SWEEP_INTERVAL);
+                    let due: Vec<HeldLease> = slots
+                        .free
+                        .iter()
+                        .filter(|(_, expires_ms)| expires_ms - now_ms < due_ms)
+                        .map(|(id, _)| HeldLease {
+                            scope: scope.clone(),
+                            id: id.clone(),
+                        })
+                        .collect();
+                    if !due.is_empty() {
+                        match renewals.iter_mut().find(|(ttl, _)| *ttl == slots.ttl) {
+                            Some((_, leases)) => leases.extend(due),
+                            None => renewals.push((slots.ttl, due)),
+                        }
+                    }
                     return true;
                 }
                 for (id, _) in slots.free.drain(..) {
@@ -686,7 +843,43 @@ impl AllowanceLimiter {
             });
             (std::mem::take(returns), std::mem::take(releases))
         };
-        self.give_back(returns, now).await
+        let given_back = self.give_back(returns, now).await;
+        for (ttl, leases) in renewals {
+            let renewed = self.inner.renew_leases(&leases, now, ttl).await?;
+            self.note_renewed(
+                &leases,
+                &renewed,
+                now_ms.saturating_add(duration_millis(ttl)),
+            );
+        }
+        given_back
+    }
+
+    /// Moves the expiry of the kept leases that a renewal reached to `expires_ms`, and drops
+    /// those that the store no longer held, wherever they are now: kept, or lent to a request.
+    fn note_renewed(&self, leases: &[HeldLease], renewed: &[bool], expires_ms: i64) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for (lease, renewed) in leases.iter().zip(renewed) {
+            let expiry = if *renewed { expires_ms } else { i64::MIN };
+            if let Some(slots) = state.slots.get_mut(&lease.scope)
+                && let Some(index) = slots.free.iter().position(|(id, _)| *id == lease.id)
+            {
+                if *renewed {
+                    slots.free[index].1 = expiry;
+                } else {
+                    slots.free.swap_remove(index);
+                }
+                continue;
+            }
+            if let Some(slot) = state
+                .in_use
+                .values_mut()
+                .find(|slot| slot.store_id == lease.id)
+            {
+                slot.expires_ms = expiry;
+            }
+        }
     }
 
     /// Returns every allowance to the store and releases every kept slot, such as before the
@@ -697,6 +890,9 @@ impl AllowanceLimiter {
             let state = &mut *guard;
             let mut returns = std::mem::take(&mut state.returns);
             for (counter, allowance) in state.allowances.drain() {
+                if let Some(next) = allowance.next {
+                    returns.push((counter.clone(), next.cell, next.units));
+                }
                 if allowance.units > 0 {
                     returns.push((counter, allowance.cell, allowance.units));
                 }
@@ -751,6 +947,34 @@ impl AllowanceLimiter {
 struct TopUp {
     check: LimitCheck,
     cell: Cell,
+}
+
+/// Returns the refill to charge ahead to the window or bucket after `cell`, and starts it,
+/// when an admission at `now_ms` comes within [`NEXT_CELL_LEAD_MS`] of its start and none
+/// was charged yet.
+fn next_cell_top_up(
+    allowance: &mut Allowance,
+    check: &LimitCheck,
+    cell: &Cell,
+    now_ms: i64,
+) -> Option<TopUp> {
+    let starts_ms = cell.end_ms();
+    if allowance.next.is_some()
+        || allowance.next_refilling
+        || allowance.chunk == 0
+        || starts_ms - now_ms > NEXT_CELL_LEAD_MS
+    {
+        return None;
+    }
+    let next = Cell::locate(&check.counter, window::instant(starts_ms).ok()?).ok()?;
+    allowance.next_refilling = true;
+    Some(TopUp {
+        check: LimitCheck {
+            cost: allowance.chunk,
+            ..check.clone()
+        },
+        cell: next,
+    })
 }
 
 /// Refills under way in a store call. Dropped before the call returns, which happens when the
@@ -1321,6 +1545,66 @@ mod tests {
         assert_eq!(store.calls(), 3, "one refill, started ahead of need");
     }
 
+    /// Admits `checks` at `now` 20 times, letting the refill tasks run after each.
+    async fn admit_twenty_at(
+        limiter: &AllowanceLimiter,
+        checks: &[LimitCheck],
+        now: DateTime<Utc>,
+    ) {
+        for _ in 0..20 {
+            let admitted = limiter.acquire(checks, now).await;
+            assert!(
+                matches!(admitted, Ok(Decision::Admitted(_))),
+                "{admitted:?}"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn next_bucket_charged_before_it_starts() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let check = tokens(10_000_000, 1_000);
+        let checks = std::slice::from_ref(&check);
+        // Buckets of a sliding minute last 6 s: these admissions come 0.5 s before the next.
+        admit_twenty_at(
+            &limiter,
+            checks,
+            start() + chrono::Duration::milliseconds(5_500),
+        )
+        .await;
+
+        // The store stops replying. A request in the next bucket is served from the units
+        // charged to it ahead.
+        store.stalled.store(true, Ordering::SeqCst);
+        let next = start() + chrono::Duration::milliseconds(6_100);
+        let admitted = limiter.acquire(checks, next).now_or_never();
+        assert!(
+            matches!(admitted, Some(Ok(Decision::Admitted(_)))),
+            "{admitted:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn units_charged_ahead_go_back() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let check = tokens(10_000_000, 1_000);
+        let checks = std::slice::from_ref(&check);
+        admit_twenty_at(
+            &limiter,
+            checks,
+            start() + chrono::Duration::milliseconds(5_500),
+        )
+        .await;
+
+        let next = start() + chrono::Duration::milliseconds(6_100);
+        assert!(store.remaining(&check, next).await < 10_000_000 - 20_000);
+        limiter.return_all(next).await.expect("return");
+        assert_eq!(store.remaining(&check, next).await, 10_000_000 - 20_000);
+    }
+
     #[tokio::test]
     async fn abandoned_refill_allows_next_one() {
         let store = Arc::new(Counting::default());
@@ -1516,6 +1800,27 @@ mod tests {
         drop(limiter);
         let expired = start() + chrono::Duration::from_std(TTL).expect("ttl");
         assert_eq!(store.active_leases("org:a", expired).await, 0);
+    }
+
+    #[tokio::test]
+    async fn sweep_renews_kept_slots() {
+        let store = Arc::new(Counting::default());
+        let limiter = limiter(store.clone());
+        let request = lease("r1", 640);
+        admit_leased(&limiter, &request, start()).await;
+        end(&limiter, &request, start()).await;
+        // 14 s on, the kept lease has 16 s of its 30 left, and the sweep after next would find
+        // it below half: this sweep renews it.
+        limiter
+            .sweep(start() + chrono::Duration::seconds(14))
+            .await
+            .expect("sweep");
+
+        let late = start() + chrono::Duration::seconds(20);
+        let calls = store.lease_calls();
+        admit_leased(&limiter, &lease("r2", 640), late).await;
+        assert_eq!(store.lease_calls(), calls, "r2 is lent the renewed slot");
+        assert_eq!(store.active_leases("org:a", late).await, 1);
     }
 
     #[tokio::test]
