@@ -17,6 +17,7 @@ use synaxis_tests::fake_upstream::{FakeConfig, FakeUpstream};
 use synaxisd::billing::tokens;
 use synaxisd::store::sqlite::SqliteStore;
 use synaxisd::store::{RequestFilter, RequestRecord, RequestStore};
+use synaxisd::tenancy::cache::{AUTH_CACHE_TTL_SECS, REFRESH_AHEAD_MS};
 
 use common::{Daemon, DaemonOptions, create_tenant, ctl_json};
 
@@ -504,7 +505,12 @@ async fn auth_cache_serves_a_key_from_memory() {
     let elapsed = started.elapsed();
     let misses = metric(&daemon, "synaxis_auth_cache_misses_total").await - misses_before;
     let hits = metric(&daemon, "synaxis_auth_cache_hits_total").await;
-    if elapsed < Duration::from_secs(5) {
+    // A use in an entry's last moments starts the lookup that replaces it, so the uses share
+    // one lookup when they all come before that.
+    let first_lookup_serves = Duration::from_millis(
+        u64::try_from(AUTH_CACHE_TTL_SECS * 1_000 - REFRESH_AHEAD_MS).expect("positive"),
+    );
+    if elapsed < first_lookup_serves {
         assert!(
             misses <= 1.0,
             "{misses} store lookups for 1000 uses within one TTL"

@@ -4,7 +4,10 @@
 //! change when their entries expire, or sooner when the key directory's events tell them.
 //!
 //! Concurrent misses of one key share one store lookup, so that the requests that find an
-//! entry expired together, or a key's first requests, do not each query the store.
+//! entry expired together, or a key's first requests, do not each query the store. The first
+//! request that finds an entry in its last [`REFRESH_AHEAD_MS`] starts a lookup that replaces
+//! it, so that a key in steady use is looked up about once per entry life without a request
+//! waiting for the store. An entry still never outlives its lookup by more than the TTL.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +27,26 @@ pub const AUTH_CACHE_TTL_SECS: i64 = 5;
 /// Entries kept at most; past it the cache is emptied, which costs only lookups.
 const MAX_ENTRIES: usize = 100_000;
 
+/// Milliseconds before an entry ends from which a request that finds it starts the lookup that
+/// replaces it.
+pub const REFRESH_AHEAD_MS: i64 = 250;
+
 #[derive(Debug)]
 struct Entry {
     key: Arc<AuthenticatedKey>,
     valid_until: DateTime<Utc>,
+    /// When a lookup that replaces the entry is due. It is `None` for an entry that ends with
+    /// its key's expiry or secret grace, because a new lookup would not extend it.
+    refresh_at: Option<DateTime<Utc>>,
+    refreshing: bool,
+}
+
+/// A key served from the cache.
+#[derive(Debug)]
+pub struct Cached {
+    pub key: Arc<AuthenticatedKey>,
+    /// Set for the one request that should start the lookup that replaces the entry.
+    pub refresh: bool,
 }
 
 /// The result of a store lookup, shared with the misses that waited for it. `None` means that
@@ -80,12 +99,21 @@ impl AuthCache {
     }
 
     /// Returns the cached key for `hash` when its entry is still valid at `now`, counting a hit.
-    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<Arc<AuthenticatedKey>> {
-        let entries = self.lock(&self.entries);
+    /// The first caller that finds the entry due for refresh gets `refresh` set, and should
+    /// then [`load`](Self::load) it in the background.
+    pub fn get(&self, hash: &str, now: DateTime<Utc>) -> Option<Cached> {
+        let mut entries = self.lock(&self.entries);
         let found = entries
-            .get(hash)
+            .get_mut(hash)
             .filter(|entry| now < entry.valid_until)
-            .map(|entry| Arc::clone(&entry.key));
+            .map(|entry| {
+                let refresh = !entry.refreshing && entry.refresh_at.is_some_and(|due| due <= now);
+                entry.refreshing |= refresh;
+                Cached {
+                    key: Arc::clone(&entry.key),
+                    refresh,
+                }
+            });
         drop(entries);
         if found.is_some() {
             self.hits.inc();
@@ -149,13 +177,16 @@ impl AuthCache {
         now: DateTime<Utc>,
         generation: u64,
     ) {
-        let mut valid_until = now + Duration::seconds(AUTH_CACHE_TTL_SECS);
+        let full_life = now + Duration::seconds(AUTH_CACHE_TTL_SECS);
+        let mut valid_until = full_life;
         for limit in [key.key.expires_at, key.key.previous_secret_expires_at]
             .into_iter()
             .flatten()
         {
             valid_until = valid_until.min(limit);
         }
+        let refresh_at = (valid_until == full_life)
+            .then(|| valid_until - Duration::milliseconds(REFRESH_AHEAD_MS));
 
         let mut entries = self.lock(&self.entries);
         if self.generation.load(Ordering::Acquire) != generation {
@@ -164,7 +195,15 @@ impl AuthCache {
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(hash, Entry { key, valid_until });
+        entries.insert(
+            hash,
+            Entry {
+                key,
+                valid_until,
+                refresh_at,
+                refreshing: false,
+            },
+        );
     }
 
     pub fn evict_key(&self, id: KeyId) {
@@ -308,6 +347,45 @@ mod tests {
         assert_eq!(cache.misses(), 1);
         assert_eq!(cache.hits(), 19);
         assert!(cache.get("h", now).is_some(), "the key is cached");
+    }
+
+    #[tokio::test]
+    async fn entry_refreshed_in_its_last_moments() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let found = key(now);
+        let lookup = || async { Ok(Some(found.clone())) };
+        cache.load("h", now, lookup).await.expect("lookup");
+
+        let early = now + Duration::seconds(1);
+        let cached = cache.get("h", early).expect("cached");
+        assert!(!cached.refresh, "too early to refresh");
+
+        let late = now + Duration::seconds(AUTH_CACHE_TTL_SECS) - Duration::milliseconds(100);
+        let first = cache.get("h", late).expect("cached");
+        assert!(first.refresh, "the first use in the last moments refreshes");
+        let second = cache.get("h", late).expect("cached");
+        assert!(!second.refresh, "one refresh at a time");
+
+        // The refresh's lookup gives the entry a whole life from its own time.
+        cache.load("h", late, lookup).await.expect("lookup");
+        let after = now + Duration::seconds(AUTH_CACHE_TTL_SECS) + Duration::seconds(1);
+        let refreshed = cache.get("h", after).expect("cached after the first life");
+        assert!(!refreshed.refresh);
+    }
+
+    #[tokio::test]
+    async fn entry_ending_with_its_key_not_refreshed() {
+        let cache = AuthCache::default();
+        let now = Utc::now();
+        let mut expiring = key(now);
+        expiring.key.expires_at = Some(now + Duration::seconds(2));
+        let lookup = || async { Ok(Some(expiring.clone())) };
+        cache.load("h", now, lookup).await.expect("lookup");
+
+        let late = now + Duration::seconds(2) - Duration::milliseconds(100);
+        let cached = cache.get("h", late).expect("cached");
+        assert!(!cached.refresh, "a lookup would not extend the entry");
     }
 
     #[tokio::test]

@@ -947,12 +947,28 @@ impl Tenancy {
         }
         let hash = self.hasher.hash(presented);
         let now = self.clock.now();
-        if let Some(key) = self.auth_cache.get(&hash, now) {
-            return Ok(Some(key));
+        if let Some(cached) = self.auth_cache.get(&hash, now) {
+            if cached.refresh {
+                self.refresh_cached(hash, now);
+            }
+            return Ok(Some(cached.key));
         }
         self.auth_cache
             .load(&hash, now, || self.store.find_usable_key(&hash, now))
             .await
+    }
+
+    /// Looks the key of `hash` up again in a task of its own, to replace its cache entry before
+    /// it ends.
+    fn refresh_cached(&self, hash: String, now: chrono::DateTime<chrono::Utc>) {
+        let cache = Arc::clone(&self.auth_cache);
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let lookup = || store.find_usable_key(&hash, now);
+            if let Err(error) = cache.load(&hash, now, lookup).await {
+                tracing::warn!(%error, "refreshing a cached key failed; its next use after the entry ends looks it up");
+            }
+        });
     }
 }
 
