@@ -103,14 +103,6 @@ impl Cell {
         }
     }
 
-    /// Returns the instant, in milliseconds, at which the next window or bucket starts.
-    pub(crate) fn end_ms(&self) -> i64 {
-        match *self {
-            Self::Fixed { end_ms, .. } => end_ms,
-            Self::Sliding { index, bucket_ms } => (index + 1) * bucket_ms,
-        }
-    }
-
     /// Returns the instant, in milliseconds, from which a charge in this cell no longer counts.
     pub(crate) fn expires_at_ms(&self) -> i64 {
         match *self {
