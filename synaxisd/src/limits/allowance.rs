@@ -17,7 +17,7 @@
 //! the limit divided by [`MAX_SHARE`]. Once an admission leaves an allowance below half of its
 //! refill size, a task of its own charges the next refill to the store, while requests go on
 //! charging the units left. A refill is charged only to an allowance below half of its refill
-//! size, so a process holds at most one and a half refill sizes of a counter. Only a request
+//! size, so a process keeps at most one and a half refill sizes of a counter. Only a request
 //! whose cost the units left do not cover waits for the store. A task returns to the
 //! store every allowance that was not used for [`SWEEP_INTERVAL`], and those of windows and
 //! buckets that requests no longer charge. An unused allowance keeps its refill size for
@@ -1399,7 +1399,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn store_charges_hold_at_most_one_refill_and_a_half() {
+    async fn refills_capped_when_store_charges() {
         let store = Arc::new(Counting::default());
         let limiter = limiter(store.clone());
         // A limit below `MIN_LIMIT` sends every request to the store, where the token counter

@@ -57,8 +57,8 @@ pub struct ChatRequest {
     pub model: String,
     pub stream: bool,
     /// The body's `model`, set when an OpenAI-compatible upstream of that model name can take
-    /// the body unchanged: its top-level names are unique, and a streamed request already asks
-    /// for the usage report.
+    /// the body unchanged. That holds when its top-level names are unique and a streamed
+    /// request already requests the usage report.
     pub body_model: Option<Arc<str>>,
 }
 
